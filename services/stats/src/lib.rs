@@ -1,0 +1,81 @@
+//! Statistics for model evaluation.
+//!
+//! Pure functions on slices: no I/O, no randomness that the caller does not seed.
+//!
+//! ```
+//! use renal_stats::roc_auc;
+//! // Every positive outranks every negative but one tie: AUC = (3 + 0.5) / 4.
+//! let auc = roc_auc(&[0.9, 0.8, 0.3, 0.8], &[true, true, false, false]).unwrap();
+//! assert!((auc - 0.875).abs() < 1e-12);
+//! ```
+
+pub mod logistic;
+
+pub use logistic::{LogisticError, LogisticModel};
+
+/// Area under the ROC curve: the probability that a random positive scores above a random
+/// negative, ties counting one half (the Mann–Whitney U statistic over `n_pos * n_neg`).
+/// `None` when either class is absent.
+pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    assert_eq!(scores.len(), positive.len(), "one label per score");
+    let n_pos = positive.iter().filter(|&&p| p).count();
+    let n_neg = positive.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Mid-ranks for ties, 1-based.
+    let mut rank_sum_pos = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let mid_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &o in &order[i..=j] {
+            if positive[o] {
+                rank_sum_pos += mid_rank;
+            }
+        }
+        i = j + 1;
+    }
+    let u = rank_sum_pos - (n_pos * (n_pos + 1)) as f64 / 2.0;
+    Some(u / (n_pos as f64 * n_neg as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, counted pair by pair.
+    fn auc_by_pairs(scores: &[f64], positive: &[bool]) -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (a, &pa) in scores.iter().zip(positive) {
+            for (b, &pb) in scores.iter().zip(positive) {
+                if pa && !pb {
+                    den += 1.0;
+                    num += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+                }
+            }
+        }
+        num / den
+    }
+
+    #[test]
+    fn matches_pairwise_definition_with_ties() {
+        let scores = [0.1, 0.4, 0.35, 0.8, 0.4, 0.4, 0.9, 0.05, 0.6, 0.6];
+        let labels = [false, false, true, true, true, false, true, false, false, true];
+        let auc = roc_auc(&scores, &labels).unwrap();
+        assert!((auc - auc_by_pairs(&scores, &labels)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn perfect_inverted_and_degenerate() {
+        assert_eq!(roc_auc(&[1.0, 2.0], &[false, true]), Some(1.0));
+        assert_eq!(roc_auc(&[1.0, 2.0], &[true, false]), Some(0.0));
+        assert_eq!(roc_auc(&[1.0, 1.0], &[true, false]), Some(0.5));
+        assert_eq!(roc_auc(&[1.0, 2.0], &[true, true]), None);
+    }
+}
