@@ -1,0 +1,188 @@
+//! Helpers for end-to-end tests: the `renal` binary and independent DICOM tools.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Path of the `renal` binary, built once per test process with the same profile as the tests.
+pub fn renal_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("RENAL_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/<test-binary> -> target/<profile>/renal
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "renal-cli", "--bin", "renal"])
+            .status()
+            .expect("run cargo build for the renal binary");
+        assert!(status.success(), "building the renal binary failed");
+        let bin = profile_dir.join("renal");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Run `renal` with arguments; returns the whole output.
+pub fn renal(args: &[&str]) -> Output {
+    Command::new(renal_bin()).args(args).output().expect("spawn renal")
+}
+
+/// Fail with a helpful message when an external tool is missing.
+pub fn require_tool(name: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success());
+    assert!(
+        found.unwrap_or(false),
+        "{name} is not installed; scripts/setup.sh installs it (Debian packages dcmtk and dcm2niix)"
+    );
+}
+
+/// One attribute line of `dcmdump` output, in document order (nested items included).
+#[derive(Debug, Clone)]
+pub struct DumpLine {
+    /// `gggg,eeee`, lower case.
+    pub tag: String,
+    /// Nesting depth (0 = top-level data set).
+    pub depth: usize,
+    /// The value between brackets, or the raw text after the VR.
+    pub value: String,
+}
+
+/// `dcmdump` a file and return its attribute lines.
+pub fn dcmdump(path: &Path) -> Vec<DumpLine> {
+    let out = Command::new("dcmdump").args(["-q", "+L", "-Un"]).arg(path).output().expect("spawn dcmdump");
+    assert!(out.status.success(), "dcmdump {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    parse_dump(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parse dcmdump's text format.
+pub fn parse_dump(text: &str) -> Vec<DumpLine> {
+    let mut lines = Vec::new();
+    for raw in text.lines() {
+        let trimmed = raw.trim_start();
+        if !trimmed.starts_with('(') || trimmed.len() < 12 {
+            continue;
+        }
+        let depth = (raw.len() - trimmed.len()) / 2;
+        let tag = trimmed[1..10].to_lowercase();
+        let rest = &trimmed[11..];
+        let value = match (rest.find('['), rest.rfind(']')) {
+            (Some(a), Some(b)) if b > a => rest[a + 1..b].to_string(),
+            // Unbracketed (binary) values follow the two-letter VR.
+            _ => rest.get(3..).unwrap_or("").split('#').next().unwrap_or("").trim().to_string(),
+        };
+        lines.push(DumpLine { tag, depth, value });
+    }
+    lines
+}
+
+/// Top-level attributes of a dump as a map.
+pub fn top_level(lines: &[DumpLine]) -> HashMap<String, String> {
+    lines.iter().filter(|l| l.depth == 0).map(|l| (l.tag.clone(), l.value.clone())).collect()
+}
+
+/// Parse a backslash-separated decimal string.
+pub fn decimals(v: &str) -> Vec<f64> {
+    v.split('\\').map(|x| x.trim().parse::<f64>().unwrap_or_else(|_| panic!("not a number: {x:?}"))).collect()
+}
+
+/// Validate `value` against the subset of JSON Schema (2020-12) this project's schemas use:
+/// `type`, `enum`, `required`, `properties`, `items`, `$ref` to `#/$defs/...`, `minItems`,
+/// `maxItems`, `minimum`, `maximum`. Annotation keywords are ignored; any other keyword is an
+/// error, so a schema cannot silently rely on something unchecked. Returns every violation.
+pub fn validate_schema(schema: &serde_json::Value, value: &serde_json::Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    check_node(schema, schema, value, "$", &mut errors);
+    errors
+}
+
+fn check_node(
+    root: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+    errors: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let Some(obj) = schema.as_object() else {
+        errors.push(format!("{at}: schema node is not an object"));
+        return;
+    };
+    for (key, rule) in obj {
+        match key.as_str() {
+            "$schema" | "$id" | "title" | "description" | "format" | "$defs" | "properties" => {}
+            "$ref" => {
+                let path = rule.as_str().unwrap_or("");
+                let target = path.strip_prefix("#/").map(|p| p.split('/').fold(root, |node, part| &node[part]));
+                match target {
+                    Some(t) if !t.is_null() => check_node(root, t, value, at, errors),
+                    _ => errors.push(format!("{at}: unresolvable $ref {path}")),
+                }
+            }
+            "type" => {
+                let allowed: Vec<&str> = match rule {
+                    Value::String(s) => vec![s.as_str()],
+                    Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+                    _ => vec![],
+                };
+                let ok = allowed.iter().any(|t| match *t {
+                    "object" => value.is_object(),
+                    "array" => value.is_array(),
+                    "string" => value.is_string(),
+                    "integer" => value.is_i64() || value.is_u64(),
+                    "number" => value.is_number(),
+                    "boolean" => value.is_boolean(),
+                    "null" => value.is_null(),
+                    _ => false,
+                });
+                if !ok {
+                    errors.push(format!("{at}: {value} is not of type {allowed:?}"));
+                }
+            }
+            "enum" => {
+                if !rule.as_array().is_some_and(|a| a.contains(value)) {
+                    errors.push(format!("{at}: {value} not in {rule}"));
+                }
+            }
+            "required" => {
+                for name in rule.as_array().into_iter().flatten().filter_map(|n| n.as_str()) {
+                    if value.get(name).is_none() {
+                        errors.push(format!("{at}: missing required {name}"));
+                    }
+                }
+            }
+            "items" => {
+                for (n, item) in value.as_array().into_iter().flatten().enumerate() {
+                    check_node(root, rule, item, &format!("{at}[{n}]"), errors);
+                }
+            }
+            "minItems" | "maxItems" => {
+                let len = value.as_array().map(|a| a.len() as u64).unwrap_or(0);
+                let bound = rule.as_u64().unwrap_or(0);
+                if (key == "minItems" && len < bound) || (key == "maxItems" && len > bound) {
+                    errors.push(format!("{at}: {len} items violates {key} {bound}"));
+                }
+            }
+            "minimum" | "maximum" => {
+                if let (Some(v), Some(b)) = (value.as_f64(), rule.as_f64()) {
+                    if (key == "minimum" && v < b) || (key == "maximum" && v > b) {
+                        errors.push(format!("{at}: {v} violates {key} {b}"));
+                    }
+                }
+            }
+            other => errors.push(format!("{at}: unsupported schema keyword {other}")),
+        }
+    }
+    if let (Some(props), Some(map)) = (obj.get("properties").and_then(|p| p.as_object()), value.as_object()) {
+        for (name, sub) in props {
+            if let Some(v) = map.get(name) {
+                check_node(root, sub, v, &format!("{at}.{name}"), errors);
+            }
+        }
+    }
+}

@@ -5,12 +5,16 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use renal_synth::{generate, SynthConfig, Summary};
+use renal_synth::{generate, Summary, SynthConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "renal", version, about = "Renal lesion MRI: synthetic cohorts today, the streaming pipeline as it lands.")]
+#[command(
+    name = "renal",
+    version,
+    about = "Renal lesion MRI: synthetic cohorts today, the streaming pipeline as it lands."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

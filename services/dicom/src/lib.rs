@@ -85,10 +85,7 @@ pub struct Equipment {
 pub enum WriteError {
     /// The output folder could not be created.
     #[error("cannot create folder {path}: {source}")]
-    CreateDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: std::path::PathBuf, source: std::io::Error },
     /// The file meta group could not be built.
     #[error("file meta for {sop_instance_uid}: {message}")]
     Meta { sop_instance_uid: String, message: String },

@@ -80,8 +80,7 @@ pub(crate) fn encode_file(
     path: &Path,
 ) -> Result<Vec<u8>, WriteError> {
     let mut bytes = Vec::with_capacity(256 * 1024);
-    file.write_all(&mut bytes)
-        .map_err(|e| WriteError::WriteFile { path: path.into(), message: e.to_string() })?;
+    file.write_all(&mut bytes).map_err(|e| WriteError::WriteFile { path: path.into(), message: e.to_string() })?;
     Ok(bytes)
 }
 
@@ -100,10 +99,7 @@ pub fn write_mr_series(
         return Err(WriteError::VoxelCount { expected: g.len(), got: volume.data.len() });
     }
     if series.sop_instance_uids.len() != g.dims[2] {
-        return Err(WriteError::VoxelCount {
-            expected: g.dims[2],
-            got: series.sop_instance_uids.len(),
-        });
+        return Err(WriteError::VoxelCount { expected: g.dims[2], got: series.sop_instance_uids.len() });
     }
     std::fs::create_dir_all(dir).map_err(|source| WriteError::CreateDir { path: dir.into(), source })?;
     let n = g.dims[2];
@@ -119,17 +115,18 @@ pub fn write_mr_series(
         let bytes = encode_file(&file, &path)?;
         std::fs::write(&path, &bytes)
             .map_err(|e| WriteError::WriteFile { path: path.clone(), message: e.to_string() })?;
-        written.push(WrittenInstance { path, sop_instance_uid: sop, instance_number, slice: k, bytes: bytes.len() as u64 });
+        written.push(WrittenInstance {
+            path,
+            sop_instance_uid: sop,
+            instance_number,
+            slice: k,
+            bytes: bytes.len() as u64,
+        });
     }
     Ok(written)
 }
 
-pub(crate) fn common_elements(
-    obj: &mut InMemDicomObject,
-    patient: &Patient,
-    study: &Study,
-    equipment: &Equipment,
-) {
+pub(crate) fn common_elements(obj: &mut InMemDicomObject, patient: &Patient, study: &Study, equipment: &Equipment) {
     for el in [
         str_el(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
         str_el(tags::PATIENT_NAME, VR::PN, &patient.name),
@@ -212,11 +209,7 @@ fn slice_object(
         str_el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
         us_el(tags::ROWS, g.dims[1] as u16),
         us_el(tags::COLUMNS, g.dims[0] as u16),
-        str_el(
-            tags::PIXEL_SPACING,
-            VR::DS,
-            &ds_multi(&[g.spacing_mm[1], g.spacing_mm[0]]),
-        ),
+        str_el(tags::PIXEL_SPACING, VR::DS, &ds_multi(&[g.spacing_mm[1], g.spacing_mm[0]])),
         us_el(tags::BITS_ALLOCATED, 16),
         us_el(tags::BITS_STORED, series.bits_stored),
         us_el(tags::HIGH_BIT, series.bits_stored - 1),
@@ -236,7 +229,12 @@ fn slice_object(
         obj.put(str_el(tags::RESCALE_INTERCEPT, VR::DS, &ds(intercept)));
         obj.put(str_el(tags::RESCALE_TYPE, VR::LO, "US"));
     }
-    let pixels: C<u16> = C::from_slice(volume.slice(k));
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels)));
+    // OW pixel data as its little-endian bytes: one copy, no per-value encoding.
+    let slice = volume.slice(k);
+    let mut bytes = Vec::with_capacity(slice.len() * 2);
+    for v in slice {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U8(C::from_vec(bytes))));
     obj
 }

@@ -3,8 +3,7 @@
 use crate::mr::common_elements;
 use crate::values::{code_item, ds, ds_multi, seq_el, str_el, us_el};
 use crate::{
-    Equipment, MrSeries, Patient, Study, WriteError, EXPLICIT_VR_LITTLE_ENDIAN, MR_IMAGE_STORAGE,
-    SEGMENTATION_STORAGE,
+    Equipment, MrSeries, Patient, Study, WriteError, EXPLICIT_VR_LITTLE_ENDIAN, MR_IMAGE_STORAGE, SEGMENTATION_STORAGE,
 };
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -54,11 +53,7 @@ pub fn write_seg(
     if source.sop_instance_uids.len() != g.dims[2] {
         return Err(WriteError::SegGeometry {
             series_uid: source.instance_uid.clone(),
-            reason: format!(
-                "mask has {} slices, series {}",
-                g.dims[2],
-                source.sop_instance_uids.len()
-            ),
+            reason: format!("mask has {} slices, series {}", g.dims[2], source.sop_instance_uids.len()),
         });
     }
     if mask.data.len() != g.len() {
@@ -198,10 +193,7 @@ pub fn write_seg(
                     tags::DERIVATION_IMAGE_SEQUENCE,
                     vec![InMemDicomObject::from_element_iter([
                         seq_el(tags::SOURCE_IMAGE_SEQUENCE, vec![source_image]),
-                        seq_el(
-                            tags::DERIVATION_CODE_SEQUENCE,
-                            vec![code_item("113076", "DCM", "Segmentation")],
-                        ),
+                        seq_el(tags::DERIVATION_CODE_SEQUENCE, vec![code_item("113076", "DCM", "Segmentation")]),
                     ])],
                 ),
                 seq_el(
@@ -233,13 +225,9 @@ pub fn write_seg(
 
     let file = obj
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LITTLE_ENDIAN))
-        .map_err(|e| WriteError::Meta {
-            sop_instance_uid: seg.sop_instance_uid.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| WriteError::Meta { sop_instance_uid: seg.sop_instance_uid.clone(), message: e.to_string() })?;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|source| WriteError::CreateDir { path: parent.into(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| WriteError::CreateDir { path: parent.into(), source })?;
     }
     let bytes = crate::mr::encode_file(&file, path)?;
     std::fs::write(path, &bytes).map_err(|e| WriteError::WriteFile { path: path.into(), message: e.to_string() })?;

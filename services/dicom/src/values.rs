@@ -9,11 +9,7 @@ pub fn ds(v: f64) -> String {
     let v = if v == 0.0 { 0.0 } else { v }; // no "-0"
     for decimals in (0..=8).rev() {
         let s = format!("{v:.decimals$}");
-        let s = if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        };
+        let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
         if s.len() <= 16 {
             return if s == "-0" { "0".into() } else { s };
         }

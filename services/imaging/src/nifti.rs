@@ -246,9 +246,7 @@ fn decode_raw(b: &[u8]) -> Result<NiftiImage, NiftiError> {
     };
     let end = vox_offset + n * width;
     if b.len() < end {
-        return Err(NiftiError::Truncated {
-            what: format!("{} bytes, voxel data needs {end}", b.len()),
-        });
+        return Err(NiftiError::Truncated { what: format!("{} bytes, voxel data needs {end}", b.len()) });
     }
     let mut data = Vec::with_capacity(n);
     for v in 0..n {

@@ -56,7 +56,13 @@ mod tests {
             for (b, &pb) in scores.iter().zip(positive) {
                 if pa && !pb {
                     den += 1.0;
-                    num += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+                    num += if a > b {
+                        1.0
+                    } else if a == b {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

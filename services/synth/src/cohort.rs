@@ -170,8 +170,7 @@ pub fn site_counts(total: usize, sites: &[&'static SiteProfile]) -> Vec<usize> {
     let weights: Vec<usize> = sites.iter().map(|s| s.study_lesions).collect();
     let sum: usize = weights.iter().sum();
     let mut counts: Vec<usize> = weights.iter().map(|w| total * w / sum).collect();
-    let mut remainders: Vec<(usize, usize)> =
-        weights.iter().enumerate().map(|(n, w)| ((total * w) % sum, n)).collect();
+    let mut remainders: Vec<(usize, usize)> = weights.iter().enumerate().map(|(n, w)| ((total * w) % sum, n)).collect();
     remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let short = total - counts.iter().sum::<usize>();
     for &(_, n) in remainders.iter().take(short) {
@@ -266,16 +265,13 @@ pub fn sample_cohort(cfg: &CohortConfig) -> Result<Vec<LesionSpec>, CohortError>
             // the draw stops two years short of the published maximum.
             let age = truncated_normal(&mut rng, age.0, table1::AGE_SD_YEARS, age.1, age.2 - 2.0).floor() as i32;
             let weight_kg = truncated_normal(&mut rng, if sex == 'M' { 86.0 } else { 72.0 }, 15.0, 20.0, 180.0);
-            let first_study = Date::from_days(
-                Date::new(2008, 1, 1).days() + rng.random_range(0..(11 * 365 + 180)),
-            );
+            let first_study = Date::from_days(Date::new(2008, 1, 1).days() + rng.random_range(0..(11 * 365 + 180)));
             // Exactly `age` completed years on the first study date.
             let anniversary = Date::new(first_study.year - age, first_study.month, first_study.day.min(28));
             let birth_date = Date::from_days(anniversary.days() - rng.random_range(0..365));
             let patient_id = site.patient_id(&mut rng);
             let patient_name = synthetic_name(&mut rng);
-            let n_lesions =
-                if count - in_site >= 2 && rng.random_bool(cfg.second_lesion_probability) { 2 } else { 1 };
+            let n_lesions = if count - in_site >= 2 && rng.random_bool(cfg.second_lesion_probability) { 2 } else { 1 };
             let mut study_date = first_study;
             for lesion_of_patient in 1..=n_lesions {
                 if lesion_of_patient > 1 {
@@ -296,7 +292,7 @@ pub fn sample_cohort(cfg: &CohortConfig) -> Result<Vec<LesionSpec>, CohortError>
                     pick(&mut rng, &[(Diagnosis::Surgical, surgical), (Diagnosis::Biopsy, biopsy)])
                 };
                 let grade = if malignant {
-                    let g = pick(
+                    pick(
                         &mut rng,
                         &[
                             (Some(1u8), table1::GRADES[0]),
@@ -305,26 +301,16 @@ pub fn sample_cohort(cfg: &CohortConfig) -> Result<Vec<LesionSpec>, CohortError>
                             (Some(4), table1::GRADES[3]),
                             (None, table1::GRADES[4]),
                         ],
-                    );
-                    g
+                    )
                 } else {
                     None
                 };
-                let log_size = truncated_normal(
-                    &mut rng,
-                    sizes.0.ln(),
-                    table1::SIZE_LOG_SD,
-                    sizes.1.ln(),
-                    sizes.2.ln(),
-                );
+                let log_size =
+                    truncated_normal(&mut rng, sizes.0.ln(), table1::SIZE_LOG_SD, sizes.1.ln(), sizes.2.ln());
                 let side = if rng.random_bool(left) { Side::Left } else { Side::Right };
-                let pole = pick(
-                    &mut rng,
-                    &[(Pole::Upper, poles[0]), (Pole::Interpolar, poles[1]), (Pole::Lower, poles[2])],
-                );
-                let segmenters = if diagnosis != Diagnosis::Imaging
-                    && rng.random_bool(cfg.multi_segmenter_fraction)
-                {
+                let pole =
+                    pick(&mut rng, &[(Pole::Upper, poles[0]), (Pole::Interpolar, poles[1]), (Pole::Lower, poles[2])]);
+                let segmenters = if diagnosis != Diagnosis::Imaging && rng.random_bool(cfg.multi_segmenter_fraction) {
                     3
                 } else {
                     1
@@ -428,7 +414,7 @@ mod tests {
                 assert_eq!(l.segmenters, 1, "extra readers only on histopathology lesions");
             }
             assert_eq!(l.malignant, l.subtype.is_malignant());
-            assert_eq!(l.grade.is_some() && !l.malignant, false);
+            assert!(l.malignant || l.grade.is_none(), "benign lesions have no grade");
         }
     }
 

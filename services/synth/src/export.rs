@@ -232,10 +232,8 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
         software_versions: site.software.into(),
     };
     let frame_of_reference = uid(spec.seed, 2);
-    let study_dir = out
-        .join(site.code)
-        .join(format!("P{:05}", spec.patient_number))
-        .join(format!("ST{}", spec.lesion_of_patient));
+    let study_dir =
+        out.join(site.code).join(format!("P{:05}", spec.patient_number)).join(format!("ST{}", spec.lesion_of_patient));
     let nifti_dir = out.join("nifti").join(&spec.case_id);
     let io_err = |path: &Path, source| ExportError::Io { case_id: spec.case_id.clone(), path: path.into(), source };
     std::fs::create_dir_all(&nifti_dir).map_err(|e| io_err(&nifti_dir, e))?;
@@ -270,7 +268,9 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
             number_descending: protocol.number_descending,
             date: study.date.clone(),
             time: hhmmss(start_s),
-            sop_instance_uids: (0..geometry.dims[2]).map(|k| uid(spec.seed, 1000 * (n as u64 + 1) + k as u64)).collect(),
+            sop_instance_uids: (0..geometry.dims[2])
+                .map(|k| uid(spec.seed, 1000 * (n as u64 + 1) + k as u64))
+                .collect(),
         };
         let series_dir = study_dir.join(format!("SE{series_number:03}"));
         let written = write_mr_series(&patient, &study, &equipment, &mr, &rendered.volume, &series_dir)
@@ -298,6 +298,8 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
             let frames = write_seg(&patient, &study, &equipment, &mr, &seg, mask, &seg_path)
                 .map_err(|source| ExportError::Dicom { case_id: spec.case_id.clone(), source })?;
             let nifti_path = nifti_dir.join(format!("{}_{}.nii.gz", role.as_str(), reader));
+            let voxels = mask.count_nonzero();
+            let g_voxel_ml = mask.geometry.voxel_volume_mm3() / 1000.0;
             let encoded = nifti::encode_gz(mask, &format!("{} {} {}", spec.case_id, role.as_str(), reader));
             std::fs::write(&nifti_path, &encoded).map_err(|e| io_err(&nifti_path, e))?;
             files += 2;
@@ -310,9 +312,9 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
                 referenced_series_uid: mr.instance_uid.clone(),
                 frames,
                 nifti: rel(out, &nifti_path),
-                voxels: mask.count_nonzero(),
-                volume_ml: mask.foreground_ml(),
-                dice_vs_r1: dice(&rendered.masks[0].data, &mask.data),
+                voxels,
+                volume_ml: voxels as f64 * g_voxel_ml,
+                dice_vs_r1: if r == 0 { 1.0 } else { dice(&rendered.masks[0].data, &mask.data) },
             });
         }
         let g = &geometry;
@@ -334,7 +336,7 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
             first_position: g.origin_mm,
             instance_order: if protocol.number_descending { "descending" } else { "ascending" }.into(),
             lesion_centre_mm: rendered.lesion_centre_mm,
-            lesion_volume_ml: rendered.masks[0].foreground_ml(),
+            lesion_volume_ml: segs[0].volume_ml,
             lesion_partial_volume_ml: rendered.partial_volume_ml,
             segmentations: segs,
         });

@@ -111,7 +111,8 @@ impl Ellipsoid {
         let s = norm(q);
         let g = [q[0] * self.inv_axes[0], q[1] * self.inv_axes[1], q[2] * self.inv_axes[2]];
         let gn = norm(g);
-        let d = if s > 1e-6 && gn > 1e-12 { (s - 1.0) * s / gn } else { -self.axes[0].min(self.axes[1]).min(self.axes[2]) };
+        let d =
+            if s > 1e-6 && gn > 1e-12 { (s - 1.0) * s / gn } else { -self.axes[0].min(self.axes[1]).min(self.axes[2]) };
         (s, d)
     }
 
@@ -249,17 +250,7 @@ fn draw_look(spec: &LesionSpec, rng: &mut impl Rng) -> Look {
         _ => u() < 0.05,
     };
     let irregularity = if spec.malignant { 0.04 + 0.10 * u() } else { 0.02 + 0.07 * u() };
-    Look {
-        solid: [t2, t1c],
-        texture,
-        texture_mm: 3.0 + 5.0 * u(),
-        necrosis,
-        fat,
-        scar,
-        cystic,
-        capsule,
-        irregularity,
-    }
+    Look { solid: [t2, t1c], texture, texture_mm: 3.0 + 5.0 * u(), necrosis, fat, scar, cystic, capsule, irregularity }
 }
 
 /// The lesion's shape, position and appearance, shared by both series.
@@ -368,7 +359,11 @@ pub fn draw_anatomy(spec: &LesionSpec) -> Anatomy {
     let radius = spec.size_cm * 5.0; // largest semi-axis, mm
     let axes = [radius, radius * rng.random_range(0.75..1.0), radius * rng.random_range(0.7..0.95)];
     let outward = {
-        let g = [surface_local[0] / (ka[0] * ka[0]), surface_local[1] / (ka[1] * ka[1]), surface_local[2] / (ka[2] * ka[2])];
+        let g = [
+            surface_local[0] / (ka[0] * ka[0]),
+            surface_local[1] / (ka[1] * ka[1]),
+            surface_local[2] / (ka[2] * ka[2]),
+        ];
         scale(g, 1.0 / norm(g))
     };
     let depth = rng.random_range(-0.75..0.35) * axes[1];
@@ -383,12 +378,10 @@ pub fn draw_anatomy(spec: &LesionSpec) -> Anatomy {
         .map(|_| {
             let d: Vec3 = [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)];
             let d = scale(d, 1.0 / norm(d).max(1e-6));
-            (d, rng.random_range(0.0..6.28), look.irregularity * rng.random_range(0.3..1.0))
+            (d, rng.random_range(0.0..std::f64::consts::TAU), look.irregularity * rng.random_range(0.3..1.0))
         })
         .collect();
-    let readers = (0..2)
-        .map(|_| (rng.random::<u64>(), Normal::new(0.0, 0.06).unwrap().sample(&mut rng)))
-        .collect();
+    let readers = (0..2).map(|_| (rng.random::<u64>(), Normal::new(0.0, 0.06).unwrap().sample(&mut rng))).collect();
     let lesion = Lesion { shape: Ellipsoid::new(frame, axes), ripples, look, seed: rng.random(), readers };
 
     // A large tumour pushes the abdominal wall out rather than poking through it.
@@ -400,10 +393,8 @@ pub fn draw_anatomy(spec: &LesionSpec) -> Anatomy {
         Frame { centre: [-65.0, -15.0, 75.0], rot: rotation(0.0, 0.0, 0.2) },
         [95.0 * habitus, 75.0 * habitus, 85.0],
     );
-    let spleen = Ellipsoid::new(
-        Frame { centre: [95.0, 35.0, 70.0], rot: rotation(0.0, 0.0, -0.5) },
-        [35.0, 50.0, 55.0],
-    );
+    let spleen =
+        Ellipsoid::new(Frame { centre: [95.0, 35.0, 70.0], rot: rotation(0.0, 0.0, -0.5) }, [35.0, 50.0, 55.0]);
     let mut bias = [0.0; 7];
     for b in bias.iter_mut() {
         *b = rng.sample::<f64, _>(StandardNormal);
@@ -539,7 +530,13 @@ pub fn render(
             let row_start = geometry.to_patient([0.0, j as f64, k as f64]);
             let base = geometry.index(0, j, k);
             let knots: Vec<f64> = (0..=nx.div_ceil(BIAS_STRIDE))
-                .map(|n| bias_at(anatomy, site.bias_strength, sub(add(row_start, scale(step_i, (n * BIAS_STRIDE) as f64)), shift)))
+                .map(|n| {
+                    bias_at(
+                        anatomy,
+                        site.bias_strength,
+                        sub(add(row_start, scale(step_i, (n * BIAS_STRIDE) as f64)), shift),
+                    )
+                })
                 .collect();
             for (i, b) in row_bias.iter_mut().enumerate() {
                 let (n, r) = (i / BIAS_STRIDE, (i % BIAS_STRIDE) as f64 / BIAS_STRIDE as f64);
@@ -625,7 +622,8 @@ fn bias_at(a: &Anatomy, strength: f64, p: Vec3) -> f64 {
     let y = p[1] / 120.0;
     let z = p[2] / 160.0;
     let b = &a.bias;
-    let quad = 0.6 * (b[0] * x + b[1] * y + b[2] * z) + 0.4 * (b[3] * (x * x - 0.3) + b[4] * (y * y - 0.3) + b[5] * x * y)
+    let quad = 0.6 * (b[0] * x + b[1] * y + b[2] * z)
+        + 0.4 * (b[3] * (x * x - 0.3) + b[4] * (y * y - 0.3) + b[5] * x * y)
         + 0.3 * b[6] * z * z;
     // Anterior and posterior coil elements: brighter near the front and back surfaces.
     let depth = 1.0 - (p[1] / a.body_axes[1]).abs();

@@ -5,8 +5,7 @@
 //! distribution's shape is our choice and is stated next to it.
 
 /// Lesions per institution (Methods: 913 HUP, 118 MAY, 56 TCIA, 25 SXH, 50 PHH; 1,162 in all).
-pub const SITE_LESIONS: [(&str, usize); 5] =
-    [("HUP", 913), ("MAY", 118), ("TCIA", 56), ("SXH", 25), ("PHH", 50)];
+pub const SITE_LESIONS: [(&str, usize); 5] = [("HUP", 913), ("MAY", 118), ("TCIA", 56), ("SXH", 25), ("PHH", 50)];
 
 /// Benign and malignant lesion counts.
 pub const BENIGN: usize = 507;

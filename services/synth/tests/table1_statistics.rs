@@ -15,11 +15,7 @@ const Z: f64 = 3.5;
 fn check_proportion(what: &str, hits: usize, n: usize, p: f64) {
     let se = (p * (1.0 - p) / n as f64).sqrt();
     let got = hits as f64 / n as f64;
-    assert!(
-        (got - p).abs() <= Z * se + 1e-12,
-        "{what}: {hits}/{n} = {got:.4}, Table 1 {p:.4}, allowed ±{:.4}",
-        Z * se
-    );
+    assert!((got - p).abs() <= Z * se + 1e-12, "{what}: {hits}/{n} = {got:.4}, Table 1 {p:.4}, allowed ±{:.4}", Z * se);
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -63,7 +59,12 @@ fn check_class(cohort: &[LesionSpec], malignant: bool) {
 
     // Lesions of one patient share sex, so count sex per patient-lesion as Table 1 does (per lesion).
     check_proportion(&format!("{class_name} male"), class.iter().filter(|l| l.sex == 'M').count(), n, frac(male));
-    check_proportion(&format!("{class_name} left"), class.iter().filter(|l| l.side == Side::Left).count(), n, frac(left));
+    check_proportion(
+        &format!("{class_name} left"),
+        class.iter().filter(|l| l.side == Side::Left).count(),
+        n,
+        frac(left),
+    );
     for (pole, count) in [Pole::Upper, Pole::Interpolar, Pole::Lower].into_iter().zip(location) {
         check_proportion(
             &format!("{class_name} {}", pole.as_str()),

@@ -1,0 +1,6 @@
+# Sourced by the other scripts: one build folder outside the clone, so repeated runs (and CI on
+# the same machine) reuse compiled dependencies. Override CARGO_TARGET_DIR to build elsewhere.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/renal-mri/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT

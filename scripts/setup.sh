@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything renal-mri needs on a fresh Debian machine. Safe to run again: it only
+# installs what is missing.
+#   - Rust toolchain: must already be on PATH (rustup); the crates come from crates.io.
+#   - DCMTK (dcmdump, storescu) and dcm2niix: independent DICOM readers used by the tests.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+missing=()
+command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
+command -v dcm2niix >/dev/null 2>&1 || missing+=(dcm2niix)
+if ((${#missing[@]})); then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    echo "setup: installing ${missing[*]} from Debian packages"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "setup: ok (cargo $(cargo --version | cut -d' ' -f2), dcmtk $(dcmdump --version 2>&1 | head -1 | grep -o 'v[0-9.]*' || echo '?'), build dir $CARGO_TARGET_DIR)"

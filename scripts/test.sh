@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command two (and .ci/run): set up, then build and run the whole test suite.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+"$REPO_ROOT/scripts/setup.sh"
+cd "$REPO_ROOT"
+cargo build --locked --workspace --all-targets
+cargo test --locked --workspace --no-fail-fast
