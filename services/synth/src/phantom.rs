@@ -24,6 +24,13 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use renal_imaging::geometry::{add, cross, dot, norm, scale, sub};
 use renal_imaging::{Geometry, Vec3, Volume};
 
+/// Extra readers trace the boundary displaced by a smooth random field of this amplitude
+/// (fraction of the lesion's shortest radius)...
+const READER_WOBBLE: f64 = 0.45;
+/// ...plus a systematic over- or under-segmentation with this SD (same unit). Together they
+/// give a mean Dice against the primary reader of about 0.8, as between radiologists.
+const READER_OFFSET_SD: f64 = 0.09;
+
 /// Which series of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -381,7 +388,8 @@ pub fn draw_anatomy(spec: &LesionSpec) -> Anatomy {
             (d, rng.random_range(0.0..std::f64::consts::TAU), look.irregularity * rng.random_range(0.3..1.0))
         })
         .collect();
-    let readers = (0..2).map(|_| (rng.random::<u64>(), Normal::new(0.0, 0.06).unwrap().sample(&mut rng))).collect();
+    let readers =
+        (0..2).map(|_| (rng.random::<u64>(), Normal::new(0.0, READER_OFFSET_SD).unwrap().sample(&mut rng))).collect();
     let lesion = Lesion { shape: Ellipsoid::new(frame, axes), ripples, look, seed: rng.random(), readers };
 
     // A large tumour pushes the abdominal wall out rather than poking through it.
@@ -517,7 +525,7 @@ pub fn render(
     let max_stored = ((1u32 << site.bits_stored) - 1) as f64;
     let lesion = &anatomy.lesion;
     let lesion_r_min = lesion.shape.axes[0].min(lesion.shape.axes[1]).min(lesion.shape.axes[2]);
-    let lesion_reach = lesion.shape.reach * (1.0 + 2.0 * look.irregularity) + 2.0 * h + 0.5 * lesion_r_min;
+    let lesion_reach = lesion.shape.reach * (1.0 + 2.0 * look.irregularity) + 2.0 * h + lesion_r_min;
     let mut membership_sum = 0.0;
     let step_i = scale(geometry.row_dir, geometry.spacing_mm[0]);
 
@@ -554,7 +562,7 @@ pub fn render(
                         masks[0][base + i] = 1;
                     }
                     for (r, (seed, offset)) in lesion.readers.iter().enumerate().take(readers.saturating_sub(1)) {
-                        let wobble = 0.28 * value_noise(p, (0.6 * lesion_r_min).max(3.0), *seed) + offset;
+                        let wobble = READER_WOBBLE * value_noise(p, (0.6 * lesion_r_min).max(3.0), *seed) + offset;
                         if d + wobble * lesion_r_min < 0.0 {
                             masks[r + 1][base + i] = 1;
                         }
@@ -562,9 +570,9 @@ pub fn render(
                 } else if lesion_m == 0.0 && readers > 1 {
                     // Extra readers may include voxels just outside the true boundary.
                     let (_, d, _) = lesion_eval_if_near(lesion, p, lesion_reach);
-                    if d < 2.0 * h + 0.4 * lesion_r_min {
+                    if d < 2.0 * h + 0.9 * lesion_r_min {
                         for (r, (seed, offset)) in lesion.readers.iter().enumerate().take(readers - 1) {
-                            let wobble = 0.28 * value_noise(p, (0.6 * lesion_r_min).max(3.0), *seed) + offset;
+                            let wobble = READER_WOBBLE * value_noise(p, (0.6 * lesion_r_min).max(3.0), *seed) + offset;
                             if d + wobble * lesion_r_min < 0.0 {
                                 masks[r + 1][base + i] = 1;
                             }
