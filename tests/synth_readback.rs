@@ -10,6 +10,7 @@
 //! - each SEG references its series, every per-frame source image is an instance of that
 //!   series at the frame's position, and the bits of its pixel data (extracted by dcmdump)
 //!   equal the NIfTI mask's non-empty slices;
+//! - AccessionNumber equals the case id, the key `labels.csv` joins on;
 //! - PatientAge equals the completed years between PatientBirthDate and StudyDate.
 
 use renal_e2e::{dcmdump, decimals, renal, require_tool, top_level};
@@ -104,6 +105,7 @@ fn check_cohort(out: &Path, scratch: &Path) -> Vec<String> {
             assert_eq!(tags["0008,0016"], "1.2.840.10008.5.1.4.1.1.4", "MR Image Storage");
             assert_eq!(tags["0002,0010"], "1.2.840.10008.1.2.1", "explicit VR little endian");
             assert_eq!(tags["0008,0060"], "MR");
+            assert_eq!(tags["0008,0050"], case, "AccessionNumber is the case id labels.csv joins on");
             assert_eq!(tags["0020,000e"], s["series_uid"].as_str().unwrap());
             assert_eq!(tags["0028,0010"].parse::<usize>().unwrap(), s["rows"].as_u64().unwrap() as usize);
             assert_eq!(tags["0028,0011"].parse::<usize>().unwrap(), s["columns"].as_u64().unwrap() as usize);

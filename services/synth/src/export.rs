@@ -219,7 +219,9 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
         instance_uid: uid(spec.seed, 1),
         date: spec.study_date.dicom(),
         time: hhmmss(spec.study_time_s),
-        accession: format!("{}{:07}", &site.code[..1], mix64(spec.seed) % 10_000_000),
+        // The accession number is how a pathology export is joined to the images: it equals
+        // the lesion's case id (one lesion per study in this cohort).
+        accession: spec.case_id.clone(),
         id: format!("{}", 1 + mix64(spec.seed ^ 2) % 99_999),
         description: "MRI ABDOMEN WITH AND WITHOUT CONTRAST".into(),
     };
