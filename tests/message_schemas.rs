@@ -22,10 +22,11 @@ fn clinical() -> Clinical {
     Clinical { age_years: Some(61), sex: Some(Sex::F) }
 }
 
-fn examples() -> Vec<(&'static str, Value, Box<dyn Fn(&[u8]) -> Value>)> {
-    fn entry<M: Message + Clone + PartialEq + std::fmt::Debug + 'static>(
-        m: M,
-    ) -> (&'static str, Value, Box<dyn Fn(&[u8]) -> Value>) {
+/// Payload name, example as JSON, and a decoder that checks the round trip.
+type Example = (&'static str, Value, Box<dyn Fn(&[u8]) -> Value>);
+
+fn examples() -> Vec<Example> {
+    fn entry<M: Message + Clone + PartialEq + std::fmt::Debug + 'static>(m: M) -> Example {
         let value = serde_json::to_value(&m).unwrap();
         let original = m.clone();
         (
