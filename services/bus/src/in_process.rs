@@ -6,10 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
+/// One partition's log: (key, payload) in offset order.
+type Log = Vec<(String, Vec<u8>)>;
+
 #[derive(Default)]
 struct State {
-    /// topic -> partitions -> (key, payload) log.
-    logs: HashMap<String, Vec<Vec<(String, Vec<u8>)>>>,
+    /// topic -> partitions -> log.
+    logs: HashMap<String, Vec<Log>>,
     /// (group, topic, partition) -> next offset to read.
     committed: HashMap<(String, String, i32), i64>,
 }
