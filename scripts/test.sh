@@ -3,6 +3,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 "$REPO_ROOT/scripts/setup.sh"
+# The Kafka tests start private tansu brokers on loopback ports (tests/support.rs, Broker).
+"$REPO_ROOT/scripts/install-tansu.sh"
 cd "$REPO_ROOT"
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace --no-fail-fast

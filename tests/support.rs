@@ -186,3 +186,57 @@ fn check_node(
         }
     }
 }
+
+/// A Kafka-protocol broker for one test process: `KAFKA_BOOTSTRAP` when set (the test script
+/// starts one), otherwise a private tansu on a free loopback port, stopped on drop.
+pub struct Broker {
+    /// `127.0.0.1:port`.
+    pub bootstrap: String,
+    child: Option<std::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Connect to or start a broker; panics with the fix when none can be had.
+    pub fn start() -> Broker {
+        if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
+            return Broker { bootstrap: b, child: None, _dir: None };
+        }
+        let home = std::env::var("TANSU_HOME").unwrap_or_else(|_| {
+            format!("{}/.cache/tansu-0.6.0", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+        });
+        let bin = Path::new(&home).join("bin/tansu");
+        assert!(
+            bin.exists(),
+            "no Kafka broker: set KAFKA_BOOTSTRAP or run scripts/install-tansu.sh (scripts/test.sh does both)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(std::time::Instant::now() < deadline, "tansu did not open {bootstrap}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Broker { bootstrap, child: Some(child), _dir: Some(dir) }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

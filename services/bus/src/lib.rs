@@ -2,8 +2,8 @@
 //!
 //! [`Bus`] is the interface; [`InProcessBus`] implements it in memory with Kafka's semantics
 //! (partitioned append-only logs, keyed partitioning, consumer groups with committed offsets,
-//! redelivery of everything after the last commit when a consumer dies). The Kafka
-//! implementation (rdkafka) plugs in behind the same trait.
+//! redelivery of everything after the last commit when a consumer dies). [`KafkaBus`] is the
+//! same interface on a real broker through rdkafka.
 //!
 //! [`run_stage`] is the delivery contract in one place: a record's offset is stored only after
 //! every output it caused is acknowledged; an input that can never succeed goes to the stage's
@@ -26,9 +26,11 @@
 //! ```
 
 mod in_process;
+mod kafka;
 mod stage;
 
 pub use in_process::{InProcessBus, InProcessConsumer};
+pub use kafka::{KafkaBus, KafkaConfig, KafkaConsumer};
 pub use stage::{run_stage, Outcome, Output, StageConfig, StageStats};
 
 use renal_messages::topics::Topic;

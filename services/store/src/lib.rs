@@ -1,0 +1,126 @@
+//! Large data by reference: a content-addressed blob store.
+//!
+//! Volumes, DICOM instances and composites never ride on the bus; they are put here and
+//! messages carry a [`BlobRef`] (key, SHA-256, size). Keys are derived from the content, so a
+//! redelivered write is a no-op and a reader can verify what it got. [`LocalBlobStore`] keeps
+//! blobs under a folder and commits each file atomically (write, fsync, rename).
+//!
+//! ```
+//! use renal_store::{BlobStore, LocalBlobStore};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = LocalBlobStore::new(dir.path()).unwrap();
+//! let r = store.put(b"hello").unwrap();
+//! assert_eq!(store.get(&r).unwrap(), b"hello");
+//! assert_eq!(r.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+//! ```
+
+use renal_messages::BlobRef;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Why a blob operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The store's folder cannot be used.
+    #[error("blob store at {path}: {source}")]
+    Root { path: PathBuf, source: std::io::Error },
+    /// Writing a blob failed.
+    #[error("writing blob {key}: {source}")]
+    Write { key: String, source: std::io::Error },
+    /// Reading a blob failed (missing or unreadable).
+    #[error("reading blob {key}: {source}")]
+    Read { key: String, source: std::io::Error },
+    /// The bytes read do not hash to the reference.
+    #[error("blob {key} is corrupt: expected sha256 {expected}, found {found}")]
+    Corrupt { key: String, expected: String, found: String },
+    /// A key outside the store's layout.
+    #[error("invalid blob key {0:?}")]
+    BadKey(String),
+}
+
+/// Where large data lives.
+pub trait BlobStore: Send + Sync {
+    /// Store bytes; idempotent for identical content.
+    fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError>;
+    /// Fetch and verify bytes.
+    fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError>;
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Blobs as files: `<root>/sha256/<first two hex>/<hash>`.
+#[derive(Debug, Clone)]
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+impl LocalBlobStore {
+    /// Use (and create) `root`.
+    pub fn new(root: &Path) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(root.join("sha256")).map_err(|source| BlobError::Root { path: root.into(), source })?;
+        Ok(LocalBlobStore { root: root.into() })
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
+        let ok = key.len() == 7 + 3 + 64
+            && key.starts_with("sha256/")
+            && key[7..].chars().all(|c| c.is_ascii_hexdigit() || c == '/');
+        if !ok {
+            return Err(BlobError::BadKey(key.into()));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+impl BlobStore for LocalBlobStore {
+    fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
+        let sha = sha256_hex(bytes);
+        let key = format!("sha256/{}/{}", &sha[..2], sha);
+        let path = self.path_of(&key)?;
+        if !path.exists() {
+            let err = |source| BlobError::Write { key: key.clone(), source };
+            std::fs::create_dir_all(path.parent().expect("key has a folder")).map_err(err)?;
+            let tmp = path.with_extension(format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(bytes).map_err(err)?;
+            f.sync_all().map_err(err)?;
+            std::fs::rename(&tmp, &path).map_err(err)?;
+        }
+        Ok(BlobRef { key, sha256: sha, bytes: bytes.len() as u64 })
+    }
+
+    fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError> {
+        let path = self.path_of(&blob.key)?;
+        let bytes = std::fs::read(&path).map_err(|source| BlobError::Read { key: blob.key.clone(), source })?;
+        let found = sha256_hex(&bytes);
+        if found != blob.sha256 {
+            return Err(BlobError::Corrupt { key: blob.key.clone(), expected: blob.sha256.clone(), found });
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_idempotent_and_get_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::new(dir.path()).unwrap();
+        let a = store.put(b"volume bytes").unwrap();
+        let b = store.put(b"volume bytes").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.bytes, 12);
+        std::fs::write(dir.path().join(&a.key), b"tampered").unwrap();
+        assert!(matches!(store.get(&a), Err(BlobError::Corrupt { .. })));
+        let missing = BlobRef { key: format!("sha256/00/{}", "0".repeat(64)), sha256: "0".repeat(64), bytes: 0 };
+        assert!(matches!(store.get(&missing), Err(BlobError::Read { .. })));
+        let escape = BlobRef { key: "../../etc/passwd".into(), sha256: String::new(), bytes: 0 };
+        assert!(matches!(store.get(&escape), Err(BlobError::BadKey(_))));
+    }
+}
