@@ -1,0 +1,358 @@
+//! Instances into series, series into cases.
+//!
+//! A case is one lesion: the T2 and T1C series its segmentations reference, plus those
+//! segmentations. The segmentation says what completeness means: every instance it lists must
+//! have arrived. A case is emitted once that holds and no instance of the study arrived for a
+//! quiet period; an instance arriving later makes the next emission a new revision. Time is
+//! passed in, so the logic is testable without clocks.
+
+use crate::classify::{classify, Rules};
+use crate::instance::{Instance, Kind, MrInfo, SegInfo};
+use crate::pseudonym::pseudonym;
+use renal_messages::{BlobRef, CaseV1, Clinical, Provenance, Role, SegRef, SeriesRef, Sex};
+use renal_store::{sha256_hex, BlobError, BlobStore};
+use serde::Serialize;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
+/// What became of an added instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// New to its study.
+    New,
+    /// Already seen (redelivery, resend): ignored.
+    Duplicate,
+}
+
+/// Why a study cannot become a case.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// Segmentations exist but the referenced series cannot be told apart as T2 and T1C.
+    #[error("study {study_uid}: {reason}")]
+    Unclassified { study_uid: String, reason: String },
+    /// Still incomplete long after the last instance arrived.
+    #[error("study {study_uid}: incomplete after {waited_ms} ms: {missing}")]
+    Incomplete { study_uid: String, waited_ms: u64, missing: String },
+    /// The blob store failed (transient: retry).
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl CaseError {
+    /// Dead-letter reason code (`None` for transient failures).
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            CaseError::Unclassified { .. } => Some("unclassified_series"),
+            CaseError::Incomplete { .. } => Some("incomplete_case"),
+            CaseError::Blob(_) => None,
+        }
+    }
+}
+
+/// Assembly settings.
+#[derive(Debug, Clone)]
+pub struct AssemblyConfig {
+    /// Emit a complete study only after this long without new instances, ms.
+    pub quiet_period_ms: u64,
+    /// Give up on an incomplete study after this long without new instances, ms.
+    pub incomplete_timeout_ms: u64,
+    /// Secret for patient pseudonyms.
+    pub pseudonym_secret: Vec<u8>,
+    /// Classification rules per site code (missing sites use the defaults).
+    pub rules: BTreeMap<String, Rules>,
+    /// Version written into provenance.
+    pub code_version: String,
+}
+
+#[derive(Debug)]
+struct Slice {
+    along_normal: f64,
+    blob: BlobRef,
+}
+
+#[derive(Debug)]
+struct Series {
+    info: MrInfo,
+    slices: BTreeMap<String, Slice>,
+}
+
+#[derive(Debug)]
+struct Seg {
+    info: SegInfo,
+    series_uid: String,
+    blob: BlobRef,
+}
+
+#[derive(Debug)]
+struct Study {
+    site: String,
+    first: Instance,
+    series: BTreeMap<String, Series>,
+    segs: BTreeMap<String, Seg>,
+    last_arrival_ms: u64,
+    revision: u32,
+    dirty: bool,
+}
+
+/// The series manifest stored in the blob store: instances in slice order along the normal.
+#[derive(Debug, Serialize)]
+pub struct SeriesManifest<'a> {
+    /// SeriesInstanceUID.
+    pub series_uid: &'a str,
+    /// Unit normal the instances are sorted along.
+    pub normal: [f64; 3],
+    /// (SOPInstanceUID, position along the normal in mm, blob) in ascending position.
+    pub instances: Vec<(&'a str, f64, &'a BlobRef)>,
+}
+
+/// Holds studies until they form complete cases.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    studies: BTreeMap<String, Study>,
+}
+
+impl Assembler {
+    /// An empty assembler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Studies currently held.
+    pub fn pending(&self) -> usize {
+        self.studies.values().filter(|s| s.dirty).count()
+    }
+
+    /// Add a parsed instance whose bytes are stored at `blob`.
+    pub fn add(&mut self, site: &str, instance: Instance, blob: BlobRef, now_ms: u64) -> Added {
+        let study = self.studies.entry(instance.study_uid.clone()).or_insert_with(|| Study {
+            site: site.to_string(),
+            first: instance.clone(),
+            series: BTreeMap::new(),
+            segs: BTreeMap::new(),
+            last_arrival_ms: now_ms,
+            revision: 0,
+            dirty: false,
+        });
+        let sop = instance.sop_instance_uid.clone();
+        let added = match &instance.kind {
+            Kind::Mr(info) => {
+                let n = info.geometry.normal();
+                let p = info.geometry.position;
+                let along_normal = n[0] * p[0] + n[1] * p[1] + n[2] * p[2];
+                let series = study
+                    .series
+                    .entry(instance.series_uid.clone())
+                    .or_insert_with(|| Series { info: info.clone(), slices: BTreeMap::new() });
+                match series.slices.entry(sop) {
+                    Entry::Occupied(_) => Added::Duplicate,
+                    Entry::Vacant(v) => {
+                        v.insert(Slice { along_normal, blob });
+                        Added::New
+                    }
+                }
+            }
+            Kind::Seg(info) => match study.segs.entry(sop) {
+                Entry::Occupied(_) => Added::Duplicate,
+                Entry::Vacant(v) => {
+                    v.insert(Seg { info: info.clone(), series_uid: instance.series_uid.clone(), blob });
+                    Added::New
+                }
+            },
+        };
+        if added == Added::New {
+            study.last_arrival_ms = now_ms;
+            study.dirty = true;
+        }
+        added
+    }
+
+    /// Cases ready at `now_ms`, and studies given up on. Ready cases' series manifests are
+    /// written to `store`.
+    pub fn ready(
+        &mut self,
+        now_ms: u64,
+        cfg: &AssemblyConfig,
+        store: &dyn BlobStore,
+    ) -> Vec<Result<CaseV1, CaseError>> {
+        let mut out = Vec::new();
+        let mut give_up = Vec::new();
+        for (uid, study) in self.studies.iter_mut() {
+            if !study.dirty {
+                continue;
+            }
+            let waited = now_ms.saturating_sub(study.last_arrival_ms);
+            if waited < cfg.quiet_period_ms {
+                continue;
+            }
+            match missing(study) {
+                Some(m) if waited >= cfg.incomplete_timeout_ms => {
+                    out.push(Err(CaseError::Incomplete { study_uid: uid.clone(), waited_ms: waited, missing: m }));
+                    give_up.push(uid.clone());
+                }
+                Some(_) => {}
+                None => match build_case(study, cfg, store) {
+                    Ok(case) => {
+                        study.dirty = false;
+                        out.push(Ok(case));
+                    }
+                    Err(e @ CaseError::Blob(_)) => out.push(Err(e)),
+                    Err(e) => {
+                        out.push(Err(e));
+                        give_up.push(uid.clone());
+                    }
+                },
+            }
+        }
+        for uid in give_up {
+            self.studies.remove(&uid);
+        }
+        out
+    }
+}
+
+/// What a study still waits for, if anything.
+fn missing(study: &Study) -> Option<String> {
+    if study.segs.is_empty() {
+        return Some("no segmentation yet".into());
+    }
+    for seg in study.segs.values() {
+        let Some(series) = study.series.get(&seg.info.referenced_series_uid) else {
+            return Some(format!("series {} referenced by a segmentation", seg.info.referenced_series_uid));
+        };
+        let absent = seg.info.referenced_instances.iter().filter(|sop| !series.slices.contains_key(*sop)).count();
+        if absent > 0 {
+            return Some(format!("{absent} instances of series {}", seg.info.referenced_series_uid));
+        }
+    }
+    None
+}
+
+fn parse_age(age: &str, birth: &str, study_date: &str) -> Option<u32> {
+    if age.len() == 4 {
+        let n: u32 = age[..3].parse().ok()?;
+        return match &age[3..] {
+            "Y" => Some(n),
+            "M" => Some(n / 12),
+            "W" => Some(n / 52),
+            "D" => Some(n / 365),
+            _ => None,
+        };
+    }
+    if birth.len() == 8 && study_date.len() == 8 {
+        let p = |s: &str| -> Option<(i32, u32, u32)> {
+            Some((s[0..4].parse().ok()?, s[4..6].parse().ok()?, s[6..8].parse().ok()?))
+        };
+        let (by, bm, bd) = p(birth)?;
+        let (sy, sm, sd) = p(study_date)?;
+        let years = sy - by - if (sm, sd) < (bm, bd) { 1 } else { 0 };
+        return u32::try_from(years).ok();
+    }
+    None
+}
+
+fn iso_date(dicom: &str) -> String {
+    if dicom.len() == 8 {
+        format!("{}-{}-{}", &dicom[0..4], &dicom[4..6], &dicom[6..8])
+    } else {
+        String::new()
+    }
+}
+
+fn build_case(study: &mut Study, cfg: &AssemblyConfig, store: &dyn BlobStore) -> Result<CaseV1, CaseError> {
+    let study_uid = study.first.study_uid.clone();
+    let rules = cfg.rules.get(&study.site).cloned().unwrap_or_default();
+    // The series that matter are the ones the segmentations reference.
+    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
+    for seg in study.segs.values() {
+        let uid = &seg.info.referenced_series_uid;
+        let series = &study.series[uid];
+        let role = classify(&series.info, &rules).ok_or_else(|| CaseError::Unclassified {
+            study_uid: study_uid.clone(),
+            reason: format!("segmented series {:?} is neither T2 nor T1C by the site's rules", series.info.description),
+        })?;
+        roles.insert(uid.clone(), role);
+    }
+    for want in [Role::T2, Role::T1C] {
+        let n = roles.values().filter(|&&r| r == want).count();
+        if n != 1 {
+            return Err(CaseError::Unclassified {
+                study_uid,
+                reason: format!("{n} segmented series classified as {want:?}, expected exactly one"),
+            });
+        }
+    }
+    let mut series_refs = Vec::new();
+    for (uid, role) in &roles {
+        let s = &study.series[uid];
+        let mut slices: Vec<(&str, f64, &BlobRef)> =
+            s.slices.iter().map(|(sop, sl)| (sop.as_str(), sl.along_normal, &sl.blob)).collect();
+        slices.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let manifest = SeriesManifest { series_uid: uid, normal: s.info.geometry.normal(), instances: slices };
+        let blob = store.put(&serde_json::to_vec(&manifest).expect("manifest serialises"))?;
+        series_refs.push(SeriesRef {
+            role: *role,
+            series_uid: uid.clone(),
+            description: s.info.description.clone(),
+            manufacturer: s.info.manufacturer.clone(),
+            field_strength_t: s.info.field_strength_t,
+            instances: s.slices.len() as u32,
+            blob,
+        });
+    }
+    series_refs.sort_by_key(|s| if s.role == Role::T2 { 0 } else { 1 });
+    let mut seg_refs: Vec<SegRef> = study
+        .segs
+        .values()
+        .map(|seg| SegRef {
+            role: roles[&seg.info.referenced_series_uid],
+            reader: seg.info.reader.clone(),
+            seg_series_uid: seg.series_uid.clone(),
+            referenced_series_uid: seg.info.referenced_series_uid.clone(),
+            blob: seg.blob.clone(),
+        })
+        .collect();
+    seg_refs.sort_by(|a, b| (a.role == Role::T1C, &a.reader).cmp(&(b.role == Role::T1C, &b.reader)));
+    let mut input_hashes: Vec<&str> = series_refs.iter().map(|s| s.blob.sha256.as_str()).collect();
+    input_hashes.extend(seg_refs.iter().map(|s| s.blob.sha256.as_str()));
+    let input_sha256 = sha256_hex(input_hashes.join(",").as_bytes());
+    study.revision += 1;
+    let first = &study.first;
+    let sex = match first.sex.as_str() {
+        "M" => Some(Sex::M),
+        "F" => Some(Sex::F),
+        "O" => Some(Sex::O),
+        _ => None,
+    };
+    Ok(CaseV1 {
+        version: 1,
+        case_id: if first.accession.is_empty() {
+            format!("study-{}", &sha256_hex(study_uid.as_bytes())[..16])
+        } else {
+            first.accession.clone()
+        },
+        revision: study.revision,
+        site: study.site.clone(),
+        patient_pseudonym: pseudonym(&cfg.pseudonym_secret, &study.site, &first.patient_id),
+        study_uid,
+        study_date: iso_date(&first.study_date),
+        clinical: Clinical { age_years: parse_age(&first.age, &first.birth_date, &first.study_date), sex },
+        series: series_refs,
+        segmentations: seg_refs,
+        provenance: Provenance { code_version: cfg.code_version.clone(), produced_at: String::new(), input_sha256 },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_from_age_string_or_dates() {
+        assert_eq!(parse_age("061Y", "", ""), Some(61));
+        assert_eq!(parse_age("018M", "", ""), Some(1));
+        assert_eq!(parse_age("", "19600615", "20190614"), Some(58));
+        assert_eq!(parse_age("", "19600615", "20190615"), Some(59));
+        assert_eq!(parse_age("", "", ""), None);
+        assert_eq!(parse_age("61", "", ""), None);
+    }
+}
