@@ -12,3 +12,4 @@ pub mod assemble;
 pub mod classify;
 pub mod instance;
 pub mod pseudonym;
+pub mod worker;

@@ -14,6 +14,10 @@
 //! assert_eq!(r.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
 //! ```
 
+pub mod table;
+
+pub use table::{TableError, TableWriter, PROVENANCE_COLUMNS};
+
 use renal_messages::BlobRef;
 use sha2::{Digest, Sha256};
 use std::io::Write;

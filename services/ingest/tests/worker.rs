@@ -1,0 +1,117 @@
+//! The ingest worker over drop folders on the in-process bus: every lesion once in
+//! `renal.cases` and in the `cases` table, junk dead-lettered with a reason, files moved only
+//! after their case is out, and a second run over the same folders finds nothing new.
+
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use renal_bus::InProcessBus;
+use renal_ingest::worker::{run, IngestConfig, Mode, SiteConfig};
+use renal_messages::{topics, CaseV1, DeadLetterV1, Message};
+use renal_synth::{generate, SynthConfig};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn parquet_files(root: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            parquet_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn drop_folders_to_cases_with_dead_letters_and_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let cohort = dir.path().join("in");
+    let synth = SynthConfig {
+        lesions: 5,
+        seed: 31,
+        sites: vec!["MAY".into(), "SXH".into()],
+        multi_segmenter_fraction: 0.0,
+        ..SynthConfig::default()
+    };
+    generate(&synth, &cohort, &|_| {}).unwrap();
+    // Junk a scanner or a person might drop: text, a truncated instance.
+    std::fs::write(cohort.join("MAY/notes.txt"), b"not dicom").unwrap();
+    let some = std::fs::read(cohort.join("MAY/P00001/ST1/SE003/0001.dcm")).unwrap();
+    std::fs::write(cohort.join("MAY/truncated.dcm"), &some[..400]).unwrap();
+    let config = IngestConfig {
+        sites: ["MAY", "SXH"]
+            .iter()
+            .map(|c| SiteConfig { code: c.to_string(), drop_folder: cohort.join(c), rules: Default::default() })
+            .collect(),
+        blob_root: dir.path().join("blobs"),
+        table_root: dir.path().join("store"),
+        pseudonym_secret_env: "UNUSED".into(),
+        quiet_period_ms: 0,
+        incomplete_timeout_ms: 0,
+        scan_interval_ms: 10,
+        move_processed: true,
+    };
+    let bus = InProcessBus::new(3);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stats = rt
+        .block_on(run(&config, b"secret".to_vec(), bus.clone(), Mode::Batch, std::future::pending(), &|_| {}))
+        .unwrap();
+    assert_eq!(stats.cases, 5);
+    assert_eq!(stats.dead_letters, 2);
+
+    let cases: Vec<CaseV1> = bus.records(topics::CASES).iter().map(|r| CaseV1::decode(&r.payload).unwrap()).collect();
+    let ids: BTreeSet<&str> = cases.iter().map(|c| c.case_id.as_str()).collect();
+    assert_eq!(ids.len(), 5, "each lesion once");
+    let letters: Vec<DeadLetterV1> =
+        bus.records(topics::DEAD_INGEST).iter().map(|r| DeadLetterV1::decode(&r.payload).unwrap()).collect();
+    let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
+    assert_eq!(codes, BTreeSet::from(["unreadable"]));
+    assert!(letters.iter().all(|l| l.source.key.starts_with("MAY:")));
+
+    let mut files = Vec::new();
+    parquet_files(&dir.path().join("store/cases"), &mut files);
+    assert_eq!(files.len(), 5);
+    let mut table_ids = BTreeSet::new();
+    for f in &files {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap()).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col =
+                batch.column_by_name("case_id").unwrap().as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+            table_ids.insert(col.value(0).to_string());
+            for p in ["code_version", "settings_sha256", "input_sha256"] {
+                assert!(batch.column_by_name(p).is_some(), "{p}");
+            }
+        }
+        assert!(f.to_string_lossy().contains("/site="), "partitioned by site");
+    }
+    assert_eq!(table_ids.iter().map(String::as_str).collect::<BTreeSet<_>>(), ids);
+
+    // Everything handled was moved out of the drop folders.
+    for site in ["MAY", "SXH"] {
+        let mut left = Vec::new();
+        let mut stack = vec![cohort.join(site)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    left.push(e.path());
+                }
+            }
+        }
+        assert!(left.is_empty(), "{site}: {left:?}");
+    }
+    assert!(cohort.join("MAY/.rejected/notes.txt").exists());
+    assert!(cohort.join("MAY/.done/P00001/ST1/SE003/0001.dcm").exists());
+
+    // A second run finds nothing to do.
+    let again = rt
+        .block_on(run(&config, b"secret".to_vec(), bus.clone(), Mode::Batch, std::future::pending(), &|_| {}))
+        .unwrap();
+    assert_eq!((again.instances, again.cases, again.dead_letters), (0, 0, 0));
+}
