@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# README command one: set up, build, and run the main job on the embedded default.
-# Today the main job is the synthetic multi-site cohort (renal synth); the embedded pipeline
-# (renal run) joins it as its stages land.
+# README command one: set up, build, and run the main job on the embedded default: a synthetic
+# multi-site cohort (renal synth), then every built stage in one process on the in-process bus
+# (renal run; today: ingest into the cases table, dead letters to OUT/run/dead_letters.jsonl).
 #   OUT      output folder (default: ./out)
 #   LESIONS  cohort size (default: 160)
 #   SEED     seed (default: 1)
@@ -11,5 +11,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"
 cargo build --release --locked -p renal-cli
 OUT="${OUT:-$REPO_ROOT/out}"
-rm -rf "$OUT/cohort"
+rm -rf "$OUT/cohort" "$OUT/run"
 "$CARGO_TARGET_DIR/release/renal" synth --out "$OUT/cohort" --lesions "${LESIONS:-160}" --seed "${SEED:-1}"
+"$CARGO_TARGET_DIR/release/renal" run --input "$OUT/cohort" --out "$OUT/run"

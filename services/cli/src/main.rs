@@ -9,6 +9,8 @@ use renal_synth::{generate, Summary, SynthConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod pipeline;
+
 #[derive(Parser)]
 #[command(
     name = "renal",
@@ -26,6 +28,28 @@ enum Command {
     ///
     /// Example: renal synth --out cohort --lesions 160 --seed 7 --sites HUP,MAY,TCIA
     Synth(SynthArgs),
+    /// Run every built stage in one process on the in-process bus (no broker needed).
+    ///
+    /// Today that is ingest: DICOM in <input>/<SITE>/..., cases out to OUT/store/cases and
+    /// dead letters to OUT/dead_letters.jsonl. Example: renal run --input cohort --out out
+    Run {
+        /// Cohort folder with one sub-folder per site (as renal synth writes).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run one worker on Kafka until interrupted.
+    ///
+    /// Example: RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml
+    Worker {
+        /// Worker name (built: ingest).
+        name: String,
+        /// TOML settings: a [kafka] section and the worker's own section.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Time a pipeline stage and print a table.
     ///
     /// Example: renal bench synth --lesions 1162
@@ -95,6 +119,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth(args),
+        Command::Run { input, out } => pipeline::run_embedded(&input, &out),
+        Command::Worker { name, config } => pipeline::run_worker(&name, &config),
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             bench_synth(lesions, seed, threads, dir)
         }

@@ -1,0 +1,153 @@
+//! `renal run` (all built stages in one process on the in-process bus) and `renal worker`
+//! (one stage on Kafka).
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use renal_bus::{InProcessBus, KafkaBus, KafkaConfig};
+use renal_ingest::worker::{self, IngestConfig, IngestStats, Mode, SiteConfig};
+use renal_messages::{topics, DeadLetterV1, Message};
+use serde::Deserialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Site folders of an input cohort: every sub-folder except hidden ones and `nifti`.
+fn site_folders(input: &Path) -> Result<Vec<SiteConfig>> {
+    let mut sites = Vec::new();
+    for e in std::fs::read_dir(input).with_context(|| format!("reading input folder {}", input.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_dir() && !name.starts_with('.') && name != "nifti" {
+            sites.push(SiteConfig { code: name.to_uppercase(), drop_folder: e.path(), rules: Default::default() });
+        }
+    }
+    sites.sort_by(|a, b| a.code.cmp(&b.code));
+    if sites.is_empty() {
+        bail!("{} has no site folders (expected <input>/<SITE>/... as renal synth writes)", input.display());
+    }
+    Ok(sites)
+}
+
+/// The pseudonym secret: from the environment when set, else a random one kept in the output
+/// folder so repeated embedded runs give the same pseudonyms.
+fn embedded_secret(out: &Path, env: &str) -> Result<Vec<u8>> {
+    if let Ok(s) = std::env::var(env) {
+        return Ok(s.into_bytes());
+    }
+    let path = out.join(".pseudonym-secret");
+    if let Ok(s) = std::fs::read(&path) {
+        return Ok(s);
+    }
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))?;
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+/// `renal run --input DIR --out OUT`.
+pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let config = IngestConfig {
+        sites: site_folders(input)?,
+        blob_root: out.join("blobs"),
+        table_root: out.join("store"),
+        pseudonym_secret_env: "RENAL_PSEUDONYM_SECRET".into(),
+        quiet_period_ms: 0,
+        incomplete_timeout_ms: 0,
+        scan_interval_ms: 0,
+        move_processed: false, // never modify the user's input
+    };
+    let secret = embedded_secret(out, &config.pseudonym_secret_env)?;
+    let bus = InProcessBus::new(3);
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} ingest {msg}").expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let show = |s: &IngestStats| {
+        bar.set_message(format!("{} instances, {} cases, {} dead letters", s.instances, s.cases, s.dead_letters))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stats = rt.block_on(worker::run(&config, secret, bus.clone(), Mode::Batch, std::future::pending(), &show))?;
+    bar.finish_and_clear();
+
+    let path = out.join("dead_letters.jsonl");
+    let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    let mut letters = 0;
+    for t in topics::ALL.iter().filter(|t| t.payload == "DeadLetterV1") {
+        for r in bus.records(*t) {
+            let letter = DeadLetterV1::decode(&r.payload)?;
+            writeln!(f, "{}", serde_json::to_string(&letter)?)?;
+            letters += 1;
+        }
+    }
+    println!(
+        "ingest: {} instances ({} duplicates), {} cases, {} dead letters",
+        stats.instances, stats.duplicates, stats.cases, letters
+    );
+    println!("  cases table: {}", out.join("store/cases").display());
+    println!("  dead letters: {}", path.display());
+    println!("  (preprocess, radiomics, inference, ensemble and evaluation are not built yet)");
+    Ok(())
+}
+
+/// The file `renal worker <name> --config FILE` reads (TOML).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerFile {
+    kafka: KafkaSection,
+    ingest: Option<IngestConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSection {
+    /// `host:port[,host:port]`.
+    bootstrap_servers: String,
+    /// Partitions of topics this worker creates (default 3).
+    #[serde(default = "default_partitions")]
+    partitions: i32,
+    /// Replication factor of topics this worker creates (default 1).
+    #[serde(default = "default_replication")]
+    replication: i32,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+
+/// `renal worker <name> --config FILE`.
+pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
+    let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let file: WorkerFile = toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let mut kafka = KafkaConfig::local(&file.kafka.bootstrap_servers, &format!("renal-{name}"));
+    kafka.partitions = file.kafka.partitions;
+    kafka.replication = file.kafka.replication;
+    match name {
+        "ingest" => {
+            let cfg = file.ingest.context("[ingest] section missing")?;
+            cfg.validate()?;
+            let secret = std::env::var(&cfg.pseudonym_secret_env)
+                .with_context(|| {
+                    format!("pseudonym secret: environment variable {} is not set", cfg.pseudonym_secret_env)
+                })?
+                .into_bytes();
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let bus = KafkaBus::new(kafka)?;
+                bus.ensure_topics(&[topics::CASES, topics::DEAD_INGEST]).await?;
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                let stats = worker::run(&cfg, secret, bus, Mode::Continuous, shutdown, &|_| {}).await?;
+                eprintln!(
+                    "ingest stopped: {} instances, {} cases, {} dead letters",
+                    stats.instances, stats.cases, stats.dead_letters
+                );
+                Ok(())
+            })
+        }
+        other => bail!("no worker named {other:?} is built yet (available: ingest)"),
+    }
+}
