@@ -89,6 +89,18 @@ struct SynthArgs {
 
 #[derive(Subcommand)]
 enum BenchStage {
+    /// Parse and group DICOM instances from a cohort folder on one core (target: 2,500 instances/s
+    /// for 256x256 16-bit slices), then the same with blob-store writes.
+    ///
+    /// Example: renal synth --out c --lesions 40 && renal bench ingest --input c
+    Ingest {
+        /// Cohort folder (renal synth output).
+        #[arg(long)]
+        input: PathBuf,
+        /// Repetitions of the parse-and-group pass (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
     /// Generate a cohort into a temporary folder and report throughput against the 2-minute target for 1,162 lesions.
     ///
     /// Example: renal bench synth --lesions 1162 --threads 2
@@ -124,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             bench_synth(lesions, seed, threads, dir)
         }
+        Command::Bench { stage: BenchStage::Ingest { input, repeat } } => pipeline::bench_ingest(&input, repeat),
     }
 }
 
