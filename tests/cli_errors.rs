@@ -1,6 +1,6 @@
 //! Bad arguments to `renal synth` fail fast, with a clear message and a non-zero exit.
 
-use renal_e2e::renal;
+use renal_e2e::{files_under, renal};
 
 fn fails_with(args: &[&str], needle: &str) {
     let out = renal(args);
@@ -61,19 +61,10 @@ fn same_seed_writes_identical_files() {
         let out = dir.path().join(format!("c{n}"));
         let run = renal(&["synth", "--out", out.to_str().unwrap(), "--lesions", "2", "--seed", "9", "--sites", "TCIA"]);
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        let mut files = Vec::new();
-        let mut stack = vec![out.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push((p.strip_prefix(&out).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
-                }
-            }
-        }
-        files.sort();
+        let files: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&out, None)
+            .into_iter()
+            .map(|p| (p.strip_prefix(&out).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
+            .collect();
         digests.push(files);
     }
     assert!(!digests[0].is_empty());

@@ -1,22 +1,10 @@
 //! `renal run` on a synthetic cohort: one `cases` row per lesion, every dead letter as a JSON
 //! line with stage, reason code, reason and source, and the input folder left untouched.
 
-use renal_e2e::renal;
+use renal_e2e::{files_under, renal};
 
 fn count_files(root: &std::path::Path, ext: &str) -> usize {
-    let mut n = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                n += 1;
-            }
-        }
-    }
-    n
+    files_under(root, Some(ext)).len()
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! file per lesion, and every file has left the drop folders.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{renal, renal_bin, Broker};
+use renal_e2e::{files_under, renal, renal_bin, Broker};
 use renal_messages::{topics, CaseV1, Message};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
@@ -141,33 +141,10 @@ drop_folder = "{root}/drop/PHH"
 
     feeder.join().unwrap();
     // One table file per lesion, whatever was re-sent.
-    let mut files = Vec::new();
-    let mut stack = vec![dir.path().join("store/cases")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else if e.path().extension().is_some_and(|x| x == "parquet") {
-                files.push(e.path());
-            }
-        }
-    }
+    let files = files_under(&dir.path().join("store/cases"), Some("parquet"));
     assert_eq!(files.len(), expected.len(), "{files:?}");
     for site in ["MAY", "PHH"] {
-        let mut left = Vec::new();
-        let mut stack = vec![cohort.join(site)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                if e.file_name().to_string_lossy().starts_with('.') {
-                    continue;
-                }
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    left.push(e.path());
-                }
-            }
-        }
+        let left = files_under(&cohort.join(site), None);
         assert!(left.is_empty(), "{site}: files left in the drop folder: {left:?}");
     }
 }

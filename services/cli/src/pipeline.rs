@@ -158,20 +158,15 @@ pub fn bench_ingest(input: &Path, repeat: usize) -> Result<()> {
     use renal_ingest::instance;
     use renal_store::{sha256_hex, BlobStore, LocalBlobStore};
     let sites = site_folders(input)?;
-    let mut files = Vec::new();
-    for s in &sites {
-        let mut stack = vec![s.drop_folder.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d)?.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "dcm") {
-                    files.push((s.code.clone(), p));
-                }
-            }
-        }
-    }
+    let files: Vec<(String, PathBuf)> = sites
+        .iter()
+        .flat_map(|s| {
+            worker::list_files(&s.drop_folder)
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+                .map(move |p| (s.code.clone(), p))
+        })
+        .collect();
     if files.is_empty() {
         bail!("no .dcm files under {}", input.display());
     }

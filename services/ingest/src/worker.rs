@@ -177,20 +177,27 @@ pub fn file_key(site: &str, drop_folder: &Path, path: &Path) -> String {
     format!("{site}:{}/{name}", &sha256_hex(dir.as_bytes())[..16])
 }
 
-fn list_files(root: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue; // .done, .rejected, temporary files
-        }
-        if p.is_dir() {
-            list_files(&p, out);
-        } else {
-            out.push(p);
+/// Every file under `root`, recursively, skipping hidden entries (`.done`, `.rejected`, files
+/// still being written under a dot-name), sorted.
+pub fn list_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
         }
     }
+    out.sort();
+    out
 }
 
 fn move_under(drop: &Path, path: &Path, folder: &str) {
@@ -235,10 +242,7 @@ pub async fn run<B: Bus>(
     loop {
         // Scan.
         for (site_index, site) in cfg.sites.iter().enumerate() {
-            let mut files = Vec::new();
-            list_files(&site.drop_folder, &mut files);
-            files.sort();
-            for path in files {
+            for path in list_files(&site.drop_folder) {
                 if seen.contains_key(&path) {
                     continue;
                 }

@@ -7,6 +7,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use renal_ingest::assemble::{Added, Assembler, AssemblyConfig, CaseError};
 use renal_ingest::instance::{self, InstanceError};
+use renal_ingest::worker::list_files;
 use renal_messages::{CaseV1, Role};
 use renal_store::{BlobStore, LocalBlobStore};
 use renal_synth::{generate, SynthConfig};
@@ -31,18 +32,10 @@ fn cohort(dir: &Path) -> (PathBuf, Value) {
 /// Every DICOM file under the site folders, with its site (the drop folder it sits in).
 fn dicom_files(root: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                if p.file_name().unwrap() != "nifti" {
-                    stack.push(p);
-                }
-            } else if p.extension().is_some_and(|x| x == "dcm") {
-                let site = p.strip_prefix(root).unwrap().components().next().unwrap();
-                out.push((site.as_os_str().to_string_lossy().into_owned(), p));
-            }
+    for site in std::fs::read_dir(root).unwrap().flatten().filter(|e| e.path().is_dir() && e.file_name() != "nifti") {
+        let code = site.file_name().to_string_lossy().into_owned();
+        for p in list_files(&site.path()).into_iter().filter(|p| p.extension().is_some_and(|x| x == "dcm")) {
+            out.push((code.clone(), p));
         }
     }
     out.sort();

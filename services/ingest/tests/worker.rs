@@ -4,22 +4,10 @@
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use renal_bus::InProcessBus;
-use renal_ingest::worker::{run, IngestConfig, Mode, SiteConfig};
+use renal_ingest::worker::{list_files, run, IngestConfig, Mode, SiteConfig};
 use renal_messages::{topics, CaseV1, DeadLetterV1, Message};
 use renal_synth::{generate, SynthConfig};
 use std::collections::BTreeSet;
-use std::path::Path;
-
-fn parquet_files(root: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            parquet_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
-        }
-    }
-}
 
 #[test]
 fn drop_folders_to_cases_with_dead_letters_and_moves() {
@@ -67,8 +55,10 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
     assert_eq!(codes, BTreeSet::from(["unreadable"]));
     assert!(letters.iter().all(|l| l.source.key.starts_with("MAY:")));
 
-    let mut files = Vec::new();
-    parquet_files(&dir.path().join("store/cases"), &mut files);
+    let files: Vec<_> = list_files(&dir.path().join("store/cases"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
     assert_eq!(files.len(), 5);
     let mut table_ids = BTreeSet::new();
     for f in &files {
@@ -89,21 +79,7 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
 
     // Everything handled was moved out of the drop folders.
     for site in ["MAY", "SXH"] {
-        let mut left = Vec::new();
-        let mut stack = vec![cohort.join(site)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with('.') {
-                    continue;
-                }
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    left.push(e.path());
-                }
-            }
-        }
+        let left = list_files(&cohort.join(site));
         assert!(left.is_empty(), "{site}: {left:?}");
     }
     assert!(cohort.join("MAY/.rejected/notes.txt").exists());
