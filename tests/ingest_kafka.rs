@@ -84,6 +84,7 @@ table_root = "{root}/store"
 quiet_period_ms = 300
 incomplete_timeout_ms = 60000
 scan_interval_ms = 100
+file_settle_ms = 200
 move_processed = true
 
 [[ingest.sites]]

@@ -55,6 +55,7 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
         quiet_period_ms: 0,
         incomplete_timeout_ms: 0,
         scan_interval_ms: 0,
+        file_settle_ms: 0,
         move_processed: false, // never modify the user's input
     };
     let secret = embedded_secret(out, &config.pseudonym_secret_env)?;

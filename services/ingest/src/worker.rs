@@ -30,6 +30,9 @@ fn default_incomplete_timeout_ms() -> u64 {
 fn default_scan_interval_ms() -> u64 {
     1_000
 }
+fn default_file_settle_ms() -> u64 {
+    2_000
+}
 fn default_secret_env() -> String {
     "RENAL_PSEUDONYM_SECRET".into()
 }
@@ -69,6 +72,11 @@ pub struct IngestConfig {
     /// How often drop folders are scanned, ms.
     #[serde(default = "default_scan_interval_ms")]
     pub scan_interval_ms: u64,
+    /// A file is read only once it has not been modified for this long, ms, so a sender that
+    /// writes in place is not read half-way (senders that write under a dot-name and rename
+    /// are safe at 0). Ignored in batch mode.
+    #[serde(default = "default_file_settle_ms")]
+    pub file_settle_ms: u64,
     /// Move files to `.done/` or `.rejected/` inside their drop folder once handled.
     #[serde(default)]
     pub move_processed: bool,
@@ -245,6 +253,15 @@ pub async fn run<B: Bus>(
             for path in list_files(&site.drop_folder) {
                 if seen.contains_key(&path) {
                     continue;
+                }
+                if mode == Mode::Continuous && cfg.file_settle_ms > 0 {
+                    let settled = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default().as_millis() as u64 >= cfg.file_settle_ms)
+                        .unwrap_or(false);
+                    if !settled {
+                        continue; // still being written, or gone: look again next scan
+                    }
                 }
                 seen.insert(path.clone(), ());
                 let bytes = match std::fs::read(&path) {

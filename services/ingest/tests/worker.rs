@@ -36,6 +36,7 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
         quiet_period_ms: 0,
         incomplete_timeout_ms: 0,
         scan_interval_ms: 10,
+        file_settle_ms: 0,
         move_processed: true,
     };
     let bus = InProcessBus::new(3);
@@ -90,4 +91,32 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
         .block_on(run(&config, b"secret".to_vec(), bus.clone(), Mode::Batch, std::future::pending(), &|_| {}))
         .unwrap();
     assert_eq!((again.instances, again.cases, again.dead_letters), (0, 0, 0));
+}
+
+#[test]
+fn continuous_mode_waits_for_files_to_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cohort = dir.path().join("in");
+    let synth = SynthConfig { lesions: 1, seed: 5, sites: vec!["TCIA".into()], ..SynthConfig::default() };
+    generate(&synth, &cohort, &|_| {}).unwrap();
+    let mut config = IngestConfig {
+        sites: vec![SiteConfig { code: "TCIA".into(), drop_folder: cohort.join("TCIA"), rules: Default::default() }],
+        blob_root: dir.path().join("blobs"),
+        table_root: dir.path().join("store"),
+        pseudonym_secret_env: "UNUSED".into(),
+        quiet_period_ms: 0,
+        incomplete_timeout_ms: 60_000,
+        scan_interval_ms: 20,
+        file_settle_ms: 60_000, // the files were just written: none is settled
+        move_processed: false,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stop = || async { tokio::time::sleep(std::time::Duration::from_millis(300)).await };
+    let bus = InProcessBus::new(1);
+    let waiting = rt.block_on(run(&config, b"s".to_vec(), bus.clone(), Mode::Continuous, stop(), &|_| {})).unwrap();
+    assert_eq!((waiting.instances, waiting.cases), (0, 0), "fresh files must not be read");
+    config.file_settle_ms = 0;
+    let read = rt.block_on(run(&config, b"s".to_vec(), bus.clone(), Mode::Continuous, stop(), &|_| {})).unwrap();
+    assert!(read.instances > 0);
+    assert_eq!(read.cases, 1);
 }
