@@ -74,3 +74,15 @@ fn same_seed_writes_identical_files() {
         assert!(a.1 == b.1, "{} differs between runs with the same seed", a.0.display());
     }
 }
+
+#[test]
+fn worker_config_example_parses_and_bad_workers_are_refused() {
+    // The documented example parses; it then stops at validation because its folders do not exist here.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ingest.toml");
+    fails_with(&["worker", "ingest", "--config", example], "drop folder of HUP is not a folder");
+    fails_with(&["worker", "trainer", "--config", example], "no worker named \"trainer\"");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[kafka]\nbootstrap_servers = \"x:1\"\n[ingest]\nnot_a_setting = 1\n").unwrap();
+    fails_with(&["worker", "ingest", "--config", bad.to_str().unwrap()], "unknown field `not_a_setting`");
+}

@@ -56,6 +56,7 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
         incomplete_timeout_ms: 0,
         scan_interval_ms: 0,
         file_settle_ms: 0,
+        scp: Vec::new(),
         move_processed: false, // never modify the user's input
     };
     let secret = embedded_secret(out, &config.pseudonym_secret_env)?;
@@ -134,8 +135,16 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                     format!("pseudonym secret: environment variable {} is not set", cfg.pseudonym_secret_env)
                 })?
                 .into_bytes();
+            let mut receivers = Vec::new();
+            for scp in &cfg.scp {
+                let folder = &cfg.sites.iter().find(|s| s.code == scp.site).expect("validated").drop_folder;
+                let r = renal_ingest::scp::Scp::start(&scp.bind, &scp.ae_title, folder)
+                    .with_context(|| format!("C-STORE receiver on {}", scp.bind))?;
+                eprintln!("C-STORE receiver {} on {} -> site {}", scp.ae_title, r.addr, scp.site);
+                receivers.push(r);
+            }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
+            let result = rt.block_on(async {
                 let bus = KafkaBus::new(kafka)?;
                 bus.ensure_topics(&[topics::CASES, topics::DEAD_INGEST]).await?;
                 let shutdown = async {
@@ -147,7 +156,11 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                     stats.instances, stats.cases, stats.dead_letters
                 );
                 Ok(())
-            })
+            });
+            for r in receivers {
+                r.stop();
+            }
+            result
         }
         other => bail!("no worker named {other:?} is built yet (available: ingest)"),
     }

@@ -12,4 +12,5 @@ pub mod assemble;
 pub mod classify;
 pub mod instance;
 pub mod pseudonym;
+pub mod scp;
 pub mod worker;

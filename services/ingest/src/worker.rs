@@ -50,6 +50,18 @@ pub struct SiteConfig {
     pub rules: Rules,
 }
 
+/// A DICOM C-STORE receiver that lands instances in a site's drop folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScpConfig {
+    /// Site whose drop folder receives the instances.
+    pub site: String,
+    /// Called AE title to answer to.
+    pub ae_title: String,
+    /// Address to listen on, e.g. `0.0.0.0:11112`.
+    pub bind: String,
+}
+
 /// Ingest worker settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +92,9 @@ pub struct IngestConfig {
     /// Move files to `.done/` or `.rejected/` inside their drop folder once handled.
     #[serde(default)]
     pub move_processed: bool,
+    /// C-STORE receivers started by `renal worker ingest` (none by default).
+    #[serde(default)]
+    pub scp: Vec<ScpConfig>,
 }
 
 /// Why the ingest worker stopped.
@@ -113,6 +128,14 @@ impl IngestConfig {
                     s.code,
                     s.drop_folder.display()
                 )));
+            }
+        }
+        for scp in &self.scp {
+            if !codes.contains(&scp.site) {
+                return Err(IngestError::Config(format!("scp for unknown site {}", scp.site)));
+            }
+            if scp.ae_title.is_empty() || scp.ae_title.len() > 16 {
+                return Err(IngestError::Config(format!("AE title {:?} must be 1-16 characters", scp.ae_title)));
             }
         }
         if self.quiet_period_ms > self.incomplete_timeout_ms {

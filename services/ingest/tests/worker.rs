@@ -38,6 +38,7 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
         scan_interval_ms: 10,
         file_settle_ms: 0,
         move_processed: true,
+        scp: Vec::new(),
     };
     let bus = InProcessBus::new(3);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -109,6 +110,7 @@ fn continuous_mode_waits_for_files_to_settle() {
         scan_interval_ms: 20,
         file_settle_ms: 60_000, // the files were just written: none is settled
         move_processed: false,
+        scp: Vec::new(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stop = || async { tokio::time::sleep(std::time::Duration::from_millis(300)).await };

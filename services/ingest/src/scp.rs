@@ -1,0 +1,231 @@
+//! A DICOM C-STORE SCP that lands received instances in a site's drop folder.
+//!
+//! Each received instance is written as a Part 10 file under a dot-name, fsynced and renamed
+//! into the drop folder before the C-STORE response reports success, so the drop-folder worker
+//! picks it up like any other file and a success response never loses an instance. C-ECHO is
+//! answered. One thread per association.
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+use dicom_ul::association::server::ServerAssociationOptions;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Storage SOP classes accepted.
+pub const ACCEPTED: [&str; 3] = [
+    crate::instance::MR_IMAGE_STORAGE,
+    crate::instance::ENHANCED_MR_IMAGE_STORAGE,
+    crate::instance::SEGMENTATION_STORAGE,
+];
+const VERIFICATION: &str = "1.2.840.10008.1.1";
+const TRANSFER_SYNTAXES: [&str; 2] = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"];
+
+/// A running SCP; dropping it does not stop it, call [`Scp::stop`].
+pub struct Scp {
+    /// Bound address (port 0 in the request gives an ephemeral port).
+    pub addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    /// Instances stored so far.
+    pub stored: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scp {
+    /// Listen on `bind` as `ae_title`, storing into `drop_folder`.
+    pub fn start(bind: &str, ae_title: &str, drop_folder: &Path) -> std::io::Result<Scp> {
+        let listener = TcpListener::bind(bind)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stored = Arc::new(AtomicU64::new(0));
+        let (s, n, ae, folder) = (stop.clone(), stored.clone(), ae_title.to_string(), drop_folder.to_path_buf());
+        std::fs::create_dir_all(&folder)?;
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (ae, folder, n) = (ae.clone(), folder.clone(), n.clone());
+                        std::thread::spawn(move || {
+                            let _ = stream.set_nonblocking(false);
+                            // Small responses must not wait for Nagle and delayed ACKs (~40 ms each).
+                            let _ = stream.set_nodelay(true);
+                            if let Err(e) = serve(stream, &ae, &folder, &n) {
+                                eprintln!("c-store association ended: {e}");
+                            }
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(Scp { addr, stop, stored, thread: Some(thread) })
+    }
+
+    /// Stop accepting associations (running ones finish).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn command(fields: Vec<DataElement<InMemDicomObject>>) -> Vec<u8> {
+    let obj = InMemDicomObject::from_element_iter(fields);
+    let mut body = Vec::new();
+    obj.write_dataset_with_ts(&mut body, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).expect("command encodes");
+    let mut out = Vec::with_capacity(body.len() + 12);
+    // (0000,0000) CommandGroupLength, UL, implicit VR: tag, length 4, value.
+    out.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn response(field: u16, class: &str, instance: Option<&str>, message_id: u16, status: u16) -> Vec<u8> {
+    let mut f = vec![
+        DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(class)),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field)),
+        DataElement::new(tags::MESSAGE_ID_BEING_RESPONDED_TO, VR::US, PrimitiveValue::from(message_id)),
+        DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0x0101u16)),
+        DataElement::new(tags::STATUS, VR::US, PrimitiveValue::from(status)),
+    ];
+    if let Some(i) = instance {
+        f.push(DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(i)));
+    }
+    command(f)
+}
+
+fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches('\0').trim().to_string())
+        .unwrap_or_default()
+}
+
+fn store_file(folder: &Path, class: &str, instance: &str, ts: &str, dataset: &[u8]) -> std::io::Result<PathBuf> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(class)
+        .media_storage_sop_instance_uid(instance)
+        .transfer_syntax(ts)
+        .build()
+        .map_err(std::io::Error::other)?;
+    let mut bytes = vec![0u8; 128];
+    bytes.extend_from_slice(b"DICM");
+    meta.write(&mut bytes).map_err(std::io::Error::other)?;
+    bytes.extend_from_slice(dataset);
+    // The SOP instance UID names the file: digits and dots only, so no identifier leaks into paths.
+    let safe: String = instance.chars().filter(|c| c.is_ascii_digit() || *c == '.').collect();
+    let path = folder.join(format!("{safe}.dcm"));
+    let tmp = folder.join(format!(".{safe}.part"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+fn serve(stream: TcpStream, ae_title: &str, folder: &Path, stored: &AtomicU64) -> Result<(), String> {
+    let mut options = ServerAssociationOptions::new().accept_any().ae_title(ae_title.to_string()).promiscuous(false);
+    for class in ACCEPTED.iter().chain(std::iter::once(&VERIFICATION)) {
+        options = options.with_abstract_syntax(*class);
+    }
+    for ts in TRANSFER_SYNTAXES {
+        options = options.with_transfer_syntax(ts);
+    }
+    let mut association = options.establish(stream).map_err(|e| e.to_string())?;
+    let contexts: Vec<(u8, String)> =
+        association.presentation_contexts().iter().map(|pc| (pc.id, pc.transfer_syntax.clone())).collect();
+    let (mut cmd_bytes, mut data_bytes) = (Vec::new(), Vec::new());
+    let mut pending: Option<(InMemDicomObject, u8)> = None;
+    loop {
+        match association.receive().map_err(|e| e.to_string())? {
+            Pdu::PData { data } => {
+                for pdv in data {
+                    match pdv.value_type {
+                        PDataValueType::Command => {
+                            cmd_bytes.extend_from_slice(&pdv.data);
+                            if !pdv.is_last {
+                                continue;
+                            }
+                            let cmd = InMemDicomObject::read_dataset_with_ts(
+                                &cmd_bytes[..],
+                                &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+                            )
+                            .map_err(|e| e.to_string())?;
+                            cmd_bytes.clear();
+                            let field: u16 = text(&cmd, tags::COMMAND_FIELD).parse().unwrap_or(0);
+                            let id: u16 = text(&cmd, tags::MESSAGE_ID).parse().unwrap_or(0);
+                            if field == 0x0030 {
+                                let rsp = response(0x8030, VERIFICATION, None, id, 0);
+                                association
+                                    .send(&Pdu::PData {
+                                        data: vec![PDataValue {
+                                            presentation_context_id: pdv.presentation_context_id,
+                                            value_type: PDataValueType::Command,
+                                            is_last: true,
+                                            data: rsp,
+                                        }],
+                                    })
+                                    .map_err(|e| e.to_string())?;
+                            } else {
+                                pending = Some((cmd, pdv.presentation_context_id));
+                            }
+                        }
+                        PDataValueType::Data => {
+                            data_bytes.extend_from_slice(&pdv.data);
+                            if !pdv.is_last {
+                                continue;
+                            }
+                            let Some((cmd, pc)) = pending.take() else {
+                                return Err("data set without a command".into());
+                            };
+                            let class = text(&cmd, tags::AFFECTED_SOP_CLASS_UID);
+                            let instance = text(&cmd, tags::AFFECTED_SOP_INSTANCE_UID);
+                            let id: u16 = text(&cmd, tags::MESSAGE_ID).parse().unwrap_or(0);
+                            let ts = contexts.iter().find(|c| c.0 == pc).map(|c| c.1.clone()).unwrap_or_default();
+                            // 0x0000 success; 0xA700 out of resources (the sender will retry).
+                            let status = match store_file(folder, &class, &instance, &ts, &data_bytes) {
+                                Ok(_) => {
+                                    stored.fetch_add(1, Ordering::Relaxed);
+                                    0x0000
+                                }
+                                Err(_) => 0xA700,
+                            };
+                            data_bytes.clear();
+                            let rsp = response(0x8001, &class, Some(&instance), id, status);
+                            association
+                                .send(&Pdu::PData {
+                                    data: vec![PDataValue {
+                                        presentation_context_id: pc,
+                                        value_type: PDataValueType::Command,
+                                        is_last: true,
+                                        data: rsp,
+                                    }],
+                                })
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+            }
+            Pdu::ReleaseRQ => {
+                association.send(&Pdu::ReleaseRP).map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            Pdu::AbortRQ { .. } => return Ok(()),
+            _ => {}
+        }
+    }
+}
