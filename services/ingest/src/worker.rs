@@ -16,7 +16,7 @@ use renal_messages::topics;
 use renal_messages::{CaseV1, DeadLetterSource, DeadLetterV1, Message, Role};
 use renal_store::{sha256_hex, BlobStore, LocalBlobStore, TableWriter};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -266,7 +266,7 @@ pub async fn run<B: Bus>(
     );
     let started = Instant::now();
     let mut asm = Assembler::new();
-    let mut seen: BTreeMap<PathBuf, ()> = BTreeMap::new();
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
     let mut files_of_study: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
     let mut stats = IngestStats::default();
     tokio::pin!(shutdown);
@@ -274,7 +274,7 @@ pub async fn run<B: Bus>(
         // Scan.
         for (site_index, site) in cfg.sites.iter().enumerate() {
             for path in list_files(&site.drop_folder) {
-                if seen.contains_key(&path) {
+                if seen.contains(&path) {
                     continue;
                 }
                 if mode == Mode::Continuous && cfg.file_settle_ms > 0 {
@@ -286,7 +286,7 @@ pub async fn run<B: Bus>(
                         continue; // still being written, or gone: look again next scan
                     }
                 }
-                seen.insert(path.clone(), ());
+                seen.insert(path.clone());
                 let bytes = match std::fs::read(&path) {
                     Ok(b) => b,
                     Err(_) => {
