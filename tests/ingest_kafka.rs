@@ -1,8 +1,9 @@
 //! The ingest worker on a real broker, killed and restarted in the middle.
 //!
-//! `renal synth` writes lesions into a staging folder; a feeder thread copies them study by
-//! study into two sites' drop folders, as scanners send over time, while `renal worker ingest`
-//! runs against tansu. Once two cases are out the worker is killed with SIGKILL, with studies
+//! `renal synth` writes lesions into a staging folder; a feeder thread sends them study by study
+//! over time, while `renal worker ingest` runs against tansu: MAY by copying into its drop
+//! folder, PHH over the network with DCMTK's `storescu` to the worker's C-STORE receiver
+//! (retrying while the worker is down). Once two cases are out the worker is killed with SIGKILL, with studies
 //! still arriving, and started again. In the end every lesion is in `renal.cases` (a case re-sent after the kill carries the same key and
 //! revision, so consumers and the keyed table see it once), the `cases` table has exactly one
 //! file per lesion, and every file has left the drop folders.
@@ -47,9 +48,28 @@ fn every_lesion_once_after_a_kill_and_restart() {
         }
     }
     studies.sort();
+    let scp_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (from, to) = (staging.clone(), cohort.clone());
     let feeder = std::thread::spawn(move || {
         for study in studies {
+            if study.starts_with(from.join("PHH")) {
+                // PHH sends over the network, retrying while the receiver is down, as scanners do.
+                let mut tries = 0;
+                while !Command::new("storescu")
+                    .args(["-aec", "RENAL_PHH", "-R", "+sd", "+r", "-xs", "127.0.0.1", &scp_port.to_string()])
+                    .arg(&study)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+                {
+                    tries += 1;
+                    assert!(tries < 100, "storescu kept failing");
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                std::thread::sleep(Duration::from_millis(400));
+                continue;
+            }
             let mut stack = vec![study];
             while let Some(d) = stack.pop() {
                 for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -94,6 +114,11 @@ drop_folder = "{root}/drop/MAY"
 [[ingest.sites]]
 code = "PHH"
 drop_folder = "{root}/drop/PHH"
+
+[[ingest.scp]]
+site = "PHH"
+ae_title = "RENAL_PHH"
+bind = "127.0.0.1:{scp_port}"
 "#,
             bootstrap = broker.bootstrap,
             root = dir.path().display()
