@@ -20,7 +20,7 @@ fn embedded_run_ingests_a_cohort_and_writes_dead_letters() {
     let run = renal(&["run", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    assert!(stdout.contains("4 cases, 1 dead letters"), "{stdout}");
+    assert!(stdout.contains("4 cases, 1 dead letter\n"), "{stdout}");
     assert_eq!(count_files(&out.join("store/cases"), "parquet"), 4);
     assert_eq!(count_files(&input, "dcm"), before, "input untouched");
 

@@ -73,7 +73,7 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
 
     let path = out.join("dead_letters.jsonl");
     let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-    let mut letters = 0;
+    let mut letters = 0u64;
     for t in topics::ALL.iter().filter(|t| t.payload == "DeadLetterV1") {
         for r in bus.records(*t) {
             let letter = DeadLetterV1::decode(&r.payload)?;
@@ -82,8 +82,11 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
         }
     }
     println!(
-        "ingest: {} instances ({} duplicates), {} cases, {} dead letters",
-        stats.instances, stats.duplicates, stats.cases, letters
+        "ingest: {} ({} duplicate), {}, {}",
+        count(stats.instances, "instance"),
+        stats.duplicates,
+        count(stats.cases, "case"),
+        count(letters, "dead letter")
     );
     println!("  cases table: {}", out.join("store/cases").display());
     println!("  dead letters: {}", path.display());
@@ -246,4 +249,13 @@ fn tempfile_dir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("renal-bench-ingest-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+/// `1 case`, `2 cases`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
