@@ -242,24 +242,10 @@ impl Drop for Broker {
 }
 
 /// Every file under `root` with extension `ext` (any extension when `None`), recursively,
-/// skipping hidden entries; sorted.
+/// skipping hidden entries; sorted (the ingest worker's own walk).
 pub fn files_under(root: &Path, ext: Option<&str>) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if ext.is_none_or(|x| p.extension().is_some_and(|e| e == x)) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    renal_ingest::worker::list_files(root)
+        .into_iter()
+        .filter(|p| ext.is_none_or(|x| p.extension().is_some_and(|e| e == x)))
+        .collect()
 }

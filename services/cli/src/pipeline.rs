@@ -47,17 +47,15 @@ fn embedded_secret(out: &Path, env: &str) -> Result<Vec<u8>> {
 /// `renal run --input DIR --out OUT`.
 pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Batch: everything is already there, so no quiet period, settle time or timeout; never
+    // modify the user's input.
     let config = IngestConfig {
-        sites: site_folders(input)?,
-        blob_root: out.join("blobs"),
-        table_root: out.join("store"),
-        pseudonym_secret_env: "RENAL_PSEUDONYM_SECRET".into(),
         quiet_period_ms: 0,
         incomplete_timeout_ms: 0,
         scan_interval_ms: 0,
         file_settle_ms: 0,
-        scp: Vec::new(),
-        move_processed: false, // never modify the user's input
+        move_processed: false,
+        ..IngestConfig::new(site_folders(input)?, out.join("blobs"), out.join("store"))
     };
     let secret = embedded_secret(out, &config.pseudonym_secret_env)?;
     let bus = InProcessBus::new(3);

@@ -112,6 +112,22 @@ pub enum IngestError {
 }
 
 impl IngestConfig {
+    /// Settings with every default, for these sites and stores.
+    pub fn new(sites: Vec<SiteConfig>, blob_root: PathBuf, table_root: PathBuf) -> Self {
+        IngestConfig {
+            sites,
+            blob_root,
+            table_root,
+            pseudonym_secret_env: default_secret_env(),
+            quiet_period_ms: default_quiet_period_ms(),
+            incomplete_timeout_ms: default_incomplete_timeout_ms(),
+            scan_interval_ms: default_scan_interval_ms(),
+            file_settle_ms: default_file_settle_ms(),
+            move_processed: false,
+            scp: Vec::new(),
+        }
+    }
+
     /// Check settings at start-up.
     pub fn validate(&self) -> Result<(), IngestError> {
         if self.sites.is_empty() {

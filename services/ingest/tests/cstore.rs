@@ -51,17 +51,11 @@ fn storescu_to_scp_to_cases() {
     let got: BTreeSet<String> = received.iter().map(|p| uid(&std::fs::read(p).unwrap())).collect();
     assert_eq!(got, want);
 
+    let site = SiteConfig { code: "HUP".into(), drop_folder: drop.clone(), rules: Default::default() };
     let config = IngestConfig {
-        sites: vec![SiteConfig { code: "HUP".into(), drop_folder: drop.clone(), rules: Default::default() }],
-        blob_root: dir.path().join("blobs"),
-        table_root: dir.path().join("store"),
-        pseudonym_secret_env: "UNUSED".into(),
         quiet_period_ms: 0,
         incomplete_timeout_ms: 0,
-        scan_interval_ms: 0,
-        file_settle_ms: 0,
-        move_processed: false,
-        scp: Vec::new(),
+        ..IngestConfig::new(vec![site], dir.path().join("blobs"), dir.path().join("store"))
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stats = rt

@@ -25,20 +25,17 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
     std::fs::write(cohort.join("MAY/notes.txt"), b"not dicom").unwrap();
     let some = std::fs::read(cohort.join("MAY/P00001/ST1/SE003/0001.dcm")).unwrap();
     std::fs::write(cohort.join("MAY/truncated.dcm"), &some[..400]).unwrap();
+    let sites = ["MAY", "SXH"]
+        .iter()
+        .map(|c| SiteConfig { code: c.to_string(), drop_folder: cohort.join(c), rules: Default::default() })
+        .collect();
     let config = IngestConfig {
-        sites: ["MAY", "SXH"]
-            .iter()
-            .map(|c| SiteConfig { code: c.to_string(), drop_folder: cohort.join(c), rules: Default::default() })
-            .collect(),
-        blob_root: dir.path().join("blobs"),
-        table_root: dir.path().join("store"),
-        pseudonym_secret_env: "UNUSED".into(),
         quiet_period_ms: 0,
         incomplete_timeout_ms: 0,
         scan_interval_ms: 10,
         file_settle_ms: 0,
         move_processed: true,
-        scp: Vec::new(),
+        ..IngestConfig::new(sites, dir.path().join("blobs"), dir.path().join("store"))
     };
     let bus = InProcessBus::new(3);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -100,17 +97,12 @@ fn continuous_mode_waits_for_files_to_settle() {
     let cohort = dir.path().join("in");
     let synth = SynthConfig { lesions: 1, seed: 5, sites: vec!["TCIA".into()], ..SynthConfig::default() };
     generate(&synth, &cohort, &|_| {}).unwrap();
+    let site = SiteConfig { code: "TCIA".into(), drop_folder: cohort.join("TCIA"), rules: Default::default() };
     let mut config = IngestConfig {
-        sites: vec![SiteConfig { code: "TCIA".into(), drop_folder: cohort.join("TCIA"), rules: Default::default() }],
-        blob_root: dir.path().join("blobs"),
-        table_root: dir.path().join("store"),
-        pseudonym_secret_env: "UNUSED".into(),
         quiet_period_ms: 0,
-        incomplete_timeout_ms: 60_000,
         scan_interval_ms: 20,
         file_settle_ms: 60_000, // the files were just written: none is settled
-        move_processed: false,
-        scp: Vec::new(),
+        ..IngestConfig::new(vec![site], dir.path().join("blobs"), dir.path().join("store"))
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stop = || async { tokio::time::sleep(std::time::Duration::from_millis(300)).await };
