@@ -553,29 +553,24 @@ pub fn render(
             for i in 0..nx {
                 // Anatomical position: scanner position minus this breath-hold's displacement.
                 let p = sub(add(row_start, scale(step_i, i as f64)), shift);
-                let (signal, lesion_m) = signal_at(anatomy, &tissue, look, ri, p, h, lesion_reach);
+                // The lesion's distance is evaluated once per voxel and shared by the signal and
+                // every reader's mask.
+                let near = lesion_eval_if_near(lesion, p, lesion_reach);
+                let d = near.1;
+                let (signal, lesion_m) = signal_at(anatomy, &tissue, look, ri, p, h, near);
                 let s = signal * row_bias[i];
                 if lesion_m > 0.0 {
                     membership_sum += lesion_m;
-                    let (_, d, _) = lesion.eval(p);
                     if d < 0.0 {
                         masks[0][base + i] = 1;
                     }
-                    for (r, (seed, offset)) in lesion.readers.iter().enumerate().take(readers.saturating_sub(1)) {
+                }
+                // Extra readers may include voxels just outside the true boundary.
+                if readers > 1 && d < 2.0 * h + 0.9 * lesion_r_min {
+                    for (r, (seed, offset)) in lesion.readers.iter().enumerate().take(readers - 1) {
                         let wobble = READER_WOBBLE * value_noise(p, (0.6 * lesion_r_min).max(3.0), *seed) + offset;
                         if d + wobble * lesion_r_min < 0.0 {
                             masks[r + 1][base + i] = 1;
-                        }
-                    }
-                } else if lesion_m == 0.0 && readers > 1 {
-                    // Extra readers may include voxels just outside the true boundary.
-                    let (_, d, _) = lesion_eval_if_near(lesion, p, lesion_reach);
-                    if d < 2.0 * h + 0.9 * lesion_r_min {
-                        for (r, (seed, offset)) in lesion.readers.iter().enumerate().take(readers - 1) {
-                            let wobble = READER_WOBBLE * value_noise(p, (0.6 * lesion_r_min).max(3.0), *seed) + offset;
-                            if d + wobble * lesion_r_min < 0.0 {
-                                masks[r + 1][base + i] = 1;
-                            }
                         }
                     }
                 }
@@ -639,9 +634,18 @@ fn bias_at(a: &Anatomy, strength: f64, p: Vec3) -> f64 {
     (strength * (quad + coil)).exp()
 }
 
-/// Relative signal at `p` and the lesion's partial-volume membership there.
+/// Relative signal at `p` and the lesion's partial-volume membership there, given the lesion's
+/// evaluation at `p` (normalised radius, signed distance, local position; infinite when far).
 #[inline]
-fn signal_at(a: &Anatomy, t: &Tissues, look: &Look, ri: usize, p: Vec3, h: f64, lesion_reach: f64) -> (f64, f64) {
+fn signal_at(
+    a: &Anatomy,
+    t: &Tissues,
+    look: &Look,
+    ri: usize,
+    p: Vec3,
+    h: f64,
+    lesion: (f64, f64, Vec3),
+) -> (f64, f64) {
     // Body: elliptic cylinder along z.
     let bx = (p[0] - a.body_centre[0]) / a.body_axes[0];
     let by = (p[1] - a.body_centre[1]) / a.body_axes[1];
@@ -710,11 +714,7 @@ fn signal_at(a: &Anatomy, t: &Tissues, look: &Look, ri: usize, p: Vec3, h: f64, 
         }
     }
     // The lesion.
-    let c = a.lesion.shape.frame.centre;
-    if (p[0] - c[0]).abs() > lesion_reach || (p[1] - c[1]).abs() > lesion_reach || (p[2] - c[2]).abs() > lesion_reach {
-        return (v, 0.0);
-    }
-    let (s, d, u) = a.lesion.eval(p);
+    let (s, d, u) = lesion;
     let m = membership(d, h);
     if m == 0.0 {
         return (v, 0.0);
