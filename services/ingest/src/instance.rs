@@ -139,7 +139,8 @@ pub struct Instance {
     pub kind: Kind,
 }
 
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+/// A string attribute, trimmed of padding; empty when absent or not a string.
+pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.element_opt(tag)
         .ok()
         .flatten()

@@ -12,6 +12,8 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+
+use crate::instance::text;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -104,15 +106,6 @@ fn response(field: u16, class: &str, instance: Option<&str>, message_id: u16, st
         f.push(DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(i)));
     }
     command(f)
-}
-
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches('\0').trim().to_string())
-        .unwrap_or_default()
 }
 
 fn store_file(folder: &Path, class: &str, instance: &str, ts: &str, dataset: &[u8]) -> std::io::Result<PathBuf> {

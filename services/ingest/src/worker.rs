@@ -247,6 +247,19 @@ pub fn list_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// An ingest dead letter: ingest's inputs are files and studies, not topic records.
+fn dead_letter(code: &str, reason: String, key: String, input_sha256: String) -> DeadLetterV1 {
+    DeadLetterV1 {
+        version: 1,
+        stage: "ingest".into(),
+        reason_code: code.into(),
+        reason,
+        source: DeadLetterSource { topic: None, partition: None, offset: None, key },
+        input_sha256,
+        at: renal_bus::now_rfc3339(),
+    }
+}
+
 fn move_under(drop: &Path, path: &Path, folder: &str) {
     let rel = path.strip_prefix(drop).unwrap_or(path);
     let to = drop.join(folder).join(rel);
@@ -322,20 +335,12 @@ pub async fn run<B: Bus>(
                         files_of_study.entry(study).or_default().push(Pending { site: site_index, path });
                     }
                     Err(e) => {
-                        let letter = DeadLetterV1 {
-                            version: 1,
-                            stage: "ingest".into(),
-                            reason_code: e.code().into(),
-                            reason: e.to_string(),
-                            source: DeadLetterSource {
-                                topic: None,
-                                partition: None,
-                                offset: None,
-                                key: file_key(&site.code, &site.drop_folder, &path),
-                            },
-                            input_sha256: sha256_hex(&bytes),
-                            at: renal_bus::now_rfc3339(),
-                        };
+                        let letter = dead_letter(
+                            e.code(),
+                            e.to_string(),
+                            file_key(&site.code, &site.drop_folder, &path),
+                            sha256_hex(&bytes),
+                        );
                         bus.send(topics::DEAD_INGEST, &letter.source.key, letter.encode()).await?;
                         stats.dead_letters += 1;
                         if cfg.move_processed {
@@ -377,20 +382,12 @@ pub async fn run<B: Bus>(
                         }
                         CaseError::Blob(_) => unreachable!("handled above"),
                     };
-                    let letter = DeadLetterV1 {
-                        version: 1,
-                        stage: "ingest".into(),
-                        reason_code: code.into(),
-                        reason: e.to_string(),
-                        source: DeadLetterSource {
-                            topic: None,
-                            partition: None,
-                            offset: None,
-                            key: format!("study:{}", &sha256_hex(study_uid.as_bytes())[..16]),
-                        },
-                        input_sha256: sha256_hex(study_uid.as_bytes()),
-                        at: renal_bus::now_rfc3339(),
-                    };
+                    let letter = dead_letter(
+                        code,
+                        e.to_string(),
+                        format!("study:{}", &sha256_hex(study_uid.as_bytes())[..16]),
+                        sha256_hex(study_uid.as_bytes()),
+                    );
                     bus.send(topics::DEAD_INGEST, &letter.source.key, letter.encode()).await?;
                     stats.dead_letters += 1;
                     if cfg.move_processed {
