@@ -4,3 +4,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/renal-mri/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
+# The test suite's Python tools (scripts/python-env.sh installs them).
+export RENAL_VENV="${RENAL_VENV:-$HOME/.cache/renal-mri/venv}"

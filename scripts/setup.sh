@@ -21,4 +21,4 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "setup: ok (cargo $(cargo --version | cut -d' ' -f2), dcmtk $(dcmdump --version 2>&1 | head -1 | grep -o 'v[0-9.]*' || echo '?'), build dir $CARGO_TARGET_DIR)"
+echo "setup: ok (cargo $(cargo --version | cut -d' ' -f2), dcmtk $( (dcmdump --version 2>&1 || true) | sed -n '1s/.*\(v[0-9][0-9.]*\).*/\1/p'), build dir $CARGO_TARGET_DIR)"

@@ -99,7 +99,7 @@ fn every_lesion_once_after_a_kill_and_restart() {
 bootstrap_servers = "{bootstrap}"
 
 [ingest]
-blob_root = "{root}/blobs"
+blob_store = "{root}/blobs"
 table_root = "{root}/store"
 quiet_period_ms = 300
 incomplete_timeout_ms = 60000

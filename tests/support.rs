@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 
 /// Path of the `renal` binary, built once per test process with the same profile as the tests.
@@ -238,6 +238,62 @@ impl Drop for Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// The test suite's Python environment (scripts/python-env.sh builds it).
+pub fn venv_bin(program: &str) -> PathBuf {
+    let venv = std::env::var("RENAL_VENV").unwrap_or_else(|_| {
+        format!("{}/.cache/renal-mri/venv", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+    });
+    let bin = Path::new(&venv).join("bin").join(program);
+    assert!(bin.exists(), "{} missing: run scripts/python-env.sh (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// An S3-compatible server (moto) on a free loopback port, stopped on drop.
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    child: Child,
+}
+
+impl S3Server {
+    /// Start `moto_server` and wait until it answers.
+    pub fn start() -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto_server did not open {addr}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        S3Server { endpoint: format!("http://{addr}"), child }
+    }
+
+    /// Run a Python snippet with `s3`, a boto3 client for this server, in scope; its stdout.
+    pub fn boto3(&self, code: &str) -> String {
+        let program = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='test', aws_secret_access_key='test')\n{code}",
+            self.endpoint
+        );
+        let out = Command::new(venv_bin("python")).args(["-c", &program]).output().expect("run python");
+        assert!(out.status.success(), "boto3 snippet failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,6 +1,7 @@
 //! The at-least-once loop shared by every stage.
 
 use crate::{Bus, BusError, Consumer, Record};
+use renal_messages::civil::now_rfc3339;
 use renal_messages::topics::{self, Topic};
 use renal_messages::{DeadLetterSource, DeadLetterV1, Message};
 use sha2::{Digest, Sha256};
@@ -64,24 +65,6 @@ pub struct StageStats {
     pub retries: u64,
 }
 
-/// RFC 3339 UTC timestamp of now, to the second.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
-}
-
 fn dead_letter(stage: &str, record: &Record, code: String, reason: String) -> DeadLetterV1 {
     DeadLetterV1 {
         version: 1,
@@ -94,13 +77,9 @@ fn dead_letter(stage: &str, record: &Record, code: String, reason: String) -> De
             offset: Some(record.offset),
             key: record.key.clone(),
         },
-        input_sha256: hex(&Sha256::digest(&record.payload)),
+        input_sha256: renal_messages::lower_hex(&Sha256::digest(&record.payload)),
         at: now_rfc3339(),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn send_with_retry<B: Bus>(
@@ -268,7 +247,7 @@ mod tests {
             let letter = DeadLetterV1::decode(&bus.records(topics::DEAD_INGEST)[0].payload).unwrap();
             assert_eq!((letter.stage.as_str(), letter.reason_code.as_str()), ("ingest", "unreadable"));
             assert_eq!(letter.source.key, "bad");
-            assert_eq!(letter.input_sha256, hex(&Sha256::digest(b"bad")));
+            assert_eq!(letter.input_sha256, renal_messages::lower_hex(&Sha256::digest(b"bad")));
             // Everything consumed is committed: a restarted stage has nothing to redo.
             let committed: i64 = bus.committed("ingest", topics::LABELS).iter().sum();
             assert_eq!(committed, 4);

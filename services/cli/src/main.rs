@@ -9,6 +9,7 @@ use renal_synth::{generate, Summary, SynthConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod bench;
 mod pipeline;
 
 #[derive(Parser)]
@@ -101,6 +102,28 @@ enum BenchStage {
         #[arg(long, default_value_t = 5)]
         repeat: usize,
     },
+    /// Send a cohort's instances through our C-STORE SCP on loopback (target: 1,000 instances/s),
+    /// from our SCU with one and with several associations, and from DCMTK's storescu as baseline.
+    ///
+    /// Example: renal synth --out c --lesions 40 && renal bench cstore --input c
+    Cstore {
+        /// Cohort folder (renal synth output).
+        #[arg(long)]
+        input: PathBuf,
+        /// Concurrent associations for the second run (PACS routers typically open several).
+        #[arg(long, default_value_t = 4)]
+        associations: usize,
+        /// Send at most this many instances.
+        #[arg(long, default_value_t = 5000)]
+        limit: usize,
+        /// Instances sent by storescu for the baseline row (0: skip it).
+        #[arg(long, default_value_t = 200)]
+        baseline_files: usize,
+        /// Folder for the receiver's drop folders (default: the system's temporary folder);
+        /// e.g. /dev/shm to take the disk out of the measurement.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Generate a cohort into a temporary folder and report throughput against the 2-minute target for 1,162 lesions.
     ///
     /// Example: renal bench synth --lesions 1162 --threads 2
@@ -136,7 +159,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             bench_synth(lesions, seed, threads, dir)
         }
-        Command::Bench { stage: BenchStage::Ingest { input, repeat } } => pipeline::bench_ingest(&input, repeat),
+        Command::Bench { stage: BenchStage::Ingest { input, repeat } } => bench::bench_ingest(&input, repeat),
+        Command::Bench { stage: BenchStage::Cstore { input, associations, limit, baseline_files, dir } } => {
+            bench::bench_cstore(&input, associations, limit, baseline_files, dir.as_deref())
+        }
     }
 }
 

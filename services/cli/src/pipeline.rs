@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Site folders of an input cohort: every sub-folder except hidden ones and `nifti`.
-fn site_folders(input: &Path) -> Result<Vec<SiteConfig>> {
+pub fn site_folders(input: &Path) -> Result<Vec<SiteConfig>> {
     let mut sites = Vec::new();
     for e in std::fs::read_dir(input).with_context(|| format!("reading input folder {}", input.display()))? {
         let e = e?;
@@ -55,7 +55,7 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
         scan_interval_ms: 0,
         file_settle_ms: 0,
         move_processed: false,
-        ..IngestConfig::new(site_folders(input)?, out.join("blobs"), out.join("store"))
+        ..IngestConfig::new(site_folders(input)?, out.join("blobs").display().to_string(), out.join("store"))
     };
     let secret = embedded_secret(out, &config.pseudonym_secret_env)?;
     let bus = InProcessBus::new(3);
@@ -139,7 +139,7 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
             let mut receivers = Vec::new();
             for scp in &cfg.scp {
                 let folder = &cfg.sites.iter().find(|s| s.code == scp.site).expect("validated").drop_folder;
-                let r = renal_ingest::scp::Scp::start(&scp.bind, &scp.ae_title, folder)
+                let r = renal_ingest::scp::Scp::start(&scp.bind, &scp.ae_title, folder, scp.durability)
                     .with_context(|| format!("C-STORE receiver on {}", scp.bind))?;
                 eprintln!("C-STORE receiver {} on {} -> site {}", scp.ae_title, r.addr, scp.site);
                 receivers.push(r);
@@ -165,88 +165,6 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
         }
         other => bail!("no worker named {other:?} is built yet (available: ingest)"),
     }
-}
-
-/// `renal bench ingest`: instances per second, one thread.
-pub fn bench_ingest(input: &Path, repeat: usize) -> Result<()> {
-    use renal_ingest::assemble::{Assembler, AssemblyConfig};
-    use renal_ingest::instance;
-    use renal_store::{sha256_hex, BlobStore, LocalBlobStore};
-    let sites = site_folders(input)?;
-    let files: Vec<(String, PathBuf)> = sites
-        .iter()
-        .flat_map(|s| {
-            worker::list_files(&s.drop_folder)
-                .into_iter()
-                .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
-                .map(move |p| (s.code.clone(), p))
-        })
-        .collect();
-    if files.is_empty() {
-        bail!("no .dcm files under {}", input.display());
-    }
-    let cfg = AssemblyConfig {
-        quiet_period_ms: 0,
-        incomplete_timeout_ms: 0,
-        pseudonym_secret: b"bench".to_vec(),
-        rules: Default::default(),
-        code_version: "bench".into(),
-    };
-    let scratch = tempfile_dir()?;
-    let pass = |write_blobs: bool| -> Result<(f64, usize)> {
-        let store = LocalBlobStore::new(&scratch.join(if write_blobs { "blobs" } else { "manifests" }))?;
-        let started = std::time::Instant::now();
-        let mut asm = Assembler::new();
-        for (site, path) in &files {
-            let bytes = std::fs::read(path)?;
-            let inst = instance::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let blob = if write_blobs {
-                store.put(&bytes)?
-            } else {
-                let sha = sha256_hex(&bytes);
-                renal_messages::BlobRef {
-                    key: format!("sha256/{}/{}", &sha[..2], sha),
-                    sha256: sha,
-                    bytes: bytes.len() as u64,
-                }
-            };
-            asm.add(site, inst, blob, 0);
-        }
-        let cases = asm.ready(u64::MAX / 2, &cfg, &store).into_iter().filter(|r| r.is_ok()).count();
-        Ok((started.elapsed().as_secs_f64(), cases))
-    };
-    let mut times = Vec::new();
-    let mut cases = 0;
-    for _ in 0..repeat.max(1) {
-        let (t, c) = pass(false)?;
-        times.push(t);
-        cases = c;
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let (with_blobs, _) = pass(true)?;
-    let _ = std::fs::remove_dir_all(&scratch);
-    let n = files.len() as f64;
-    println!("| path | instances | cases | seconds (median of {}) | instances/s | target | verdict |", repeat.max(1));
-    println!("|---|---|---|---|---|---|---|");
-    println!(
-        "| read + SHA-256 + parse + group | {} | {cases} | {median:.3} | {:.0} | 2500 | {} |",
-        files.len(),
-        n / median,
-        if n / median >= 2500.0 { "meets" } else { "misses" }
-    );
-    println!(
-        "| ... + blob store writes (fsync each) | {} | {cases} | {with_blobs:.3} | {:.0} | - | - |",
-        files.len(),
-        n / with_blobs
-    );
-    Ok(())
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("renal-bench-ingest-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
 }
 
 /// `1 case`, `2 cases`.

@@ -9,6 +9,7 @@
 use crate::classify::{classify, Rules};
 use crate::instance::{Instance, Kind, MrInfo, SegInfo};
 use crate::pseudonym::pseudonym;
+use renal_messages::civil::Date;
 use renal_messages::{BlobRef, CaseV1, Clinical, Provenance, Role, SegRef, SeriesRef, Sex};
 use renal_store::{sha256_hex, BlobError, BlobStore};
 use serde::Serialize;
@@ -105,10 +106,14 @@ pub struct SeriesManifest<'a> {
     pub instances: Vec<(&'a str, f64, &'a BlobRef)>,
 }
 
-/// Holds studies until they form complete cases.
+/// Holds studies until they form complete cases, and for a while after, so late instances
+/// give a revision rather than a new case.
 #[derive(Debug, Default)]
 pub struct Assembler {
     studies: BTreeMap<String, Study>,
+    /// Last revision emitted for studies dropped by [`Assembler::forget_idle`]: a study that
+    /// comes back continues its numbering instead of reusing revision 1.
+    forgotten: BTreeMap<String, u32>,
 }
 
 impl Assembler {
@@ -122,15 +127,40 @@ impl Assembler {
         self.studies.values().filter(|s| s.dirty).count()
     }
 
+    /// Studies held in memory, emitted or not.
+    pub fn held(&self) -> usize {
+        self.studies.len()
+    }
+
+    /// Drop studies already emitted and idle for `retention_ms` or longer, so a worker that runs
+    /// for months holds a bounded set; returns how many were dropped. Instances of a dropped
+    /// study that arrive later start a new assembly of it, which stays incomplete (its earlier
+    /// instances are not re-read) and is dead-lettered at the timeout, with its revision number
+    /// continuing from the last one emitted.
+    pub fn forget_idle(&mut self, now_ms: u64, retention_ms: u64) -> usize {
+        let idle: Vec<String> = self
+            .studies
+            .iter()
+            .filter(|(_, s)| !s.dirty && s.revision > 0 && now_ms.saturating_sub(s.last_arrival_ms) >= retention_ms)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in &idle {
+            let study = self.studies.remove(uid).expect("listed above");
+            self.forgotten.insert(uid.clone(), study.revision);
+        }
+        idle.len()
+    }
+
     /// Add a parsed instance whose bytes are stored at `blob`.
     pub fn add(&mut self, site: &str, instance: Instance, blob: BlobRef, now_ms: u64) -> Added {
+        let revision = self.forgotten.get(&instance.study_uid).copied().unwrap_or(0);
         let study = self.studies.entry(instance.study_uid.clone()).or_insert_with(|| Study {
             site: site.to_string(),
             first: instance.clone(),
             series: BTreeMap::new(),
             segs: BTreeMap::new(),
             last_arrival_ms: now_ms,
-            revision: 0,
+            revision,
             dirty: false,
         });
         let sop = instance.sop_instance_uid.clone();
@@ -239,13 +269,9 @@ fn parse_age(age: &str, birth: &str, study_date: &str) -> Option<u32> {
         };
     }
     if birth.len() == 8 && study_date.len() == 8 {
-        let p = |s: &str| -> Option<(i32, u32, u32)> {
-            Some((s[0..4].parse().ok()?, s[4..6].parse().ok()?, s[6..8].parse().ok()?))
-        };
-        let (by, bm, bd) = p(birth)?;
-        let (sy, sm, sd) = p(study_date)?;
-        let years = sy - by - if (sm, sd) < (bm, bd) { 1 } else { 0 };
-        return u32::try_from(years).ok();
+        let p = |s: &str| Some(Date::new(s[0..4].parse().ok()?, s[4..6].parse().ok()?, s[6..8].parse().ok()?));
+        let (birth, study) = (p(birth)?, p(study_date)?);
+        return (birth <= study).then(|| birth.years_until(study));
     }
     None
 }
@@ -354,5 +380,6 @@ mod tests {
         assert_eq!(parse_age("", "19600615", "20190615"), Some(59));
         assert_eq!(parse_age("", "", ""), None);
         assert_eq!(parse_age("61", "", ""), None);
+        assert_eq!(parse_age("", "20200101", "20190101"), None, "born after the study");
     }
 }

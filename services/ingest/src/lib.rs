@@ -13,4 +13,5 @@ pub mod classify;
 pub mod instance;
 pub mod pseudonym;
 pub mod scp;
+pub mod scu;
 pub mod worker;

@@ -10,7 +10,7 @@ pub fn pseudonym(secret: &[u8], site: &str, patient_id: &str) -> String {
     mac.update(site.as_bytes());
     mac.update(&[0]);
     mac.update(patient_id.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    renal_messages::lower_hex(&mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! A DICOM C-STORE SCP that lands received instances in a site's drop folder.
 //!
-//! Each received instance is written as a Part 10 file under a dot-name, fsynced and renamed
-//! into the drop folder before the C-STORE response reports success, so the drop-folder worker
-//! picks it up like any other file and a success response never loses an instance. C-ECHO is
-//! answered. One thread per association.
+//! Each received instance is written as a Part 10 file under a dot-name and renamed into the
+//! drop folder before the C-STORE response reports success, so the drop-folder worker picks it
+//! up like any other file and never sees half an instance. With [`Durability::Fsync`] (the
+//! default) the file is fsynced before the rename, so a success response survives a power cut;
+//! with [`Durability::PageCache`] it survives a crash of this process but not of the machine,
+//! and the receiver is no longer bound by the disk's synced-write bandwidth (measured by
+//! `renal bench cstore`). C-ECHO is answered. One thread per association.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -29,6 +32,17 @@ pub const ACCEPTED: [&str; 3] = [
 const VERIFICATION: &str = "1.2.840.10008.1.1";
 const TRANSFER_SYNTAXES: [&str; 2] = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"];
 
+/// When a received instance counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// On stable storage (fsync) before the success response.
+    #[default]
+    Fsync,
+    /// In the kernel's page cache before the success response.
+    PageCache,
+}
+
 /// A running SCP; dropping it does not stop it, call [`Scp::stop`].
 pub struct Scp {
     /// Bound address (port 0 in the request gives an ephemeral port).
@@ -41,7 +55,7 @@ pub struct Scp {
 
 impl Scp {
     /// Listen on `bind` as `ae_title`, storing into `drop_folder`.
-    pub fn start(bind: &str, ae_title: &str, drop_folder: &Path) -> std::io::Result<Scp> {
+    pub fn start(bind: &str, ae_title: &str, drop_folder: &Path, durability: Durability) -> std::io::Result<Scp> {
         let listener = TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -53,12 +67,13 @@ impl Scp {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (ae, folder, n) = (ae.clone(), folder.clone(), n.clone());
+                        let (ae, n) = (ae.clone(), n.clone());
+                        let target = Target { folder: folder.clone(), durability };
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
                             // Small responses must not wait for Nagle and delayed ACKs (~40 ms each).
                             let _ = stream.set_nodelay(true);
-                            if let Err(e) = serve(stream, &ae, &folder, &n) {
+                            if let Err(e) = serve(stream, &ae, &target, &n) {
                                 eprintln!("c-store association ended: {e}");
                             }
                         });
@@ -82,7 +97,7 @@ impl Scp {
     }
 }
 
-fn command(fields: Vec<DataElement<InMemDicomObject>>) -> Vec<u8> {
+pub(crate) fn command(fields: Vec<DataElement<InMemDicomObject>>) -> Vec<u8> {
     let obj = InMemDicomObject::from_element_iter(fields);
     let mut body = Vec::new();
     obj.write_dataset_with_ts(&mut body, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).expect("command encodes");
@@ -108,7 +123,13 @@ fn response(field: u16, class: &str, instance: Option<&str>, message_id: u16, st
     command(f)
 }
 
-fn store_file(folder: &Path, class: &str, instance: &str, ts: &str, dataset: &[u8]) -> std::io::Result<PathBuf> {
+/// Where and how an association's instances are stored.
+struct Target {
+    folder: PathBuf,
+    durability: Durability,
+}
+
+fn store_file(to: &Target, class: &str, instance: &str, ts: &str, dataset: &[u8]) -> std::io::Result<PathBuf> {
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(class)
         .media_storage_sop_instance_uid(instance)
@@ -121,16 +142,18 @@ fn store_file(folder: &Path, class: &str, instance: &str, ts: &str, dataset: &[u
     bytes.extend_from_slice(dataset);
     // The SOP instance UID names the file: digits and dots only, so no identifier leaks into paths.
     let safe: String = instance.chars().filter(|c| c.is_ascii_digit() || *c == '.').collect();
-    let path = folder.join(format!("{safe}.dcm"));
-    let tmp = folder.join(format!(".{safe}.part"));
+    let path = to.folder.join(format!("{safe}.dcm"));
+    let tmp = to.folder.join(format!(".{safe}.part"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(&bytes)?;
-    f.sync_all()?;
+    if to.durability == Durability::Fsync {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
 
-fn serve(stream: TcpStream, ae_title: &str, folder: &Path, stored: &AtomicU64) -> Result<(), String> {
+fn serve(stream: TcpStream, ae_title: &str, to: &Target, stored: &AtomicU64) -> Result<(), String> {
     let mut options = ServerAssociationOptions::new().accept_any().ae_title(ae_title.to_string()).promiscuous(false);
     for class in ACCEPTED.iter().chain(std::iter::once(&VERIFICATION)) {
         options = options.with_abstract_syntax(*class);
@@ -190,7 +213,7 @@ fn serve(stream: TcpStream, ae_title: &str, folder: &Path, stored: &AtomicU64) -
                             let id: u16 = text(&cmd, tags::MESSAGE_ID).parse().unwrap_or(0);
                             let ts = contexts.iter().find(|c| c.0 == pc).map(|c| c.1.clone()).unwrap_or_default();
                             // 0x0000 success; 0xA700 out of resources (the sender will retry).
-                            let status = match store_file(folder, &class, &instance, &ts, &data_bytes) {
+                            let status = match store_file(to, &class, &instance, &ts, &data_bytes) {
                                 Ok(_) => {
                                     stored.fetch_add(1, Ordering::Relaxed);
                                     0x0000

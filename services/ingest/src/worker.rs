@@ -14,7 +14,7 @@ use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use renal_bus::{Bus, BusError};
 use renal_messages::topics;
 use renal_messages::{CaseV1, DeadLetterSource, DeadLetterV1, Message, Role};
-use renal_store::{sha256_hex, BlobStore, LocalBlobStore, TableWriter};
+use renal_store::{sha256_hex, TableWriter};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,9 @@ fn default_scan_interval_ms() -> u64 {
 }
 fn default_file_settle_ms() -> u64 {
     2_000
+}
+fn default_study_retention_ms() -> u64 {
+    86_400_000
 }
 fn default_secret_env() -> String {
     "RENAL_PSEUDONYM_SECRET".into()
@@ -60,6 +63,11 @@ pub struct ScpConfig {
     pub ae_title: String,
     /// Address to listen on, e.g. `0.0.0.0:11112`.
     pub bind: String,
+    /// `fsync` (default): an instance is on stable storage before success is answered;
+    /// `page_cache`: in the kernel's cache, which survives a crash of the worker but not of
+    /// the machine, for disks whose synced-write bandwidth is below the sites' send rate.
+    #[serde(default)]
+    pub durability: crate::scp::Durability,
 }
 
 /// Ingest worker settings.
@@ -68,8 +76,10 @@ pub struct ScpConfig {
 pub struct IngestConfig {
     /// One entry per site.
     pub sites: Vec<SiteConfig>,
-    /// Blob store folder (DICOM instances and series manifests).
-    pub blob_root: PathBuf,
+    /// Where DICOM instances and series manifests go: a folder, or `s3://bucket[/prefix]` for
+    /// S3 or an S3-compatible server (credentials and endpoint from the AWS environment
+    /// variables, see `renal_store::object`).
+    pub blob_store: String,
     /// Table store root (the `cases` table).
     pub table_root: PathBuf,
     /// Environment variable that holds the pseudonym secret (never put the secret in a file).
@@ -89,7 +99,13 @@ pub struct IngestConfig {
     /// are safe at 0). Ignored in batch mode.
     #[serde(default = "default_file_settle_ms")]
     pub file_settle_ms: u64,
-    /// Move files to `.done/` or `.rejected/` inside their drop folder once handled.
+    /// Keep an emitted study in memory this long after its last instance, ms, so late
+    /// instances make a revision; after that it is forgotten (memory stays bounded) and late
+    /// instances are dead-lettered as incomplete. Continuous mode only.
+    #[serde(default = "default_study_retention_ms")]
+    pub study_retention_ms: u64,
+    /// Move files to `.done/` or `.rejected/` inside their drop folder once handled. A
+    /// long-running worker should: only then does its memory of files already read stay bounded.
     #[serde(default)]
     pub move_processed: bool,
     /// C-STORE receivers started by `renal worker ingest` (none by default).
@@ -113,16 +129,17 @@ pub enum IngestError {
 
 impl IngestConfig {
     /// Settings with every default, for these sites and stores.
-    pub fn new(sites: Vec<SiteConfig>, blob_root: PathBuf, table_root: PathBuf) -> Self {
+    pub fn new(sites: Vec<SiteConfig>, blob_store: impl Into<String>, table_root: PathBuf) -> Self {
         IngestConfig {
             sites,
-            blob_root,
+            blob_store: blob_store.into(),
             table_root,
             pseudonym_secret_env: default_secret_env(),
             quiet_period_ms: default_quiet_period_ms(),
             incomplete_timeout_ms: default_incomplete_timeout_ms(),
             scan_interval_ms: default_scan_interval_ms(),
             file_settle_ms: default_file_settle_ms(),
+            study_retention_ms: default_study_retention_ms(),
             move_processed: false,
             scp: Vec::new(),
         }
@@ -256,7 +273,7 @@ fn dead_letter(code: &str, reason: String, key: String, input_sha256: String) ->
         reason,
         source: DeadLetterSource { topic: None, partition: None, offset: None, key },
         input_sha256,
-        at: renal_bus::now_rfc3339(),
+        at: renal_messages::civil::now_rfc3339(),
     }
 }
 
@@ -279,7 +296,7 @@ pub async fn run<B: Bus>(
     progress: &(dyn Fn(&IngestStats) + Sync),
 ) -> Result<IngestStats, IngestError> {
     cfg.validate()?;
-    let store = LocalBlobStore::new(&cfg.blob_root).map_err(|e| IngestError::Store(e.to_string()))?;
+    let store = renal_store::open(&cfg.blob_store).map_err(|e| IngestError::Store(e.to_string()))?;
     let tables = TableWriter::new(&cfg.table_root);
     let assembly = AssemblyConfig {
         quiet_period_ms: cfg.quiet_period_ms,
@@ -332,7 +349,9 @@ pub async fn run<B: Bus>(
                             Added::New => stats.instances += 1,
                             Added::Duplicate => stats.duplicates += 1,
                         }
-                        files_of_study.entry(study).or_default().push(Pending { site: site_index, path });
+                        if cfg.move_processed {
+                            files_of_study.entry(study).or_default().push(Pending { site: site_index, path });
+                        }
                     }
                     Err(e) => {
                         let letter = dead_letter(
@@ -345,6 +364,7 @@ pub async fn run<B: Bus>(
                         stats.dead_letters += 1;
                         if cfg.move_processed {
                             move_under(&site.drop_folder, &path, ".rejected");
+                            seen.remove(&path);
                         }
                     }
                 }
@@ -357,10 +377,10 @@ pub async fn run<B: Bus>(
             Mode::Batch => u64::MAX / 2,
             Mode::Continuous => started.elapsed().as_millis() as u64,
         };
-        for result in asm.ready(now, &assembly, &store) {
+        for result in asm.ready(now, &assembly, &*store) {
             match result {
                 Ok(mut case) => {
-                    case.provenance.produced_at = renal_bus::now_rfc3339();
+                    case.provenance.produced_at = renal_messages::civil::now_rfc3339();
                     let date = &case.provenance.produced_at[..10];
                     let key = format!("{}-r{}", case.case_id, case.revision);
                     tables
@@ -371,6 +391,7 @@ pub async fn run<B: Bus>(
                     if cfg.move_processed {
                         for f in files_of_study.remove(&case.study_uid).unwrap_or_default() {
                             move_under(&cfg.sites[f.site].drop_folder, &f.path, ".done");
+                            seen.remove(&f.path);
                         }
                     }
                 }
@@ -393,6 +414,7 @@ pub async fn run<B: Bus>(
                     if cfg.move_processed {
                         for f in files_of_study.remove(&study_uid).unwrap_or_default() {
                             move_under(&cfg.sites[f.site].drop_folder, &f.path, ".rejected");
+                            seen.remove(&f.path);
                         }
                     }
                 }
@@ -402,6 +424,7 @@ pub async fn run<B: Bus>(
         if mode == Mode::Batch {
             return Ok(stats);
         }
+        asm.forget_idle(now, cfg.study_retention_ms);
         tokio::select! {
             _ = &mut shutdown => return Ok(stats),
             _ = tokio::time::sleep(std::time::Duration::from_millis(cfg.scan_interval_ms)) => {}

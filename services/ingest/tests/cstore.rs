@@ -25,7 +25,7 @@ fn storescu_to_scp_to_cases() {
     )
     .unwrap();
     let drop = dir.path().join("drop/HUP");
-    let scp = Scp::start("127.0.0.1:0", "RENAL", &drop).unwrap();
+    let scp = Scp::start("127.0.0.1:0", "RENAL", &drop, Default::default()).unwrap();
     let port = scp.addr.port().to_string();
 
     let echo = Command::new("echoscu").args(["-aec", "RENAL", "127.0.0.1", &port]).output().unwrap();
@@ -55,7 +55,7 @@ fn storescu_to_scp_to_cases() {
     let config = IngestConfig {
         quiet_period_ms: 0,
         incomplete_timeout_ms: 0,
-        ..IngestConfig::new(vec![site], dir.path().join("blobs"), dir.path().join("store"))
+        ..IngestConfig::new(vec![site], dir.path().join("blobs").display().to_string(), dir.path().join("store"))
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stats = rt

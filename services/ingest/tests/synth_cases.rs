@@ -181,6 +181,34 @@ fn a_late_segmentation_makes_a_new_revision_and_duplicates_change_nothing() {
     assert_eq!(second[0].case_id, first[0].case_id);
 }
 
+#[test]
+fn idle_emitted_studies_are_forgotten_and_keep_their_revision_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, manifest) = cohort(dir.path());
+    let store = LocalBlobStore::new(&dir.path().join("blobs")).unwrap();
+    let case_id = manifest["cases"][0]["case_id"].as_str().unwrap();
+    let study: Vec<_> = dicom_files(&root)
+        .into_iter()
+        .filter(|(_, p)| {
+            let bytes = std::fs::read(p).unwrap();
+            instance::parse(&bytes).unwrap().accession == case_id
+        })
+        .collect();
+    let mut asm = Assembler::new();
+    feed(&mut asm, &store, &study, 0);
+    assert_eq!(asm.forget_idle(1_000_000, 1), 0, "never forget a study before its case is out");
+    let first: Vec<CaseV1> = asm.ready(2_000, &config(), &store).into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!((first.len(), first[0].revision), (1, 1));
+    assert_eq!(asm.forget_idle(2_500, 60_000), 0, "idle for less than the retention");
+    assert_eq!(asm.forget_idle(70_000, 60_000), 1);
+    assert_eq!(asm.held(), 0);
+    // The whole study sent again (a PACS re-send): a new revision, never a second revision 1.
+    feed(&mut asm, &store, &study, 80_000);
+    let again: Vec<CaseV1> = asm.ready(90_000, &config(), &store).into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!((again.len(), again[0].revision), (1, 2));
+    assert_eq!(again[0].case_id, first[0].case_id);
+}
+
 fn rewrite(path: &Path, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) -> Vec<u8> {
     let mut obj = dicom_object::open_file(path).unwrap();
     edit(&mut obj);

@@ -35,7 +35,7 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
         scan_interval_ms: 10,
         file_settle_ms: 0,
         move_processed: true,
-        ..IngestConfig::new(sites, dir.path().join("blobs"), dir.path().join("store"))
+        ..IngestConfig::new(sites, dir.path().join("blobs").display().to_string(), dir.path().join("store"))
     };
     let bus = InProcessBus::new(3);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -102,7 +102,7 @@ fn continuous_mode_waits_for_files_to_settle() {
         quiet_period_ms: 0,
         scan_interval_ms: 20,
         file_settle_ms: 60_000, // the files were just written: none is settled
-        ..IngestConfig::new(vec![site], dir.path().join("blobs"), dir.path().join("store"))
+        ..IngestConfig::new(vec![site], dir.path().join("blobs").display().to_string(), dir.path().join("store"))
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stop = || async { tokio::time::sleep(std::time::Duration::from_millis(300)).await };

@@ -3,7 +3,9 @@
 //! Volumes, DICOM instances and composites never ride on the bus; they are put here and
 //! messages carry a [`BlobRef`] (key, SHA-256, size). Keys are derived from the content, so a
 //! redelivered write is a no-op and a reader can verify what it got. [`LocalBlobStore`] keeps
-//! blobs under a folder and commits each file atomically (write, fsync, rename).
+//! blobs under a folder and commits each file atomically (write, fsync, rename);
+//! [`ObjectBlobStore`] keeps them in S3 or an S3-compatible server. [`open`] picks one from a
+//! setting: a folder path, or `s3://bucket[/prefix]`.
 //!
 //! ```
 //! use renal_store::{BlobStore, LocalBlobStore};
@@ -14,8 +16,10 @@
 //! assert_eq!(r.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
 //! ```
 
+pub mod object;
 pub mod table;
 
+pub use object::ObjectBlobStore;
 pub use table::{TableError, TableWriter, PROVENANCE_COLUMNS};
 
 use renal_messages::BlobRef;
@@ -51,9 +55,33 @@ pub trait BlobStore: Send + Sync {
     fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError>;
 }
 
+/// Open the blob store a setting names: `s3://bucket[/prefix]` (settings from the AWS
+/// environment variables, see [`object`]) or a local folder.
+pub fn open(spec: &str) -> Result<std::sync::Arc<dyn BlobStore>, BlobError> {
+    if spec.contains("://") {
+        Ok(std::sync::Arc::new(ObjectBlobStore::from_url(spec)?))
+    } else {
+        Ok(std::sync::Arc::new(LocalBlobStore::new(Path::new(spec))?))
+    }
+}
+
+/// Refuse keys outside the layout `sha256/<first two hex>/<64 hex>`.
+fn check_key(key: &str) -> Result<(), BlobError> {
+    let ok = key.len() == 7 + 3 + 64
+        && key.starts_with("sha256/")
+        && key[7..9].chars().all(|c| c.is_ascii_hexdigit())
+        && &key[9..10] == "/"
+        && key[10..].chars().all(|c| c.is_ascii_hexdigit());
+    if ok {
+        Ok(())
+    } else {
+        Err(BlobError::BadKey(key.into()))
+    }
+}
+
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    renal_messages::lower_hex(&Sha256::digest(bytes))
 }
 
 /// Blobs as files: `<root>/sha256/<first two hex>/<hash>`.
@@ -70,12 +98,7 @@ impl LocalBlobStore {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
-        let ok = key.len() == 7 + 3 + 64
-            && key.starts_with("sha256/")
-            && key[7..].chars().all(|c| c.is_ascii_hexdigit() || c == '/');
-        if !ok {
-            return Err(BlobError::BadKey(key.into()));
-        }
+        check_key(key)?;
         Ok(self.root.join(key))
     }
 }

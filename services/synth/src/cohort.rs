@@ -3,12 +3,12 @@
 //! Everything here is a pure function of the seed, so a cohort can be inspected (and its
 //! statistics tested) without rendering images.
 
-use crate::dates::Date;
 use crate::sites::{site, SiteProfile};
 use crate::table1::{self, Subtype};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use renal_messages::civil::Date;
 
 /// What the cohort sampler needs.
 #[derive(Debug, Clone)]

@@ -15,7 +15,6 @@
 //! ```
 
 pub mod cohort;
-pub mod dates;
 pub mod export;
 mod noise;
 pub mod phantom;

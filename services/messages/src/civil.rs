@@ -1,4 +1,5 @@
-//! Civil (proleptic Gregorian) dates as day counts, enough for DICOM DA values and ages.
+//! Civil (proleptic Gregorian) dates as day counts, enough for DICOM DA values, ages and the
+//! UTC timestamps messages carry. One implementation for the workspace.
 
 /// A calendar date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +63,19 @@ impl Date {
     }
 }
 
+/// The current UTC time as RFC 3339 with second precision, e.g. `2026-11-29T07:30:00Z`.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// `secs` after the Unix epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let date = Date::from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!("{}T{:02}:{:02}:{:02}Z", date.iso(), rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +97,13 @@ mod tests {
         assert_eq!(birth.years_until(Date::new(2019, 6, 14)), 58);
         assert_eq!(birth.years_until(Date::new(2019, 6, 15)), 59);
         assert_eq!(birth.dicom(), "19600615");
+    }
+
+    #[test]
+    fn timestamps() {
+        // 2000-02-29 is day 11,016; 1,700,000,000 s is 2023-11-14T22:13:20Z (a well-known epoch value).
+        assert_eq!(rfc3339(11_016 * 86_400 + 3_661), "2000-02-29T01:01:01Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(now_rfc3339().len(), 20);
     }
 }

@@ -1,0 +1,202 @@
+//! `renal bench <stage>`: time a stage on this machine and print a Markdown table.
+
+use crate::pipeline::site_folders;
+use anyhow::{bail, Result};
+use renal_ingest::worker;
+use std::path::{Path, PathBuf};
+
+/// `renal bench ingest`: instances per second, one thread.
+pub fn bench_ingest(input: &Path, repeat: usize) -> Result<()> {
+    use renal_ingest::assemble::{Assembler, AssemblyConfig};
+    use renal_ingest::instance;
+    use renal_store::{sha256_hex, BlobStore, LocalBlobStore};
+    let files = dicom_files(input)?;
+    let cfg = AssemblyConfig {
+        quiet_period_ms: 0,
+        incomplete_timeout_ms: 0,
+        pseudonym_secret: b"bench".to_vec(),
+        rules: Default::default(),
+        code_version: "bench".into(),
+    };
+    let scratch = tempfile_dir()?;
+    let pass = |write_blobs: bool| -> Result<(f64, usize)> {
+        let store = LocalBlobStore::new(&scratch.join(if write_blobs { "blobs" } else { "manifests" }))?;
+        let started = std::time::Instant::now();
+        let mut asm = Assembler::new();
+        for (site, path) in &files {
+            let bytes = std::fs::read(path)?;
+            let inst = instance::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let blob = if write_blobs {
+                store.put(&bytes)?
+            } else {
+                let sha = sha256_hex(&bytes);
+                renal_messages::BlobRef {
+                    key: format!("sha256/{}/{}", &sha[..2], sha),
+                    sha256: sha,
+                    bytes: bytes.len() as u64,
+                }
+            };
+            asm.add(site, inst, blob, 0);
+        }
+        let cases = asm.ready(u64::MAX / 2, &cfg, &store).into_iter().filter(|r| r.is_ok()).count();
+        Ok((started.elapsed().as_secs_f64(), cases))
+    };
+    let mut times = Vec::new();
+    let mut cases = 0;
+    for _ in 0..repeat.max(1) {
+        let (t, c) = pass(false)?;
+        times.push(t);
+        cases = c;
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let (with_blobs, _) = pass(true)?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let n = files.len() as f64;
+    println!("| path | instances | cases | seconds (median of {}) | instances/s | target | verdict |", repeat.max(1));
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| read + SHA-256 + parse + group | {} | {cases} | {median:.3} | {:.0} | 2500 | {} |",
+        files.len(),
+        n / median,
+        if n / median >= 2500.0 { "meets" } else { "misses" }
+    );
+    println!(
+        "| ... + blob store writes (fsync each) | {} | {cases} | {with_blobs:.3} | {:.0} | - | - |",
+        files.len(),
+        n / with_blobs
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("renal-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Every `.dcm` file of a cohort folder with its site code.
+fn dicom_files(input: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let files: Vec<(String, PathBuf)> = site_folders(input)?
+        .iter()
+        .flat_map(|s| {
+            worker::list_files(&s.drop_folder)
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+                .map(move |p| (s.code.clone(), p))
+        })
+        .collect();
+    if files.is_empty() {
+        bail!("no .dcm files under {}", input.display());
+    }
+    Ok(files)
+}
+
+/// `renal bench cstore`: instances per second through our C-STORE SCP on loopback. Each
+/// instance is written and renamed into the drop folder before its response, fsynced first
+/// under the default durability; the page-cache rows show the receiver without the disk's
+/// synced-write bandwidth in the way. Senders: our SCU with 1 and `associations` concurrent
+/// associations (files preloaded, so the sender's disk is not measured), and DCMTK's
+/// `storescu` on a subset as the baseline.
+pub fn bench_cstore(
+    input: &Path,
+    associations: usize,
+    limit: usize,
+    baseline_files: usize,
+    dir: Option<&Path>,
+) -> Result<()> {
+    use renal_ingest::scp::{Durability, Scp, ACCEPTED};
+    use renal_ingest::scu::StoreScu;
+    let mut files = dicom_files(input)?;
+    files.truncate(limit.max(1));
+    let loaded: Vec<(String, Vec<u8>)> =
+        files.iter().map(|(_, p)| Ok((p.display().to_string(), std::fs::read(p)?))).collect::<Result<_>>()?;
+    let megabytes = loaded.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / 1e6;
+    let scratch = match dir {
+        Some(d) => d.join(format!("renal-bench-{}", std::process::id())),
+        None => tempfile_dir()?,
+    };
+    let mut widths = vec![1];
+    if associations > 1 {
+        widths.push(associations);
+    }
+    let mut rows = Vec::new();
+    for durability in [Durability::Fsync, Durability::PageCache] {
+        let drop_folder = scratch.join(format!("{durability:?}"));
+        let scp = Scp::start("127.0.0.1:0", "RENAL", &drop_folder, durability)?;
+        let addr = scp.addr.to_string();
+        for &k in &widths {
+            let _ = std::fs::remove_dir_all(&drop_folder);
+            std::fs::create_dir_all(&drop_folder)?;
+            let started = std::time::Instant::now();
+            std::thread::scope(|scope| -> Result<()> {
+                let handles: Vec<_> = (0..k)
+                    .map(|part| {
+                        let (addr, loaded) = (&addr, &loaded);
+                        scope.spawn(move || -> Result<()> {
+                            let mut scu = StoreScu::connect(addr, "BENCH", "RENAL", &ACCEPTED)?;
+                            for (name, bytes) in loaded.iter().skip(part).step_by(k) {
+                                scu.store_bytes(name, bytes)?;
+                            }
+                            scu.release()?;
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+                }
+                Ok(())
+            })?;
+            let seconds = started.elapsed().as_secs_f64();
+            let landed = worker::list_files(&drop_folder).len();
+            if landed != loaded.len() {
+                bail!("{} instances sent but {landed} landed in the drop folder", loaded.len());
+            }
+            let plural = if k == 1 { "" } else { "s" };
+            rows.push((format!("renal SCU, {k} association{plural}"), durability, loaded.len(), seconds));
+        }
+        if durability == Durability::Fsync && baseline_files > 0 && which("storescu") {
+            let _ = std::fs::remove_dir_all(&drop_folder);
+            std::fs::create_dir_all(&drop_folder)?;
+            let subset: Vec<&PathBuf> = files.iter().map(|(_, p)| p).take(baseline_files).collect();
+            let started = std::time::Instant::now();
+            let status = std::process::Command::new("storescu")
+                .args(["-aec", "RENAL", "-aet", "BENCH", "-R", "-xs"])
+                .arg(scp.addr.ip().to_string())
+                .arg(scp.addr.port().to_string())
+                .args(&subset)
+                .status()?;
+            let seconds = started.elapsed().as_secs_f64();
+            if !status.success() {
+                bail!("storescu failed: {status}");
+            }
+            rows.push(("DCMTK storescu, 1 association (baseline)".into(), durability, subset.len(), seconds));
+        }
+        scp.stop();
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let mb_per_instance = megabytes / loaded.len() as f64;
+    let baseline = rows.iter().find(|r| r.0.contains("baseline")).map(|r| r.2 as f64 / r.3);
+    println!("| sender | durability | instances | seconds | instances/s | MB/s | vs storescu | target | verdict |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (sender, durability, n, seconds) in rows {
+        let rate = n as f64 / seconds;
+        let ratio = baseline.map(|b| format!("{:.1}x", rate / b)).unwrap_or_else(|| "-".into());
+        println!(
+            "| {sender} | {} | {n} | {seconds:.2} | {rate:.0} | {:.1} | {ratio} | 1000 | {} |",
+            match durability {
+                Durability::Fsync => "fsync",
+                Durability::PageCache => "page cache",
+            },
+            rate * mb_per_instance,
+            if rate >= 1000.0 { "meets" } else { "misses" }
+        );
+    }
+    Ok(())
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
