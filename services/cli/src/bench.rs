@@ -200,3 +200,155 @@ pub fn bench_cstore(
 fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
+
+/// The SimpleITK reference script and the venv's Python (scripts/python-env.sh builds it).
+fn sitk_reference() -> Result<(PathBuf, PathBuf)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/sitk_reference.py");
+    let venv = std::env::var("RENAL_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/renal-mri/venv")
+    });
+    let python = venv.join("bin/python");
+    if !python.exists() || !script.exists() {
+        bail!(
+            "the SimpleITK baseline needs {} and {} (run scripts/python-env.sh from the repository)",
+            python.display(),
+            script.display()
+        );
+    }
+    Ok((python, script))
+}
+
+fn run_sitk(python: &Path, script: &Path, args: &[String]) -> Result<serde_json::Value> {
+    let out = std::process::Command::new(python).arg(script).args(args).output()?;
+    if !out.status.success() {
+        bail!("SimpleITK reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+/// `renal bench preprocess`: N4 and histogram matching, ours against SimpleITK on one core.
+pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
+    use renal_imaging::histmatch::{match_histograms, MatchSettings};
+    use renal_imaging::n4::{n4, N4Settings};
+    use renal_imaging::{nifti, Volume};
+    use renal_synth::bias_phantom::{bias_phantom, region_cv};
+    let (python, script) = sitk_reference()?;
+    let scratch = tempfile_dir()?;
+    let path = |name: &str| scratch.join(name).display().to_string();
+    eprintln!("building the 256x256x40 bias phantom (1.5 x 1.5 x 5 mm, Rician sigma 4)");
+    let p = bias_phantom([256, 256, 40], [1.5, 1.5, 5.0], 4.0, 0);
+    std::fs::write(path("image.nii.gz"), nifti::encode_gz(&p.image, "bench"))?;
+    let mask = Volume { geometry: p.body.geometry.clone(), data: p.body.data.iter().map(|&m| f32::from(m)).collect() };
+    std::fs::write(path("mask.nii.gz"), nifti::encode_gz(&mask, "bench"))?;
+    let body: Vec<usize> = (0..p.body.data.len()).filter(|&i| p.body.data[i] != 0).collect();
+    let in_body = |f: &[f64]| body.iter().map(|&i| f[i]).collect::<Vec<f64>>();
+    let truth = in_body(&p.log_field);
+    let cv_before = region_cv(&p.image.data, &p.tissue);
+
+    println!("Bias phantom: tissue CV {cv_before:.4} before correction (0.0400 without the field).");
+    println!();
+    println!("| step | setting | ours s | SimpleITK s | ours / SimpleITK | CV ours | CV SimpleITK | r(field) ours | r(field) SimpleITK | target | verdict |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &shrink in shrinks {
+        let settings = N4Settings { shrink_factor: shrink, ..N4Settings::default() };
+        let mut times = Vec::new();
+        let mut ours = None;
+        for _ in 0..repeat.max(1) {
+            let started = std::time::Instant::now();
+            ours = Some(n4(&p.image, Some(&p.body), &settings)?);
+            times.push(started.elapsed().as_secs_f64());
+        }
+        let ours = ours.expect("ran at least once");
+        let our_seconds = median(times);
+        let report = run_sitk(
+            &python,
+            &script,
+            &[
+                "n4".into(),
+                "--image".into(),
+                path("image.nii.gz"),
+                "--mask".into(),
+                path("mask.nii.gz"),
+                "--out-field".into(),
+                path("field.nii.gz"),
+                "--shrink".into(),
+                shrink.to_string(),
+                "--threads".into(),
+                "1".into(),
+            ],
+        )?;
+        let their_seconds =
+            report["fit_seconds"].as_f64().unwrap_or(f64::NAN) + report["field_seconds"].as_f64().unwrap_or(f64::NAN);
+        let their_field: Vec<f64> =
+            nifti::decode(&std::fs::read(path("field.nii.gz"))?)?.volume.data.iter().map(|&f| f64::from(f)).collect();
+        let their_corrected: Vec<f32> =
+            p.image.data.iter().zip(&their_field).map(|(&v, f)| (f64::from(v) / f.exp()) as f32).collect();
+        let our_field: Vec<f64> = ours.log_field.data.iter().map(|&f| f64::from(f)).collect();
+        let ratio = our_seconds / their_seconds;
+        println!(
+            "| N4 (fit + full-res field) | shrink {shrink}, 4x50, 1e-3 | {our_seconds:.2} | {their_seconds:.2} | {ratio:.3} | {:.4} | {:.4} | {:.4} | {:.4} | <= 0.5 | {} |",
+            region_cv(&ours.corrected.data, &p.tissue),
+            region_cv(&their_corrected, &p.tissue),
+            pearson(&in_body(&our_field), &truth),
+            pearson(&in_body(&their_field), &truth),
+            if ratio <= 0.5 { "meets" } else { "misses" }
+        );
+    }
+    // Histogram matching: a second noise draw through a non-linear scanner map, back onto the first.
+    let other = bias_phantom([256, 256, 40], [1.5, 1.5, 5.0], 4.0, 1).image;
+    let source =
+        Volume { geometry: other.geometry, data: other.data.iter().map(|&v| 25.0 + 1.7 * v.powf(1.1)).collect() };
+    std::fs::write(path("source.nii.gz"), nifti::encode_gz(&source, "bench"))?;
+    for levels in [128usize, 1024] {
+        let settings = MatchSettings { levels, match_points: 7, threshold_at_mean: true };
+        let mut times = Vec::new();
+        let mut ours = Vec::new();
+        for _ in 0..repeat.max(1) {
+            let started = std::time::Instant::now();
+            ours = match_histograms(&source.data, &p.image.data, &settings)?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+        let our_seconds = median(times);
+        let report = run_sitk(
+            &python,
+            &script,
+            &[
+                "histmatch".into(),
+                "--source".into(),
+                path("source.nii.gz"),
+                "--reference".into(),
+                path("image.nii.gz"),
+                "--out".into(),
+                path("matched.nii.gz"),
+                "--levels".into(),
+                levels.to_string(),
+            ],
+        )?;
+        let theirs = nifti::decode(&std::fs::read(path("matched.nii.gz"))?)?.volume.data;
+        let their_seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+        let (lo, hi) = p.image.data.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / (hi - lo);
+        println!(
+            "| histogram matching | {levels} levels, 7 points | {our_seconds:.3} | {their_seconds:.3} | {:.3} | max abs diff {:.1e} of range | - | - | - | <= 1 | {} |",
+            our_seconds / their_seconds,
+            max_diff,
+            if our_seconds <= their_seconds { "meets" } else { "misses" }
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}

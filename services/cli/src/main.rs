@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod bench;
+mod imaging;
 mod pipeline;
 
 #[derive(Parser)]
@@ -50,6 +51,56 @@ enum Command {
         /// TOML settings: a [kafka] section and the worker's own section.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// N4 bias-field correction of a NIfTI image (defaults as ITK/SimpleITK, shrink 4 as ANTs).
+    ///
+    /// Example: renal n4 --image t2.nii.gz --mask body.nii.gz --out t2_n4.nii.gz
+    N4 {
+        /// Input image (.nii or .nii.gz); intensities must be positive inside the mask.
+        #[arg(long)]
+        image: PathBuf,
+        /// Corrected image to write (.nii or .nii.gz).
+        #[arg(long)]
+        out: PathBuf,
+        /// Mask on the same grid (non-zero = fit here); default: every positive voxel.
+        #[arg(long)]
+        mask: Option<PathBuf>,
+        /// Also write the estimated log bias field here.
+        #[arg(long)]
+        field: Option<PathBuf>,
+        /// Subsampling factor for the fit.
+        #[arg(long, default_value_t = 4)]
+        shrink: usize,
+        /// Maximum iterations per fitting level, comma-separated (the number of levels is their count).
+        #[arg(long, value_delimiter = ',', default_value = "50,50,50,50")]
+        iterations: Vec<usize>,
+        /// Convergence threshold (CV of the field update inside the mask).
+        #[arg(long, default_value_t = 0.001)]
+        convergence: f64,
+    },
+    /// Match an image's histogram to a reference's (ITK's method; 128 levels, 7 match points,
+    /// threshold at the mean intensity by default, as the study matched T2 to T1C).
+    ///
+    /// Example: renal histmatch --image t2.nii.gz --reference t1c.nii.gz --out t2_matched.nii.gz
+    Histmatch {
+        /// Image to map (.nii or .nii.gz).
+        #[arg(long)]
+        image: PathBuf,
+        /// Reference image (any grid).
+        #[arg(long)]
+        reference: PathBuf,
+        /// Output (.nii or .nii.gz), on the input image's grid.
+        #[arg(long)]
+        out: PathBuf,
+        /// Histogram bins.
+        #[arg(long, default_value_t = 128)]
+        levels: usize,
+        /// Quantiles matched.
+        #[arg(long, default_value_t = 7)]
+        match_points: usize,
+        /// Use every voxel, not only those at or above the mean.
+        #[arg(long)]
+        no_threshold_at_mean: bool,
     },
     /// Time a pipeline stage and print a table.
     ///
@@ -124,6 +175,19 @@ enum BenchStage {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// N4 and histogram matching on the 256x256x40 bias phantom, ours and SimpleITK's (from the
+    /// test venv) with the same parameters in the same run (target: N4 in at most half
+    /// SimpleITK's time on one core).
+    ///
+    /// Example: scripts/python-env.sh && renal bench preprocess
+    Preprocess {
+        /// Shrink factors to time.
+        #[arg(long, value_delimiter = ',', default_value = "4,2")]
+        shrink: Vec<usize>,
+        /// Repetitions of our N4 per setting (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// Generate a cohort into a temporary folder and report throughput against the 2-minute target for 1,162 lesions.
     ///
     /// Example: renal bench synth --lesions 1162 --threads 2
@@ -159,6 +223,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             bench_synth(lesions, seed, threads, dir)
         }
+        Command::N4 { image, out, mask, field, shrink, iterations, convergence } => {
+            let settings = renal_imaging::n4::N4Settings {
+                shrink_factor: shrink,
+                iterations,
+                convergence_threshold: convergence,
+                ..Default::default()
+            };
+            imaging::run_n4(&image, &out, mask.as_deref(), field.as_deref(), &settings)
+        }
+        Command::Histmatch { image, reference, out, levels, match_points, no_threshold_at_mean } => {
+            let settings = renal_imaging::histmatch::MatchSettings {
+                levels,
+                match_points,
+                threshold_at_mean: !no_threshold_at_mean,
+            };
+            imaging::run_histmatch(&image, &reference, &out, &settings)
+        }
+        Command::Bench { stage: BenchStage::Preprocess { shrink, repeat } } => bench::bench_preprocess(&shrink, repeat),
         Command::Bench { stage: BenchStage::Ingest { input, repeat } } => bench::bench_ingest(&input, repeat),
         Command::Bench { stage: BenchStage::Cstore { input, associations, limit, baseline_files, dir } } => {
             bench::bench_cstore(&input, associations, limit, baseline_files, dir.as_deref())

@@ -22,6 +22,8 @@
 //! ```
 
 pub mod geometry;
+pub mod histmatch;
+pub mod n4;
 pub mod nifti;
 pub mod volume;
 

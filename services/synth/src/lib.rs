@@ -14,6 +14,7 @@
 //! # Ok::<(), renal_synth::SynthError>(())
 //! ```
 
+pub mod bias_phantom;
 pub mod cohort;
 pub mod export;
 mod noise;
