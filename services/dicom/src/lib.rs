@@ -1,9 +1,11 @@
-//! DICOM encoding for the pipeline, through `dicom-object`.
+//! DICOM encoding and decoding for the pipeline, through `dicom-object`.
 //!
 //! Two object kinds are written: MR Image Storage (one file per slice, explicit VR little
 //! endian, 16-bit unsigned pixels) and binary Segmentation Storage (one multi-frame file whose
 //! frames reference the MR instances they were drawn on). Geometry always comes from a
 //! [`renal_imaging::Geometry`], so that what a reader reconstructs is what was rendered.
+//! [`read`] goes the other way: a series' instances into a volume (ordered along the normal,
+//! gaps and duplicates refused) and a binary SEG into a mask on its series' grid.
 //!
 //! ```no_run
 //! use renal_dicom::{write_mr_series, Patient, Study, Equipment, MrSeries, uid_from_u128};
@@ -15,6 +17,7 @@
 //! ```
 
 mod mr;
+pub mod read;
 pub mod seg;
 mod values;
 
