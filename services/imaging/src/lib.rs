@@ -1,7 +1,9 @@
 //! Volumes in patient coordinates and the image math the pipeline shares.
 //!
 //! Nothing here touches files or the network: callers hand in bytes or arrays and get
-//! bytes or arrays back. Patient space is DICOM's LPS in millimetres; [`nifti`] is the only
+//! bytes or arrays back. Preprocessing lives here: [`n4`] bias-field correction,
+//! [`histmatch`] histogram matching, [`resample`] (isotropic trilinear grids, masks, crops) and
+//! [`composite`] (the 2.5D CNN input). Patient space is DICOM's LPS in millimetres; [`nifti`] is the only
 //! place that converts to NIfTI's RAS.
 //!
 //! ```
@@ -21,10 +23,12 @@
 //! assert_eq!(back.volume.data, vec![0.0, 1.0, 1.0, 0.0]);
 //! ```
 
+pub mod composite;
 pub mod geometry;
 pub mod histmatch;
 pub mod n4;
 pub mod nifti;
+pub mod resample;
 pub mod volume;
 
 pub use geometry::{Geometry, Vec3};
