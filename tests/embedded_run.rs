@@ -1,4 +1,4 @@
-//! `renal run` on a synthetic cohort: one `cases` row per lesion, every dead letter as a JSON
+//! `renal run` on a synthetic cohort: one `cases` row and one preprocessed lesion per lesion, every dead letter as a JSON
 //! line with stage, reason code, reason and source, and the input folder left untouched.
 
 use renal_e2e::{files_under, renal};
@@ -21,6 +21,7 @@ fn embedded_run_ingests_a_cohort_and_writes_dead_letters() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("4 cases, 1 dead letter\n"), "{stdout}");
+    assert!(stdout.contains("preprocess: 4 cases in, 4 lesions out"), "{stdout}");
     assert_eq!(count_files(&out.join("store/cases"), "parquet"), 4);
     assert_eq!(count_files(&input, "dcm"), before, "input untouched");
 

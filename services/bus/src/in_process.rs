@@ -66,6 +66,26 @@ impl InProcessBus {
         out
     }
 
+    /// Whether `group` has committed every record now on `topic` (how the embedded run knows a
+    /// stage has drained its input).
+    pub fn caught_up(&self, group: &str, topic: Topic) -> bool {
+        let lengths: Vec<i64> = {
+            let state = self.inner.state.lock().expect("bus state lock");
+            match state.logs.get(topic.name) {
+                Some(parts) => parts.iter().map(|l| l.len() as i64).collect(),
+                None => return true,
+            }
+        };
+        self.committed(group, topic).iter().zip(&lengths).all(|(c, n)| c >= n)
+    }
+
+    /// Resolves once `group` has committed everything on `topic`; polls every 5 ms.
+    pub async fn drained(&self, group: &str, topic: Topic) {
+        while !self.caught_up(group, topic) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Committed next-offset of `group` on each partition of `topic`.
     pub fn committed(&self, group: &str, topic: Topic) -> Vec<i64> {
         let state = self.inner.state.lock().expect("bus state lock");

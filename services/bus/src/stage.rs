@@ -121,11 +121,21 @@ where
     let mut consumer = bus.consumer(&cfg.group, &cfg.inputs)?;
     let mut stats = StageStats::default();
     let mut last_commit = Instant::now();
+    // Offsets stored since the last commit: committed on the interval even when no input
+    // arrives, so a quiet topic does not leave the last inputs uncommitted.
+    let mut uncommitted = false;
     tokio::pin!(shutdown);
     loop {
+        let idle_commit = tokio::time::sleep(Duration::from_millis(cfg.commit_interval_ms.max(1)));
         let record = tokio::select! {
             _ = &mut shutdown => break,
             r = consumer.recv() => r?,
+            _ = idle_commit, if uncommitted => {
+                consumer.commit()?;
+                uncommitted = false;
+                last_commit = Instant::now();
+                continue;
+            }
         };
         let mut delay = cfg.retry_initial_ms;
         loop {
@@ -159,8 +169,10 @@ where
         }
         consumer.store(&record)?;
         stats.inputs += 1;
+        uncommitted = true;
         if last_commit.elapsed() >= Duration::from_millis(cfg.commit_interval_ms) {
             consumer.commit()?;
+            uncommitted = false;
             last_commit = Instant::now();
         }
     }

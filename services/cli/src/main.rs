@@ -32,8 +32,9 @@ enum Command {
     Synth(SynthArgs),
     /// Run every built stage in one process on the in-process bus (no broker needed).
     ///
-    /// Today that is ingest: DICOM in <input>/<SITE>/..., cases out to OUT/store/cases and
-    /// dead letters to OUT/dead_letters.jsonl. Example: renal run --input cohort --out out
+    /// Today that is ingest (DICOM in <input>/<SITE>/..., cases out to OUT/store/cases) and
+    /// preprocess (N4, histogram matching, composites into OUT/blobs); dead letters of every
+    /// stage go to OUT/dead_letters.jsonl. Example: renal run --input cohort --out out
     Run {
         /// Cohort folder with one sub-folder per site (as renal synth writes).
         #[arg(long)]
@@ -46,7 +47,7 @@ enum Command {
     ///
     /// Example: RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml
     Worker {
-        /// Worker name (built: ingest).
+        /// Worker name (built: ingest, preprocess).
         name: String,
         /// TOML settings: a [kafka] section and the worker's own section.
         #[arg(long)]

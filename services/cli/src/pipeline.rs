@@ -69,6 +69,25 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
     let stats = rt.block_on(worker::run(&config, secret, bus.clone(), Mode::Batch, std::future::pending(), &show))?;
     bar.finish_and_clear();
 
+    // Preprocess every case ingest emitted, then stop: the stage has drained renal.cases.
+    let store = renal_store::open(&config.blob_store)?;
+    let bar = ProgressBar::new(bus.records(topics::CASES).len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} preprocess [{bar:30}] {pos}/{len} cases eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let drained = bus.drained(renal_preprocess::worker::GROUP, topics::CASES);
+    let pre = rt.block_on(renal_preprocess::worker::run(
+        renal_preprocess::PreprocessConfig::default(),
+        store,
+        bus.clone(),
+        drained,
+        &|n| bar.set_position(n),
+    ))?;
+    bar.finish_and_clear();
+
     let path = out.join("dead_letters.jsonl");
     let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
     let mut letters = 0u64;
@@ -86,9 +105,15 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
         count(stats.cases, "case"),
         count(letters, "dead letter")
     );
+    println!(
+        "preprocess: {} in, {} out to renal.lesions (N4, T2-to-T1C histogram matching, 2.5D composites in {})",
+        count(pre.inputs, "case"),
+        count(pre.outputs, "lesion"),
+        out.join("blobs").display()
+    );
     println!("  cases table: {}", out.join("store/cases").display());
     println!("  dead letters: {}", path.display());
-    println!("  (preprocess, radiomics, inference, ensemble and evaluation are not built yet)");
+    println!("  (radiomics, inference, ensemble and evaluation are not built yet)");
     Ok(())
 }
 
@@ -98,6 +123,18 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
 struct WorkerFile {
     kafka: KafkaSection,
     ingest: Option<IngestConfig>,
+    preprocess: Option<PreprocessSection>,
+}
+
+/// `[preprocess]`: where blobs live, plus the preprocessing settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreprocessSection {
+    /// Blob store shared with ingest: a folder or `s3://bucket[/prefix]`.
+    blob_store: String,
+    /// `[preprocess.settings]`; every field has a default.
+    #[serde(default)]
+    settings: renal_preprocess::PreprocessConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,7 +200,25 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
             }
             result
         }
-        other => bail!("no worker named {other:?} is built yet (available: ingest)"),
+        "preprocess" => {
+            let section = file.preprocess.context("[preprocess] section missing")?;
+            let store = renal_store::open(&section.blob_store)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let bus = KafkaBus::new(kafka)?;
+                bus.ensure_topics(&[topics::CASES, topics::LESIONS, topics::DEAD_PREPROCESS]).await?;
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                let stats = renal_preprocess::worker::run(section.settings, store, bus, shutdown, &|_| {}).await?;
+                eprintln!(
+                    "preprocess stopped: {} cases, {} lesions, {} dead letters",
+                    stats.inputs, stats.outputs, stats.dead_letters
+                );
+                Ok(())
+            })
+        }
+        other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess)"),
     }
 }
 

@@ -10,9 +10,8 @@ use crate::classify::{classify, Rules};
 use crate::instance::{Instance, Kind, MrInfo, SegInfo};
 use crate::pseudonym::pseudonym;
 use renal_messages::civil::Date;
-use renal_messages::{BlobRef, CaseV1, Clinical, Provenance, Role, SegRef, SeriesRef, Sex};
+use renal_messages::{BlobRef, CaseV1, Clinical, Provenance, Role, SegRef, SeriesManifest, SeriesRef, Sex};
 use renal_store::{sha256_hex, BlobError, BlobStore};
-use serde::Serialize;
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
@@ -93,17 +92,6 @@ struct Study {
     last_arrival_ms: u64,
     revision: u32,
     dirty: bool,
-}
-
-/// The series manifest stored in the blob store: instances in slice order along the normal.
-#[derive(Debug, Serialize)]
-pub struct SeriesManifest<'a> {
-    /// SeriesInstanceUID.
-    pub series_uid: &'a str,
-    /// Unit normal the instances are sorted along.
-    pub normal: [f64; 3],
-    /// (SOPInstanceUID, position along the normal in mm, blob) in ascending position.
-    pub instances: Vec<(&'a str, f64, &'a BlobRef)>,
 }
 
 /// Holds studies until they form complete cases, and for a while after, so late instances
@@ -310,10 +298,10 @@ fn build_case(study: &mut Study, cfg: &AssemblyConfig, store: &dyn BlobStore) ->
     let mut series_refs = Vec::new();
     for (uid, role) in &roles {
         let s = &study.series[uid];
-        let mut slices: Vec<(&str, f64, &BlobRef)> =
-            s.slices.iter().map(|(sop, sl)| (sop.as_str(), sl.along_normal, &sl.blob)).collect();
+        let mut slices: Vec<(String, f64, BlobRef)> =
+            s.slices.iter().map(|(sop, sl)| (sop.clone(), sl.along_normal, sl.blob.clone())).collect();
         slices.sort_by(|a, b| a.1.total_cmp(&b.1));
-        let manifest = SeriesManifest { series_uid: uid, normal: s.info.geometry.normal(), instances: slices };
+        let manifest = SeriesManifest { series_uid: uid.clone(), normal: s.info.geometry.normal(), instances: slices };
         let blob = store.put(&serde_json::to_vec(&manifest).expect("manifest serialises"))?;
         series_refs.push(SeriesRef {
             role: *role,

@@ -117,6 +117,27 @@ pub struct SeriesRef {
     pub blob: BlobRef,
 }
 
+/// A series manifest, the blob a [`SeriesRef`] points to: the series' instances in slice order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesManifest {
+    /// SeriesInstanceUID.
+    pub series_uid: String,
+    /// Unit normal the instances are sorted along.
+    pub normal: [f64; 3],
+    /// (SOPInstanceUID, position along the normal in mm, instance blob), ascending position.
+    pub instances: Vec<(String, f64, BlobRef)>,
+}
+
+/// A preprocessed volume, the blob [`LesionV1::volumes`] points to: the corrected image and
+/// its primary lesion mask, each a NIfTI-1 file (`.nii.gz` bytes) on the series' grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeBlobs {
+    /// Bias-corrected (and for T2 histogram-matched) image, float32.
+    pub image: BlobRef,
+    /// Primary reader's lesion mask, uint8 0/1.
+    pub mask: BlobRef,
+}
+
 /// One segmentation of a series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegRef {
@@ -186,9 +207,10 @@ pub struct LesionV1 {
     pub clinical: Clinical,
     /// Tumour volume from the T1C primary mask, mL.
     pub tumour_volume_ml: f64,
-    /// 2.5D composites (3x200x200 f32), T2 then T1C.
+    /// 2.5D composites, T2 then T1C: 3 x 200 x 200 float32 little-endian, channel-major (see
+    /// `renal_imaging::composite` for channel order and scaling).
     pub composites: [BlobRef; 2],
-    /// Bias-corrected volumes with masks, T2 then T1C.
+    /// Bias-corrected volumes with masks ([`VolumeBlobs`] as JSON), T2 then T1C.
     pub volumes: [BlobRef; 2],
     /// QC values.
     pub qc: LesionQc,
