@@ -9,6 +9,7 @@ use renal_e2e::venv_bin;
 use renal_imaging::histmatch::{match_histograms, MatchSettings};
 use renal_imaging::n4::{n4, N4Settings};
 use renal_imaging::{nifti, Volume};
+use renal_stats::pearson;
 use renal_synth::bias_phantom::{bias_phantom, region_cv};
 use std::path::Path;
 use std::process::Command;
@@ -26,15 +27,6 @@ fn write(path: &Path, v: &Volume<f32>) {
 
 fn read(path: &Path) -> Volume<f32> {
     nifti::decode(&std::fs::read(path).unwrap()).unwrap().volume
-}
-
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
 }
 
 #[test]

@@ -231,15 +231,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
-}
-
 /// `renal bench preprocess`: N4 and histogram matching, ours against SimpleITK on one core.
 pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
     use renal_imaging::histmatch::{match_histograms, MatchSettings};
@@ -303,8 +294,8 @@ pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
             "| N4 (fit + full-res field) | shrink {shrink}, 4x50, 1e-3 | {our_seconds:.2} | {their_seconds:.2} | {ratio:.3} | {:.4} | {:.4} | {:.4} | {:.4} | <= 0.5 | {} |",
             region_cv(&ours.corrected.data, &p.tissue),
             region_cv(&their_corrected, &p.tissue),
-            pearson(&in_body(&our_field), &truth),
-            pearson(&in_body(&their_field), &truth),
+            renal_stats::pearson(&in_body(&our_field), &truth),
+            renal_stats::pearson(&in_body(&their_field), &truth),
             if ratio <= 0.5 { "meets" } else { "misses" }
         );
     }

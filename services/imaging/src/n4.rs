@@ -366,18 +366,7 @@ fn evaluate(lattice: &[f64], dims: [usize; 3], basis: &[Basis; 3]) -> Vec<f64> {
 
 /// Coefficient of variation of `exp(update)` inside the mask (sample SD over mean).
 fn update_cv(update: &[f64], inside: &[bool]) -> f64 {
-    let (mut n, mut mean, mut m2) = (0.0, 0.0, 0.0);
-    for (u, _) in update.iter().zip(inside).filter(|(_, &m)| m) {
-        let v = u.exp();
-        n += 1.0;
-        let d = v - mean;
-        mean += d / n;
-        m2 += d * (v - mean);
-    }
-    if n < 2.0 {
-        return 0.0;
-    }
-    (m2 / (n - 1.0)).sqrt() / mean
+    renal_stats::coefficient_of_variation(update.iter().zip(inside).filter(|(_, &m)| m).map(|(u, _)| u.exp()))
 }
 
 /// `E[u | v]` for every inside voxel of the log image `v` (0 elsewhere).
@@ -699,27 +688,14 @@ mod tests {
         }
         let settings = N4Settings { shrink_factor: 2, ..N4Settings::default() };
         let out = n4(&image, None, &settings).unwrap();
-        let cv = |d: &[f32]| {
-            let v: Vec<f64> = tissue.iter().map(|&p| f64::from(d[p])).collect();
-            let m = v.iter().sum::<f64>() / v.len() as f64;
-            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt() / m
-        };
+        let cv = |d: &[f32]| renal_stats::coefficient_of_variation(tissue.iter().map(|&p| f64::from(d[p])));
         let before = cv(&image.data);
         let after = cv(&out.corrected.data);
         assert!(after < 0.35 * before, "tissue CV {before:.4} -> {after:.4}");
         // Field recovered up to a constant: correlation with the truth.
         let est: Vec<f64> = out.log_field.data.iter().map(|&f| f64::from(f)).collect();
-        let r = pearson(&est, &truth);
+        let r = renal_stats::pearson(&est, &truth);
         assert!(r > 0.95, "r = {r}");
-    }
-
-    fn pearson(a: &[f64], b: &[f64]) -> f64 {
-        let n = a.len() as f64;
-        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-        let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-        let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-        let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-        cov / (va * vb).sqrt()
     }
 
     #[test]

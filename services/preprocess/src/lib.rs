@@ -132,12 +132,7 @@ pub fn body_mask(v: &Volume<f32>) -> Volume<u8> {
 
 /// Coefficient of variation of `data` inside `mask`.
 fn cv(data: &[f32], mask: &[u8]) -> f64 {
-    let v: Vec<f64> = data.iter().zip(mask).filter(|(_, &m)| m != 0).map(|(&x, _)| f64::from(x)).collect();
-    if v.len() < 2 {
-        return 0.0;
-    }
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt() / mean
+    renal_stats::coefficient_of_variation(data.iter().zip(mask).filter(|(_, &m)| m != 0).map(|(&x, _)| f64::from(x)))
 }
 
 struct Series {

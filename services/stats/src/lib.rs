@@ -13,6 +13,34 @@ pub mod logistic;
 
 pub use logistic::{LogisticError, LogisticModel};
 
+/// Pearson's correlation coefficient of paired samples (`NaN` when either is constant).
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "paired samples");
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+/// Coefficient of variation: sample standard deviation (n - 1) over the mean; 0 for fewer than
+/// two values.
+pub fn coefficient_of_variation(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (mut n, mut mean, mut m2) = (0.0, 0.0, 0.0);
+    for v in values {
+        // Welford's update: stable for long runs of similar values.
+        n += 1.0;
+        let d = v - mean;
+        mean += d / n;
+        m2 += d * (v - mean);
+    }
+    if n < 2.0 {
+        return 0.0;
+    }
+    (m2 / (n - 1.0)).sqrt() / mean
+}
+
 /// Area under the ROC curve: the probability that a random positive scores above a random
 /// negative, ties counting one half (the Mann–Whitney U statistic over `n_pos * n_neg`).
 /// `None` when either class is absent.
@@ -48,6 +76,18 @@ pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pearson_and_cv_by_hand() {
+        // y = 2x + 1 exactly: r = 1; reversed: r = -1.
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!((pearson(&x, &[3.0, 5.0, 7.0, 9.0]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&x, &[9.0, 7.0, 5.0, 3.0]) + 1.0).abs() < 1e-12);
+        // 2, 4, 4, 4, 5, 5, 7, 9: mean 5, sample variance 32 / 7.
+        let cv = coefficient_of_variation([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert!((cv - (32.0f64 / 7.0).sqrt() / 5.0).abs() < 1e-12);
+        assert_eq!(coefficient_of_variation([3.0]), 0.0);
+    }
 
     /// The definition, counted pair by pair.
     fn auc_by_pairs(scores: &[f64], positive: &[bool]) -> f64 {

@@ -111,10 +111,7 @@ fn erode_in_plane(mask: &[bool], dims: [usize; 3], r: usize) -> Vec<bool> {
 
 /// Coefficient of variation (sample SD over mean) of `data` where `region` is set.
 pub fn region_cv(data: &[f32], region: &[bool]) -> f64 {
-    let v: Vec<f64> = data.iter().zip(region).filter(|(_, &m)| m).map(|(&x, _)| f64::from(x)).collect();
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() / mean
+    renal_stats::coefficient_of_variation(data.iter().zip(region).filter(|(_, &m)| m).map(|(&x, _)| f64::from(x)))
 }
 
 #[cfg(test)]
