@@ -230,3 +230,18 @@ fn count(n: u64, noun: &str) -> String {
         format!("{n} {noun}s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_worker_files_parse_and_state_the_defaults() {
+        let file: WorkerFile = toml::from_str(include_str!("../../../deploy/preprocess.toml")).unwrap();
+        let section = file.preprocess.unwrap();
+        assert_eq!(section.settings, renal_preprocess::PreprocessConfig::default(), "the file lists the defaults");
+        let file: WorkerFile = toml::from_str(include_str!("../../../deploy/ingest.toml")).unwrap();
+        let scp = &file.ingest.unwrap().scp[0];
+        assert_eq!(scp.durability, renal_ingest::scp::Durability::Fsync);
+    }
+}
