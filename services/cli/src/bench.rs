@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub fn bench_ingest(input: &Path, repeat: usize) -> Result<()> {
     use renal_ingest::assemble::{Assembler, AssemblyConfig};
     use renal_ingest::instance;
-    use renal_store::{sha256_hex, BlobStore, LocalBlobStore};
+    use renal_store::{BlobStore, LocalBlobStore};
     let files = dicom_files(input)?;
     let cfg = AssemblyConfig {
         quiet_period_ms: 0,
@@ -26,16 +26,7 @@ pub fn bench_ingest(input: &Path, repeat: usize) -> Result<()> {
         for (site, path) in &files {
             let bytes = std::fs::read(path)?;
             let inst = instance::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let blob = if write_blobs {
-                store.put(&bytes)?
-            } else {
-                let sha = sha256_hex(&bytes);
-                renal_messages::BlobRef {
-                    key: format!("sha256/{}/{}", &sha[..2], sha),
-                    sha256: sha,
-                    bytes: bytes.len() as u64,
-                }
-            };
+            let blob = if write_blobs { store.put(&bytes)? } else { renal_store::blob_ref(&bytes) };
             asm.add(site, inst, blob, 0);
         }
         let cases = asm.ready(u64::MAX / 2, &cfg, &store).into_iter().filter(|r| r.is_ok()).count();

@@ -79,6 +79,22 @@ fn check_key(key: &str) -> Result<(), BlobError> {
     }
 }
 
+/// The reference `bytes` get in any blob store: key `sha256/<first two hex>/<hash>`, their
+/// SHA-256 and size. Computing it stores nothing.
+pub fn blob_ref(bytes: &[u8]) -> BlobRef {
+    let sha = sha256_hex(bytes);
+    BlobRef { key: format!("sha256/{}/{}", &sha[..2], sha), sha256: sha, bytes: bytes.len() as u64 }
+}
+
+/// `bytes` if they hash to `blob`'s SHA-256, else [`BlobError::Corrupt`].
+fn verified(blob: &BlobRef, bytes: Vec<u8>) -> Result<Vec<u8>, BlobError> {
+    let found = sha256_hex(&bytes);
+    if found != blob.sha256 {
+        return Err(BlobError::Corrupt { key: blob.key.clone(), expected: blob.sha256.clone(), found });
+    }
+    Ok(bytes)
+}
+
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     renal_messages::lower_hex(&Sha256::digest(bytes))
@@ -105,11 +121,10 @@ impl LocalBlobStore {
 
 impl BlobStore for LocalBlobStore {
     fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
-        let sha = sha256_hex(bytes);
-        let key = format!("sha256/{}/{}", &sha[..2], sha);
-        let path = self.path_of(&key)?;
+        let blob = blob_ref(bytes);
+        let path = self.path_of(&blob.key)?;
         if !path.exists() {
-            let err = |source| BlobError::Write { key: key.clone(), source };
+            let err = |source| BlobError::Write { key: blob.key.clone(), source };
             std::fs::create_dir_all(path.parent().expect("key has a folder")).map_err(err)?;
             let tmp = path.with_extension(format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
             let mut f = std::fs::File::create(&tmp).map_err(err)?;
@@ -117,17 +132,13 @@ impl BlobStore for LocalBlobStore {
             f.sync_all().map_err(err)?;
             std::fs::rename(&tmp, &path).map_err(err)?;
         }
-        Ok(BlobRef { key, sha256: sha, bytes: bytes.len() as u64 })
+        Ok(blob)
     }
 
     fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError> {
         let path = self.path_of(&blob.key)?;
         let bytes = std::fs::read(&path).map_err(|source| BlobError::Read { key: blob.key.clone(), source })?;
-        let found = sha256_hex(&bytes);
-        if found != blob.sha256 {
-            return Err(BlobError::Corrupt { key: blob.key.clone(), expected: blob.sha256.clone(), found });
-        }
-        Ok(bytes)
+        verified(blob, bytes)
     }
 }
 

@@ -11,7 +11,7 @@
 //! `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint), the bucket and prefix from the URL
 //! `s3://bucket[/prefix]`.
 
-use crate::{sha256_hex, BlobError, BlobStore};
+use crate::{BlobError, BlobStore};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
@@ -94,9 +94,8 @@ impl ObjectBlobStore {
 
 impl BlobStore for ObjectBlobStore {
     fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
-        let sha = sha256_hex(bytes);
-        let key = format!("sha256/{}/{}", &sha[..2], sha);
-        let path = self.path_of(&key);
+        let blob = crate::blob_ref(bytes);
+        let path = self.path_of(&blob.key);
         let store = self.store.clone();
         let payload = PutPayload::from(bytes.to_vec());
         let result = self.block(async move {
@@ -106,8 +105,8 @@ impl BlobStore for ObjectBlobStore {
                 Err(e) => Err(e),
             }
         });
-        result.map_err(|e| BlobError::Write { key: key.clone(), source: other(&key, e) })?;
-        Ok(BlobRef { key, sha256: sha, bytes: bytes.len() as u64 })
+        result.map_err(|e| BlobError::Write { key: blob.key.clone(), source: other(&blob.key, e) })?;
+        Ok(blob)
     }
 
     fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError> {
@@ -117,11 +116,7 @@ impl BlobStore for ObjectBlobStore {
         let bytes = self
             .block(async move { store.get(&path).await?.bytes().await })
             .map_err(|e| BlobError::Read { key: blob.key.clone(), source: other(&blob.key, e) })?;
-        let found = sha256_hex(&bytes);
-        if found != blob.sha256 {
-            return Err(BlobError::Corrupt { key: blob.key.clone(), expected: blob.sha256.clone(), found });
-        }
-        Ok(bytes.to_vec())
+        crate::verified(blob, bytes.to_vec())
     }
 }
 
