@@ -67,13 +67,24 @@ fn obj_of(bytes: &[u8], index: usize) -> Result<InMemDicomObject, ReadError> {
         .map_err(|e| ReadError::Unreadable { index, reason: e.to_string() })
 }
 
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.element(tag).ok()?.to_str().ok().map(|s| s.trim().trim_end_matches('\0').to_string())
+/// An attribute as text with padding (spaces, NUL) trimmed; empty when absent or unreadable.
+pub fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+        .unwrap_or_default()
 }
 
-fn numbers(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
-    let t = text(obj, tag)?;
-    t.split('\\').map(|v| v.trim().parse().ok()).collect()
+/// A multi-valued decimal attribute (e.g. ImagePositionPatient); `None` when absent or when
+/// any value is not a finite number.
+pub fn numbers(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    let v = text(obj, tag);
+    if v.is_empty() {
+        return None;
+    }
+    v.split('\\').map(|x| x.trim().parse::<f64>().ok().filter(|f| f.is_finite())).collect()
 }
 
 fn vec3(v: &[f64]) -> Vec3 {
@@ -92,14 +103,15 @@ pub fn read_slice(bytes: &[u8], index: usize) -> Result<Slice, ReadError> {
     let spacing = numbers(&obj, tags::PIXEL_SPACING)
         .filter(|v| v.len() == 2 && v.iter().all(|s| *s > 0.0))
         .ok_or(missing("PixelSpacing"))?;
-    let rows: usize = text(&obj, tags::ROWS).and_then(|v| v.parse().ok()).ok_or(missing("Rows"))?;
-    let cols: usize = text(&obj, tags::COLUMNS).and_then(|v| v.parse().ok()).ok_or(missing("Columns"))?;
-    let bits: u32 = text(&obj, tags::BITS_ALLOCATED).and_then(|v| v.parse().ok()).ok_or(missing("BitsAllocated"))?;
-    let signed = text(&obj, tags::PIXEL_REPRESENTATION).is_some_and(|v| v == "1");
-    let samples: u32 = text(&obj, tags::SAMPLES_PER_PIXEL).and_then(|v| v.parse().ok()).unwrap_or(1);
+    let rows: usize = text(&obj, tags::ROWS).parse().ok().ok_or(missing("Rows"))?;
+    let cols: usize = text(&obj, tags::COLUMNS).parse().ok().ok_or(missing("Columns"))?;
+    let bits: u32 = text(&obj, tags::BITS_ALLOCATED).parse().ok().ok_or(missing("BitsAllocated"))?;
+    let signed = text(&obj, tags::PIXEL_REPRESENTATION) == "1";
+    let samples: u32 = text(&obj, tags::SAMPLES_PER_PIXEL).parse().unwrap_or(1);
     let slope = numbers(&obj, tags::RESCALE_SLOPE).and_then(|v| v.first().copied()).unwrap_or(1.0);
     let intercept = numbers(&obj, tags::RESCALE_INTERCEPT).and_then(|v| v.first().copied()).unwrap_or(0.0);
-    let sop_instance_uid = text(&obj, tags::SOP_INSTANCE_UID).ok_or(missing("SOPInstanceUID"))?;
+    let sop_instance_uid =
+        Some(text(&obj, tags::SOP_INSTANCE_UID)).filter(|u| !u.is_empty()).ok_or(missing("SOPInstanceUID"))?;
     let pixels_err = |reason: String| ReadError::Pixels { index, reason };
     if samples != 1 {
         return Err(pixels_err(format!("{samples} samples per pixel")));
@@ -211,11 +223,10 @@ pub fn read_series(instances: &[Vec<u8>]) -> Result<SeriesVolume, ReadError> {
 pub fn read_seg_mask(bytes: &[u8], onto: &Geometry) -> Result<Volume<u8>, ReadError> {
     let obj = obj_of(bytes, 0)?;
     let missing = |tag| ReadError::MissingTag { index: 0, tag };
-    let rows: usize = text(&obj, tags::ROWS).and_then(|v| v.parse().ok()).ok_or(missing("Rows"))?;
-    let cols: usize = text(&obj, tags::COLUMNS).and_then(|v| v.parse().ok()).ok_or(missing("Columns"))?;
-    let frames: usize =
-        text(&obj, tags::NUMBER_OF_FRAMES).and_then(|v| v.parse().ok()).ok_or(missing("NumberOfFrames"))?;
-    if text(&obj, tags::BITS_ALLOCATED).as_deref() != Some("1") {
+    let rows: usize = text(&obj, tags::ROWS).parse().ok().ok_or(missing("Rows"))?;
+    let cols: usize = text(&obj, tags::COLUMNS).parse().ok().ok_or(missing("Columns"))?;
+    let frames: usize = text(&obj, tags::NUMBER_OF_FRAMES).parse().ok().ok_or(missing("NumberOfFrames"))?;
+    if text(&obj, tags::BITS_ALLOCATED) != "1" {
         return Err(ReadError::Pixels { index: 0, reason: "only BINARY segmentations (1 bit) are read".into() });
     }
     let shared = obj

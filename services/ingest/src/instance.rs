@@ -3,6 +3,7 @@
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
+use renal_dicom::read::{numbers, text};
 
 /// SOP Class UID of MR Image Storage.
 pub const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
@@ -139,16 +140,6 @@ pub struct Instance {
     pub kind: Kind,
 }
 
-/// A string attribute, trimmed of padding; empty when absent or not a string.
-pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
-        .unwrap_or_default()
-}
-
 fn required(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<String, InstanceError> {
     let v = text(obj, tag);
     if v.is_empty() {
@@ -156,14 +147,6 @@ fn required(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<Stri
     } else {
         Ok(v)
     }
-}
-
-fn numbers(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
-    let v = text(obj, tag);
-    if v.is_empty() {
-        return None;
-    }
-    v.split('\\').map(|x| x.trim().parse::<f64>().ok().filter(|f| f.is_finite())).collect()
 }
 
 fn seq_items(obj: &InMemDicomObject, tag: Tag) -> Vec<&InMemDicomObject> {

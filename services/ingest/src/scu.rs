@@ -5,7 +5,6 @@
 //! transfer syntax its meta group names (no transcoding), so a file whose syntax the SCP did not
 //! accept is refused before anything is sent.
 
-use crate::instance::text;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTable;
@@ -13,6 +12,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_ul::association::client::{ClientAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use renal_dicom::read::text;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
