@@ -277,13 +277,17 @@ fn dead_letter(code: &str, reason: String, key: String, input_sha256: String) ->
     }
 }
 
-fn move_under(drop: &Path, path: &Path, folder: &str) {
+/// Move a handled file into `folder` (`.done`, `.rejected`) of its drop folder and forget it.
+fn move_under(drop: &Path, path: &Path, folder: &str, seen: &mut BTreeSet<PathBuf>) {
     let rel = path.strip_prefix(drop).unwrap_or(path);
     let to = drop.join(folder).join(rel);
     if let Some(parent) = to.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
     let _ = std::fs::rename(path, to);
+    // Hidden folders are not scanned, so a moved file need not be remembered: the seen set
+    // stays as small as the drop folder.
+    seen.remove(path);
 }
 
 /// Run ingest until `shutdown` resolves (or, in batch mode, until the folders are drained).
@@ -363,8 +367,7 @@ pub async fn run<B: Bus>(
                         bus.send(topics::DEAD_INGEST, &letter.source.key, letter.encode()).await?;
                         stats.dead_letters += 1;
                         if cfg.move_processed {
-                            move_under(&site.drop_folder, &path, ".rejected");
-                            seen.remove(&path);
+                            move_under(&site.drop_folder, &path, ".rejected", &mut seen);
                         }
                     }
                 }
@@ -390,8 +393,7 @@ pub async fn run<B: Bus>(
                     stats.cases += 1;
                     if cfg.move_processed {
                         for f in files_of_study.remove(&case.study_uid).unwrap_or_default() {
-                            move_under(&cfg.sites[f.site].drop_folder, &f.path, ".done");
-                            seen.remove(&f.path);
+                            move_under(&cfg.sites[f.site].drop_folder, &f.path, ".done", &mut seen);
                         }
                     }
                 }
@@ -413,8 +415,7 @@ pub async fn run<B: Bus>(
                     stats.dead_letters += 1;
                     if cfg.move_processed {
                         for f in files_of_study.remove(&study_uid).unwrap_or_default() {
-                            move_under(&cfg.sites[f.site].drop_folder, &f.path, ".rejected");
-                            seen.remove(&f.path);
+                            move_under(&cfg.sites[f.site].drop_folder, &f.path, ".rejected", &mut seen);
                         }
                     }
                 }
