@@ -75,8 +75,7 @@ fn n4_agrees_with_simpleitk_on_a_known_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = bias_phantom([128, 128, 20], [3.0, 3.0, 10.0], 4.0, 7);
     write(&dir.path().join("i.nii.gz"), &p.image);
-    let mask = Volume { geometry: p.body.geometry.clone(), data: p.body.data.iter().map(|&m| f32::from(m)).collect() };
-    write(&dir.path().join("m.nii.gz"), &mask);
+    std::fs::write(dir.path().join("m.nii.gz"), nifti::encode_gz(&p.body, "test")).unwrap();
     let field_path = dir.path().join("f.nii.gz");
     let shrink = 2;
     let report = sitk(&[

@@ -39,8 +39,7 @@ pub fn bench_ingest(input: &Path, repeat: usize) -> Result<()> {
         times.push(t);
         cases = c;
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = median(times);
     let (with_blobs, _) = pass(true)?;
     let _ = std::fs::remove_dir_all(&scratch);
     let n = files.len() as f64;
@@ -222,6 +221,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Run `f` `repeat` times (at least once): the median wall time in seconds and the last result.
+fn timed<T, E>(repeat: usize, mut f: impl FnMut() -> std::result::Result<T, E>) -> Result<(f64, T)>
+where
+    anyhow::Error: From<E>,
+{
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..repeat.max(1) {
+        let started = std::time::Instant::now();
+        last = Some(f()?);
+        times.push(started.elapsed().as_secs_f64());
+    }
+    Ok((median(times), last.expect("ran at least once")))
+}
+
 /// `renal bench preprocess`: N4 and histogram matching, ours against SimpleITK on one core.
 pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
     use renal_imaging::histmatch::{match_histograms, MatchSettings};
@@ -234,8 +248,7 @@ pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
     eprintln!("building the 256x256x40 bias phantom (1.5 x 1.5 x 5 mm, Rician sigma 4)");
     let p = bias_phantom([256, 256, 40], [1.5, 1.5, 5.0], 4.0, 0);
     std::fs::write(path("image.nii.gz"), nifti::encode_gz(&p.image, "bench"))?;
-    let mask = Volume { geometry: p.body.geometry.clone(), data: p.body.data.iter().map(|&m| f32::from(m)).collect() };
-    std::fs::write(path("mask.nii.gz"), nifti::encode_gz(&mask, "bench"))?;
+    std::fs::write(path("mask.nii.gz"), nifti::encode_gz(&p.body, "bench"))?;
     let body: Vec<usize> = (0..p.body.data.len()).filter(|&i| p.body.data[i] != 0).collect();
     let in_body = |f: &[f64]| body.iter().map(|&i| f[i]).collect::<Vec<f64>>();
     let truth = in_body(&p.log_field);
@@ -247,15 +260,7 @@ pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &shrink in shrinks {
         let settings = N4Settings { shrink_factor: shrink, ..N4Settings::default() };
-        let mut times = Vec::new();
-        let mut ours = None;
-        for _ in 0..repeat.max(1) {
-            let started = std::time::Instant::now();
-            ours = Some(n4(&p.image, Some(&p.body), &settings)?);
-            times.push(started.elapsed().as_secs_f64());
-        }
-        let ours = ours.expect("ran at least once");
-        let our_seconds = median(times);
+        let (our_seconds, ours) = timed(repeat, || n4(&p.image, Some(&p.body), &settings))?;
         let report = run_sitk(
             &python,
             &script,
@@ -297,14 +302,7 @@ pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
     std::fs::write(path("source.nii.gz"), nifti::encode_gz(&source, "bench"))?;
     for levels in [128usize, 1024] {
         let settings = MatchSettings { levels, match_points: 7, threshold_at_mean: true };
-        let mut times = Vec::new();
-        let mut ours = Vec::new();
-        for _ in 0..repeat.max(1) {
-            let started = std::time::Instant::now();
-            ours = match_histograms(&source.data, &p.image.data, &settings)?;
-            times.push(started.elapsed().as_secs_f64());
-        }
-        let our_seconds = median(times);
+        let (our_seconds, ours) = timed(repeat, || match_histograms(&source.data, &p.image.data, &settings))?;
         let report = run_sitk(
             &python,
             &script,
