@@ -15,7 +15,7 @@ pub mod worker;
 
 use renal_dicom::read::{read_seg_mask, read_series, ReadError};
 use renal_imaging::composite::{composite, ChannelOrder, CompositeError};
-use renal_imaging::histmatch::{IntensityMap, MatchError, MatchSettings};
+use renal_imaging::histmatch::{match_histograms, MatchError, MatchSettings};
 use renal_imaging::n4::{n4, N4Error, N4Settings};
 use renal_imaging::{nifti, Volume};
 use renal_messages::{BlobRef, CaseV1, LesionQc, LesionV1, Provenance, Role, SeriesManifest, VolumeBlobs};
@@ -196,10 +196,7 @@ pub fn preprocess(case: &CaseV1, store: &dyn BlobStore, cfg: &PreprocessConfig) 
     let t1c = load_series(case, Role::T1C, store, cfg)?;
     let settings =
         MatchSettings { levels: cfg.histogram_levels, match_points: cfg.match_points, threshold_at_mean: true };
-    let map = IntensityMap::fit(&t2.corrected.data, &t1c.corrected.data, &settings)?;
-    for v in &mut t2.corrected.data {
-        *v = map.apply(f64::from(*v)) as f32;
-    }
+    t2.corrected.data = match_histograms(&t2.corrected.data, &t1c.corrected.data, &settings)?;
     let composites = [put_composite(store, &t2, Role::T2, cfg)?, put_composite(store, &t1c, Role::T1C, cfg)?];
     let volumes = [put_volume(store, &t2, Role::T2)?, put_volume(store, &t1c, Role::T1C)?];
     Ok(LesionV1 {
