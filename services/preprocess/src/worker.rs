@@ -12,7 +12,8 @@ use std::sync::Arc;
 /// Consumer group of the preprocess workers.
 pub const GROUP: &str = "renal-preprocess";
 
-/// Run until `shutdown` resolves; `progress` is called after each case.
+/// Run until `shutdown` resolves; `progress` gets the number of cases begun as each begins
+/// (a retry of the same input does not count again).
 pub async fn run<B: Bus>(
     cfg: PreprocessConfig,
     store: Arc<dyn BlobStore>,
@@ -29,14 +30,18 @@ pub async fn run<B: Bus>(
         retry_max_ms: 10_000,
         commit_interval_ms: 1_000,
     };
-    let done = std::sync::atomic::AtomicU64::new(0);
+    let (mut started, mut last) = (0u64, None);
     run_stage(
         bus,
         stage,
         |record: Record| {
             let (cfg, store) = (cfg.clone(), store.clone());
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress(n);
+            let position = Some((record.topic.clone(), record.partition, record.offset));
+            if position != last {
+                started += 1;
+                progress(started);
+                last = position;
+            }
             async move {
                 let case = match CaseV1::decode(&record.payload) {
                     Ok(c) => c,
