@@ -48,7 +48,7 @@ fn every_lesion_once_after_a_kill_and_restart() {
         }
     }
     studies.sort();
-    let scp_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let scp_port = renal_e2e::free_port();
     let (from, to) = (staging.clone(), cohort.clone());
     let feeder = std::thread::spawn(move || {
         for study in studies {

@@ -16,10 +16,28 @@ pub fn renal_bin() -> PathBuf {
         let exe = std::env::current_exe().expect("test binary path");
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "renal-cli", "--bin", "renal"])
-            .status()
-            .expect("run cargo build for the renal binary");
+        // The same selection as scripts/test.sh's build, so features unify the same way and the
+        // binary (and its dependencies) it already built are reused, not rebuilt. The variables
+        // cargo sets for a test run are removed too: build scripts that watch one of them (ring
+        // watches CARGO_MANIFEST_DIR) would otherwise see a change and rebuild half the tree.
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--workspace", "--all-targets"]);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_for_tests = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ];
+            if set_for_tests.iter().any(|prefix| name.starts_with(prefix)) {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build.status().expect("run cargo build for the renal binary");
         assert!(status.success(), "building the renal binary failed");
         let bin = profile_dir.join("renal");
         assert!(bin.exists(), "{} missing after build", bin.display());
@@ -210,7 +228,7 @@ impl Broker {
             bin.exists(),
             "no Kafka broker: set KAFKA_BOOTSTRAP or run scripts/install-tansu.sh (scripts/test.sh does both)"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
@@ -223,11 +241,7 @@ impl Broker {
             .spawn()
             .expect("start tansu");
         let bootstrap = format!("127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(std::time::Instant::now() < deadline, "tansu did not open {bootstrap}");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for_listener(&bootstrap, 20, "tansu");
         Broker { bootstrap, child: Some(child), _dir: Some(dir) }
     }
 }
@@ -238,6 +252,20 @@ impl Drop for Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Wait until something accepts connections on `addr`; fail the test after `seconds`.
+pub fn wait_for_listener(addr: &str, seconds: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not open {addr} within {seconds} s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -261,7 +289,7 @@ pub struct S3Server {
 impl S3Server {
     /// Start `moto_server` and wait until it answers.
     pub fn start() -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let child = Command::new(venv_bin("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -269,11 +297,7 @@ impl S3Server {
             .spawn()
             .expect("start moto_server");
         let addr = format!("127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "moto_server did not open {addr}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_for_listener(&addr, 30, "moto_server");
         S3Server { endpoint: format!("http://{addr}"), child }
     }
 
