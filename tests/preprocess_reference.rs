@@ -116,3 +116,61 @@ fn n4_agrees_with_simpleitk_on_a_known_field() {
     assert!(r_ours >= 0.95, "r(field, truth) = {r_ours}");
     assert!(r_between >= 0.99, "r(ours, SimpleITK) = {r_between}");
 }
+
+#[test]
+fn nrrd_files_written_by_simpleitk_read_back_with_their_geometry() {
+    // An oblique grid, so that a swapped axis or a lost RAS/LPS flip shows.
+    let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+    let geometry = renal_imaging::Geometry {
+        dims: [7, 5, 4],
+        spacing_mm: [0.75, 1.25, 3.0],
+        origin_mm: [-12.5, 30.25, 101.0],
+        row_dir: [c, s, 0.0],
+        col_dir: [-s, c, 0.0],
+        normal: [0.0, 0.0, 1.0],
+    };
+    let data: Vec<f32> = (0..geometry.len()).map(|n| ((n * 37) % 251) as f32 - 100.0).collect();
+    let image = Volume { geometry, data };
+    let dir = tempfile::tempdir().unwrap();
+    let nii = dir.path().join("in.nii.gz");
+    write(&nii, &image);
+    for (pixel, compress) in [("int16", true), ("int16", false), ("float32", true), ("uint8", false)] {
+        let out = dir.path().join(format!("out-{pixel}-{compress}.nrrd"));
+        let mut args =
+            vec!["convert", "--image", nii.to_str().unwrap(), "--out", out.to_str().unwrap(), "--pixel", pixel];
+        if compress {
+            args.push("--compress");
+        }
+        let theirs = sitk(&args);
+        let ours = renal_imaging::nrrd::decode(&std::fs::read(&out).unwrap()).unwrap();
+        let g = &ours.geometry;
+        let f =
+            |key: &str| -> Vec<f64> { theirs[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+        assert_eq!(f("size"), g.dims.iter().map(|&d| d as f64).collect::<Vec<_>>());
+        // SimpleITK's direction matrix is row-major with the index axes as columns.
+        let direction = f("direction");
+        for axis in 0..3 {
+            let ours_axis = [g.row_dir, g.col_dir, g.normal][axis];
+            for r in 0..3 {
+                assert!(
+                    (direction[3 * r + axis] - ours_axis[r]).abs() < 1e-6,
+                    "{pixel}: direction {direction:?} vs {g:?}"
+                );
+            }
+            assert!((f("spacing")[axis] - g.spacing_mm[axis]).abs() < 1e-6, "{pixel}: spacing");
+            assert!((f("origin")[axis] - g.origin_mm[axis]).abs() < 1e-4, "{pixel}: origin");
+            // And SimpleITK saw the geometry we wrote (float32 in NIfTI: 1e-4 mm).
+            assert!((g.origin_mm[axis] - image.geometry.origin_mm[axis]).abs() < 1e-4, "{pixel}: origin vs ours");
+        }
+        if pixel == "uint8" {
+            // SimpleITK casts out-of-range values to uint8 its own way; only the in-range ones are compared.
+            let inrange = image.data.iter().zip(&ours.data).filter(|(v, _)| (0.0..=255.0).contains(*v));
+            for (v, o) in inrange {
+                assert_eq!(v, o, "uint8 value");
+            }
+        } else {
+            assert_eq!(ours.data, image.data, "{pixel} values");
+        }
+        println!("{pixel} (compressed {compress}): {} voxels and the geometry match SimpleITK", ours.data.len());
+    }
+}

@@ -9,6 +9,8 @@ sides see the same voxels. Prints one JSON object on stdout (timings in seconds)
   sitk_reference.py n4 --image I.nii.gz [--mask M.nii.gz] --out-field F.nii.gz
                        [--out-corrected C.nii.gz] [--shrink 4] [--iterations 50 50 50 50]
                        [--threshold 0.001] [--threads 1]
+  sitk_reference.py convert --image I.nii.gz --out O.nrrd [--pixel uint8|int16|float32] [--compress]
+                            (prints the image's LPS geometry as SimpleITK sees it)
 """
 import argparse
 import json
@@ -62,6 +64,14 @@ def n4(a):
             "convergence": f.GetCurrentConvergenceMeasurement()}
 
 
+def convert(a):
+    pixel = {"uint8": sitk.sitkUInt8, "int16": sitk.sitkInt16, "float32": sitk.sitkFloat32}[a.pixel]
+    image = sitk.ReadImage(a.image, pixel)
+    sitk.WriteImage(image, a.out, a.compress)
+    return {"size": list(image.GetSize()), "spacing": list(image.GetSpacing()),
+            "origin": list(image.GetOrigin()), "direction": list(image.GetDirection())}
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -81,8 +91,13 @@ def main():
     n.add_argument("--iterations", type=int, nargs="+", default=[50, 50, 50, 50])
     n.add_argument("--threshold", type=float, default=0.001)
     n.add_argument("--threads", type=int, default=1)
+    c = sub.add_parser("convert")
+    c.add_argument("--image", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--pixel", default="float32", choices=["uint8", "int16", "float32"])
+    c.add_argument("--compress", action="store_true")
     a = p.parse_args()
-    print(json.dumps(histmatch(a) if a.cmd == "histmatch" else n4(a)))
+    print(json.dumps({"histmatch": histmatch, "n4": n4, "convert": convert}[a.cmd](a)))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,80 @@
-//! `renal n4` and `renal histmatch`: the preprocessing steps on NIfTI files, for people and
-//! scripts.
+//! `renal n4`, `renal histmatch` and `renal preprocess`: the preprocessing steps on files, for
+//! people and scripts.
+//!
+//! Images are NIfTI (`.nii`, `.nii.gz`), NRRD (attached data) or, for `renal preprocess`, a folder
+//! of one series' DICOM instances; masks are NIfTI, NRRD or a DICOM SEG. The format is told by
+//! the bytes, not the name.
 
 use anyhow::{bail, Context, Result};
-use renal_imaging::histmatch::{IntensityMap, MatchSettings};
+use renal_imaging::composite::{composite, preview_rgb, ChannelOrder};
+use renal_imaging::histmatch::{match_histograms, IntensityMap, MatchSettings};
 use renal_imaging::n4::{n4, N4Settings};
-use renal_imaging::{nifti, Volume};
+use renal_imaging::resample::resample_mask;
+use renal_imaging::{nifti, nrrd, Geometry, Volume};
 use std::path::Path;
 
+fn is_dicom(bytes: &[u8]) -> bool {
+    bytes.len() > 132 && &bytes[128..132] == b"DICM"
+}
+
+/// A NIfTI or NRRD image file.
 fn read(path: &Path) -> Result<Volume<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"NRRD") {
+        return nrrd::decode(&bytes).with_context(|| format!("decoding NRRD {}", path.display()));
+    }
     Ok(nifti::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?.volume)
+}
+
+/// An image file, or a folder holding one series' DICOM instances.
+fn read_image(path: &Path) -> Result<Volume<f32>> {
+    if !path.is_dir() {
+        return read(path);
+    }
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    let instances: Vec<Vec<u8>> = files
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<_>>()?;
+    let series =
+        renal_dicom::read::read_series(&instances).with_context(|| format!("DICOM series in {}", path.display()))?;
+    Ok(series.volume)
+}
+
+/// A mask (NIfTI, NRRD or DICOM SEG) on `grid`: resampled onto it when its own grid differs.
+/// Refuses masks that are empty, or that lie outside the image.
+fn read_mask(path: &Path, grid: &Geometry) -> Result<Volume<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if is_dicom(&bytes) {
+        return renal_dicom::read::read_seg_mask(&bytes, grid).with_context(|| format!("SEG {}", path.display()));
+    }
+    let v = read(path)?;
+    let mask = Volume { geometry: v.geometry, data: v.data.iter().map(|&x| u8::from(x > 0.5)).collect() };
+    if mask.count_nonzero() == 0 {
+        bail!("mask {} is empty", path.display());
+    }
+    if mask.geometry.same_grid(grid, 1e-3) {
+        // Same voxels; keep the image's geometry so the two compare equal downstream.
+        return Ok(Volume { geometry: grid.clone(), data: mask.data });
+    }
+    let on_grid = resample_mask(&mask, grid);
+    if on_grid.count_nonzero() == 0 {
+        bail!("mask {} lies outside the image: nothing is left on the image's grid", path.display());
+    }
+    eprintln!(
+        "mask {} resampled from {:?} voxels of {:?} mm onto the image's {:?} of {:?} mm",
+        path.display(),
+        mask.geometry.dims,
+        mask.geometry.spacing_mm,
+        grid.dims,
+        grid.spacing_mm
+    );
+    Ok(on_grid)
 }
 
 fn write(path: &Path, volume: &Volume<f32>, description: &str) -> Result<()> {
@@ -35,18 +100,7 @@ pub fn run_n4(
 ) -> Result<()> {
     let volume = read(image)?;
     let mask = match mask {
-        Some(m) => {
-            let v = read(m)?;
-            if v.geometry.dims != volume.geometry.dims {
-                bail!(
-                    "mask {} has {:?} voxels, image {:?}; resample it onto the image first",
-                    m.display(),
-                    v.geometry.dims,
-                    volume.geometry.dims
-                );
-            }
-            Some(Volume { geometry: v.geometry, data: v.data.iter().map(|&x| u8::from(x > 0.5)).collect() })
-        }
+        Some(m) => Some(read_mask(m, &volume.geometry)?),
         None => None,
     };
     let started = std::time::Instant::now();
@@ -79,4 +133,87 @@ pub fn run_histmatch(image: &Path, reference: &Path, out: &Path, settings: &Matc
         map.reference_points.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>()
     );
     Ok(())
+}
+
+/// What `renal preprocess` does to one series, besides the file names.
+pub struct PreprocessOptions {
+    /// N4 settings.
+    pub n4: N4Settings,
+    /// Match the corrected image's histogram to this image (the study: T2 to the lesion's T1C).
+    pub match_to: Option<std::path::PathBuf>,
+    /// Composite side, pixels.
+    pub size: usize,
+    /// Composite channel order.
+    pub order: ChannelOrder,
+    /// Also write `preview.png`.
+    pub preview: bool,
+}
+
+/// `renal preprocess --image IMG --mask MASK --out DIR`: the worker's per-series steps (N4
+/// inside the body mask, optional histogram matching, the 2.5D composite) on files, writing
+/// `corrected.nii.gz`, `composite.f32` (3 x size x size little-endian float32, channel-major),
+/// `composite.json` (what was chosen, volumes, QC) and, with `--preview`, `preview.png`.
+pub fn run_preprocess(image: &Path, mask: &Path, out: &Path, o: &PreprocessOptions) -> Result<()> {
+    let volume = read_image(image)?;
+    let lesion = read_mask(mask, &volume.geometry)?;
+    let body = renal_preprocess::body_mask(&volume);
+    let started = std::time::Instant::now();
+    let fixed = n4(&volume, Some(&body), &o.n4).with_context(|| format!("N4 on {}", image.display()))?;
+    let cv_before_after = [
+        renal_preprocess::masked_cv(&volume.data, &body.data),
+        renal_preprocess::masked_cv(&fixed.corrected.data, &body.data),
+    ];
+    let mut corrected = fixed.corrected;
+    if let Some(reference) = &o.match_to {
+        let reference = read_image(reference)?;
+        let settings = MatchSettings::default();
+        corrected.data = match_histograms(&corrected.data, &reference.data, &settings).context("histogram matching")?;
+    }
+    let c = composite(&corrected, &lesion, o.size, o.order).context("composite")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write(&out.join("corrected.nii.gz"), &corrected, "renal preprocess")?;
+    let raw: Vec<u8> = c.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_atomic(&out.join("composite.f32"), &raw)?;
+    let summary = serde_json::json!({
+        "size": c.size,
+        "channel_order": o.order,
+        "planes": c.planes.iter().map(|&(axis, index)| serde_json::json!({"axis": axis, "index": index})).collect::<Vec<_>>(),
+        "tumour_volume_ml": lesion.foreground_ml(),
+        "mask_voxels": lesion.count_nonzero(),
+        "n4_body_cv_before_after": cv_before_after,
+        "n4_iterations_run": fixed.iterations_run,
+        "histogram_matched": o.match_to.is_some(),
+    });
+    write_atomic(&out.join("composite.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    if o.preview {
+        let (rgb, w, h) = preview_rgb(&corrected, &lesion, &c);
+        write_atomic(&out.join("preview.png"), &encode_png(&rgb, w, h)?)?;
+    }
+    eprintln!(
+        "preprocess: {} voxels, lesion {:.2} mL, planes {:?}, {:.2} s; wrote {}",
+        volume.data.len(),
+        lesion.foreground_ml(),
+        c.planes,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// 8-bit RGB pixels to PNG bytes.
+pub fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()?;
+    Ok(bytes)
 }

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use renal_imaging::composite::ChannelOrder;
 use renal_synth::{generate, Summary, SynthConfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,6 +103,40 @@ enum Command {
         /// Use every voxel, not only those at or above the mean.
         #[arg(long)]
         no_threshold_at_mean: bool,
+    },
+    /// Preprocess one series from files as the preprocess worker does: N4 inside the body mask,
+    /// optional histogram matching, the 2.5D composite; --preview also draws it as a PNG.
+    ///
+    /// IMAGE: a NIfTI/NRRD file or a folder of one series' DICOM instances. MASK: NIfTI, NRRD or
+    /// DICOM SEG, resampled onto the image's grid when its grid differs. Writes OUT/corrected.nii.gz,
+    /// OUT/composite.f32, OUT/composite.json and OUT/preview.png.
+    ///
+    /// Example: renal preprocess --image cohort/HUP/P00001/ST1/SE003 --mask cohort/nifti/HUP-0001/T2_R1.nii.gz --out t2 --preview
+    Preprocess {
+        /// Image file or DICOM series folder.
+        #[arg(long)]
+        image: PathBuf,
+        /// Lesion mask.
+        #[arg(long)]
+        mask: PathBuf,
+        /// Output folder (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// Match the corrected histogram to this image (the study matched T2 to the T1C).
+        #[arg(long)]
+        match_to: Option<PathBuf>,
+        /// Write OUT/preview.png: the chosen planes with the lesion outlined, and the composite.
+        #[arg(long)]
+        preview: bool,
+        /// Composite side, pixels.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Channel order: anatomical (axial, sagittal, coronal) or array_axes (the study's code).
+        #[arg(long, default_value = "anatomical", value_parser = ["anatomical", "array_axes"])]
+        channel_order: String,
+        /// N4 subsampling factor.
+        #[arg(long, default_value_t = 4)]
+        shrink: usize,
     },
     /// Time a pipeline stage and print a table.
     ///
@@ -240,6 +275,12 @@ fn run(cli: Cli) -> Result<()> {
                 threshold_at_mean: !no_threshold_at_mean,
             };
             imaging::run_histmatch(&image, &reference, &out, &settings)
+        }
+        Command::Preprocess { image, mask, out, match_to, preview, size, channel_order, shrink } => {
+            let order = if channel_order == "array_axes" { ChannelOrder::ArrayAxes } else { ChannelOrder::Anatomical };
+            let n4 = renal_imaging::n4::N4Settings { shrink_factor: shrink, ..Default::default() };
+            let options = imaging::PreprocessOptions { n4, match_to, size, order, preview };
+            imaging::run_preprocess(&image, &mask, &out, &options)
         }
         Command::Bench { stage: BenchStage::Preprocess { shrink, repeat } } => bench::bench_preprocess(&shrink, repeat),
         Command::Bench { stage: BenchStage::Ingest { input, repeat } } => bench::bench_ingest(&input, repeat),

@@ -89,52 +89,112 @@ pub fn composite(
     let mut data = Vec::with_capacity(3 * size * size);
     let mut planes = [(0, 0); 3];
     for (c, &axis) in axes.iter().enumerate() {
-        // The two in-plane axes, in storage order (the faster one is the image's x).
-        let (u, v) = match axis {
-            0 => (1, 2),
-            1 => (0, 2),
-            _ => (0, 1),
-        };
-        let at = |a: usize, x: usize, y: usize| -> usize {
-            let mut ijk = [0usize; 3];
-            ijk[axis] = a;
-            ijk[u] = x;
-            ijk[v] = y;
-            image.geometry.index(ijk[0], ijk[1], ijk[2])
-        };
-        let area =
-            |a: usize| (0..d[v]).map(|y| (0..d[u]).filter(|&x| mask.data[at(a, x, y)] != 0).count()).sum::<usize>();
+        let area = |a: usize| plane(mask, axis, a).0.iter().filter(|&&m| m != 0).count();
         // Largest area; ties go to the first such slice.
         let (best, best_area) = (0..d[axis]).map(|a| (a, area(a))).fold((0, 0), |m, x| if x.1 > m.1 { x } else { m });
         if best_area == 0 {
             return Err(CompositeError::EmptyMask);
         }
         planes[c] = (axis, best);
+        let (pixels, w, _) = plane(image, axis, best);
+        let (inside, _, _) = plane(mask, axis, best);
         let (mut x0, mut x1, mut y0, mut y1) = (usize::MAX, 0, usize::MAX, 0);
-        for y in 0..d[v] {
-            for x in 0..d[u] {
-                if mask.data[at(best, x, y)] != 0 {
-                    (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-                }
-            }
+        for (p, _) in inside.iter().enumerate().filter(|(_, &m)| m != 0) {
+            let (x, y) = (p % w, p / w);
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
         }
-        let (w, h) = (x1 - x0 + 1, y1 - y0 + 1);
-        let crop: Vec<f32> = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (x, y)))
-            .map(|(x, y)| {
-                let p = at(best, x0 + x, y0 + y);
-                if mask.data[p] != 0 {
-                    image.data[p].max(0.0)
-                } else {
-                    0.0
-                }
-            })
+        let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
+        let crop: Vec<f32> = (y0..=y1)
+            .flat_map(|y| (x0..=x1).map(move |x| y * w + x))
+            .map(|p| if inside[p] != 0 { pixels[p].max(0.0) } else { 0.0 })
             .collect();
-        let resized = resize_bilinear(&crop, w, h, size, size);
+        let resized = resize_bilinear(&crop, cw, ch, size, size);
         let top = resized.iter().fold(0.0f32, |m, &x| m.max(x));
         data.extend(resized.iter().map(|&x| if top > 0.0 { x / top } else { 0.0 }));
     }
     Ok(Composite { size, data, planes })
+}
+
+/// The plane of `v` where volume axis `axis` equals `index`: row-major pixels, width, height.
+/// Its x runs along the faster of the two remaining axes (so axial planes look as stored).
+pub fn plane<T: Copy>(v: &Volume<T>, axis: usize, index: usize) -> (Vec<T>, usize, usize) {
+    let d = v.geometry.dims;
+    let (u, w) = match axis {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let mut ijk = [0usize; 3];
+    ijk[axis] = index;
+    let mut out = Vec::with_capacity(d[u] * d[w]);
+    for y in 0..d[w] {
+        for x in 0..d[u] {
+            ijk[u] = x;
+            ijk[w] = y;
+            out.push(v.data[v.geometry.index(ijk[0], ijk[1], ijk[2])]);
+        }
+    }
+    (out, d[u], d[w])
+}
+
+/// An RGB picture for a person to check a composite: the top row shows the chosen plane of each
+/// channel whole, in physical proportions (superior up), with the lesion outlined in red; the
+/// bottom row the three channels as the network sees them. Returns pixels (RGB, row-major),
+/// width (`3 * size`) and height (`2 * size`).
+pub fn preview_rgb(image: &Volume<f32>, mask: &Volume<u8>, c: &Composite) -> (Vec<u8>, usize, usize) {
+    let size = c.size;
+    let (width, height) = (3 * size, 2 * size);
+    let mut rgb = vec![0u8; width * height * 3];
+    let mut put = |x: usize, y: usize, px: [u8; 3]| rgb[(y * width + x) * 3..][..3].copy_from_slice(&px);
+    let grey = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    for (channel, &(axis, index)) in c.planes.iter().enumerate() {
+        let (pixels, w, h) = plane(image, axis, index);
+        let (inside, _, _) = plane(mask, axis, index);
+        let (u, v) = match axis {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        };
+        let g = &image.geometry;
+        let (w_mm, h_mm) = (w as f64 * g.spacing_mm[u], h as f64 * g.spacing_mm[v]);
+        let fit = size as f64 / w_mm.max(h_mm);
+        let (pw, ph) = (((w_mm * fit).round() as usize).clamp(1, size), ((h_mm * fit).round() as usize).clamp(1, size));
+        let shown = resize_bilinear(&pixels, w, h, pw, ph);
+        let lesion: Vec<bool> =
+            resize_bilinear(&inside.iter().map(|&m| f32::from(m.min(1))).collect::<Vec<_>>(), w, h, pw, ph)
+                .iter()
+                .map(|&m| m >= 0.5)
+                .collect();
+        let mut sorted = shown.clone();
+        sorted.sort_by(f32::total_cmp);
+        let top = sorted[(sorted.len() - 1) * 995 / 1000].max(f32::MIN_POSITIVE);
+        let flip = v == 2 && g.normal[2] > 0.0; // slice index runs superior: draw it upwards
+        let (ox, oy) = (channel * size + (size - pw) / 2, (size - ph) / 2);
+        for y in 0..ph {
+            for x in 0..pw {
+                let p = y * pw + x;
+                let edge = lesion[p]
+                    && (x == 0
+                        || y == 0
+                        || x + 1 == pw
+                        || y + 1 == ph
+                        || !lesion[p - 1]
+                        || !lesion[p + 1]
+                        || !lesion[p - pw]
+                        || !lesion[p + pw]);
+                let g = grey(shown[p] / top);
+                let row = if flip { ph - 1 - y } else { y };
+                put(ox + x, oy + row, if edge { [255, 40, 40] } else { [g, g, g] });
+            }
+        }
+        for y in 0..size {
+            for x in 0..size {
+                let g = grey(c.data[channel * size * size + y * size + x]);
+                put(channel * size + x, size + y, [g, g, g]);
+            }
+        }
+    }
+    (rgb, width, height)
 }
 
 /// Bilinear resize of a row-major `w x h` image to `out_w x out_h`, half-pixel centres
@@ -215,5 +275,36 @@ mod tests {
         // Background (5.0 everywhere else) never leaks in.
         let empty = Volume::filled(g.clone(), 0u8);
         assert_eq!(composite(&image, &empty, 3, ChannelOrder::Anatomical), Err(CompositeError::EmptyMask));
+    }
+
+    #[test]
+    fn preview_outlines_the_lesion_and_shows_the_channels() {
+        // 20x20x10 at 1x1x2 mm; a 6x6x3 lesion brighter than its surroundings.
+        let g = grid([20, 20, 10], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]);
+        let g = Geometry { spacing_mm: [1.0, 1.0, 2.0], ..g };
+        let mut image = Volume::filled(g.clone(), 1.0f32);
+        let mut mask = Volume::filled(g.clone(), 0u8);
+        for k in 4..7 {
+            for j in 7..13 {
+                for i in 7..13 {
+                    mask.data[g.index(i, j, k)] = 1;
+                    image.data[g.index(i, j, k)] = 3.0;
+                }
+            }
+        }
+        let c = composite(&image, &mask, 40, ChannelOrder::Anatomical).unwrap();
+        let (rgb, w, h) = preview_rgb(&image, &mask, &c);
+        assert_eq!((w, h, rgb.len()), (120, 80, 120 * 80 * 3));
+        let px = |x: usize, y: usize| [rgb[(y * w + x) * 3], rgb[(y * w + x) * 3 + 1], rgb[(y * w + x) * 3 + 2]];
+        // Axial panel (x 0..40, y 0..40): 20 mm square, scaled 2x; the lesion spans 14..26.
+        assert_eq!(px(14, 20), [255, 40, 40], "left edge of the lesion is outlined");
+        assert_eq!(px(20, 20), [255, 255, 255], "lesion interior is the brightest grey");
+        assert!(px(5, 20)[0] < 120 && px(5, 20)[0] == px(5, 20)[1], "background is darker grey: {:?}", px(5, 20));
+        // Sagittal panel: 20 mm wide (j) by 20 mm high (k at 2 mm), so it fills the square too.
+        assert_eq!(px(40 + 20, 20), [255, 255, 255]);
+        // Bottom row: the composite itself, all lesion (uniform 3.0 -> 1.0 -> 255).
+        for channel in 0..3 {
+            assert_eq!(px(channel * 40 + 20, 60), [255, 255, 255]);
+        }
     }
 }

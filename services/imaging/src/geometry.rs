@@ -132,6 +132,13 @@ impl Geometry {
         out
     }
 
+    /// Whether `other` puts the same voxels in the same places, up to `tolerance_mm` at any voxel
+    /// centre (files that store geometry as float32, as NIfTI does, differ in the last digits).
+    pub fn same_grid(&self, other: &Geometry, tolerance_mm: f64) -> bool {
+        self.dims == other.dims
+            && self.corners().iter().zip(other.corners()).all(|(a, b)| norm(sub(*a, b)) <= tolerance_mm)
+    }
+
     /// Volume of one voxel in mm³.
     pub fn voxel_volume_mm3(&self) -> f64 {
         let m = self.matrix();
@@ -165,6 +172,19 @@ pub fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_grid_allows_float32_rounding_and_nothing_more() {
+        let g = coronal();
+        let mut h = g.clone();
+        h.origin_mm[0] += 1e-5;
+        assert!(g.same_grid(&h, 1e-3));
+        h.spacing_mm[2] *= 1.001; // 0.1% on a slice axis moves the far corners by more than 1e-3 mm
+        assert!(!g.same_grid(&h, 1e-3));
+        let mut d = g.clone();
+        d.dims[0] += 1;
+        assert!(!g.same_grid(&d, 1.0));
+    }
 
     fn coronal() -> Geometry {
         Geometry {

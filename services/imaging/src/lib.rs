@@ -28,6 +28,7 @@ pub mod geometry;
 pub mod histmatch;
 pub mod n4;
 pub mod nifti;
+pub mod nrrd;
 pub mod resample;
 pub mod volume;
 

@@ -4,7 +4,8 @@
 //! IBSI's grid alignment: the new grid has the same centre as the old one and
 //! `ceil(extent / new_spacing)` voxels per axis, where `extent = dims * spacing`. Values are
 //! interpolated trilinearly inside the old grid and clamped to its edge voxels outside it; masks
-//! are resampled by the same interpolation and kept where the interpolated value is >= 0.5.
+//! are resampled by the same interpolation and kept where the interpolated value is >= 0.5,
+//! and are empty beyond half a voxel outside their grid.
 
 use crate::{Geometry, Volume};
 
@@ -67,12 +68,24 @@ pub fn resample(v: &Volume<f32>, onto: &Geometry) -> Volume<f32> {
     Volume { geometry: onto.clone(), data }
 }
 
-/// A mask resampled onto `onto`: interpolated as a 0/1 image and kept where >= 0.5.
+/// A mask resampled onto `onto`: interpolated as a 0/1 image and kept where >= 0.5. Unlike
+/// image values, a mask is not extended past its grid: points more than half a voxel outside
+/// it are background.
 pub fn resample_mask(mask: &Volume<u8>, onto: &Geometry) -> Volume<u8> {
     let as_f =
         Volume { geometry: mask.geometry.clone(), data: mask.data.iter().map(|&m| f32::from(m.min(1))).collect() };
-    let r = resample(&as_f, onto);
-    Volume { geometry: r.geometry, data: r.data.iter().map(|&v| u8::from(v >= 0.5)).collect() }
+    let d = mask.geometry.dims;
+    let mut data = Vec::with_capacity(onto.len());
+    for k in 0..onto.dims[2] {
+        for j in 0..onto.dims[1] {
+            for i in 0..onto.dims[0] {
+                let x = mask.geometry.to_index(onto.to_patient([i as f64, j as f64, k as f64]));
+                let inside = (0..3).all(|a| x[a] >= -0.5 && x[a] <= d[a] as f64 - 0.5);
+                data.push(u8::from(inside && trilinear(&as_f, x) >= 0.5));
+            }
+        }
+    }
+    Volume { geometry: onto.clone(), data }
 }
 
 /// Inclusive index bounding box `[min, max]` per axis of the non-zero voxels, if any.
@@ -187,5 +200,13 @@ mod tests {
         assert_eq!(c.geometry.to_patient([1.0, 1.0, 2.0]), g.to_patient([2.0, 1.0, 3.0]));
         // A mask resampled onto its own grid is itself.
         assert_eq!(resample_mask(&m, &g).data, m.data);
+        // A full mask covers a shifted grid's voxels up to half a voxel past its edge, no further.
+        let full = Volume::filled(g.clone(), 1u8);
+        let mut shifted = g.clone();
+        shifted.origin_mm = g.to_patient([6.0, 0.0, 0.0]); // i 6, 7 overlap, 8.. lie outside
+        let r = resample_mask(&full, &shifted);
+        for i in 0..8 {
+            assert_eq!(r.at(i, 2, 2), u8::from(i < 2), "i {i}");
+        }
     }
 }

@@ -130,8 +130,8 @@ pub fn body_mask(v: &Volume<f32>) -> Volume<u8> {
     Volume { geometry: v.geometry.clone(), data: v.data.iter().map(|&x| u8::from(x > threshold)).collect() }
 }
 
-/// Coefficient of variation of `data` inside `mask`.
-fn cv(data: &[f32], mask: &[u8]) -> f64 {
+/// Coefficient of variation of `data` inside `mask` (the N4 QC value, on the body mask).
+pub fn masked_cv(data: &[f32], mask: &[u8]) -> f64 {
     renal_stats::coefficient_of_variation(data.iter().zip(mask).filter(|(_, &m)| m != 0).map(|(&x, _)| f64::from(x)))
 }
 
@@ -167,7 +167,7 @@ fn load_series(
         .map_err(|source| PreprocessError::Read { role, source })?;
     let body = body_mask(&volume);
     let out = n4(&volume, Some(&body), &cfg.n4()).map_err(|source| PreprocessError::N4 { role, source })?;
-    let cv_before_after = [cv(&volume.data, &body.data), cv(&out.corrected.data, &body.data)];
+    let cv_before_after = [masked_cv(&volume.data, &body.data), masked_cv(&out.corrected.data, &body.data)];
     Ok(Series { corrected: out.corrected, mask, cv_before_after })
 }
 
