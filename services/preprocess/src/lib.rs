@@ -8,8 +8,8 @@
 //! whole step as one function; [`worker`] runs it on the bus.
 //!
 //! Failures that will not go away on a retry (unreadable series, empty or misplaced masks,
-//! constant images) are [`PreprocessError`]s with a reason code the worker dead-letters; blob
-//! store failures are retried.
+//! constant images, blobs that are missing or corrupt) are [`PreprocessError`]s with a reason
+//! code the worker dead-letters; other blob store failures are retried.
 
 pub mod worker;
 
@@ -74,7 +74,7 @@ impl PreprocessConfig {
 /// Why a case could not be preprocessed.
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
-    /// The blob store failed (transient: retried).
+    /// The blob store failed (retried, unless the blob is missing or corrupt).
     #[error("blob store: {0}")]
     Blob(#[from] BlobError),
     /// A manifest blob is not what ingest writes.
@@ -101,6 +101,8 @@ impl PreprocessError {
     /// Reason code for the dead letter; `None` for transient failures.
     pub fn code(&self) -> Option<&'static str> {
         match self {
+            PreprocessError::Blob(BlobError::Missing { .. }) => Some("missing_blob"),
+            PreprocessError::Blob(BlobError::Corrupt { .. }) => Some("corrupt_blob"),
             PreprocessError::Blob(_) => None,
             PreprocessError::Manifest { .. } => Some("bad_manifest"),
             PreprocessError::Missing { .. } => Some("missing_series"),

@@ -59,7 +59,12 @@ fn cases_become_lesions_and_bad_input_becomes_dead_letters() {
     let mut broken = cases[0].clone();
     broken.case_id = "MAY-broken".into();
     broken.series[0].blob = store.put(b"not a manifest").unwrap();
+    // And one that names a blob the store never had: dead-lettered, not retried forever.
+    let mut dangling = cases[1].clone();
+    dangling.case_id = "MAY-dangling".into();
+    dangling.segmentations[0].blob = renal_store::blob_ref(b"never stored");
     rt.block_on(async {
+        bus.send(topics::CASES, &dangling.case_id, dangling.encode()).await.unwrap();
         bus.send(topics::CASES, "junk", b"{\"version\": 9}".to_vec()).await.unwrap();
         bus.send(topics::CASES, &broken.case_id, broken.encode()).await.unwrap();
     });
@@ -73,7 +78,7 @@ fn cases_become_lesions_and_bad_input_becomes_dead_letters() {
             &|_| {},
         ))
         .unwrap();
-    assert_eq!((stats.inputs, stats.outputs, stats.dead_letters), (6, 4, 2));
+    assert_eq!((stats.inputs, stats.outputs, stats.dead_letters), (7, 4, 3));
 
     let letters: BTreeMap<String, String> = bus
         .records(topics::DEAD_PREPROCESS)
@@ -85,6 +90,7 @@ fn cases_become_lesions_and_bad_input_becomes_dead_letters() {
         .collect();
     assert_eq!(letters["junk"], "bad_message");
     assert_eq!(letters["MAY-broken"], "bad_manifest");
+    assert_eq!(letters["MAY-dangling"], "missing_blob");
 
     let get = |b: &BlobRef| store.get(b).unwrap();
     for r in bus.records(topics::LESIONS) {

@@ -36,7 +36,10 @@ pub enum BlobError {
     /// Writing a blob failed.
     #[error("writing blob {key}: {source}")]
     Write { key: String, source: std::io::Error },
-    /// Reading a blob failed (missing or unreadable).
+    /// The store has no blob under this key (it will not appear by retrying).
+    #[error("blob {key} does not exist")]
+    Missing { key: String },
+    /// Reading a blob failed (unreadable now; may succeed later).
     #[error("reading blob {key}: {source}")]
     Read { key: String, source: std::io::Error },
     /// The bytes read do not hash to the reference.
@@ -137,7 +140,10 @@ impl BlobStore for LocalBlobStore {
 
     fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError> {
         let path = self.path_of(&blob.key)?;
-        let bytes = std::fs::read(&path).map_err(|source| BlobError::Read { key: blob.key.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => BlobError::Missing { key: blob.key.clone() },
+            _ => BlobError::Read { key: blob.key.clone(), source },
+        })?;
         verified(blob, bytes)
     }
 }
@@ -157,7 +163,7 @@ mod tests {
         std::fs::write(dir.path().join(&a.key), b"tampered").unwrap();
         assert!(matches!(store.get(&a), Err(BlobError::Corrupt { .. })));
         let missing = BlobRef { key: format!("sha256/00/{}", "0".repeat(64)), sha256: "0".repeat(64), bytes: 0 };
-        assert!(matches!(store.get(&missing), Err(BlobError::Read { .. })));
+        assert!(matches!(store.get(&missing), Err(BlobError::Missing { .. })));
         let escape = BlobRef { key: "../../etc/passwd".into(), sha256: String::new(), bytes: 0 };
         assert!(matches!(store.get(&escape), Err(BlobError::BadKey(_))));
     }

@@ -113,9 +113,10 @@ impl BlobStore for ObjectBlobStore {
         crate::check_key(&blob.key)?;
         let path = self.path_of(&blob.key);
         let store = self.store.clone();
-        let bytes = self
-            .block(async move { store.get(&path).await?.bytes().await })
-            .map_err(|e| BlobError::Read { key: blob.key.clone(), source: other(&blob.key, e) })?;
+        let bytes = self.block(async move { store.get(&path).await?.bytes().await }).map_err(|e| match e {
+            object_store::Error::NotFound { .. } => BlobError::Missing { key: blob.key.clone() },
+            e => BlobError::Read { key: blob.key.clone(), source: other(&blob.key, e) },
+        })?;
         crate::verified(blob, bytes.to_vec())
     }
 }
@@ -140,7 +141,7 @@ mod tests {
         });
         assert!(matches!(store.get(&a), Err(BlobError::Corrupt { .. })));
         let missing = BlobRef { key: format!("sha256/00/{}", "0".repeat(64)), sha256: "0".repeat(64), bytes: 0 };
-        assert!(matches!(store.get(&missing), Err(BlobError::Read { .. })));
+        assert!(matches!(store.get(&missing), Err(BlobError::Missing { .. })));
         let escape = BlobRef { key: "../../etc/passwd".into(), sha256: String::new(), bytes: 0 };
         assert!(matches!(store.get(&escape), Err(BlobError::BadKey(_))));
     }
