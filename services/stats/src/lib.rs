@@ -9,8 +9,14 @@
 //! assert!((auc - 0.875).abs() < 1e-12);
 //! ```
 
+pub mod binary;
+pub mod calibration;
+pub mod curves;
 pub mod logistic;
 
+pub use binary::{adjusted_wald, binomial_test_two_sided, mcnemar_exact, Confusion, Z95};
+pub use calibration::{expected_calibration_error, reliability_bins, CalibrationError, Platt, ReliabilityBin};
+pub use curves::{average_precision, bootstrap_ci, brier, pr_auc_trapezoid, pr_curve, roc_curve, Curve};
 pub use logistic::{LogisticError, LogisticModel};
 
 /// Pearson's correlation coefficient of paired samples (`NaN` when either is constant).
