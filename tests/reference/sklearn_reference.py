@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""scikit-learn and SciPy as the independent reference for renal-stats' evaluation metrics.
+
+Reads one JSON object on stdin:
+  {"scores": [...], "labels": [0/1 ...], "probabilities": [...], "threshold": 0.5,
+   "binomial": [[k, n, p], ...]}
+and prints one JSON object with sklearn's ROC AUC, average precision, trapezoid PR AUC, F1 at
+the threshold, Brier score and Platt (sigmoid) calibration parameters, and SciPy's two-sided
+binomial test P values.
+"""
+import json
+import sys
+
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.calibration import _sigmoid_calibration
+from sklearn.metrics import (auc, average_precision_score, brier_score_loss, f1_score,
+                             precision_recall_curve, roc_auc_score)
+
+
+def main():
+    q = json.load(sys.stdin)
+    scores = np.asarray(q["scores"], dtype=float)
+    labels = np.asarray(q["labels"], dtype=int)
+    probabilities = np.asarray(q["probabilities"], dtype=float)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    a, b = _sigmoid_calibration(scores, labels)
+    out = {
+        "roc_auc": roc_auc_score(labels, scores),
+        "average_precision": average_precision_score(labels, scores),
+        "pr_auc_trapezoid": auc(recall, precision),
+        "f1": f1_score(labels, (probabilities >= q["threshold"]).astype(int)),
+        "brier": brier_score_loss(labels, probabilities),
+        "platt": [float(a), float(b)],
+        "binomial": [binomtest(k, n, p).pvalue for k, n, p in q["binomial"]],
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
