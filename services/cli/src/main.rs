@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod bench;
+mod eval;
 mod imaging;
 mod pipeline;
 
@@ -137,6 +138,42 @@ enum Command {
         /// N4 subsampling factor.
         #[arg(long, default_value_t = 4)]
         shrink: usize,
+    },
+    /// The evaluation report from CSV files: per model (and per expert reader) F1, accuracy,
+    /// sensitivity, specificity with adjusted-Wald 95% CIs, PPV, NPV, FDR, ROC and PR AUC with
+    /// bootstrap CIs, Brier, ECE, the exact binomial test against the zero rule, and McNemar
+    /// tests against the readers and the radiomics model; writes OUT/report.json, OUT/index.html
+    /// and SVG figures.
+    ///
+    /// Files: predictions `case_id,model,probability`; labels `case_id,label` (benign|malignant);
+    /// experts `case_id,expert,call` (benign|malignant).
+    ///
+    /// Example: renal eval --predictions p.csv --labels l.csv --experts e.csv --out report
+    Eval {
+        /// Predictions CSV.
+        #[arg(long)]
+        predictions: PathBuf,
+        /// Labels CSV.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Expert reads CSV.
+        #[arg(long)]
+        experts: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// A probability at or above this is a malignant call.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Bootstrap resamples for the AUC intervals.
+        #[arg(long, default_value_t = 2000)]
+        bootstrap: usize,
+        /// Bootstrap seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Equal-width bins for ECE and the reliability diagram.
+        #[arg(long, default_value_t = 10)]
+        ece_bins: usize,
     },
     /// Time a pipeline stage and print a table.
     ///
@@ -281,6 +318,10 @@ fn run(cli: Cli) -> Result<()> {
             let n4 = renal_imaging::n4::N4Settings { shrink_factor: shrink, ..Default::default() };
             let options = imaging::PreprocessOptions { n4, match_to, size, order, preview };
             imaging::run_preprocess(&image, &mask, &out, &options)
+        }
+        Command::Eval { predictions, labels, experts, out, threshold, bootstrap, seed, ece_bins } => {
+            let settings = renal_eval::report::Settings { threshold, bootstrap_resamples: bootstrap, seed, ece_bins };
+            eval::run(&predictions, &labels, experts.as_deref(), &out, &settings)
         }
         Command::Bench { stage: BenchStage::Preprocess { shrink, repeat } } => bench::bench_preprocess(&shrink, repeat),
         Command::Bench { stage: BenchStage::Ingest { input, repeat } } => bench::bench_ingest(&input, repeat),

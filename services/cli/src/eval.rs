@@ -1,0 +1,63 @@
+//! `renal eval`: the evaluation report from CSV files.
+
+use anyhow::{bail, Context, Result};
+use renal_eval::input::{check_labelled, read_labels, read_predictions, read_reads};
+use renal_eval::report::{build, Settings};
+use std::path::Path;
+
+/// Read, check, compute, write, and print the headline table.
+pub fn run(predictions: &Path, labels: &Path, experts: Option<&Path>, out: &Path, settings: &Settings) -> Result<()> {
+    if !(0.0..=1.0).contains(&settings.threshold) {
+        bail!("--threshold must be within [0, 1], not {}", settings.threshold);
+    }
+    if settings.ece_bins == 0 || settings.bootstrap_resamples == 0 {
+        bail!("--ece-bins and --bootstrap must be at least 1");
+    }
+    let labels = read_labels(labels)?;
+    let predictions = read_predictions(predictions)?;
+    if predictions.is_empty() {
+        bail!("no predictions: the predictions file has a header but no rows");
+    }
+    check_labelled(&labels, &predictions, "model")?;
+    let reads = match experts {
+        Some(path) => {
+            let reads = read_reads(path)?;
+            check_labelled(&labels, &reads, "expert")?;
+            reads
+        }
+        None => Default::default(),
+    };
+    let report = build(&labels, &predictions, &reads, settings);
+    renal_eval::write_report(&report, out).with_context(|| format!("writing the report into {}", out.display()))?;
+    println!("| model | n | accuracy (95% CI) | sensitivity | specificity | ROC AUC (95% CI) | PR AUC (AP) | ECE | P vs zero rule |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, m) in &report.models {
+        let c = &m.calls;
+        let i = |v: &renal_eval::report::Interval| format!("{:.2} ({:.2}-{:.2})", v.estimate, v.ci95[0], v.ci95[1]);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.3} |",
+            c.n,
+            i(&c.accuracy),
+            i(&c.sensitivity),
+            i(&c.specificity),
+            i(&m.roc_auc),
+            m.pr_auc.estimate,
+            m.ece,
+            c.p_vs_zero_rule
+        );
+    }
+    for (name, c) in &report.experts {
+        println!(
+            "| {name} (reader) | {} | {:.2} ({:.2}-{:.2}) | {:.2} | {:.2} | | | | {:.3} |",
+            c.n,
+            c.accuracy.estimate,
+            c.accuracy.ci95[0],
+            c.accuracy.ci95[1],
+            c.sensitivity.estimate,
+            c.specificity.estimate,
+            c.p_vs_zero_rule
+        );
+    }
+    println!("report: {}", out.join("index.html").display());
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! The report as figures (SVG) and one HTML page that shows them with the tables.
+//!
+//! Figures: `roc.svg` and `pr.svg` (every model's curve, experts as points), `reliability.svg`
+//! (mean predicted probability against observed rate per bin), and `confusion.svg` (one 2x2
+//! matrix per model and expert). SVG is written by hand: a few hundred lines of plotting are
+//! simpler to check than a plotting dependency.
+
+use crate::report::{CallMetrics, Report};
+use std::fmt::Write;
+
+const W: f64 = 580.0;
+const H: f64 = 420.0;
+const LEFT: f64 = 60.0;
+const TOP: f64 = 30.0;
+const SIDE: f64 = 330.0;
+const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Plot coordinates of a unit-square point.
+fn at(x: f64, y: f64) -> (f64, f64) {
+    (LEFT + x * SIDE, TOP + (1.0 - y) * SIDE)
+}
+
+/// An empty unit-square plot with axes, ticks, labels and title.
+fn axes(title: &str, x_label: &str, y_label: &str, diagonal: Option<bool>) -> String {
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="{W}" height="{H}" fill="white"/>
+<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>
+<rect x="{LEFT}" y="{TOP}" width="{SIDE}" height="{SIDE}" fill="none" stroke="black"/>
+"#,
+        LEFT + SIDE / 2.0,
+        esc(title)
+    );
+    for i in 0..=5 {
+        let v = i as f64 / 5.0;
+        let (x, y0) = at(v, 0.0);
+        let (x0, y) = at(0.0, v);
+        let _ = write!(
+            s,
+            r##"<line x1="{x}" y1="{y0}" x2="{x}" y2="{}" stroke="black"/><text x="{x}" y="{}" text-anchor="middle">{v:.1}</text>
+<line x1="{x0}" y1="{y}" x2="{}" y2="{y}" stroke="black"/><text x="{}" y="{}" text-anchor="end">{v:.1}</text>
+<line x1="{x}" y1="{TOP}" x2="{x}" y2="{}" stroke="#eee"/><line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>
+"##,
+            y0 + 5.0,
+            y0 + 18.0,
+            x0 - 5.0,
+            x0 - 8.0,
+            y + 4.0,
+            TOP + SIDE,
+            LEFT + SIDE
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>
+<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>
+"#,
+        LEFT + SIDE / 2.0,
+        TOP + SIDE + 36.0,
+        esc(x_label),
+        TOP + SIDE / 2.0,
+        TOP + SIDE / 2.0,
+        esc(y_label)
+    );
+    if let Some(rising) = diagonal {
+        let (x1, y1) = at(0.0, if rising { 0.0 } else { 1.0 });
+        let (x2, y2) = at(1.0, if rising { 1.0 } else { 0.0 });
+        let _ =
+            writeln!(s, r##"<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#999" stroke-dasharray="4 4"/>"##);
+    }
+    s
+}
+
+fn polyline(xs: &[f64], ys: &[f64], colour: &str, step: bool) -> String {
+    let mut pts = Vec::new();
+    for i in 0..xs.len() {
+        if step && i > 0 {
+            // Step from the previous point: horizontal first, then vertical.
+            pts.push(at(xs[i], ys[i - 1]));
+        }
+        pts.push(at(xs[i], ys[i]));
+    }
+    let text: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.2},{y:.2}")).collect();
+    format!(r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#, text.join(" ")) + "\n"
+}
+
+fn legend(entries: &[(String, &str, bool)]) -> String {
+    let mut s = String::new();
+    for (i, (text, colour, point)) in entries.iter().enumerate() {
+        let y = TOP + 14.0 + 16.0 * i as f64;
+        let x = LEFT + SIDE + 8.0;
+        if *point {
+            let _ = write!(s, r#"<rect x="{}" y="{}" width="8" height="8" fill="{colour}"/>"#, x + 4.0, y - 8.0);
+        } else {
+            let _ = write!(
+                s,
+                r#"<line x1="{x}" y1="{}" x2="{}" y2="{}" stroke="{colour}" stroke-width="3"/>"#,
+                y - 4.0,
+                x + 16.0,
+                y - 4.0
+            );
+        }
+        let _ = writeln!(s, r#"<text x="{}" y="{y}" font-size="10">{}</text>"#, x + 20.0, esc(text));
+    }
+    s
+}
+
+fn expert_points(
+    report: &Report,
+    point: impl Fn(&CallMetrics) -> (f64, f64),
+    colour_base: usize,
+) -> (String, Vec<(String, String)>) {
+    let mut s = String::new();
+    let mut entries = Vec::new();
+    for (i, (name, m)) in report.experts.iter().enumerate() {
+        let colour = COLOURS[(colour_base + i) % COLOURS.len()];
+        let (x, y) = point(m);
+        if x.is_finite() && y.is_finite() {
+            let (px, py) = at(x, y);
+            let _ = writeln!(s, r#"<rect x="{}" y="{}" width="8" height="8" fill="{colour}"/>"#, px - 4.0, py - 4.0);
+        }
+        entries.push((format!("{name} (reader)"), colour.to_string()));
+    }
+    (s, entries)
+}
+
+/// `roc.svg`.
+pub fn roc_svg(report: &Report) -> String {
+    let mut s = axes("ROC", "1 - specificity (false-positive rate)", "sensitivity", Some(true));
+    let mut entries: Vec<(String, String, bool)> = Vec::new();
+    for (i, (name, m)) in report.models.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        s += &polyline(&m.roc_curve[0], &m.roc_curve[1], colour, false);
+        entries.push((format!("{name} AUC {:.2}", m.roc_auc.estimate), colour.into(), false));
+    }
+    let (points, experts) =
+        expert_points(report, |m| (1.0 - m.specificity.estimate, m.sensitivity.estimate), report.models.len());
+    s += &points;
+    entries.extend(experts.into_iter().map(|(t, c)| (t, c, true)));
+    s += &legend(&entries.iter().map(|(t, c, p)| (t.clone(), c.as_str(), *p)).collect::<Vec<_>>());
+    s + "</svg>\n"
+}
+
+/// `pr.svg`.
+pub fn pr_svg(report: &Report) -> String {
+    let mut s = axes("Precision-recall", "recall (sensitivity)", "precision (PPV)", None);
+    let mut entries: Vec<(String, String, bool)> = Vec::new();
+    for (i, (name, m)) in report.models.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        s += &polyline(&m.pr_curve[0], &m.pr_curve[1], colour, true);
+        entries.push((format!("{name} AP {:.2}", m.pr_auc.estimate), colour.into(), false));
+    }
+    let (points, experts) = expert_points(report, |m| (m.sensitivity.estimate, m.ppv), report.models.len());
+    s += &points;
+    entries.extend(experts.into_iter().map(|(t, c)| (t, c, true)));
+    s += &legend(&entries.iter().map(|(t, c, p)| (t.clone(), c.as_str(), *p)).collect::<Vec<_>>());
+    s + "</svg>\n"
+}
+
+/// `reliability.svg`.
+pub fn reliability_svg(report: &Report) -> String {
+    let title = format!("Reliability ({} equal-width bins)", report.settings.ece_bins);
+    let mut s = axes(&title, "mean predicted probability", "observed malignant rate", Some(true));
+    let mut entries = Vec::new();
+    for (i, (name, m)) in report.models.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let used: Vec<_> = m.reliability.iter().filter(|b| b.count > 0).collect();
+        let xs: Vec<f64> = used.iter().map(|b| b.mean_predicted).collect();
+        let ys: Vec<f64> = used.iter().map(|b| b.observed_rate).collect();
+        s += &polyline(&xs, &ys, colour, false);
+        for (x, y) in xs.iter().zip(&ys) {
+            let (px, py) = at(*x, *y);
+            let _ = writeln!(s, r#"<circle cx="{px:.2}" cy="{py:.2}" r="3" fill="{colour}"/>"#);
+        }
+        entries.push((format!("{name} ECE {:.3}", m.ece), colour, false));
+    }
+    s += &legend(&entries.iter().map(|(t, c, p)| (t.clone(), *c, *p)).collect::<Vec<_>>());
+    s + "</svg>\n"
+}
+
+/// `confusion.svg`: rows are the truth (malignant, benign), columns the call; shading is the
+/// share of the row.
+pub fn confusion_svg(report: &Report) -> String {
+    let all: Vec<(String, &CallMetrics)> = report
+        .models
+        .iter()
+        .map(|(n, m)| (n.clone(), &m.calls))
+        .chain(report.experts.iter().map(|(n, m)| (format!("{n} (reader)"), m)))
+        .collect();
+    let cell = 56.0;
+    let block = 2.0 * cell + 40.0;
+    let x_start = 110.0;
+    let width = x_start + block * all.len().max(1) as f64;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="210" viewBox="0 0 {width} 210" font-family="sans-serif" font-size="12">
+<rect width="{width}" height="210" fill="white"/>
+<text x="{}" y="62" text-anchor="end" font-size="11">call:</text>
+<text x="{}" y="{}" text-anchor="end">truth malignant</text>
+<text x="{}" y="{}" text-anchor="end">truth benign</text>
+"#,
+        x_start - 6.0,
+        x_start - 6.0,
+        70.0 + cell / 2.0 + 4.0,
+        x_start - 6.0,
+        70.0 + 1.5 * cell + 4.0
+    );
+    for (i, (name, m)) in all.iter().enumerate() {
+        let x0 = x_start + block * i as f64;
+        let c = m.confusion;
+        let _ =
+            writeln!(s, r#"<text x="{}" y="30" text-anchor="middle" font-size="13">{}</text>"#, x0 + cell, esc(name));
+        let _ =
+            writeln!(s, r#"<text x="{}" y="62" text-anchor="middle" font-size="11">malignant</text>"#, x0 + cell / 2.0);
+        let _ =
+            writeln!(s, r#"<text x="{}" y="62" text-anchor="middle" font-size="11">benign</text>"#, x0 + 1.5 * cell);
+        let cells = [
+            (c.tp, c.positives(), 0, 0, "TP"),
+            (c.fn_, c.positives(), 1, 0, "FN"),
+            (c.fp, c.negatives(), 0, 1, "FP"),
+            (c.tn, c.negatives(), 1, 1, "TN"),
+        ];
+        for (count, row_total, col, row, tag) in cells {
+            let share = if row_total == 0 { 0.0 } else { count as f64 / row_total as f64 };
+            let shade = (255.0 - 180.0 * share).round() as u8;
+            let (x, y) = (x0 + col as f64 * cell, 70.0 + row as f64 * cell);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="rgb({shade},{shade},255)" stroke="black"/><text x="{}" y="{}" text-anchor="middle" font-size="15">{count}</text><text x="{}" y="{}" text-anchor="middle" font-size="9">{tag}</text>"#,
+                x + cell / 2.0,
+                y + cell / 2.0 + 2.0,
+                x + cell / 2.0,
+                y + cell - 6.0
+            );
+        }
+    }
+    s + "</svg>\n"
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "–".into()
+    }
+}
+
+fn interval(i: &crate::report::Interval) -> String {
+    format!("{} ({}–{})", fmt(i.estimate), fmt(i.ci95[0]), fmt(i.ci95[1]))
+}
+
+/// `index.html`: the tables and the figures.
+pub fn html(report: &Report) -> String {
+    let mut s = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>renal-mri evaluation</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}</style></head><body>\n",
+    );
+    let _ = writeln!(
+        s,
+        "<h1>Evaluation</h1><p>{} labelled cases; generated {}; a probability &ge; {} is a malignant call.</p>",
+        report.cases, report.generated_at, report.settings.threshold
+    );
+    s += "<h2>Models</h2><table><tr><th>model</th><th>n</th><th>accuracy (95% CI)</th><th>sensitivity</th><th>specificity</th><th>PPV</th><th>NPV</th><th>FDR</th><th>F1</th><th>ROC AUC</th><th>PR AUC (AP)</th><th>PR AUC (trapezoid)</th><th>Brier</th><th>ECE</th><th>P vs zero rule</th></tr>\n";
+    for (name, m) in &report.models {
+        let c = &m.calls;
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            c.n,
+            interval(&c.accuracy),
+            interval(&c.sensitivity),
+            interval(&c.specificity),
+            fmt(c.ppv),
+            fmt(c.npv),
+            fmt(c.fdr),
+            fmt(c.f1),
+            interval(&m.roc_auc),
+            interval(&m.pr_auc),
+            fmt(m.pr_auc_trapezoid),
+            fmt(m.brier),
+            fmt(m.ece),
+            fmt(c.p_vs_zero_rule)
+        );
+    }
+    s += "</table>\n";
+    if !report.experts.is_empty() {
+        s += "<h2>Readers</h2><table><tr><th>reader</th><th>n</th><th>accuracy (95% CI)</th><th>sensitivity</th><th>specificity</th><th>PPV</th><th>NPV</th><th>F1</th><th>P vs zero rule</th></tr>\n";
+        for (name, c) in &report.experts {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                c.n,
+                interval(&c.accuracy),
+                interval(&c.sensitivity),
+                interval(&c.specificity),
+                fmt(c.ppv),
+                fmt(c.npv),
+                fmt(c.f1),
+                fmt(c.p_vs_zero_rule)
+            );
+        }
+        s += "</table>\n";
+    }
+    if !report.comparisons.is_empty() {
+        s += "<h2>Paired comparisons (exact McNemar)</h2><table><tr><th>model</th><th>versus</th><th>cases</th><th>model accuracy</th><th>versus accuracy</th><th>only model right</th><th>only versus right</th><th>P</th></tr>\n";
+        for c in &report.comparisons {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.model),
+                esc(&c.versus),
+                c.cases,
+                fmt(c.model_accuracy),
+                fmt(c.versus_accuracy),
+                c.model_only_correct,
+                c.versus_only_correct,
+                fmt(c.p_value)
+            );
+        }
+        s += "</table>\n";
+    }
+    s += "<h2>Figures</h2><p><img src=\"roc.svg\" alt=\"ROC curves\"> <img src=\"pr.svg\" alt=\"precision-recall curves\"> <img src=\"reliability.svg\" alt=\"reliability diagram\"></p><p><img src=\"confusion.svg\" alt=\"confusion matrices\"></p>\n";
+    s += "<h2>Methods</h2><ul>\n";
+    for (k, v) in &report.methods {
+        let _ = writeln!(s, "<li><b>{}</b>: {}</li>", esc(k), esc(v));
+    }
+    s + "</ul></body></html>\n"
+}

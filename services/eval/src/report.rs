@@ -1,0 +1,269 @@
+//! The numbers of the report: one entry per model and per expert, and paired comparisons.
+
+use crate::input::{Labels, Predictions, Reads};
+use renal_stats::{
+    adjusted_wald, average_precision, binomial_test_two_sided, bootstrap_ci, brier, expected_calibration_error,
+    mcnemar_exact, pr_auc_trapezoid, pr_curve, reliability_bins, roc_auc, roc_curve, Confusion, ReliabilityBin, Z95,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// How the report is computed (all of it is written into the report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// A probability at or above this is a malignant call.
+    pub threshold: f64,
+    /// Bootstrap resamples for the AUC intervals.
+    pub bootstrap_resamples: usize,
+    /// Bootstrap seed.
+    pub seed: u64,
+    /// Equal-width bins over [0, 1] for ECE and the reliability diagram.
+    pub ece_bins: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { threshold: 0.5, bootstrap_resamples: 2000, seed: 1, ece_bins: 10 }
+    }
+}
+
+/// A point estimate with its 95% interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// The estimate.
+    pub estimate: f64,
+    /// Lower and upper 95% bounds.
+    pub ci95: [f64; 2],
+}
+
+/// What is known from calls alone (models at the threshold, experts as read).
+#[derive(Debug, Clone, Serialize)]
+pub struct CallMetrics {
+    /// Cases.
+    pub n: u64,
+    /// Malignant cases.
+    pub positives: u64,
+    /// Benign cases.
+    pub negatives: u64,
+    /// Counts.
+    pub confusion: Confusion,
+    /// With adjusted-Wald interval over all cases.
+    pub accuracy: Interval,
+    /// With adjusted-Wald interval over the malignant cases.
+    pub sensitivity: Interval,
+    /// With adjusted-Wald interval over the benign cases.
+    pub specificity: Interval,
+    /// Positive predictive value.
+    pub ppv: f64,
+    /// Negative predictive value.
+    pub npv: f64,
+    /// False discovery rate.
+    pub fdr: f64,
+    /// F1 of the malignant class.
+    pub f1: f64,
+    /// Accuracy of always calling the majority class of these cases.
+    pub zero_rule_rate: f64,
+    /// Exact two-sided binomial test of the correct calls against the zero rule's rate.
+    pub p_vs_zero_rule: f64,
+}
+
+/// A model's entry: the call metrics plus what its probabilities show.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// Metrics of the calls at the threshold.
+    #[serde(flatten)]
+    pub calls: CallMetrics,
+    /// ROC AUC with a percentile bootstrap interval.
+    pub roc_auc: Interval,
+    /// PR AUC as average precision (step-wise), with a percentile bootstrap interval.
+    pub pr_auc: Interval,
+    /// PR AUC by the trapezoid rule (what the study's code reported).
+    pub pr_auc_trapezoid: f64,
+    /// Brier score.
+    pub brier: f64,
+    /// Expected calibration error over the equal-width bins.
+    pub ece: f64,
+    /// Reliability diagram.
+    pub reliability: Vec<ReliabilityBin>,
+    /// ROC curve points: false-positive rate, true-positive rate.
+    pub roc_curve: [Vec<f64>; 2],
+    /// PR curve points: recall, precision.
+    pub pr_curve: [Vec<f64>; 2],
+}
+
+/// A paired comparison on the cases both sides called.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The model.
+    pub model: String,
+    /// The expert or other model.
+    pub versus: String,
+    /// Always "exact McNemar (two-sided binomial on discordant pairs)".
+    pub test: &'static str,
+    /// Cases both called.
+    pub cases: u64,
+    /// Model right, the other wrong.
+    pub model_only_correct: u64,
+    /// The other right, model wrong.
+    pub versus_only_correct: u64,
+    /// Accuracies on these cases.
+    pub model_accuracy: f64,
+    /// The other's accuracy on these cases.
+    pub versus_accuracy: f64,
+    /// Two-sided P value.
+    pub p_value: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Report format version.
+    pub version: u32,
+    /// RFC 3339 UTC.
+    pub generated_at: String,
+    /// How it was computed.
+    pub settings: Settings,
+    /// Notes on the methods, for a reader of the JSON.
+    pub methods: BTreeMap<&'static str, &'static str>,
+    /// Labelled cases.
+    pub cases: u64,
+    /// Per model.
+    pub models: BTreeMap<String, ModelReport>,
+    /// Per expert.
+    pub experts: BTreeMap<String, CallMetrics>,
+    /// Each model against each expert, and each model against `radiomics` when present.
+    pub comparisons: Vec<Comparison>,
+}
+
+fn call_metrics(calls: &[bool], truth: &[bool]) -> CallMetrics {
+    let c = Confusion::from_calls(calls, truth);
+    let interval = |estimate: f64, k: u64, n: u64| Interval { estimate, ci95: adjusted_wald(k, n, Z95) };
+    let zero = c.zero_rule_rate();
+    CallMetrics {
+        n: c.n(),
+        positives: c.positives(),
+        negatives: c.negatives(),
+        accuracy: interval(c.accuracy(), c.tp + c.tn, c.n()),
+        sensitivity: interval(c.sensitivity(), c.tp, c.positives()),
+        specificity: interval(c.specificity(), c.tn, c.negatives()),
+        ppv: c.ppv(),
+        npv: c.npv(),
+        fdr: c.fdr(),
+        f1: c.f1(),
+        zero_rule_rate: zero,
+        p_vs_zero_rule: if c.n() == 0 { f64::NAN } else { binomial_test_two_sided(c.tp + c.tn, c.n(), zero) },
+        confusion: c,
+    }
+}
+
+fn model_report(p: &[f64], y: &[bool], s: &Settings) -> ModelReport {
+    let calls: Vec<bool> = p.iter().map(|&v| v >= s.threshold).collect();
+    let resampled = |f: fn(&[f64], &[bool]) -> Option<f64>| {
+        move |idx: &[usize]| {
+            let (rp, ry): (Vec<f64>, Vec<bool>) = idx.iter().map(|&i| (p[i], y[i])).unzip();
+            f(&rp, &ry)
+        }
+    };
+    let nan2 = [f64::NAN, f64::NAN];
+    let auc = roc_auc(p, y).unwrap_or(f64::NAN);
+    let ap = average_precision(p, y).unwrap_or(f64::NAN);
+    let roc = roc_curve(p, y).map(|c| [c.x, c.y]).unwrap_or_default();
+    let pr = pr_curve(p, y).map(|c| [c.x, c.y]).unwrap_or_default();
+    ModelReport {
+        calls: call_metrics(&calls, y),
+        roc_auc: Interval {
+            estimate: auc,
+            ci95: bootstrap_ci(p.len(), s.bootstrap_resamples, s.seed, resampled(roc_auc)).unwrap_or(nan2),
+        },
+        pr_auc: Interval {
+            estimate: ap,
+            ci95: bootstrap_ci(p.len(), s.bootstrap_resamples, s.seed, resampled(average_precision)).unwrap_or(nan2),
+        },
+        pr_auc_trapezoid: pr_auc_trapezoid(p, y).unwrap_or(f64::NAN),
+        brier: brier(p, y),
+        ece: expected_calibration_error(p, y, s.ece_bins),
+        reliability: reliability_bins(p, y, s.ece_bins),
+        roc_curve: roc,
+        pr_curve: pr,
+    }
+}
+
+fn compare(
+    model: &str,
+    versus: &str,
+    a: &BTreeMap<String, bool>,
+    b: &BTreeMap<String, bool>,
+    labels: &Labels,
+) -> Comparison {
+    let (mut n, mut a_only, mut b_only, mut a_right, mut b_right) = (0, 0, 0, 0, 0);
+    for (case, &call_a) in a {
+        let Some(&call_b) = b.get(case) else { continue };
+        let truth = labels[case];
+        let (ra, rb) = (call_a == truth, call_b == truth);
+        n += 1;
+        a_right += u64::from(ra);
+        b_right += u64::from(rb);
+        a_only += u64::from(ra && !rb);
+        b_only += u64::from(rb && !ra);
+    }
+    let rate = |k: u64| if n == 0 { f64::NAN } else { k as f64 / n as f64 };
+    Comparison {
+        model: model.into(),
+        versus: versus.into(),
+        test: "exact McNemar (two-sided binomial on discordant pairs)",
+        cases: n,
+        model_only_correct: a_only,
+        versus_only_correct: b_only,
+        model_accuracy: rate(a_right),
+        versus_accuracy: rate(b_right),
+        p_value: mcnemar_exact(a_only, b_only),
+    }
+}
+
+/// Compute the report. Inputs must already be checked ([`crate::input::check_labelled`]).
+pub fn build(labels: &Labels, predictions: &Predictions, reads: &Reads, settings: &Settings) -> Report {
+    let mut models = BTreeMap::new();
+    let mut model_calls: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+    for (model, cases) in predictions {
+        let p: Vec<f64> = cases.values().copied().collect();
+        let y: Vec<bool> = cases.keys().map(|c| labels[c]).collect();
+        models.insert(model.clone(), model_report(&p, &y, settings));
+        model_calls.insert(model.clone(), cases.iter().map(|(c, &v)| (c.clone(), v >= settings.threshold)).collect());
+    }
+    let mut experts = BTreeMap::new();
+    for (expert, calls) in reads {
+        let c: Vec<bool> = calls.values().copied().collect();
+        let y: Vec<bool> = calls.keys().map(|k| labels[k]).collect();
+        experts.insert(expert.clone(), call_metrics(&c, &y));
+    }
+    let mut comparisons = Vec::new();
+    for (model, calls) in &model_calls {
+        for (expert, read) in reads {
+            comparisons.push(compare(model, expert, calls, read, labels));
+        }
+        if model != "radiomics" {
+            if let Some(radiomics) = model_calls.get("radiomics") {
+                comparisons.push(compare(model, "radiomics", calls, radiomics, labels));
+            }
+        }
+    }
+    let methods = BTreeMap::from([
+        ("threshold", "a probability at or above settings.threshold is a malignant call"),
+        ("proportion_ci", "adjusted Wald (Agresti-Coull) 95%; the estimate is the raw proportion"),
+        ("auc_ci", "percentile bootstrap 95% over cases, seeded; resamples with one class are skipped"),
+        ("pr_auc", "average precision (step-wise, no interpolation); pr_auc_trapezoid is the trapezoid rule"),
+        ("p_vs_zero_rule", "exact two-sided binomial test of correct calls against the majority-class rate"),
+        ("ece", "equal-width bins over [0, 1]; case-weighted mean |observed rate - mean probability|"),
+        ("comparisons", "exact McNemar on the cases both sides called"),
+    ]);
+    Report {
+        version: 1,
+        generated_at: renal_messages::civil::now_rfc3339(),
+        settings: settings.clone(),
+        methods,
+        cases: labels.len() as u64,
+        models,
+        experts,
+        comparisons,
+    }
+}
