@@ -4,7 +4,9 @@
 //! Tolerances: 1e-9 absolute for the closed-form metrics (ROC AUC, average precision, trapezoid
 //! PR AUC, F1, Brier, binomial P values); Platt parameters 1e-4 relative, because scikit-learn
 //! stops its L-BFGS at a gradient tolerance of 1e-6 while ours runs Newton to 1e-12; the
-//! calibrated probabilities they give must agree to 1e-7 (observed: about 1e-9).
+//! calibrated probabilities they give must agree to 1e-7 (observed: about 1e-9). The clinical
+//! model's update rule, run to convergence, must reach scikit-learn's L2 logistic optimum to
+//! 1e-6 in every coefficient (observed: about 1e-9).
 
 use renal_e2e::venv_bin;
 use renal_stats::{average_precision, binomial_test_two_sided, brier, pr_auc_trapezoid, roc_auc, Confusion, Platt};
@@ -89,4 +91,43 @@ fn metrics_agree_with_scikit_learn_and_scipy() {
             platt.b
         );
     }
+}
+
+#[test]
+fn clinical_model_reaches_scikit_learns_penalised_optimum() {
+    use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features};
+    // Run the study's update rule as full-batch gradient descent with momentum until it settles:
+    // it must land on the unique minimum of mean class-weighted cross-entropy + 0.01 |w|^2, which
+    // scikit-learn finds with C = 1 / (2 N 0.01) and per-row weights N / n_class.
+    let mut rng = Lcg(7);
+    let n = 300;
+    let x: Vec<Features> = (0..n)
+        .map(|_| [30.0 + 50.0 * rng.uniform(), f64::from(u8::from(rng.uniform() < 0.6)), 80.0 * rng.uniform()])
+        .collect();
+    let y: Vec<bool> =
+        x.iter().map(|r| rng.uniform() < 1.0 / (1.0 + (2.0 - 0.03 * r[0] - 0.02 * r[2]).exp())).collect();
+    let settings = ClinicalSettings {
+        learning_rate: 0.2,
+        batch_size: 0,
+        max_epochs: 20_000,
+        patience: 20_000,
+        ..ClinicalSettings::default()
+    };
+    let m = ClinicalModel::fit(&x, &y, &x, &y, &settings).unwrap();
+    let pos = y.iter().filter(|&&t| t).count() as f64;
+    let weights: Vec<f64> = y.iter().map(|&t| n as f64 / if t { pos } else { n as f64 - pos }).collect();
+    let scaled: Vec<Vec<f64>> =
+        x.iter().map(|r| (0..3).map(|j| (r[j] - m.min[j]) / (m.max[j] - m.min[j])).collect()).collect();
+    let theirs = sklearn(&serde_json::json!({
+        "scores": [0.1, 0.9], "labels": [0, 1], "probabilities": [0.1, 0.9], "threshold": 0.5, "binomial": [],
+        "logistic": {"x": scaled, "y": y.iter().map(|&t| u8::from(t)).collect::<Vec<_>>(),
+                     "sample_weight": weights, "C": 1.0 / (2.0 * n as f64 * 0.01)},
+    }));
+    let coef: Vec<f64> = theirs["logistic"]["coef"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let intercept = theirs["logistic"]["intercept"].as_f64().unwrap();
+    println!("ours {:?} {:.6}; sklearn {coef:?} {intercept:.6}", m.weights, m.bias);
+    for j in 0..3 {
+        assert!((m.weights[j] - coef[j]).abs() < 1e-6, "weight {j}: ours {}, sklearn {}", m.weights[j], coef[j]);
+    }
+    assert!((m.bias - intercept).abs() < 1e-6, "bias: ours {}, sklearn {intercept}", m.bias);
 }

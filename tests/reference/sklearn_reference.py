@@ -6,7 +6,9 @@ Reads one JSON object on stdin:
    "binomial": [[k, n, p], ...]}
 and prints one JSON object with sklearn's ROC AUC, average precision, trapezoid PR AUC, F1 at
 the threshold, Brier score and Platt (sigmoid) calibration parameters, and SciPy's two-sided
-binomial test P values.
+binomial test P values. With a "logistic" key ({"x": rows, "y": 0/1, "sample_weight": [...],
+"C": c}) it also fits an L2 logistic regression (intercept unpenalised) to tight tolerance and
+prints its "coef" and "intercept".
 """
 import json
 import sys
@@ -14,6 +16,7 @@ import sys
 import numpy as np
 from scipy.stats import binomtest
 from sklearn.calibration import _sigmoid_calibration
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (auc, average_precision_score, brier_score_loss, f1_score,
                              precision_recall_curve, roc_auc_score)
 
@@ -34,6 +37,11 @@ def main():
         "platt": [float(a), float(b)],
         "binomial": [binomtest(k, n, p).pvalue for k, n, p in q["binomial"]],
     }
+    if "logistic" in q:
+        lq = q["logistic"]
+        lr = LogisticRegression(C=lq["C"], tol=1e-12, max_iter=100000)
+        lr.fit(np.asarray(lq["x"]), np.asarray(lq["y"]), sample_weight=np.asarray(lq["sample_weight"]))
+        out["logistic"] = {"coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}
     print(json.dumps(out))
 
 

@@ -1,0 +1,233 @@
+//! The clinical model: logistic regression on age (years), sex (male = 1) and tumour volume
+//! (mL), as the study trained it (`method_notes.md` §2): one sigmoid unit with an L2 penalty of
+//! 0.01 on the weights (not the bias), class-weighted binary cross-entropy (weight N/n_c from the
+//! training split), mini-batch SGD with learning rate 0.001 and momentum 0.9 (Keras' update:
+//! `v = m v - lr g; w += v`), batch 16, up to 500 epochs with early stopping on the validation
+//! loss (patience 100, best epoch restored).
+//!
+//! Unlike the study, the min-max scaler is fitted on the training rows only (the study fitted it
+//! on every row, test included).
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Features of one lesion, in the model's order.
+pub type Features = [f64; 3];
+
+/// Training settings (defaults: the study's).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClinicalSettings {
+    /// SGD learning rate.
+    pub learning_rate: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 penalty on the weights: `l2 * sum(w^2)` added to the mean loss.
+    pub l2: f64,
+    /// Rows per step (0: the whole training set, plain gradient descent).
+    pub batch_size: usize,
+    /// Maximum epochs.
+    pub max_epochs: usize,
+    /// Epochs without a better validation loss before stopping.
+    pub patience: usize,
+    /// Seed of the per-epoch shuffle.
+    pub seed: u64,
+}
+
+impl Default for ClinicalSettings {
+    fn default() -> Self {
+        ClinicalSettings {
+            learning_rate: 0.001,
+            momentum: 0.9,
+            l2: 0.01,
+            batch_size: 16,
+            max_epochs: 500,
+            patience: 100,
+            seed: 1,
+        }
+    }
+}
+
+/// A fitted clinical model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClinicalModel {
+    /// Training minimum of each feature.
+    pub min: Features,
+    /// Training maximum of each feature.
+    pub max: Features,
+    /// Weights on the min-max scaled features.
+    pub weights: Features,
+    /// Bias.
+    pub bias: f64,
+    /// Epochs run and the epoch whose weights were kept.
+    pub epochs_run: usize,
+    /// Best epoch (by validation loss), 1-based.
+    pub best_epoch: usize,
+}
+
+/// Why the model could not be fitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClinicalError {
+    /// Training or validation rows of one class only, or none.
+    #[error("clinical model needs both classes in training ({train_pos} malignant, {train_neg} benign) and some validation rows ({validation})")]
+    Data { train_pos: usize, train_neg: usize, validation: usize },
+    /// A feature is NaN or infinite.
+    #[error("clinical feature of row {0} is not finite")]
+    NonFinite(usize),
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl ClinicalModel {
+    fn scaled(&self, x: &Features) -> Features {
+        std::array::from_fn(|j| {
+            let range = self.max[j] - self.min[j];
+            if range > 0.0 {
+                (x[j] - self.min[j]) / range
+            } else {
+                0.0
+            }
+        })
+    }
+
+    /// Probability of malignancy.
+    pub fn probability(&self, x: &Features) -> f64 {
+        let s = self.scaled(x);
+        sigmoid(self.bias + (0..3).map(|j| self.weights[j] * s[j]).sum::<f64>())
+    }
+
+    /// Mean class-weighted cross-entropy of rows plus the L2 penalty.
+    fn loss(&self, x: &[Features], y: &[bool], class_weight: [f64; 2], l2: f64) -> f64 {
+        let bce: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(row, &t)| {
+                let p = self.probability(row).clamp(1e-7, 1.0 - 1e-7);
+                let w = class_weight[usize::from(t)];
+                -w * if t { p.ln() } else { (1.0 - p).ln() }
+            })
+            .sum();
+        bce / x.len() as f64 + l2 * self.weights.iter().map(|w| w * w).sum::<f64>()
+    }
+
+    /// Fit on training rows, stopping on validation rows.
+    pub fn fit(
+        train_x: &[Features],
+        train_y: &[bool],
+        val_x: &[Features],
+        val_y: &[bool],
+        s: &ClinicalSettings,
+    ) -> Result<ClinicalModel, ClinicalError> {
+        assert_eq!(train_x.len(), train_y.len());
+        assert_eq!(val_x.len(), val_y.len());
+        if let Some(i) = train_x.iter().chain(val_x).position(|r| r.iter().any(|v| !v.is_finite())) {
+            return Err(ClinicalError::NonFinite(i));
+        }
+        let pos = train_y.iter().filter(|&&t| t).count();
+        let neg = train_y.len() - pos;
+        if pos == 0 || neg == 0 || val_x.is_empty() {
+            return Err(ClinicalError::Data { train_pos: pos, train_neg: neg, validation: val_x.len() });
+        }
+        let n = train_x.len() as f64;
+        let class_weight = [n / neg as f64, n / pos as f64];
+        let min: Features = std::array::from_fn(|j| train_x.iter().map(|r| r[j]).fold(f64::INFINITY, f64::min));
+        let max: Features = std::array::from_fn(|j| train_x.iter().map(|r| r[j]).fold(f64::NEG_INFINITY, f64::max));
+        let mut model = ClinicalModel { min, max, weights: [0.0; 3], bias: 0.0, epochs_run: 0, best_epoch: 0 };
+        let scaled: Vec<Features> = train_x.iter().map(|r| model.scaled(r)).collect();
+        let batch = if s.batch_size == 0 { train_x.len() } else { s.batch_size };
+        let mut order: Vec<usize> = (0..train_x.len()).collect();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(s.seed);
+        let (mut velocity, mut best) = ([0.0f64; 4], (f64::INFINITY, model.clone()));
+        let mut since_best = 0;
+        for epoch in 1..=s.max_epochs {
+            if batch < train_x.len() {
+                order.shuffle(&mut rng);
+            }
+            for chunk in order.chunks(batch) {
+                // Gradient of the mean weighted BCE over the batch, plus the penalty's.
+                let mut g = [0.0f64; 4];
+                for &i in chunk {
+                    let x = &scaled[i];
+                    let p = sigmoid(model.bias + (0..3).map(|j| model.weights[j] * x[j]).sum::<f64>());
+                    let r = class_weight[usize::from(train_y[i])] * (p - f64::from(u8::from(train_y[i])));
+                    for j in 0..3 {
+                        g[j] += r * x[j];
+                    }
+                    g[3] += r;
+                }
+                for (j, gj) in g.iter_mut().enumerate() {
+                    *gj /= chunk.len() as f64;
+                    if j < 3 {
+                        *gj += 2.0 * s.l2 * model.weights[j];
+                    }
+                }
+                for j in 0..4 {
+                    velocity[j] = s.momentum * velocity[j] - s.learning_rate * g[j];
+                }
+                for j in 0..3 {
+                    model.weights[j] += velocity[j];
+                }
+                model.bias += velocity[3];
+            }
+            model.epochs_run = epoch;
+            let val_loss = model.loss(val_x, val_y, class_weight, s.l2);
+            if val_loss < best.0 {
+                model.best_epoch = epoch;
+                best = (val_loss, model.clone());
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= s.patience {
+                    break;
+                }
+            }
+        }
+        let mut kept = best.1;
+        kept.epochs_run = model.epochs_run;
+        Ok(kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn data(n: usize, seed: u64) -> (Vec<Features>, Vec<bool>) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let age = 30.0 + 50.0 * rng.random::<f64>();
+                let male = f64::from(u8::from(rng.random::<f64>() < 0.6));
+                let volume = 100.0 * rng.random::<f64>().powi(2);
+                let z = -2.0 + 0.04 * age + 0.5 * male + 0.02 * volume;
+                ([age, male, volume], rng.random::<f64>() < sigmoid(z))
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn learns_the_direction_of_a_known_signal_and_is_seeded() {
+        let (x, y) = data(600, 1);
+        let (vx, vy) = data(200, 2);
+        let m = ClinicalModel::fit(&x, &y, &vx, &vy, &ClinicalSettings::default()).unwrap();
+        assert!(m.weights.iter().all(|&w| w > 0.0), "{m:?}");
+        // Scaler fitted on training rows only.
+        assert_eq!(m.min[1], 0.0);
+        assert!(m.max[0] <= 80.0 && m.min[0] >= 30.0);
+        let again = ClinicalModel::fit(&x, &y, &vx, &vy, &ClinicalSettings::default()).unwrap();
+        assert_eq!(m, again);
+        assert!(matches!(
+            ClinicalModel::fit(&x, &vec![true; x.len()], &vx, &vy, &ClinicalSettings::default()),
+            Err(ClinicalError::Data { .. })
+        ));
+    }
+}
