@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # README command one: set up, build, and run the main job on the embedded default: a synthetic
 # multi-site cohort (renal synth), then every built stage in one process on the in-process bus
-# (renal run; today: ingest into the cases table, dead letters to OUT/run/dead_letters.jsonl).
+# (renal run: ingest, preprocess, a patient-grouped 70/20/10 split, the calibrated clinical
+# model; held-out predictions in OUT/run/predictions.csv, the evaluation report in
+# OUT/run/report/index.html, dead letters in OUT/run/dead_letters.jsonl).
 #   OUT      output folder (default: ./out)
 #   LESIONS  cohort size (default: 160)
 #   SEED     seed (default: 1)

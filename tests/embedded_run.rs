@@ -24,6 +24,7 @@ fn embedded_run_ingests_a_cohort_and_writes_dead_letters() {
     assert!(stdout.contains("preprocess: 4 cases in, 4 lesions out"), "{stdout}");
     assert_eq!(count_files(&out.join("store/cases"), "parquet"), 4);
     assert_eq!(count_files(&input, "dcm"), before, "input untouched");
+    assert!(stdout.contains("clinical model: not trained; 4 labelled lesions"), "{stdout}");
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("dead_letters.jsonl"))
         .unwrap()
@@ -42,4 +43,63 @@ fn embedded_run_ingests_a_cohort_and_writes_dead_letters() {
     let bad = renal(&["run", "--input", empty.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no site folders"));
+}
+
+#[test]
+fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cohort");
+    let out = dir.path().join("out");
+    let synth =
+        renal(&["synth", "--out", input.to_str().unwrap(), "--lesions", "30", "--sites", "HUP,MAY", "--seed", "8"]);
+    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
+    let run = renal(&["run", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("held-out test: accuracy"), "{stdout}");
+
+    // labels.csv: case_id, ..., label, ..., diagnosis_source.
+    let mut labels = csv::Reader::from_path(input.join("labels.csv")).unwrap();
+    let h = labels.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let (id, source) = (col("case_id"), col("diagnosis_source"));
+    let truth: std::collections::BTreeMap<String, String> =
+        labels.records().map(|r| r.unwrap()).map(|r| (r[id].to_string(), r[source].to_string())).collect();
+
+    // The split covers every labelled lesion once; test holds histopathology only.
+    let split: Vec<(String, String)> = std::fs::read_to_string(out.join("split.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.to_string(), b.to_string())
+        })
+        .collect();
+    let ids: std::collections::BTreeSet<&String> = split.iter().map(|(c, _)| c).collect();
+    assert_eq!(ids.len(), split.len(), "a lesion in two parts");
+    assert_eq!(ids, truth.keys().collect());
+    let test: Vec<&String> = split.iter().filter(|(_, p)| p == "test").map(|(c, _)| c).collect();
+    assert!(!test.is_empty());
+    assert!(test.iter().all(|c| truth[*c] == "histopathology"), "imaging-diagnosed lesion in test");
+
+    // Predictions: one calibrated probability per test lesion, and the report on exactly those.
+    let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = predictions.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), test.len());
+    for r in &rows {
+        assert!(test.contains(&&r[0].to_string()) && r[1] == "clinical");
+        let p: f64 = r[2].parse().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report/report.json")).unwrap()).unwrap();
+    let clinical = &report["models"]["clinical"];
+    assert_eq!(clinical["n"].as_u64(), Some(test.len() as u64));
+    assert!(clinical["accuracy"]["estimate"].is_f64() && clinical["accuracy"]["ci95"].as_array().unwrap().len() == 2);
+    assert!(clinical["p_vs_zero_rule"].is_f64());
+    assert!(out.join("report/index.html").exists() && out.join("report/roc.svg").exists());
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("models/clinical.json")).unwrap()).unwrap();
+    assert_eq!(bundle["calibration"]["method"], "platt");
 }

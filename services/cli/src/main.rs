@@ -10,6 +10,7 @@ use renal_synth::{generate, Summary, SynthConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod arms;
 mod bench;
 mod eval;
 mod imaging;
@@ -36,7 +37,10 @@ enum Command {
     ///
     /// Today that is ingest (DICOM in <input>/<SITE>/..., cases out to OUT/store/cases) and
     /// preprocess (N4, histogram matching, composites into OUT/blobs); dead letters of every
-    /// stage go to OUT/dead_letters.jsonl. Example: renal run --input cohort --out out
+    /// stage go to OUT/dead_letters.jsonl. With <input>/labels.csv it then splits the lesions by
+    /// patient (70/20/10), trains and calibrates the clinical model, and writes the held-out
+    /// OUT/predictions.csv and the evaluation report OUT/report/. Example: renal run --input
+    /// cohort --out out
     Run {
         /// Cohort folder with one sub-folder per site (as renal synth writes).
         #[arg(long)]

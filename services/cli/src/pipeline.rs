@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use renal_bus::{InProcessBus, KafkaBus, KafkaConfig};
 use renal_ingest::worker::{self, IngestConfig, IngestStats, Mode, SiteConfig};
-use renal_messages::{topics, DeadLetterV1, Message};
+use renal_messages::{topics, DeadLetterV1, LesionV1, Message};
 use serde::Deserialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -113,7 +113,18 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
     );
     println!("  cases table: {}", out.join("store/cases").display());
     println!("  dead letters: {}", path.display());
-    println!("  (radiomics, inference, ensemble and evaluation are not built yet)");
+
+    let labels = input.join("labels.csv");
+    if labels.exists() {
+        let lesions: Vec<LesionV1> =
+            bus.records(topics::LESIONS).iter().map(|r| LesionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
+        for line in crate::arms::clinical_arm(&lesions, &labels, out)? {
+            println!("{line}");
+        }
+    } else {
+        println!("no {}: nothing to train or evaluate against", labels.display());
+    }
+    println!("  (radiomics, the CNN arms and the ensemble are not built yet; the report has the clinical model only)");
     Ok(())
 }
 
