@@ -11,6 +11,7 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
+use renal_stats::sigmoid;
 
 /// Features of one lesion, in the model's order.
 pub type Features = [f64; 3];
@@ -75,15 +76,6 @@ pub enum ClinicalError {
     /// A feature is NaN or infinite.
     #[error("clinical feature of row {0} is not finite")]
     NonFinite(usize),
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
 }
 
 impl ClinicalModel {

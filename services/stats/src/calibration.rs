@@ -108,14 +108,7 @@ impl Platt {
 
     /// Calibrated probability of a score.
     pub fn probability(&self, score: f64) -> f64 {
-        let z = self.a * score + self.b;
-        // 1 / (1 + exp(z)), stable for large |z|.
-        if z >= 0.0 {
-            let e = (-z).exp();
-            e / (1.0 + e)
-        } else {
-            1.0 / (1.0 + z.exp())
-        }
+        crate::sigmoid(-(self.a * score + self.b))
     }
 }
 

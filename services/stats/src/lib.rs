@@ -19,6 +19,16 @@ pub use calibration::{expected_calibration_error, reliability_bins, CalibrationE
 pub use curves::{average_precision, bootstrap_ci, brier, pr_auc_trapezoid, pr_curve, roc_curve, Curve};
 pub use logistic::{LogisticError, LogisticModel};
 
+/// The logistic function `1 / (1 + exp(-z))`, without overflow for large |z|.
+pub fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
 /// Pearson's correlation coefficient of paired samples (`NaN` when either is constant).
 pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "paired samples");

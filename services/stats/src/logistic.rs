@@ -1,6 +1,8 @@
 //! L2-penalised logistic regression fitted by Newton's method (iteratively reweighted least
 //! squares), with features standardised on the training rows only.
 
+use crate::sigmoid;
+
 /// Why a model could not be fitted.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LogisticError {
@@ -24,15 +26,6 @@ pub struct LogisticModel {
     pub scale: Vec<f64>,
     /// Intercept then one weight per standardised feature.
     pub coef: Vec<f64>,
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
 }
 
 impl LogisticModel {
