@@ -8,7 +8,10 @@ and prints one JSON object with sklearn's ROC AUC, average precision, trapezoid 
 the threshold, Brier score and Platt (sigmoid) calibration parameters, and SciPy's two-sided
 binomial test P values. With a "logistic" key ({"x": rows, "y": 0/1, "sample_weight": [...],
 "C": c}) it also fits an L2 logistic regression (intercept unpenalised) to tight tolerance and
-prints its "coef" and "intercept".
+prints its "coef" and "intercept". With a "bagging" key ({"x": rows, "y": 0/1, "draws": one
+list of row indices per tree, "query": rows}) it grows one DecisionTreeClassifier per draw and
+prints the mean malignant probability over the trees for each query row ("probability") and the
+node count of each tree ("nodes").
 """
 import json
 import sys
@@ -17,6 +20,7 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.calibration import _sigmoid_calibration
 from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
 from sklearn.metrics import (auc, average_precision_score, brier_score_loss, f1_score,
                              precision_recall_curve, roc_auc_score)
 
@@ -42,6 +46,16 @@ def main():
         lr = LogisticRegression(C=lq["C"], tol=1e-12, max_iter=100000)
         lr.fit(np.asarray(lq["x"]), np.asarray(lq["y"]), sample_weight=np.asarray(lq["sample_weight"]))
         out["logistic"] = {"coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}
+    if "bagging" in q:
+        bq = q["bagging"]
+        x, y, query = np.asarray(bq["x"]), np.asarray(bq["y"]), np.asarray(bq["query"])
+        total, nodes = np.zeros(len(query)), []
+        for draw in bq["draws"]:
+            tree = DecisionTreeClassifier(random_state=0).fit(x[draw], y[draw])
+            proba = tree.predict_proba(query)
+            total += proba[:, 1] if len(tree.classes_) == 2 else np.full(len(query), float(tree.classes_[0]))
+            nodes.append(int(tree.tree_.node_count))
+        out["bagging"] = {"probability": (total / len(bq["draws"])).tolist(), "nodes": nodes}
     print(json.dumps(out))
 
 

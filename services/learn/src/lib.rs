@@ -3,5 +3,6 @@
 //! splits, all grouped by patient (no patient on both sides of any line), stratified by label,
 //! and keeping lesions without a histopathology diagnosis out of every test set.
 
+pub mod bagging;
 pub mod clinical;
 pub mod split;
