@@ -5,4 +5,5 @@
 
 pub mod bagging;
 pub mod clinical;
+pub mod ensemble;
 pub mod split;

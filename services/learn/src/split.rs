@@ -152,6 +152,16 @@ pub fn k_fold(lesions: &[Lesion], k: usize, seed: u64) -> Result<Vec<Split>, Spl
     Ok(folds)
 }
 
+/// `k` disjoint parts covering every lesion, grouped by patient and stratified by label (no
+/// test restriction): the folds for out-of-fold predictions on a training set.
+pub fn partition(lesions: &[Lesion], k: usize, seed: u64) -> Result<Vec<Vec<usize>>, SplitError> {
+    let g = groups(lesions, seed);
+    if k < 2 || g.len() < k {
+        return Err(SplitError::TooFewPatients { patients: g.len(), parts: k.max(2) });
+    }
+    Ok(assign(&g, &vec![1.0 / k as f64; k], |_, _| true))
+}
+
 /// Leave one institution out: test on `site`'s histopathology-confirmed lesions; split the other
 /// sites' lesions into training and validation by `validation_fraction`, grouped and stratified.
 /// The held-out site's imaging-diagnosed lesions are used nowhere.
