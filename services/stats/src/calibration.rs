@@ -6,7 +6,8 @@
 /// scikit-learn's `CalibratedClassifierCV(method="sigmoid")` fits: the targets are not 0/1 but
 /// `(N+ + 1) / (N+ + 2)` for positives and `1 / (N- + 2)` for negatives (a prior that keeps the
 /// fit finite on separable data), and the cross-entropy is minimised, here by Newton's method
-/// with a backtracking line search to a gradient below 1e-12 per case.
+/// with a backtracking line search on standardised scores, until the gradient is below 1e-12 per
+/// case or the loss stops falling at double precision.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Platt {
     /// Slope (negative when higher scores mean more likely positive).
@@ -53,11 +54,18 @@ impl Platt {
         let hi = (n_pos as f64 + 1.0) / (n_pos as f64 + 2.0);
         let lo = 1.0 / (n_neg as f64 + 2.0);
         let t: Vec<f64> = positive.iter().map(|&p| if p { hi } else { lo }).collect();
-        // Loss with z = a f + b: sum of t softplus(z) + (1 - t) softplus(-z) - constant;
+        // Fit on standardised scores u = (f - mean) / sd, which keeps Newton's system well
+        // conditioned when the scores barely differ (a model that has hardly learnt), then map
+        // back: a = a_u / sd, b = b_u - a_u mean / sd. Constant scores: sd 1, slope 0.
+        let n = scores.len() as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let sd = (scores.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let sd = if sd > 0.0 { sd } else { 1.0 };
+        let u: Vec<f64> = scores.iter().map(|f| (f - mean) / sd).collect();
+        // Loss with z = a u + b: sum of t softplus(z) + (1 - t) softplus(-z) - constant;
         // gradient in z: t - p where p = 1 / (1 + exp(z)); curvature p (1 - p).
         let loss = |a: f64, b: f64| -> f64 {
-            scores
-                .iter()
+            u.iter()
                 .zip(&t)
                 .map(|(&f, &ti)| {
                     let z = a * f + b;
@@ -65,22 +73,23 @@ impl Platt {
                 })
                 .sum()
         };
+        let unscale = |a: f64, b: f64| Platt { a: a / sd, b: b - a * mean / sd };
         let (mut a, mut b) = (0.0, ((n_neg as f64 + 1.0) / (n_pos as f64 + 1.0)).ln());
         let mut current = loss(a, b);
-        for iteration in 0..200 {
+        for _ in 0..200 {
             let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            for (&f, &ti) in scores.iter().zip(&t) {
-                let p = 1.0 / (1.0 + (a * f + b).exp());
+            for (&f, &ti) in u.iter().zip(&t) {
+                let p = crate::sigmoid(-(a * f + b));
                 let g = ti - p;
-                let h = (p * (1.0 - p)).max(1e-300);
+                let h = p * (1.0 - p);
                 ga += g * f;
                 gb += g;
                 haa += h * f * f;
                 hab += h * f;
                 hbb += h;
             }
-            if ga.abs().max(gb.abs()) < 1e-12 * scores.len() as f64 {
-                return Ok(Platt { a, b });
+            if ga.abs().max(gb.abs()) < 1e-12 * n {
+                return Ok(unscale(a, b));
             }
             // Newton step; a tiny ridge keeps it defined when all scores are equal.
             let (haa, hbb) = (haa + 1e-12, hbb + 1e-12);
@@ -90,17 +99,22 @@ impl Platt {
             let mut step = 1.0;
             loop {
                 let candidate = loss(a + step * da, b + step * db);
-                if candidate <= current + 1e-4 * step * (ga * da + gb * db) || step < 1e-10 {
+                if candidate <= current + 1e-4 * step * (ga * da + gb * db) {
                     a += step * da;
                     b += step * db;
+                    let settled = current - candidate <= 1e-15 * current.abs();
                     current = candidate;
+                    if settled {
+                        // The loss no longer falls at double precision: this is the minimum.
+                        return Ok(unscale(a, b));
+                    }
                     break;
                 }
                 step /= 2.0;
-            }
-            if step < 1e-10 && iteration > 0 {
-                // No descent left at machine precision: this is the minimum.
-                return Ok(Platt { a, b });
+                if step < 1e-12 {
+                    // No descent left at machine precision: this is the minimum.
+                    return Ok(unscale(a, b));
+                }
             }
         }
         Err(CalibrationError::NoConvergence(200))
@@ -199,5 +213,25 @@ mod tests {
         let bins = reliability_bins(&[0.25, 1.0], &[true, true], 10);
         assert_eq!((bins[2].count, bins[9].count), (1, 1));
         assert!(bins[0].mean_predicted.is_nan());
+    }
+}
+#[cfg(test)]
+mod hard_cases {
+    use super::*;
+
+    #[test]
+    fn nearly_constant_and_separable_scores_converge() {
+        // A barely trained model: six validation scores within 1e-3 of each other, separable.
+        let s = [0.5001, 0.5002, 0.5004, 0.5007, 0.5008, 0.5009];
+        let y = [false, false, false, true, true, true];
+        let fit = Platt::fit(&s, &y).unwrap();
+        // Optimality: the intercept's gradient vanishes, so the mean calibrated probability is the
+        // mean of the smoothed targets, (3 * 4/5 + 3 * 1/5) / 6 = 1/2.
+        let mean = s.iter().map(|&v| fit.probability(v)).sum::<f64>() / 6.0;
+        assert!((mean - 0.5).abs() < 1e-9, "{fit:?} mean {mean}");
+        // All scores equal: the slope is irrelevant, the intercept gives the target mean.
+        let flat = Platt::fit(&[0.3; 4], &[true, false, false, false]).unwrap();
+        let want = (2.0 / 3.0 + 3.0 * 0.2) / 4.0;
+        assert!((flat.probability(0.3) - want).abs() < 1e-9, "{flat:?}");
     }
 }
