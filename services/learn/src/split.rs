@@ -72,6 +72,9 @@ fn groups(lesions: &[Lesion], seed: u64) -> Vec<Group> {
             Group { counts: [m, members.len() as f64 - m], members, testable }
         })
         .collect();
+    // Order by first lesion before shuffling, so that the split depends on the lesions' order
+    // and the seed, not on how the pseudonyms happen to sort (they change with the secret).
+    out.sort_by_key(|g| g.members[0]);
     out.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
     // Largest first (stable, so the shuffle decides among equals).
     out.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
@@ -241,8 +244,13 @@ mod tests {
             let share = part.iter().filter(|&&i| l[i].malignant).count() as f64 / part.len() as f64;
             assert!((share - overall).abs() < 0.02, "malignant share {share} vs {overall}");
         }
-        // Seeded.
+        // Seeded, and blind to the pseudonyms' spelling (a new secret renames every patient).
         assert_eq!(s, train_validation_test(&l, [0.7, 0.2, 0.1], 9).unwrap());
+        let renamed: Vec<Lesion> = l
+            .iter()
+            .map(|x| Lesion { patient: format!("z{}", x.patient.len() * 7919 % 101) + &x.patient, ..x.clone() })
+            .collect();
+        assert_eq!(s, train_validation_test(&renamed, [0.7, 0.2, 0.1], 9).unwrap());
         assert_ne!(s.test, train_validation_test(&l, [0.7, 0.2, 0.1], 10).unwrap().test);
         assert!(matches!(train_validation_test(&l, [0.7, 0.2, 0.2], 9), Err(SplitError::Fractions(_))));
     }
