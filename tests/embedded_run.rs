@@ -101,5 +101,5 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert!(out.join("report/index.html").exists() && out.join("report/roc.svg").exists());
     let bundle: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("models/clinical.json")).unwrap()).unwrap();
-    assert_eq!(bundle["calibration"]["method"], "platt");
+    assert_eq!(bundle["fits"][0]["calibration"]["method"], "platt");
 }

@@ -2,8 +2,9 @@
 //! the arms that are built (today: the clinical model), calibrate, predict the held-out test
 //! lesions and write the evaluation report.
 //!
-//! Protocol: 70/20/10 train/validation/test, grouped by patient pseudonym, stratified by label,
-//! lesions without histopathology never in test (`renal_learn::split`). The clinical model trains
+//! Protocols ([`Protocol`]): 70/20/10 train/validation/test (default), k folds, or leave one
+//! institution out; always grouped by patient pseudonym, stratified by label, lesions without
+//! histopathology never tested on (`renal_learn::split`). The clinical model trains
 //! on the training part and stops early on validation; its Platt calibrator is fitted on the
 //! validation part's raw outputs. Missing age or sex is filled with the training part's median
 //! age or more common sex (and counted in the output).
@@ -11,7 +12,7 @@
 use anyhow::{bail, Context, Result};
 use renal_eval::report::{build, Settings};
 use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features};
-use renal_learn::split::{train_validation_test, Lesion};
+use renal_learn::split::{k_fold, leave_one_institution_out, train_validation_test, Lesion, Split};
 use renal_messages::{LesionV1, Sex};
 use renal_stats::Platt;
 use std::collections::BTreeMap;
@@ -20,6 +21,33 @@ use std::path::Path;
 
 /// Split seed of the embedded run.
 const SPLIT_SEED: u64 = 1;
+
+/// How lesions are held out for the report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Protocol {
+    /// One patient-grouped 70/20/10 split: report on the 10%.
+    Split,
+    /// `k` patient-grouped folds: each fold's lesions predicted by a model trained on the
+    /// others (80/20 train/validation); report on every testable lesion.
+    KFold(usize),
+    /// Test on one site's lesions; train and validate (80/20) on the other sites'.
+    LeaveOut(String),
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s.split_once(':') {
+            None if s == "split" => Ok(Protocol::Split),
+            Some(("kfold", k)) => match k.parse::<usize>() {
+                Ok(k) if k >= 2 => Ok(Protocol::KFold(k)),
+                _ => Err(format!("kfold:{k}: want at least 2 folds")),
+            },
+            Some(("loio", site)) if !site.is_empty() => Ok(Protocol::LeaveOut(site.to_uppercase())),
+            _ => Err(format!("{s:?}: want split, kfold:K or loio:SITE")),
+        }
+    }
+}
 
 /// Fewer labelled lesions than this are not split and trained on (a 10% test part of fewer
 /// than two lesions says nothing).
@@ -67,8 +95,16 @@ fn features(lesions: &[&LesionV1], train: &[usize]) -> (Vec<Features>, usize) {
     (rows, filled)
 }
 
+/// A fold's training part cut 80/20 into training and validation (grouped, stratified).
+fn carve_validation(lesions: &[Lesion], fold: Split) -> Result<Split, renal_learn::split::SplitError> {
+    let subset: Vec<Lesion> = fold.train.iter().map(|&i| lesions[i].clone()).collect();
+    let inner = train_validation_test(&subset, [0.8, 0.2, 0.0], SPLIT_SEED)?;
+    let back = |idx: &[usize]| idx.iter().map(|&i| fold.train[i]).collect::<Vec<_>>();
+    Ok(Split { train: back(&inner.train), validation: back(&inner.validation), test: fold.test })
+}
+
 /// Train, calibrate, predict and report; returns the lines to print.
-pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path) -> Result<Vec<String>> {
+pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path, how: &Protocol) -> Result<Vec<String>> {
     let truth = read_truth(labels)?;
     // Latest revision of each labelled lesion.
     let mut latest: BTreeMap<&str, &LesionV1> = BTreeMap::new();
@@ -91,38 +127,54 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path) -> 
             Lesion { patient: l.patient_pseudonym.clone(), site: l.site.clone(), malignant, histopathology }
         })
         .collect();
-    let split =
-        train_validation_test(&protocol, [0.7, 0.2, 0.1], SPLIT_SEED).context("splitting the labelled lesions")?;
-    if split.test.is_empty() || split.validation.is_empty() {
-        bail!("{} labelled lesions are too few for a train/validation/test split", lesions.len());
+    let splits: Vec<Split> = match how {
+        Protocol::Split => vec![train_validation_test(&protocol, [0.7, 0.2, 0.1], SPLIT_SEED)?],
+        Protocol::KFold(k) => k_fold(&protocol, *k, SPLIT_SEED)?
+            .into_iter()
+            .map(|fold| carve_validation(&protocol, fold))
+            .collect::<Result<_, _>>()?,
+        Protocol::LeaveOut(site) => vec![leave_one_institution_out(&protocol, site, 0.2, SPLIT_SEED)?],
+    };
+    if splits.iter().any(|s| s.test.is_empty() || s.validation.is_empty() || s.train.is_empty()) {
+        bail!("{} labelled lesions are too few for {how:?}", lesions.len());
     }
-    let (x, filled) = features(&lesions, &split.train);
     let y: Vec<bool> = protocol.iter().map(|l| l.malignant).collect();
-    let pick = |idx: &[usize]| -> (Vec<Features>, Vec<bool>) { idx.iter().map(|&i| (x[i], y[i])).unzip() };
-    let ((tx, ty), (vx, vy)) = (pick(&split.train), pick(&split.validation));
-    let model = ClinicalModel::fit(&tx, &ty, &vx, &vy, &ClinicalSettings::default()).context("clinical model")?;
-    let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
-    let platt = Platt::fit(&raw_val, &vy).context("Platt calibration of the clinical model")?;
-
-    // Held-out predictions, then the report on them.
     let predictions = out.join("predictions.csv");
     let mut f = std::fs::File::create(&predictions).with_context(|| format!("writing {}", predictions.display()))?;
     writeln!(f, "case_id,model,probability")?;
+    let split_file = out.join("split.csv");
+    let mut parts = std::fs::File::create(&split_file).with_context(|| format!("writing {}", split_file.display()))?;
+    writeln!(parts, "case_id,part")?;
     let mut by_model: renal_eval::input::Predictions = BTreeMap::new();
     let mut test_labels = renal_eval::input::Labels::new();
-    for &i in &split.test {
-        let p = platt.probability(model.probability(&x[i]));
-        writeln!(f, "{},clinical,{p}", lesions[i].case_id)?;
-        by_model.entry("clinical".into()).or_default().insert(lesions[i].case_id.clone(), p);
-        test_labels.insert(lesions[i].case_id.clone(), y[i]);
-    }
-    let split_file = out.join("split.csv");
-    let mut s = std::fs::File::create(&split_file).with_context(|| format!("writing {}", split_file.display()))?;
-    writeln!(s, "case_id,part")?;
-    for (part, idx) in [("train", &split.train), ("validation", &split.validation), ("test", &split.test)] {
-        for &i in idx.iter() {
-            writeln!(s, "{},{part}", lesions[i].case_id)?;
+    let mut bundles = Vec::new();
+    let (mut filled_total, mut epochs) = (0, Vec::new());
+    for (round, split) in splits.iter().enumerate() {
+        let (x, filled) = features(&lesions, &split.train);
+        filled_total += filled;
+        let pick = |idx: &[usize]| -> (Vec<Features>, Vec<bool>) { idx.iter().map(|&i| (x[i], y[i])).unzip() };
+        let ((tx, ty), (vx, vy)) = (pick(&split.train), pick(&split.validation));
+        let model = ClinicalModel::fit(&tx, &ty, &vx, &vy, &ClinicalSettings::default()).context("clinical model")?;
+        let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
+        let platt = Platt::fit(&raw_val, &vy).context("Platt calibration of the clinical model")?;
+        for &i in &split.test {
+            let p = platt.probability(model.probability(&x[i]));
+            writeln!(f, "{},clinical,{p}", lesions[i].case_id)?;
+            by_model.entry("clinical".into()).or_default().insert(lesions[i].case_id.clone(), p);
+            test_labels.insert(lesions[i].case_id.clone(), y[i]);
         }
+        let tag = |part: &str| if splits.len() == 1 { part.to_string() } else { format!("fold{}-{part}", round + 1) };
+        for (part, idx) in [("train", &split.train), ("validation", &split.validation), ("test", &split.test)] {
+            for &i in idx.iter() {
+                writeln!(parts, "{},{}", lesions[i].case_id, tag(part))?;
+            }
+        }
+        epochs.push(model.best_epoch);
+        bundles.push(serde_json::json!({
+            "weights": model,
+            "calibration": {"method": "platt", "fitted_on": "validation", "a": platt.a, "b": platt.b},
+            "lesions": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
+        }));
     }
     let models = out.join("models");
     std::fs::create_dir_all(&models)?;
@@ -130,9 +182,9 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path) -> 
         "model": "clinical",
         "features": ["age_years", "sex_male", "tumour_volume_ml"],
         "settings": ClinicalSettings::default(),
-        "weights": model,
-        "calibration": {"method": "platt", "fitted_on": "validation", "a": platt.a, "b": platt.b},
-        "split": {"seed": SPLIT_SEED, "fractions": [0.7, 0.2, 0.1], "train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
+        "protocol": format!("{how:?}"),
+        "split_seed": SPLIT_SEED,
+        "fits": bundles,
     });
     std::fs::write(models.join("clinical.json"), serde_json::to_string_pretty(&bundle)?)?;
     let report = build(&test_labels, &by_model, &Default::default(), &Settings::default());
@@ -141,13 +193,11 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path) -> 
     let c = &report.models["clinical"];
     Ok(vec![
         format!(
-            "clinical model: {} train / {} validation / {} test lesions (grouped by patient; {} with age or sex filled in); stopped at epoch {} of {}",
-            split.train.len(),
-            split.validation.len(),
-            split.test.len(),
-            filled,
-            model.best_epoch,
-            model.epochs_run
+            "clinical model ({how:?}): {} fit(s), {} held-out lesions (grouped by patient; {} age or sex values filled in); best epochs {:?}",
+            splits.len(),
+            test_labels.len(),
+            filled_total,
+            epochs
         ),
         format!(
             "  held-out test: accuracy {:.2} ({:.2}-{:.2}), ROC AUC {:.2} ({:.2}-{:.2}), ECE {:.3}",
@@ -162,4 +212,88 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path) -> 
         format!("  predictions: {}", predictions.display()),
         format!("  report: {}", report_dir.join("index.html").display()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use renal_messages::{BlobRef, Clinical, LesionQc, Provenance};
+
+    /// 80 lesions of 70 patients at two sites; older patients and bigger lesions lean malignant;
+    /// every fifth lesion diagnosed by imaging only.
+    fn cohort(dir: &Path) -> (Vec<LesionV1>, std::path::PathBuf) {
+        let blob = BlobRef { key: "k".into(), sha256: "0".repeat(64), bytes: 1 };
+        let mut labels = String::from("case_id,label,diagnosis_source\n");
+        let mut out = Vec::new();
+        for i in 0..80u32 {
+            let malignant = (i * 7) % 10 < 6;
+            let site = if i % 4 == 0 { "MAY" } else { "HUP" };
+            let case_id = format!("{site}-{i:04}");
+            let source = if i % 5 == 4 { "imaging" } else { "histopathology" };
+            labels.push_str(&format!("{case_id},{},{source}\n", if malignant { "malignant" } else { "benign" }));
+            out.push(LesionV1 {
+                version: 1,
+                case_id,
+                revision: 1,
+                site: site.into(),
+                patient_pseudonym: format!("p{}", i.min(69)),
+                clinical: Clinical {
+                    age_years: Some(40 + (i * 13) % 30 + if malignant { 10 } else { 0 }),
+                    sex: Some(if i % 3 == 0 { Sex::F } else { Sex::M }),
+                },
+                tumour_volume_ml: 5.0 + f64::from((i * 17) % 40) + if malignant { 20.0 } else { 0.0 },
+                composites: [blob.clone(), blob.clone()],
+                volumes: [blob.clone(), blob.clone()],
+                qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1] },
+                provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
+            });
+        }
+        let path = dir.join("labels.csv");
+        std::fs::write(&path, labels).unwrap();
+        (out, path)
+    }
+
+    fn predicted(out: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+        text.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn k_folds_predict_every_testable_lesion_once_and_loio_only_the_held_out_site() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lesions, labels) = cohort(dir.path());
+        // Lesions 69..80 share patient p69, so they are never split apart; imaging-only ones are
+        // never predicted.
+        let unconfirmed_patient: std::collections::BTreeSet<&str> =
+            lesions.iter().enumerate().filter(|(i, _)| i % 5 == 4).map(|(_, l)| l.patient_pseudonym.as_str()).collect();
+        let testable: Vec<&String> = lesions
+            .iter()
+            .filter(|l| !unconfirmed_patient.contains(l.patient_pseudonym.as_str()))
+            .map(|l| &l.case_id)
+            .collect();
+
+        let lines = clinical_arm(&lesions, &labels, dir.path(), &Protocol::KFold(4)).unwrap();
+        assert!(lines[0].contains("4 fit(s)"), "{lines:?}");
+        let mut got = predicted(dir.path());
+        got.sort();
+        let mut want: Vec<String> = testable.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "each testable lesion predicted exactly once");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap()).unwrap();
+        assert_eq!(report["models"]["clinical"]["n"].as_u64(), Some(want.len() as u64));
+
+        clinical_arm(&lesions, &labels, dir.path(), &Protocol::LeaveOut("MAY".into())).unwrap();
+        let got = predicted(dir.path());
+        assert!(!got.is_empty() && got.iter().all(|c| c.starts_with("MAY-")), "{got:?}");
+        let split = std::fs::read_to_string(dir.path().join("split.csv")).unwrap();
+        assert!(split
+            .lines()
+            .filter(|l| l.ends_with(",train") || l.ends_with(",validation"))
+            .all(|l| l.starts_with("HUP-")));
+
+        assert_eq!("kfold:5".parse::<Protocol>(), Ok(Protocol::KFold(5)));
+        assert_eq!("loio:may".parse::<Protocol>(), Ok(Protocol::LeaveOut("MAY".into())));
+        assert!("kfold:x".parse::<Protocol>().is_err() && "holdout".parse::<Protocol>().is_err());
+    }
 }

@@ -48,6 +48,11 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// How lesions are held out for the report: split (70/20/10), kfold:K (every testable
+        /// lesion predicted by a model trained on the other folds), loio:SITE (test on one site,
+        /// train on the others).
+        #[arg(long, default_value = "split")]
+        protocol: arms::Protocol,
     },
     /// Run one worker on Kafka until interrupted.
     ///
@@ -295,7 +300,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth(args),
-        Command::Run { input, out } => pipeline::run_embedded(&input, &out),
+        Command::Run { input, out, protocol } => pipeline::run_embedded(&input, &out, &protocol),
         Command::Worker { name, config } => pipeline::run_worker(&name, &config),
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             bench_synth(lesions, seed, threads, dir)

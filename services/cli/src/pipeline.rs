@@ -45,7 +45,14 @@ fn embedded_secret(out: &Path, env: &str) -> Result<Vec<u8>> {
 }
 
 /// `renal run --input DIR --out OUT`.
-pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
+pub fn run_embedded(input: &Path, out: &Path, protocol: &crate::arms::Protocol) -> Result<()> {
+    let sites = site_folders(input)?;
+    if let crate::arms::Protocol::LeaveOut(site) = protocol {
+        if !sites.iter().any(|s| &s.code == site) {
+            let known: Vec<&str> = sites.iter().map(|s| s.code.as_str()).collect();
+            bail!("--protocol loio:{site}: the input has no site {site} (sites: {})", known.join(", "));
+        }
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Batch: everything is already there, so no quiet period, settle time or timeout; never
     // modify the user's input.
@@ -55,7 +62,7 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
         scan_interval_ms: 0,
         file_settle_ms: 0,
         move_processed: false,
-        ..IngestConfig::new(site_folders(input)?, out.join("blobs").display().to_string(), out.join("store"))
+        ..IngestConfig::new(sites, out.join("blobs").display().to_string(), out.join("store"))
     };
     let secret = embedded_secret(out, &config.pseudonym_secret_env)?;
     let bus = InProcessBus::new(3);
@@ -118,7 +125,7 @@ pub fn run_embedded(input: &Path, out: &Path) -> Result<()> {
     if labels.exists() {
         let lesions: Vec<LesionV1> =
             bus.records(topics::LESIONS).iter().map(|r| LesionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
-        for line in crate::arms::clinical_arm(&lesions, &labels, out)? {
+        for line in crate::arms::clinical_arm(&lesions, &labels, out, protocol)? {
             println!("{line}");
         }
     } else {
