@@ -99,6 +99,12 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert!(clinical["accuracy"]["estimate"].is_f64() && clinical["accuracy"]["ci95"].as_array().unwrap().len() == 2);
     assert!(clinical["p_vs_zero_rule"].is_f64());
     assert!(out.join("report/index.html").exists() && out.join("report/roc.svg").exists());
+    // Lesions with three readers: each other reader's Dice with the primary reader, per series.
+    let agreement = std::fs::read_to_string(out.join("reader_agreement.csv")).unwrap();
+    let dice: Vec<f64> = agreement.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
+    assert!(!dice.is_empty(), "the cohort has multi-reader lesions");
+    assert!(dice.iter().all(|d| (0.0..=1.0).contains(d)) && dice.iter().any(|&d| d < 1.0), "{dice:?}");
+    assert!(stdout.contains("vs primary reader: median Dice"), "{stdout}");
     let bundle: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("models/clinical.json")).unwrap()).unwrap();
     assert_eq!(bundle["fits"][0]["calibration"]["method"], "platt");

@@ -97,7 +97,11 @@ fn examples() -> Vec<Example> {
             tumour_volume_ml: 12.5,
             composites: [blob(5), blob(6)],
             volumes: [blob(7), blob(8)],
-            qc: LesionQc { mask_voxels: [1200, 4100], n4_cv_before_after: [0.31, 0.12] },
+            qc: LesionQc {
+                mask_voxels: [1200, 4100],
+                n4_cv_before_after: [0.31, 0.12],
+                reader_dice: vec![ReaderDice { role: Role::T2, reader: "R2".into(), dice: 0.87 }],
+            },
             provenance: provenance(),
         }),
         entry(FeaturesV1 {

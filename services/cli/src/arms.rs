@@ -244,7 +244,7 @@ mod tests {
                 tumour_volume_ml: 5.0 + f64::from((i * 17) % 40) + if malignant { 20.0 } else { 0.0 },
                 composites: [blob.clone(), blob.clone()],
                 volumes: [blob.clone(), blob.clone()],
-                qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1] },
+                qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1], reader_dice: Vec::new() },
                 provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
             });
         }

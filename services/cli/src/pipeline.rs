@@ -121,10 +121,13 @@ pub fn run_embedded(input: &Path, out: &Path, protocol: &crate::arms::Protocol) 
     println!("  cases table: {}", out.join("store/cases").display());
     println!("  dead letters: {}", path.display());
 
+    let lesions: Vec<LesionV1> =
+        bus.records(topics::LESIONS).iter().map(|r| LesionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
+    for line in reader_agreement(&lesions, out)? {
+        println!("{line}");
+    }
     let labels = input.join("labels.csv");
     if labels.exists() {
-        let lesions: Vec<LesionV1> =
-            bus.records(topics::LESIONS).iter().map(|r| LesionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
         for line in crate::arms::clinical_arm(&lesions, &labels, out, protocol)? {
             println!("{line}");
         }
@@ -133,6 +136,36 @@ pub fn run_embedded(input: &Path, out: &Path, protocol: &crate::arms::Protocol) 
     }
     println!("  (radiomics, the CNN arms and the ensemble are not built yet; the report has the clinical model only)");
     Ok(())
+}
+
+/// `OUT/reader_agreement.csv` (one row per lesion, series and other reader: Dice with the
+/// primary reader's mask) and a summary line per series and reader.
+fn reader_agreement(lesions: &[LesionV1], out: &Path) -> Result<Vec<String>> {
+    let path = out.join("reader_agreement.csv");
+    let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "case_id,role,reader,dice")?;
+    let mut by: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
+    for l in lesions {
+        for d in &l.qc.reader_dice {
+            writeln!(f, "{},{:?},{},{}", l.case_id, d.role, d.reader, d.dice)?;
+            by.entry((format!("{:?}", d.role), d.reader.clone())).or_default().push(d.dice);
+        }
+    }
+    let mut lines = Vec::new();
+    for ((role, reader), mut v) in by {
+        v.sort_by(f64::total_cmp);
+        lines.push(format!(
+            "  {role} masks, {reader} vs primary reader: median Dice {:.3} (range {:.3}-{:.3}) over {} lesions",
+            renal_stats::curves::quantile_sorted(&v, 0.5),
+            v[0],
+            v[v.len() - 1],
+            v.len()
+        ));
+    }
+    if !lines.is_empty() {
+        lines.push(format!("  reader agreement: {}", path.display()));
+    }
+    Ok(lines)
 }
 
 /// The file `renal worker <name> --config FILE` reads (TOML).

@@ -188,6 +188,20 @@ pub struct LesionQc {
     pub mask_voxels: [u64; 2],
     /// Coefficient of variation inside the body before and after N4, T1C.
     pub n4_cv_before_after: [f64; 2],
+    /// Dice of every other reader's mask with the primary reader's, per series (empty when
+    /// only the primary reader segmented the lesion).
+    pub reader_dice: Vec<ReaderDice>,
+}
+
+/// Agreement of one reader's mask with the primary reader's on one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReaderDice {
+    /// T2 or T1C.
+    pub role: Role,
+    /// The other reader.
+    pub reader: String,
+    /// Dice coefficient with the primary reader's mask, 0..1.
+    pub dice: f64,
 }
 
 /// `renal.lesions`: preprocessing output.

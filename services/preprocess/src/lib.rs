@@ -2,8 +2,8 @@
 //!
 //! For each of the lesion's two series (T2, T1C): read the instances the series manifest lists
 //! from the blob store and stack them ([`renal_dicom::read`]), read the primary reader's SEG as
-//! a mask on that grid, correct the bias field with N4 inside a body mask ([`body_mask`]), then
-//! match the T2 histogram to the T1C's (the study's order), build the 2.5D composites, and put
+//! a mask on that grid (and the other readers' SEGs, for their Dice with it), correct the bias
+//! field with N4 inside a body mask ([`body_mask`]), then match the T2 histogram to the T1C's (the study's order), build the 2.5D composites, and put
 //! the volumes (NIfTI) and composites (raw float32) in the blob store. [`preprocess`] is the
 //! whole step as one function; [`worker`] runs it on the bus.
 //!
@@ -18,7 +18,7 @@ use renal_imaging::composite::{composite, ChannelOrder, CompositeError};
 use renal_imaging::histmatch::{match_histograms, MatchError, MatchSettings};
 use renal_imaging::n4::{n4, N4Error, N4Settings};
 use renal_imaging::{nifti, Volume};
-use renal_messages::{BlobRef, CaseV1, LesionQc, LesionV1, Provenance, Role, SeriesManifest, VolumeBlobs};
+use renal_messages::{BlobRef, CaseV1, LesionQc, LesionV1, Provenance, ReaderDice, Role, SeriesManifest, VolumeBlobs};
 use renal_store::{BlobError, BlobStore};
 use serde::Deserialize;
 
@@ -141,6 +141,7 @@ struct Series {
     corrected: Volume<f32>,
     mask: Volume<u8>,
     cv_before_after: [f64; 2],
+    reader_dice: Vec<ReaderDice>,
 }
 
 fn load_series(
@@ -154,12 +155,10 @@ fn load_series(
         .iter()
         .find(|s| s.role == role)
         .ok_or_else(|| PreprocessError::Missing { what: format!("{role:?} series") })?;
-    let seg = case
-        .segmentations
-        .iter()
-        .filter(|s| s.referenced_series_uid == series.series_uid)
-        .min_by_key(|s| (s.reader != cfg.primary_reader, s.reader.clone()))
-        .ok_or_else(|| PreprocessError::Missing { what: format!("{role:?} segmentation") })?;
+    let mut segs: Vec<_> = case.segmentations.iter().filter(|s| s.referenced_series_uid == series.series_uid).collect();
+    // The primary reader first, then the others by name.
+    segs.sort_by_key(|s| (s.reader != cfg.primary_reader, s.reader.clone()));
+    let seg = *segs.first().ok_or_else(|| PreprocessError::Missing { what: format!("{role:?} segmentation") })?;
     let manifest: SeriesManifest = serde_json::from_slice(&store.get(&series.blob)?)
         .map_err(|e| PreprocessError::Manifest { role, reason: e.to_string() })?;
     let instances =
@@ -167,10 +166,20 @@ fn load_series(
     let volume = read_series(&instances).map_err(|source| PreprocessError::Read { role, source })?.volume;
     let mask = read_seg_mask(&store.get(&seg.blob)?, &volume.geometry)
         .map_err(|source| PreprocessError::Read { role, source })?;
+    let mut reader_dice = Vec::new();
+    for other in &segs[1..] {
+        let m = read_seg_mask(&store.get(&other.blob)?, &volume.geometry)
+            .map_err(|source| PreprocessError::Read { role, source })?;
+        reader_dice.push(ReaderDice {
+            role,
+            reader: other.reader.clone(),
+            dice: renal_imaging::dice(&mask.data, &m.data),
+        });
+    }
     let body = body_mask(&volume);
     let out = n4(&volume, Some(&body), &cfg.n4()).map_err(|source| PreprocessError::N4 { role, source })?;
     let cv_before_after = [masked_cv(&volume.data, &body.data), masked_cv(&out.corrected.data, &body.data)];
-    Ok(Series { corrected: out.corrected, mask, cv_before_after })
+    Ok(Series { corrected: out.corrected, mask, cv_before_after, reader_dice })
 }
 
 fn put_volume(store: &dyn BlobStore, s: &Series, role: Role) -> Result<BlobRef, PreprocessError> {
@@ -214,6 +223,7 @@ pub fn preprocess(case: &CaseV1, store: &dyn BlobStore, cfg: &PreprocessConfig) 
         qc: LesionQc {
             mask_voxels: [t2.mask.count_nonzero() as u64, t1c.mask.count_nonzero() as u64],
             n4_cv_before_after: t1c.cv_before_after,
+            reader_dice: t2.reader_dice.iter().chain(&t1c.reader_dice).cloned().collect(),
         },
         provenance: Provenance {
             code_version: env!("CARGO_PKG_VERSION").into(),
