@@ -200,13 +200,15 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path, how
             epochs
         ),
         format!(
-            "  held-out test: accuracy {:.2} ({:.2}-{:.2}), ROC AUC {:.2} ({:.2}-{:.2}), ECE {:.3}",
+            "  held-out test: accuracy {:.2} ({:.2}-{:.2}), ROC AUC {}, ECE {:.3}",
             c.calls.accuracy.estimate,
             c.calls.accuracy.ci95[0],
             c.calls.accuracy.ci95[1],
-            c.roc_auc.estimate,
-            c.roc_auc.ci95[0],
-            c.roc_auc.ci95[1],
+            if c.roc_auc.estimate.is_finite() {
+                format!("{:.2} ({:.2}-{:.2})", c.roc_auc.estimate, c.roc_auc.ci95[0], c.roc_auc.ci95[1])
+            } else {
+                "undefined (the held-out lesions are all of one class)".into()
+            },
             c.ece
         ),
         format!("  predictions: {}", predictions.display()),

@@ -261,7 +261,13 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 let shutdown = async {
                     let _ = tokio::signal::ctrl_c().await;
                 };
-                let stats = renal_preprocess::worker::run(section.settings, store, bus, shutdown, &|_| {}).await?;
+                let stats = renal_preprocess::worker::run(section.settings, store, bus, shutdown, &|n| {
+                    // A heartbeat for operators; per-lesion detail lives in the messages.
+                    if n == 1 || n % 25 == 0 {
+                        eprintln!("preprocess: {n} cases begun");
+                    }
+                })
+                .await?;
                 eprintln!(
                     "preprocess stopped: {} cases, {} lesions, {} dead letters",
                     stats.inputs, stats.outputs, stats.dead_letters
