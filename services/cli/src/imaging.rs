@@ -84,10 +84,7 @@ fn write(path: &Path, volume: &Volume<f32>, description: &str) -> Result<()> {
     }
     let bytes =
         if name.ends_with(".gz") { nifti::encode_gz(volume, description) } else { nifti::encode(volume, description) };
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    write_atomic(path, &bytes)
 }
 
 /// `renal n4 --image IN --out OUT [--mask M] [--field F]`.
@@ -200,6 +197,7 @@ pub fn run_preprocess(image: &Path, mask: &Path, out: &Path, o: &PreprocessOptio
     Ok(())
 }
 
+/// Write under a temporary name, then rename: readers never see half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;

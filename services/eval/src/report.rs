@@ -156,8 +156,8 @@ fn call_metrics(calls: &[bool], truth: &[bool]) -> CallMetrics {
     }
 }
 
-fn model_report(p: &[f64], y: &[bool], s: &Settings) -> ModelReport {
-    let calls: Vec<bool> = p.iter().map(|&v| v >= s.threshold).collect();
+/// A model's entry from its probabilities `p`, its calls at the threshold and the truth `y`.
+fn model_report(p: &[f64], calls: &[bool], y: &[bool], s: &Settings) -> ModelReport {
     let resampled = |f: fn(&[f64], &[bool]) -> Option<f64>| {
         move |idx: &[usize]| {
             let (rp, ry): (Vec<f64>, Vec<bool>) = idx.iter().map(|&i| (p[i], y[i])).unzip();
@@ -170,7 +170,7 @@ fn model_report(p: &[f64], y: &[bool], s: &Settings) -> ModelReport {
     let roc = roc_curve(p, y).map(|c| [c.x, c.y]).unwrap_or_default();
     let pr = pr_curve(p, y).map(|c| [c.x, c.y]).unwrap_or_default();
     ModelReport {
-        calls: call_metrics(&calls, y),
+        calls: call_metrics(calls, y),
         roc_auc: Interval {
             estimate: auc,
             ci95: bootstrap_ci(p.len(), s.bootstrap_resamples, s.seed, resampled(roc_auc)).unwrap_or(nan2),
@@ -225,10 +225,12 @@ pub fn build(labels: &Labels, predictions: &Predictions, reads: &Reads, settings
     let mut models = BTreeMap::new();
     let mut model_calls: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
     for (model, cases) in predictions {
+        let calls: BTreeMap<String, bool> = cases.iter().map(|(c, &v)| (c.clone(), v >= settings.threshold)).collect();
         let p: Vec<f64> = cases.values().copied().collect();
         let y: Vec<bool> = cases.keys().map(|c| labels[c]).collect();
-        models.insert(model.clone(), model_report(&p, &y, settings));
-        model_calls.insert(model.clone(), cases.iter().map(|(c, &v)| (c.clone(), v >= settings.threshold)).collect());
+        let c: Vec<bool> = calls.values().copied().collect();
+        models.insert(model.clone(), model_report(&p, &c, &y, settings));
+        model_calls.insert(model.clone(), calls);
     }
     let mut experts = BTreeMap::new();
     for (expert, calls) in reads {

@@ -115,15 +115,20 @@ pub fn composite(
     Ok(Composite { size, data, planes })
 }
 
+/// The two volume axes spanning the plane across `axis`, in storage order: the plane's x, then y.
+fn in_plane_axes(axis: usize) -> (usize, usize) {
+    match axis {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    }
+}
+
 /// The plane of `v` where volume axis `axis` equals `index`: row-major pixels, width, height.
 /// Its x runs along the faster of the two remaining axes (so axial planes look as stored).
 pub fn plane<T: Copy>(v: &Volume<T>, axis: usize, index: usize) -> (Vec<T>, usize, usize) {
     let d = v.geometry.dims;
-    let (u, w) = match axis {
-        0 => (1, 2),
-        1 => (0, 2),
-        _ => (0, 1),
-    };
+    let (u, w) = in_plane_axes(axis);
     let mut ijk = [0usize; 3];
     ijk[axis] = index;
     let mut out = Vec::with_capacity(d[u] * d[w]);
@@ -150,11 +155,7 @@ pub fn preview_rgb(image: &Volume<f32>, mask: &Volume<u8>, c: &Composite) -> (Ve
     for (channel, &(axis, index)) in c.planes.iter().enumerate() {
         let (pixels, w, h) = plane(image, axis, index);
         let (inside, _, _) = plane(mask, axis, index);
-        let (u, v) = match axis {
-            0 => (1, 2),
-            1 => (0, 2),
-            _ => (0, 1),
-        };
+        let (u, v) = in_plane_axes(axis);
         let g = &image.geometry;
         let (w_mm, h_mm) = (w as f64 * g.spacing_mm[u], h as f64 * g.spacing_mm[v]);
         let fit = size as f64 / w_mm.max(h_mm);

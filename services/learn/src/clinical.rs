@@ -61,7 +61,7 @@ pub struct ClinicalModel {
     pub weights: Features,
     /// Bias.
     pub bias: f64,
-    /// Epochs run and the epoch whose weights were kept.
+    /// Epochs run, counting those after the best one until early stopping.
     pub epochs_run: usize,
     /// Best epoch (by validation loss), 1-based.
     pub best_epoch: usize,

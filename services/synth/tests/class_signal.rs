@@ -9,28 +9,23 @@
 //! threshold may reach 0.85 by itself.
 
 use rayon::prelude::*;
+use renal_stats::curves::quantile_sorted;
 use renal_stats::{roc_auc, LogisticModel};
 use renal_synth::phantom::render_lesion;
 use renal_synth::{plan, SynthConfig};
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
 
 fn first_order(values: &[u16], mask: &[u8]) -> [f64; 4] {
     let mean_all = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
     let mut fg: Vec<f64> = values.iter().map(|&v| v as f64).filter(|&v| v > mean_all).collect();
     fg.sort_by(f64::total_cmp);
-    let reference = quantile(&fg, 0.5);
+    let reference = quantile_sorted(&fg, 0.5);
     let mut inside: Vec<f64> =
         values.iter().zip(mask).filter(|(_, &m)| m != 0).map(|(&v, _)| v as f64 / reference).collect();
     inside.sort_by(f64::total_cmp);
     let n = inside.len() as f64;
     let mean = inside.iter().sum::<f64>() / n;
     let sd = (inside.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    [mean, sd, quantile(&inside, 0.1), quantile(&inside, 0.9)]
+    [mean, sd, quantile_sorted(&inside, 0.1), quantile_sorted(&inside, 0.9)]
 }
 
 #[test]
