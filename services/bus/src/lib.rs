@@ -31,7 +31,7 @@ mod stage;
 
 pub use in_process::{InProcessBus, InProcessConsumer};
 pub use kafka::{KafkaBus, KafkaConfig, KafkaConsumer};
-pub use stage::{run_stage, Outcome, Output, StageConfig, StageStats};
+pub use stage::{run_batched_stage, run_stage, Batching, Outcome, Output, StageConfig, StageStats};
 
 use renal_messages::topics::Topic;
 use std::future::Future;

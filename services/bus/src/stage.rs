@@ -116,6 +116,46 @@ where
     F: FnMut(Record) -> Fut,
     Fut: Future<Output = Outcome>,
 {
+    let one = Batching { max_records: 1, max_wait_ms: 0 };
+    run_batched_stage(
+        bus,
+        cfg,
+        one,
+        move |mut batch: Vec<Record>| {
+            let fut = process(batch.pop().expect("batches are never empty"));
+            async move { vec![fut.await] }
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// How a batched stage gathers inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Largest batch.
+    pub max_records: usize,
+    /// After the first record of a batch arrives, wait at most this long for more, ms.
+    pub max_wait_ms: u64,
+}
+
+/// [`run_stage`] over batches: gather up to `batching.max_records` records (waiting at most
+/// `max_wait_ms` after the first), hand them to `process` together, which answers one
+/// [`Outcome`] per record in the same order. Done and rejected records are delivered; records
+/// answered with `Retry` are processed again, as a batch of their own, after a back-off. Offsets
+/// are stored once every record of the batch is delivered, in arrival order.
+pub async fn run_batched_stage<B, F, Fut>(
+    bus: B,
+    cfg: StageConfig,
+    batching: Batching,
+    mut process: F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<StageStats, BusError>
+where
+    B: Bus,
+    F: FnMut(Vec<Record>) -> Fut,
+    Fut: Future<Output = Vec<Outcome>>,
+{
     let dead_topic = topics::dead_letters_of(cfg.stage)
         .ok_or_else(|| BusError::Fatal(format!("stage {} has no dead-letter topic", cfg.stage)))?;
     let mut consumer = bus.consumer(&cfg.group, &cfg.inputs)?;
@@ -127,7 +167,7 @@ where
     tokio::pin!(shutdown);
     loop {
         let idle_commit = tokio::time::sleep(Duration::from_millis(cfg.commit_interval_ms.max(1)));
-        let record = tokio::select! {
+        let first = tokio::select! {
             _ = &mut shutdown => break,
             r = consumer.recv() => r?,
             _ = idle_commit, if uncommitted => {
@@ -137,38 +177,69 @@ where
                 continue;
             }
         };
-        let mut delay = cfg.retry_initial_ms;
-        loop {
-            match process(record.clone()).await {
-                Outcome::Done(outputs) => {
-                    for out in &outputs {
-                        send_with_retry(&bus, out, &cfg, &mut stats).await?;
-                        stats.outputs += 1;
-                    }
-                    break;
-                }
-                Outcome::Reject { code, reason } => {
-                    let letter = dead_letter(cfg.stage, &record, code, reason);
-                    let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
-                    send_with_retry(&bus, &out, &cfg, &mut stats).await?;
-                    stats.dead_letters += 1;
-                    break;
-                }
-                Outcome::Retry(_) => {
-                    stats.retries += 1;
-                    tokio::select! {
-                        _ = &mut shutdown => {
-                            consumer.commit()?;
-                            return Ok(stats);
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
-                    }
-                    delay = (delay * 2).min(cfg.retry_max_ms);
+        let mut batch = vec![first];
+        if batching.max_records > 1 {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(batching.max_wait_ms);
+            while batch.len() < batching.max_records {
+                tokio::select! {
+                    r = consumer.recv() => batch.push(r?),
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
         }
-        consumer.store(&record)?;
-        stats.inputs += 1;
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut delay = cfg.retry_initial_ms;
+        while !pending.is_empty() {
+            let outcomes = process(pending.iter().map(|&i| batch[i].clone()).collect()).await;
+            if outcomes.len() != pending.len() {
+                return Err(BusError::Fatal(format!(
+                    "stage {} answered {} outcomes for {} records",
+                    cfg.stage,
+                    outcomes.len(),
+                    pending.len()
+                )));
+            }
+            let mut again = Vec::new();
+            for (&i, outcome) in pending.iter().zip(outcomes) {
+                let record = &batch[i];
+                match outcome {
+                    Outcome::Done(outputs) => {
+                        for out in &outputs {
+                            send_with_retry(&bus, out, &cfg, &mut stats).await?;
+                            stats.outputs += 1;
+                        }
+                    }
+                    Outcome::Reject { code, reason } => {
+                        let letter = dead_letter(cfg.stage, record, code, reason);
+                        let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
+                        send_with_retry(&bus, &out, &cfg, &mut stats).await?;
+                        stats.dead_letters += 1;
+                    }
+                    Outcome::Retry(_) => again.push(i),
+                }
+            }
+            pending = again;
+            if !pending.is_empty() {
+                stats.retries += 1;
+                tokio::select! {
+                    _ = &mut shutdown => {
+                        // Store only the delivered prefix: a later record's offset must not be
+                        // stored past an undelivered earlier one.
+                        for record in batch.iter().take(pending[0]) {
+                            consumer.store(record)?;
+                        }
+                        consumer.commit()?;
+                        return Ok(stats);
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                }
+                delay = (delay * 2).min(cfg.retry_max_ms);
+            }
+        }
+        for record in &batch {
+            consumer.store(record)?;
+            stats.inputs += 1;
+        }
         uncommitted = true;
         if last_commit.elapsed() >= Duration::from_millis(cfg.commit_interval_ms) {
             consumer.commit()?;
@@ -263,6 +334,56 @@ mod tests {
             // Everything consumed is committed: a restarted stage has nothing to redo.
             let committed: i64 = bus.committed("ingest", topics::LABELS).iter().sum();
             assert_eq!(committed, 4);
+        });
+    }
+
+    #[test]
+    fn batches_gather_waiting_records_and_retry_only_the_failed_ones() {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let bus = InProcessBus::new(1);
+            for key in ["a", "b", "flaky", "c", "d"] {
+                bus.send(topics::LABELS, key, key.as_bytes().to_vec()).await.unwrap();
+            }
+            let batches: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+            let seen = batches.clone();
+            let watcher = bus.clone();
+            let stop = async move {
+                while watcher.records(topics::CASES).len() < 5 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            };
+            let stats = run_batched_stage(
+                bus.clone(),
+                config(),
+                Batching { max_records: 3, max_wait_ms: 50 },
+                move |records: Vec<Record>| {
+                    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+                    let first_try = !seen.lock().unwrap().iter().flatten().any(|k| k == "flaky");
+                    seen.lock().unwrap().push(keys.clone());
+                    async move {
+                        keys.iter()
+                            .map(|k| {
+                                if k == "flaky" && first_try {
+                                    Outcome::Retry("busy".into())
+                                } else {
+                                    Outcome::Done(vec![Output {
+                                        topic: topics::CASES,
+                                        key: k.clone(),
+                                        payload: vec![],
+                                    }])
+                                }
+                            })
+                            .collect()
+                    }
+                },
+                stop,
+            )
+            .await
+            .unwrap();
+            let got = batches.lock().unwrap().clone();
+            assert_eq!(got, vec![vec!["a", "b", "flaky"], vec!["flaky"], vec!["c", "d"]]);
+            assert_eq!(stats, StageStats { inputs: 5, outputs: 5, dead_letters: 0, retries: 1 });
+            assert_eq!(bus.committed("ingest", topics::LABELS).iter().sum::<i64>(), 5);
         });
     }
 
