@@ -6,3 +6,12 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 # The test suite's Python tools (scripts/python-env.sh installs them).
 export RENAL_VENV="${RENAL_VENV:-$HOME/.cache/renal-mri/venv}"
+# libtorch for the CNN arm (scripts/install-libtorch.sh installs it). torch-sys reads LIBTORCH at
+# build time; the binaries find the libraries through LD_LIBRARY_PATH at run time. Changing
+# LIBTORCH rebuilds torch-sys (minutes).
+export RENAL_TORCH="${RENAL_TORCH:-$HOME/.cache/renal-mri/libtorch-2.13.0}"
+export LIBTORCH="${LIBTORCH:-$RENAL_TORCH/torch}"
+case ":${LD_LIBRARY_PATH:-}:" in
+    *":$LIBTORCH/lib:"*) ;;
+    *) export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
+esac

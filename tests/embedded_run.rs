@@ -24,7 +24,7 @@ fn embedded_run_ingests_a_cohort_and_writes_dead_letters() {
     assert!(stdout.contains("preprocess: 4 cases in, 4 lesions out"), "{stdout}");
     assert_eq!(count_files(&out.join("store/cases"), "parquet"), 4);
     assert_eq!(count_files(&input, "dcm"), before, "input untouched");
-    assert!(stdout.contains("clinical model: not trained; 4 labelled lesions"), "{stdout}");
+    assert!(stdout.contains("models: not trained; 4 labelled lesions"), "{stdout}");
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("dead_letters.jsonl"))
         .unwrap()
@@ -45,6 +45,12 @@ fn embedded_run_ingests_a_cohort_and_writes_dead_letters() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no site folders"));
 }
 
+fn report_n(out: &std::path::Path, model: &str) -> Option<u64> {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report/report.json")).unwrap()).unwrap();
+    report["models"][model]["n"].as_u64()
+}
+
 #[test]
 fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,7 +59,18 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     let synth =
         renal(&["synth", "--out", input.to_str().unwrap(), "--lesions", "30", "--sites", "HUP,MAY", "--seed", "8"]);
     assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
-    let run = renal(&["run", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    // Small networks, few epochs: this checks the wiring, not the accuracy.
+    let run = renal(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--input-px",
+        "32",
+        "--epochs",
+        "2",
+    ]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("held-out test: accuracy"), "{stdout}");
@@ -83,15 +100,32 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert!(!test.is_empty());
     assert!(test.iter().all(|c| truth[*c] == "histopathology"), "imaging-diagnosed lesion in test");
 
-    // Predictions: one calibrated probability per test lesion, and the report on exactly those.
+    // Predictions: one calibrated probability per test lesion and model (clinical, the T2 and
+    // T1C networks), and the report on exactly those.
     let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
     let rows: Vec<Vec<&str>> = predictions.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), test.len());
+    assert_eq!(rows.len(), 3 * test.len());
+    for model in ["clinical", "t2", "t1c"] {
+        assert_eq!(rows.iter().filter(|r| r[1] == model).count(), test.len(), "{model}");
+    }
     for r in &rows {
-        assert!(test.contains(&&r[0].to_string()) && r[1] == "clinical");
+        assert!(test.contains(&&r[0].to_string()));
         let p: f64 = r[2].parse().unwrap();
         assert!((0.0..=1.0).contains(&p));
     }
+    for model in ["t2", "t1c"] {
+        assert_eq!(report_n(&out, model), Some(test.len() as u64), "{model}");
+    }
+    // The networks' bundle: both weight files and a manifest naming the training lesions.
+    let registry = out.join("models/cnn");
+    let version = std::fs::read_dir(&registry).unwrap().next().unwrap().unwrap().file_name();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry.join(&version).join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(manifest["version"].as_str(), version.to_str());
+    let trained: Vec<&str> =
+        manifest["series"][0]["data"]["train"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+    assert!(trained.iter().all(|c| !test.contains(&&c.to_string())), "a test lesion in the training data");
+    assert!(registry.join(&version).join("t1c.safetensors").exists());
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report/report.json")).unwrap()).unwrap();
     let clinical = &report["models"]["clinical"];

@@ -1,12 +1,14 @@
 //! The end of `renal run` on a labelled cohort: split the preprocessed lesions by patient, train
-//! the arms that are built (today: the clinical model), calibrate, predict the held-out test
-//! lesions and write the evaluation report.
+//! the arms that are built (the clinical model; the T2 and T1C networks unless switched off),
+//! calibrate, predict the held-out test lesions and write the evaluation report.
 //!
 //! Protocols ([`Protocol`]): 70/20/10 train/validation/test (default), k folds, or leave one
 //! institution out; always grouped by patient pseudonym, stratified by label, lesions without
 //! histopathology never tested on (`renal_learn::split`). The clinical model trains
 //! on the training part and stops early on validation; its Platt calibrator is fitted on the
-//! validation part's raw outputs. Missing age or sex is filled with the training part's median
+//! validation part's raw outputs. The networks train on the same training part, choose their
+//! epoch on the validation part (`renal_cnn::train`) and are Platt-calibrated on it too; each
+//! split's pair is saved as a bundle in `OUT/models/cnn/`. Missing age or sex is filled with the training part's median
 //! age or more common sex (and counted in the output).
 
 use anyhow::{bail, Context, Result};
@@ -71,6 +73,47 @@ fn read_truth(path: &Path) -> Result<BTreeMap<String, (bool, bool)>> {
     Ok(out)
 }
 
+/// The latest revision of each labelled lesion, in case-id order, with its protocol facts.
+fn labelled<'a>(
+    lesion_messages: &'a [LesionV1],
+    truth: &BTreeMap<String, (bool, bool)>,
+) -> (Vec<&'a LesionV1>, Vec<Lesion>) {
+    let mut latest: BTreeMap<&str, &LesionV1> = BTreeMap::new();
+    for l in lesion_messages {
+        if truth.contains_key(&l.case_id) && latest.get(l.case_id.as_str()).is_none_or(|o| o.revision < l.revision) {
+            latest.insert(&l.case_id, l);
+        }
+    }
+    let lesions: Vec<&LesionV1> = latest.into_values().collect();
+    let protocol = lesions
+        .iter()
+        .map(|l| {
+            let (malignant, histopathology) = truth[&l.case_id];
+            Lesion { patient: l.patient_pseudonym.clone(), site: l.site.clone(), malignant, histopathology }
+        })
+        .collect();
+    (lesions, protocol)
+}
+
+/// The labelled lesions and a split of them like `renal run`'s (`parts`: train, validation
+/// and test fractions; `renal run` uses 0.7, 0.2, 0.1).
+pub fn labelled_split<'a>(
+    lesion_messages: &'a [LesionV1],
+    labels: &Path,
+    parts: [f64; 3],
+) -> Result<(Vec<&'a LesionV1>, Vec<Lesion>, Split)> {
+    let truth = read_truth(labels)?;
+    let (lesions, protocol) = labelled(lesion_messages, &truth);
+    if lesions.len() < MIN_LABELLED {
+        bail!(
+            "{} labelled lesions; at least {MIN_LABELLED} are needed for a train/validation/test split",
+            lesions.len()
+        );
+    }
+    let split = train_validation_test(&protocol, parts, SPLIT_SEED)?;
+    Ok((lesions, protocol, split))
+}
+
 /// Features with gaps filled from the training part.
 fn features(lesions: &[&LesionV1], train: &[usize]) -> (Vec<Features>, usize) {
     let mut ages: Vec<f64> = train.iter().filter_map(|&i| lesions[i].clinical.age_years.map(f64::from)).collect();
@@ -103,30 +146,32 @@ fn carve_validation(lesions: &[Lesion], fold: Split) -> Result<Split, renal_lear
     Ok(Split { train: back(&inner.train), validation: back(&inner.validation), test: fold.test })
 }
 
+/// What the CNN arms need besides the lesions.
+pub struct CnnSetup {
+    /// Where the composites are.
+    pub store: std::sync::Arc<dyn renal_store::BlobStore>,
+    /// Training settings.
+    pub config: renal_cnn::train::TrainConfig,
+    /// CPU or CUDA.
+    pub device: tch::Device,
+}
+
 /// Train, calibrate, predict and report; returns the lines to print.
-pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path, how: &Protocol) -> Result<Vec<String>> {
+pub fn train_arms(
+    lesion_messages: &[LesionV1],
+    labels: &Path,
+    out: &Path,
+    how: &Protocol,
+    cnn: Option<&CnnSetup>,
+) -> Result<Vec<String>> {
     let truth = read_truth(labels)?;
-    // Latest revision of each labelled lesion.
-    let mut latest: BTreeMap<&str, &LesionV1> = BTreeMap::new();
-    for l in lesion_messages {
-        if truth.contains_key(&l.case_id) && latest.get(l.case_id.as_str()).is_none_or(|o| o.revision < l.revision) {
-            latest.insert(&l.case_id, l);
-        }
-    }
-    let lesions: Vec<&LesionV1> = latest.into_values().collect();
+    let (lesions, protocol) = labelled(lesion_messages, &truth);
     if lesions.len() < MIN_LABELLED {
         return Ok(vec![format!(
-            "clinical model: not trained; {} labelled lesions, at least {MIN_LABELLED} are needed for a train/validation/test split",
+            "models: not trained; {} labelled lesions, at least {MIN_LABELLED} are needed for a train/validation/test split",
             lesions.len()
         )]);
     }
-    let protocol: Vec<Lesion> = lesions
-        .iter()
-        .map(|l| {
-            let (malignant, histopathology) = truth[&l.case_id];
-            Lesion { patient: l.patient_pseudonym.clone(), site: l.site.clone(), malignant, histopathology }
-        })
-        .collect();
     let splits: Vec<Split> = match how {
         Protocol::Split => vec![train_validation_test(&protocol, [0.7, 0.2, 0.1], SPLIT_SEED)?],
         Protocol::KFold(k) => k_fold(&protocol, *k, SPLIT_SEED)?
@@ -139,6 +184,11 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path, how
         bail!("{} labelled lesions are too few for {how:?}", lesions.len());
     }
     let y: Vec<bool> = protocol.iter().map(|l| l.malignant).collect();
+    let composites = match cnn {
+        Some(c) => Some(crate::cnn::read_composites(&*c.store, &lesions)?),
+        None => None,
+    };
+    let mut cnn_lines = Vec::new();
     let predictions = out.join("predictions.csv");
     let mut f = std::fs::File::create(&predictions).with_context(|| format!("writing {}", predictions.display()))?;
     writeln!(f, "case_id,model,probability")?;
@@ -162,6 +212,32 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path, how
             writeln!(f, "{},clinical,{p}", lesions[i].case_id)?;
             by_model.entry("clinical".into()).or_default().insert(lesions[i].case_id.clone(), p);
             test_labels.insert(lesions[i].case_id.clone(), y[i]);
+        }
+        if let (Some(c), Some(images)) = (cnn, &composites) {
+            let label = if splits.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
+            let fit = crate::cnn::fit_split(
+                &lesions,
+                images,
+                &y,
+                [&split.train, &split.validation, &split.test],
+                &c.config,
+                c.device,
+                &out.join("models"),
+                &label,
+            )?;
+            for (model, probs) in ["t2", "t1c"].iter().zip(&fit.test) {
+                for (&i, &p) in split.test.iter().zip(probs) {
+                    writeln!(f, "{},{model},{p}", lesions[i].case_id)?;
+                    by_model.entry(model.to_string()).or_default().insert(lesions[i].case_id.clone(), p);
+                }
+            }
+            let best: Vec<String> = fit
+                .manifest
+                .series
+                .iter()
+                .map(|s| format!("{} epoch {} (validation AUC {:.3})", s.role, s.best.epoch, s.best.validation_auc))
+                .collect();
+            cnn_lines.push(format!("  {label}CNN bundle {}: {}", fit.manifest.version, best.join(", ")));
         }
         let tag = |part: &str| if splits.len() == 1 { part.to_string() } else { format!("fold{}-{part}", round + 1) };
         for (part, idx) in [("train", &split.train), ("validation", &split.validation), ("test", &split.test)] {
@@ -191,7 +267,7 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path, how
     let report_dir = out.join("report");
     renal_eval::write_report(&report, &report_dir)?;
     let c = &report.models["clinical"];
-    Ok(vec![
+    let mut lines = vec![
         format!(
             "clinical model ({how:?}): {} fit(s), {} held-out lesions (grouped by patient; {} age or sex values filled in); best epochs {:?}",
             splits.len(),
@@ -204,16 +280,42 @@ pub fn clinical_arm(lesion_messages: &[LesionV1], labels: &Path, out: &Path, how
             c.calls.accuracy.estimate,
             c.calls.accuracy.ci95[0],
             c.calls.accuracy.ci95[1],
-            if c.roc_auc.estimate.is_finite() {
-                format!("{:.2} ({:.2}-{:.2})", c.roc_auc.estimate, c.roc_auc.ci95[0], c.roc_auc.ci95[1])
-            } else {
-                "undefined (the held-out lesions are all of one class)".into()
-            },
+            auc_text(c),
             c.ece
         ),
-        format!("  predictions: {}", predictions.display()),
-        format!("  report: {}", report_dir.join("index.html").display()),
-    ])
+    ];
+    if let Some(setup) = cnn {
+        let cfg = &setup.config;
+        lines.push(format!(
+            "CNN arms ({}, {}x{} input, at most {} epochs, patience {}, {} trial(s)):",
+            cfg.net.backbone.name(),
+            cfg.net.input_px,
+            cfg.net.input_px,
+            cfg.max_epochs,
+            cfg.patience,
+            cfg.trials
+        ));
+        lines.extend(cnn_lines);
+        for model in ["t2", "t1c"] {
+            let m = &report.models[model];
+            lines.push(format!(
+                "  {model} held-out test: accuracy {:.2}, ROC AUC {}",
+                m.calls.accuracy.estimate,
+                auc_text(m)
+            ));
+        }
+    }
+    lines.push(format!("  predictions: {}", predictions.display()));
+    lines.push(format!("  report: {}", report_dir.join("index.html").display()));
+    Ok(lines)
+}
+
+fn auc_text(m: &renal_eval::report::ModelReport) -> String {
+    if m.roc_auc.estimate.is_finite() {
+        format!("{:.2} ({:.2}-{:.2})", m.roc_auc.estimate, m.roc_auc.ci95[0], m.roc_auc.ci95[1])
+    } else {
+        "undefined (the held-out lesions are all of one class)".into()
+    }
 }
 
 #[cfg(test)]
@@ -274,7 +376,7 @@ mod tests {
             .map(|l| &l.case_id)
             .collect();
 
-        let lines = clinical_arm(&lesions, &labels, dir.path(), &Protocol::KFold(4)).unwrap();
+        let lines = train_arms(&lesions, &labels, dir.path(), &Protocol::KFold(4), None).unwrap();
         assert!(lines[0].contains("4 fit(s)"), "{lines:?}");
         let mut got = predicted(dir.path());
         got.sort();
@@ -285,7 +387,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap()).unwrap();
         assert_eq!(report["models"]["clinical"]["n"].as_u64(), Some(want.len() as u64));
 
-        clinical_arm(&lesions, &labels, dir.path(), &Protocol::LeaveOut("MAY".into())).unwrap();
+        train_arms(&lesions, &labels, dir.path(), &Protocol::LeaveOut("MAY".into()), None).unwrap();
         let got = predicted(dir.path());
         assert!(!got.is_empty() && got.iter().all(|c| c.starts_with("MAY-")), "{got:?}");
         let split = std::fs::read_to_string(dir.path().join("split.csv")).unwrap();

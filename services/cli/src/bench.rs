@@ -191,16 +191,17 @@ fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// The SimpleITK reference script and the venv's Python (scripts/python-env.sh builds it).
-fn sitk_reference() -> Result<(PathBuf, PathBuf)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/sitk_reference.py");
+/// A reference script under tests/reference/ and the venv's Python (scripts/python-env.sh
+/// builds it).
+pub(crate) fn reference_script(file: &str) -> Result<(PathBuf, PathBuf)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference").join(file);
     let venv = std::env::var("RENAL_VENV").map(PathBuf::from).unwrap_or_else(|_| {
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/renal-mri/venv")
     });
     let python = venv.join("bin/python");
     if !python.exists() || !script.exists() {
         bail!(
-            "the SimpleITK baseline needs {} and {} (run scripts/python-env.sh from the repository)",
+            "the Python baseline needs {} and {} (run scripts/python-env.sh from the repository)",
             python.display(),
             script.display()
         );
@@ -216,7 +217,7 @@ fn run_sitk(python: &Path, script: &Path, args: &[String]) -> Result<serde_json:
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -242,7 +243,7 @@ pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
     use renal_imaging::n4::{n4, N4Settings};
     use renal_imaging::{nifti, Volume};
     use renal_synth::bias_phantom::{bias_phantom, region_cv};
-    let (python, script) = sitk_reference()?;
+    let (python, script) = reference_script("sitk_reference.py")?;
     let scratch = tempfile_dir()?;
     let path = |name: &str| scratch.join(name).display().to_string();
     eprintln!("building the 256x256x40 bias phantom (1.5 x 1.5 x 5 mm, Rician sigma 4)");

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod arms;
 mod bench;
+mod cnn;
 mod eval;
 mod imaging;
 mod pipeline;
@@ -53,6 +54,16 @@ enum Command {
         /// train on the others).
         #[arg(long, default_value = "split")]
         protocol: arms::Protocol,
+        /// Skip the T2 and T1C networks (clinical model only).
+        #[arg(long)]
+        no_cnn: bool,
+        #[command(flatten)]
+        cnn: cnn::CnnArgs,
+    },
+    /// Train models outside `renal run`.
+    Train {
+        #[command(subcommand)]
+        model: TrainModel,
     },
     /// Run one worker on Kafka until interrupted.
     ///
@@ -193,6 +204,36 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TrainModel {
+    /// Train the T2 and T1C networks on the preprocessed lesions of a `renal run` output and save
+    /// them as a bundle (OUT/models/cnn/<version>/, or --registry).
+    ///
+    /// Lesions are split as `renal run` splits them (patient-grouped, stratified, seed 1; 70/20/10
+    /// unless --parts says otherwise); the networks train on the first part, choose their epoch
+    /// and calibrate on the second, and the third is scored for the held-out ROC AUC line.
+    /// Example: renal train cnn --run out --labels cohort/labels.csv --epochs 20
+    Cnn {
+        /// A `renal run` output folder (lesions.jsonl and blobs/).
+        #[arg(long)]
+        run: PathBuf,
+        /// Labels (case_id,label[,diagnosis_source]).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Registry folder for the bundle (default: RUN/models).
+        #[arg(long)]
+        registry: Option<PathBuf>,
+        /// Keep a checkpoint here after every epoch and resume from it when rerun.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Train, validation and test fractions (patient-grouped, stratified, seed 1).
+        #[arg(long, value_delimiter = ',', default_value = "0.7,0.2,0.1")]
+        parts: Vec<f64>,
+        #[command(flatten)]
+        cnn: cnn::CnnArgs,
+    },
+}
+
 #[derive(clap::Args)]
 struct SynthArgs {
     /// Output folder (created; must be empty unless --overwrite).
@@ -270,6 +311,31 @@ enum BenchStage {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// CNN throughput at 200x200: inference (images/s) and SGD train steps per backbone, batch
+    /// size and device; on CUDA also bf16 + channels-last inference, with PyTorch eager from the
+    /// test venv as the baseline when it can run on the same device.
+    ///
+    /// Example: renal bench cnn --backbones resnet18,resnet50 --batches 1,16
+    Cnn {
+        /// Backbones.
+        #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet34,resnet50")]
+        backbones: Vec<renal_cnn::net::Backbone>,
+        /// Batch sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        batches: Vec<i64>,
+        /// Devices: cpu, cuda (skipped with a note when absent).
+        #[arg(long, value_delimiter = ',', default_value = "cpu,cuda")]
+        devices: Vec<String>,
+        /// Timed repetitions per row after one warm-up (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Also check logits against PyTorch for each backbone (needs the test venv).
+        #[arg(long)]
+        parity: bool,
+        /// Time training steps too.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        train_steps: bool,
+    },
     /// Generate a cohort into a temporary folder and report throughput against the 2-minute target for 1,162 lesions.
     ///
     /// Example: renal bench synth --lesions 1162 --threads 2
@@ -290,6 +356,8 @@ enum BenchStage {
 }
 
 fn main() {
+    // Before any libtorch call: registers the CUDA backend when the install has one.
+    renal_cnn::device::load_cuda_backend();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -300,7 +368,17 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth(args),
-        Command::Run { input, out, protocol } => pipeline::run_embedded(&input, &out, &protocol),
+        Command::Run { input, out, protocol, no_cnn, cnn } => {
+            pipeline::run_embedded(&input, &out, &protocol, (!no_cnn).then_some(&cnn))
+        }
+        Command::Train { model: TrainModel::Cnn { run, labels, registry, checkpoint, parts, cnn } } => {
+            let parts: [f64; 3] =
+                parts.try_into().map_err(|_| anyhow::anyhow!("--parts: want three fractions, e.g. 0.7,0.2,0.1"))?;
+            cnn::train_command(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
+        }
+        Command::Bench { stage: BenchStage::Cnn { backbones, batches, devices, repeat, parity, train_steps } } => {
+            cnn::bench(&backbones, &batches, &devices, repeat, parity, train_steps)
+        }
         Command::Worker { name, config } => pipeline::run_worker(&name, &config),
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             bench_synth(lesions, seed, threads, dir)

@@ -44,8 +44,15 @@ fn embedded_secret(out: &Path, env: &str) -> Result<Vec<u8>> {
     Ok(secret)
 }
 
-/// `renal run --input DIR --out OUT`.
-pub fn run_embedded(input: &Path, out: &Path, protocol: &crate::arms::Protocol) -> Result<()> {
+/// `renal run --input DIR --out OUT`; `cnn`: the networks' training flags, `None` to skip them.
+pub fn run_embedded(
+    input: &Path,
+    out: &Path,
+    protocol: &crate::arms::Protocol,
+    cnn: Option<&crate::cnn::CnnArgs>,
+) -> Result<()> {
+    // Check the flags before minutes of preprocessing.
+    let cnn_config = cnn.map(|a| a.config()).transpose()?;
     let sites = site_folders(input)?;
     if let crate::arms::Protocol::LeaveOut(site) = protocol {
         if !sites.iter().any(|s| &s.code == site) {
@@ -88,7 +95,7 @@ pub fn run_embedded(input: &Path, out: &Path, protocol: &crate::arms::Protocol) 
     let drained = bus.drained(renal_preprocess::worker::GROUP, topics::CASES);
     let pre = rt.block_on(renal_preprocess::worker::run(
         renal_preprocess::PreprocessConfig::default(),
-        store,
+        store.clone(),
         bus.clone(),
         drained,
         &|n| bar.set_position(n),
@@ -123,18 +130,33 @@ pub fn run_embedded(input: &Path, out: &Path, protocol: &crate::arms::Protocol) 
 
     let lesions: Vec<LesionV1> =
         bus.records(topics::LESIONS).iter().map(|r| LesionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
+    // The preprocessed lesions as they rode renal.lesions, for `renal train cnn --run OUT`.
+    let lesions_file = out.join("lesions.jsonl");
+    let mut f = std::fs::File::create(&lesions_file).with_context(|| format!("writing {}", lesions_file.display()))?;
+    for l in &lesions {
+        writeln!(f, "{}", serde_json::to_string(l)?)?;
+    }
+    println!("  lesions: {}", lesions_file.display());
     for line in reader_agreement(&lesions, out)? {
         println!("{line}");
     }
     let labels = input.join("labels.csv");
     if labels.exists() {
-        for line in crate::arms::clinical_arm(&lesions, &labels, out, protocol)? {
+        let setup = match cnn_config {
+            Some(config) => Some(crate::arms::CnnSetup {
+                store,
+                device: crate::cnn::device(cnn.expect("config came from it").device)?,
+                config,
+            }),
+            None => None,
+        };
+        for line in crate::arms::train_arms(&lesions, &labels, out, protocol, setup.as_ref())? {
             println!("{line}");
         }
     } else {
         println!("no {}: nothing to train or evaluate against", labels.display());
     }
-    println!("  (radiomics, the CNN arms and the ensemble are not built yet; the report has the clinical model only)");
+    println!("  (radiomics and the ensemble are not built yet)");
     Ok(())
 }
 
@@ -175,6 +197,7 @@ struct WorkerFile {
     kafka: KafkaSection,
     ingest: Option<IngestConfig>,
     preprocess: Option<PreprocessSection>,
+    inference: Option<renal_cnn::worker::InferenceConfig>,
 }
 
 /// `[preprocess]`: where blobs live, plus the preprocessing settings.
@@ -275,7 +298,42 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 Ok(())
             })
         }
-        other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess)"),
+        "inference" => {
+            let cfg = file.inference.context("[inference] section missing")?;
+            let want: renal_cnn::device::Want = cfg.device.parse().map_err(anyhow::Error::msg)?;
+            let device = crate::cnn::device(want)?;
+            // Load the bundle before touching the broker: a wrong version stops here.
+            let scorer = renal_cnn::worker::Scorer::load(&cfg.registry, &cfg.model_version, device)
+                .context("starting the inference worker")?;
+            eprintln!(
+                "inference: serving {} ({}, {}x{} input)",
+                scorer.manifest().version,
+                scorer.manifest().net.backbone.name(),
+                scorer.manifest().net.input_px,
+                scorer.manifest().net.input_px
+            );
+            let store = renal_store::open(&cfg.blob_store)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let bus = KafkaBus::new(kafka)?;
+                bus.ensure_topics(&[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE]).await?;
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                let stats = renal_cnn::worker::run(&cfg, scorer, store, bus, shutdown, &|n| {
+                    if n == 1 || n % 25 == 0 {
+                        eprintln!("inference: {n} lesions begun");
+                    }
+                })
+                .await?;
+                eprintln!(
+                    "inference stopped: {} lesions, {} scores, {} dead letters",
+                    stats.inputs, stats.outputs, stats.dead_letters
+                );
+                Ok(())
+            })
+        }
+        other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess, inference)"),
     }
 }
 
@@ -300,5 +358,14 @@ mod tests {
         let file: WorkerFile = toml::from_str(include_str!("../../../deploy/ingest.toml")).unwrap();
         let scp = &file.ingest.unwrap().scp[0];
         assert_eq!(scp.durability, renal_ingest::scp::Durability::Fsync);
+        let file: WorkerFile = toml::from_str(include_str!("../../../deploy/inference.toml")).unwrap();
+        let inference = file.inference.unwrap();
+        let minimal: renal_cnn::worker::InferenceConfig =
+            toml::from_str("blob_store = \"b\"\nregistry = \"r\"\nmodel_version = \"v\"").unwrap();
+        assert_eq!(
+            (inference.device.as_str(), inference.max_batch, inference.max_wait_ms),
+            (minimal.device.as_str(), minimal.max_batch, minimal.max_wait_ms),
+            "the file lists the defaults"
+        );
     }
 }
