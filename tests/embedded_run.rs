@@ -101,11 +101,11 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert!(test.iter().all(|c| truth[*c] == "histopathology"), "imaging-diagnosed lesion in test");
 
     // Predictions: one calibrated probability per test lesion and model (clinical, the T2 and
-    // T1C networks), and the report on exactly those.
+    // T1C networks, the ensemble over them), and the report on exactly those.
     let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
     let rows: Vec<Vec<&str>> = predictions.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 3 * test.len());
-    for model in ["clinical", "t2", "t1c"] {
+    assert_eq!(rows.len(), 4 * test.len());
+    for model in ["clinical", "t2", "t1c", "ensemble"] {
         assert_eq!(rows.iter().filter(|r| r[1] == model).count(), test.len(), "{model}");
     }
     for r in &rows {
@@ -113,9 +113,13 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
         let p: f64 = r[2].parse().unwrap();
         assert!((0.0..=1.0).contains(&p));
     }
-    for model in ["t2", "t1c"] {
+    for model in ["t2", "t1c", "ensemble"] {
         assert_eq!(report_n(&out, model), Some(test.len() as u64), "{model}");
     }
+    let ensemble: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("models/ensemble.json")).unwrap()).unwrap();
+    assert_eq!(ensemble["fits"][0]["inputs"], serde_json::json!(["t2", "t1c", "clinical"]));
+    assert_eq!(ensemble["fits"][0]["ensemble"]["meta"]["trees"].as_array().map(Vec::len), Some(10));
     // The networks' bundle: both weight files and a manifest naming the training lesions.
     let registry = out.join("models/cnn");
     let version = std::fs::read_dir(&registry).unwrap().next().unwrap().unwrap().file_name();

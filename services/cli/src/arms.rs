@@ -8,12 +8,23 @@
 //! on the training part and stops early on validation; its Platt calibrator is fitted on the
 //! validation part's raw outputs. The networks train on the same training part, choose their
 //! epoch on the validation part (`renal_cnn::train`) and are Platt-calibrated on it too; each
-//! split's pair is saved as a bundle in `OUT/models/cnn/`. Missing age or sex is filled with the training part's median
+//! split's pair is saved as a bundle in `OUT/models/cnn/`.
+//!
+//! With both networks, the ensemble: bagged decision trees (the study's meta-classifier) over
+//! the three base models' raw outputs (T2, T1C, clinical), then Platt scaling. The base models
+//! never trained on the validation part, so its outputs are the meta-classifier's rows; the
+//! calibrator is fitted on those rows' out-of-fold meta scores (5 patient-grouped folds), so it
+//! never sees a score from trees that learned that row (`Ensemble::fit_cross_fitted`). The
+//! study fitted its meta-classifier on the base models' own training rows and chose it by test
+//! accuracy; the out-of-fold base predictions over the training part would need five
+//! more trainings of each network per split, which a CPU run cannot afford. Missing age or sex is filled with the training part's median
 //! age or more common sex (and counted in the output).
 
 use anyhow::{bail, Context, Result};
 use renal_eval::report::{build, Settings};
+use renal_learn::bagging::BaggingSettings;
 use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features};
+use renal_learn::ensemble::Ensemble;
 use renal_learn::split::{k_fold, leave_one_institution_out, train_validation_test, Lesion, Split};
 use renal_messages::{LesionV1, Sex};
 use renal_stats::Platt;
@@ -23,6 +34,9 @@ use std::path::Path;
 
 /// Split seed of the embedded run.
 const SPLIT_SEED: u64 = 1;
+
+/// Folds of the ensemble's cross-fitted calibration.
+const ENSEMBLE_FOLDS: usize = 5;
 
 /// How lesions are held out for the report.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +203,7 @@ pub fn train_arms(
         None => None,
     };
     let mut cnn_lines = Vec::new();
+    let mut ensembles = Vec::new();
     let predictions = out.join("predictions.csv");
     let mut f = std::fs::File::create(&predictions).with_context(|| format!("writing {}", predictions.display()))?;
     writeln!(f, "case_id,model,probability")?;
@@ -213,6 +228,7 @@ pub fn train_arms(
             by_model.entry("clinical".into()).or_default().insert(lesions[i].case_id.clone(), p);
             test_labels.insert(lesions[i].case_id.clone(), y[i]);
         }
+        let clinical_raw = |idx: &[usize]| -> Vec<f64> { idx.iter().map(|&i| model.probability(&x[i])).collect() };
         if let (Some(c), Some(images)) = (cnn, &composites) {
             let label = if splits.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
             let fit = crate::cnn::fit_split(
@@ -238,6 +254,30 @@ pub fn train_arms(
                 .map(|s| format!("{} epoch {} (validation AUC {:.3})", s.role, s.best.epoch, s.best.validation_auc))
                 .collect();
             cnn_lines.push(format!("  {label}CNN bundle {}: {}", fit.manifest.version, best.join(", ")));
+            // The ensemble over raw outputs (T2, T1C, clinical), rows = the validation part.
+            let rows = |raw: &[Vec<f64>; 2], clinical: Vec<f64>| -> Vec<Vec<f64>> {
+                clinical.iter().enumerate().map(|(j, &c)| vec![raw[0][j], raw[1][j], c]).collect()
+            };
+            let meta_x = rows(&fit.validation_raw, raw_val.clone());
+            let meta_lesions: Vec<Lesion> = split.validation.iter().map(|&i| protocol[i].clone()).collect();
+            let settings = BaggingSettings::default();
+            match Ensemble::fit_cross_fitted(&meta_lesions, &meta_x, &vy, ENSEMBLE_FOLDS, &settings) {
+                Ok(ensemble) => {
+                    for (row, &i) in rows(&fit.test_raw, clinical_raw(&split.test)).iter().zip(&split.test) {
+                        let p = ensemble.probability(row);
+                        writeln!(f, "{},ensemble,{p}", lesions[i].case_id)?;
+                        by_model.entry("ensemble".into()).or_default().insert(lesions[i].case_id.clone(), p);
+                    }
+                    ensembles.push(serde_json::json!({
+                        "inputs": ["t2", "t1c", "clinical"],
+                        "cnn_bundle": fit.manifest.version,
+                        "meta_rows": "validation part (base models never trained on it)",
+                        "calibration": {"method": "platt", "fitted_on": format!("{ENSEMBLE_FOLDS}-fold out-of-fold meta scores on the validation part"), "a": ensemble.platt.a, "b": ensemble.platt.b},
+                        "ensemble": ensemble,
+                    }));
+                }
+                Err(e) => cnn_lines.push(format!("  {label}ensemble not fitted: {e}")),
+            }
         }
         let tag = |part: &str| if splits.len() == 1 { part.to_string() } else { format!("fold{}-{part}", round + 1) };
         for (part, idx) in [("train", &split.train), ("validation", &split.validation), ("test", &split.test)] {
@@ -263,6 +303,15 @@ pub fn train_arms(
         "fits": bundles,
     });
     std::fs::write(models.join("clinical.json"), serde_json::to_string_pretty(&bundle)?)?;
+    if !ensembles.is_empty() {
+        let bundle = serde_json::json!({
+            "model": "ensemble",
+            "meta_classifier": {"kind": "bagged CART trees (Gini)", "settings": BaggingSettings::default()},
+            "protocol": format!("{how:?}"),
+            "fits": ensembles,
+        });
+        std::fs::write(models.join("ensemble.json"), serde_json::to_string_pretty(&bundle)?)?;
+    }
     let report = build(&test_labels, &by_model, &Default::default(), &Settings::default());
     let report_dir = out.join("report");
     renal_eval::write_report(&report, &report_dir)?;
@@ -296,8 +345,8 @@ pub fn train_arms(
             cfg.trials
         ));
         lines.extend(cnn_lines);
-        for model in ["t2", "t1c"] {
-            let m = &report.models[model];
+        for model in ["t2", "t1c", "ensemble"] {
+            let Some(m) = report.models.get(model) else { continue };
             lines.push(format!(
                 "  {model} held-out test: accuracy {:.2}, ROC AUC {}",
                 m.calls.accuracy.estimate,

@@ -138,6 +138,10 @@ pub struct CnnFit {
     pub manifest: Manifest,
     /// Calibrated test probabilities, T2 then T1C, in `split.test` order.
     pub test: [Vec<f64>; 2],
+    /// Raw (uncalibrated) validation outputs, T2 then T1C, in `split.validation` order.
+    pub validation_raw: [Vec<f64>; 2],
+    /// Raw test outputs, T2 then T1C.
+    pub test_raw: [Vec<f64>; 2],
 }
 
 /// Train T2 and T1C networks on `train`, choose epochs and calibrate on `validation`, predict
@@ -179,6 +183,7 @@ pub fn fit_split_with(
     };
     let mut trained = Vec::new();
     let mut test = Vec::new();
+    let (mut validation_raw, mut test_raw) = (Vec::new(), Vec::new());
     for (r, role) in ["t2", "t1c"].iter().enumerate() {
         let (tr, va, te) = (pick(train_idx, r), pick(val_idx, r), pick(test_idx, r));
         let epochs = (config.max_epochs * config.trials) as u64;
@@ -212,6 +217,8 @@ pub fn fit_split_with(
             Platt::fit(&raw_val, &va.malignant).with_context(|| format!("Platt calibration of the {role} network"))?;
         let (raw_test, _) = predict(&result.net, &te.images, device, 32);
         test.push(raw_test.iter().map(|&p| cal.probability(p)).collect::<Vec<f64>>());
+        validation_raw.push(raw_val);
+        test_raw.push(raw_test);
         trained.push((
             result,
             tr.malignant.iter().filter(|&&m| m).count(),
@@ -243,7 +250,11 @@ pub fn fit_split_with(
         &renal_messages::civil::now_rfc3339(),
     )?;
     let [t2, t1c]: [Vec<f64>; 2] = test.try_into().map_err(|_| anyhow::anyhow!("two series"))?;
-    Ok(CnnFit { manifest, test: [t2, t1c] })
+    let two = |v: Vec<Vec<f64>>| -> [Vec<f64>; 2] {
+        let [a, b]: [Vec<f64>; 2] = v.try_into().expect("two series");
+        [a, b]
+    };
+    Ok(CnnFit { manifest, test: [t2, t1c], validation_raw: two(validation_raw), test_raw: two(test_raw) })
 }
 
 /// The device for training or inference, announced once.

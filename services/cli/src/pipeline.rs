@@ -156,7 +156,7 @@ pub fn run_embedded(
     } else {
         println!("no {}: nothing to train or evaluate against", labels.display());
     }
-    println!("  (radiomics and the ensemble are not built yet)");
+    println!("  (not built yet: the radiomics arm, and the ensemble as a worker on renal.scores)");
     Ok(())
 }
 

@@ -34,6 +34,17 @@ pub fn out_of_fold(
     Ok(out)
 }
 
+/// Why an ensemble could not be fitted.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsembleError {
+    /// The rows could not be cut into folds.
+    #[error("ensemble folds: {0}")]
+    Folds(#[from] SplitError),
+    /// The calibrator did not fit.
+    #[error("ensemble calibration: {0}")]
+    Calibration(#[from] CalibrationError),
+}
+
 /// A fitted ensemble: bagged trees over the base outputs, then Platt scaling.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ensemble {
@@ -57,6 +68,28 @@ impl Ensemble {
         let raw: Vec<f64> = calibration_x.iter().map(|r| meta.probability(r)).collect();
         let platt = Platt::fit(&raw, calibration_y)?;
         Ok(Ensemble { meta, platt })
+    }
+
+    /// Fit both parts on one set of rows by cross-fitting: the meta-classifier on all of them;
+    /// the calibrator on out-of-fold meta scores (`k` patient-grouped folds, each scored by a
+    /// meta-classifier fitted on the other folds), so no calibration score comes from trees
+    /// that saw its row. For when the rows the base models never trained on are few (the
+    /// validation part of one split).
+    pub fn fit_cross_fitted(
+        lesions: &[Lesion],
+        x: &[Vec<f64>],
+        y: &[bool],
+        k: usize,
+        settings: &BaggingSettings,
+    ) -> Result<Ensemble, EnsembleError> {
+        let oof = out_of_fold(lesions, k, settings.seed, |train, predict| {
+            let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
+            let ty: Vec<bool> = train.iter().map(|&i| y[i]).collect();
+            let meta = Bagging::fit(&tx, &ty, settings);
+            predict.iter().map(|&i| meta.probability(&x[i])).collect()
+        })?;
+        let platt = Platt::fit(&oof, y)?;
+        Ok(Ensemble { meta: Bagging::fit(x, y, settings), platt })
     }
 
     /// Calibrated probability of malignancy.
@@ -105,6 +138,33 @@ mod tests {
         .unwrap();
         assert_eq!(calls, 5);
         assert!(oof.iter().all(|p| p.is_finite()), "every lesion predicted");
+    }
+
+    #[test]
+    fn cross_fitting_calibrates_on_out_of_fold_scores_and_keeps_all_rows_for_the_trees() {
+        let (l, x) = lesions(120, 4);
+        let y: Vec<bool> = l.iter().map(|v| v.malignant).collect();
+        let s = BaggingSettings::default();
+        let e = Ensemble::fit_cross_fitted(&l, &x, &y, 4, &s).unwrap();
+        assert_eq!(e.meta, Bagging::fit(&x, &y, &s), "the trees see every row");
+        // Recompute the out-of-fold scores independently and refit Platt on them.
+        let parts = partition(&l, 4, s.seed).unwrap();
+        let mut oof = vec![f64::NAN; l.len()];
+        for (i, part) in parts.iter().enumerate() {
+            let train: Vec<usize> =
+                parts.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, p)| p.clone()).collect();
+            let tx: Vec<Vec<f64>> = train.iter().map(|&r| x[r].clone()).collect();
+            let ty: Vec<bool> = train.iter().map(|&r| y[r]).collect();
+            let meta = Bagging::fit(&tx, &ty, &s);
+            for &r in part {
+                oof[r] = meta.probability(&x[r]);
+            }
+        }
+        let platt = Platt::fit(&oof, &y).unwrap();
+        assert_eq!((e.platt.a, e.platt.b), (platt.a, platt.b));
+        // In-sample scores of the final trees would give a different (overconfident) fit.
+        let in_sample: Vec<f64> = x.iter().map(|r| e.meta.probability(r)).collect();
+        assert_ne!(Platt::fit(&in_sample, &y).unwrap().a, e.platt.a);
     }
 
     #[test]
