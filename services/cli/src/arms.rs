@@ -240,6 +240,7 @@ pub fn train_arms(
                 c.device,
                 &out.join("models"),
                 &label,
+                None,
             )?;
             for (model, probs) in ["t2", "t1c"].iter().zip(&fit.test) {
                 for (&i, &p) in split.test.iter().zip(probs) {

@@ -145,24 +145,10 @@ pub struct CnnFit {
 }
 
 /// Train T2 and T1C networks on `train`, choose epochs and calibrate on `validation`, predict
-/// `test`; the bundle goes to `registry`.
+/// `test`; the bundle goes to `registry`. `checkpoint`: a folder to keep each network's
+/// checkpoint in (one sub-folder per series) and resume from.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_split(
-    lesions: &[&LesionV1],
-    composites: &[[Vec<f32>; 2]],
-    malignant: &[bool],
-    parts: [&[usize]; 3],
-    config: &TrainConfig,
-    device: Device,
-    registry: &Path,
-    label: &str,
-) -> Result<CnnFit> {
-    fit_split_with(lesions, composites, malignant, parts, config, device, registry, label, None)
-}
-
-/// [`fit_split`] with a checkpoint folder (one sub-folder per series).
-#[allow(clippy::too_many_arguments)]
-pub fn fit_split_with(
     lesions: &[&LesionV1],
     composites: &[[Vec<f32>; 2]],
     malignant: &[bool],
@@ -289,7 +275,7 @@ pub fn train_command(
     let composites = read_composites(&*store, &lesions)?;
     let y: Vec<bool> = protocol.iter().map(|l| l.malignant).collect();
     let registry = registry.map(Path::to_path_buf).unwrap_or_else(|| run.join("models"));
-    let fit = fit_split_with(
+    let fit = fit_split(
         &lesions,
         &composites,
         &y,
