@@ -16,9 +16,11 @@
 //! calibrator is fitted on those rows' out-of-fold meta scores (5 patient-grouped folds), so it
 //! never sees a score from trees that learned that row (`Ensemble::fit_cross_fitted`). The
 //! study fitted its meta-classifier on the base models' own training rows and chose it by test
-//! accuracy; the out-of-fold base predictions over the training part would need five
-//! more trainings of each network per split, which a CPU run cannot afford. Missing age or sex is filled with the training part's median
-//! age or more common sex (and counted in the output).
+//! accuracy; out-of-fold base predictions over the training part would need five more
+//! trainings of each network per split, which a CPU run cannot afford.
+//!
+//! Missing age or sex is filled with the training part's median age or more common sex (and
+//! counted in the output).
 
 use anyhow::{bail, Context, Result};
 use renal_eval::report::{build, Settings};
