@@ -40,12 +40,10 @@ fn lesion(case_id: &str, composites: [BlobRef; 2]) -> LesionV1 {
 
 fn composite(seed: u64, side: usize) -> Vec<u8> {
     // A deterministic pattern in 0..1 (no RNG crate needed).
-    (0..3 * side * side)
-        .flat_map(|i| {
-            let v = ((i as u64).wrapping_mul(2654435761).wrapping_add(seed * 97) % 1000) as f32 / 1000.0;
-            v.to_le_bytes()
-        })
-        .collect()
+    let values: Vec<f32> = (0..3 * side * side)
+        .map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(seed * 97) % 1000) as f32 / 1000.0)
+        .collect();
+    renal_imaging::composite::encode_f32_le(&values)
 }
 
 #[test]
@@ -170,10 +168,8 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
         // Same numbers as the library on the same composites, one lesion at a time.
         let scorer = Scorer::load(&registry, &manifest.version, Device::Cpu).unwrap();
         for (id, (_, pair)) in &good {
-            let floats: Vec<Vec<f32>> = pair
-                .iter()
-                .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-                .collect();
+            let floats: Vec<Vec<f32>> =
+                pair.iter().map(|b| renal_imaging::composite::decode_f32_le(b).unwrap()).collect();
             let want = &scorer.score(&[[floats[0].as_slice(), floats[1].as_slice()]])[0];
             let s = &got[id];
             assert_eq!(s.model_version, manifest.version);

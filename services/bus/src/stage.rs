@@ -52,6 +52,21 @@ pub struct StageConfig {
     pub commit_interval_ms: u64,
 }
 
+impl StageConfig {
+    /// A worker's usual delivery settings: retries from 200 ms, doubling up to 10 s; offsets
+    /// committed at least every second.
+    pub fn new(stage: &'static str, group: &str, inputs: Vec<Topic>) -> StageConfig {
+        StageConfig {
+            stage,
+            group: group.into(),
+            inputs,
+            retry_initial_ms: 200,
+            retry_max_ms: 10_000,
+            commit_interval_ms: 1_000,
+        }
+    }
+}
+
 /// Counts of what the loop did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageStats {

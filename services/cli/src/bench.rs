@@ -217,13 +217,13 @@ fn run_sitk(python: &Path, script: &Path, args: &[String]) -> Result<serde_json:
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// Run `f` `repeat` times (at least once): the median wall time in seconds and the last result.
-fn timed<T, E>(repeat: usize, mut f: impl FnMut() -> std::result::Result<T, E>) -> Result<(f64, T)>
+pub(crate) fn timed<T, E>(repeat: usize, mut f: impl FnMut() -> std::result::Result<T, E>) -> Result<(f64, T)>
 where
     anyhow::Error: From<E>,
 {

@@ -108,10 +108,15 @@ pub fn read_composites(store: &dyn BlobStore, lesions: &[&LesionV1]) -> Result<V
         let mut pair: [Vec<f32>; 2] = Default::default();
         for (slot, blob) in pair.iter_mut().zip(&l.composites) {
             let bytes = store.get(blob).with_context(|| format!("composite of {}", l.case_id))?;
-            if bytes.len() != (3 * COMPOSITE_PX * COMPOSITE_PX * 4) as usize {
-                bail!("composite of {} has {} bytes, not 3 x 200 x 200 float32", l.case_id, bytes.len());
+            let (side, values) = renal_imaging::composite::decode_blob(&bytes)
+                .map_err(|e| anyhow::anyhow!("composite of {} {e}", l.case_id))?;
+            if side as i64 != COMPOSITE_PX {
+                bail!(
+                    "composite of {} is {side}x{side}; training reads {COMPOSITE_PX}x{COMPOSITE_PX} composites",
+                    l.case_id
+                );
             }
-            *slot = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            *slot = values;
         }
         out.push(pair);
         bar.inc(1);
@@ -305,15 +310,12 @@ pub fn train_command(
 /// Median seconds of `repeat` calls after one warm-up call.
 fn time_median(repeat: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut times: Vec<f64> = (0..repeat.max(1))
-        .map(|_| {
-            let t = std::time::Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    crate::bench::timed(repeat, || {
+        f();
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .expect("infallible")
+    .0
 }
 
 fn sync(device: Device) {

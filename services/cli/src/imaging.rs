@@ -169,8 +169,7 @@ pub fn run_preprocess(image: &Path, mask: &Path, out: &Path, o: &PreprocessOptio
     let c = composite(&corrected, &lesion, o.size, o.order).context("composite")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write(&out.join("corrected.nii.gz"), &corrected, "renal preprocess")?;
-    let raw: Vec<u8> = c.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_atomic(&out.join("composite.f32"), &raw)?;
+    write_atomic(&out.join("composite.f32"), &renal_imaging::composite::encode_f32_le(&c.data))?;
     let summary = serde_json::json!({
         "size": c.size,
         "channel_order": o.order,

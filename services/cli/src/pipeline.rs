@@ -3,12 +3,15 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use renal_bus::{InProcessBus, KafkaBus, KafkaConfig};
+use renal_bus::{BusError, InProcessBus, KafkaBus, KafkaConfig, StageStats};
 use renal_ingest::worker::{self, IngestConfig, IngestStats, Mode, SiteConfig};
+use renal_messages::topics::Topic;
 use renal_messages::{topics, DeadLetterV1, LesionV1, Message};
 use serde::Deserialize;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 /// Site folders of an input cohort: every sub-folder except hidden ones and `nifti`.
@@ -277,25 +280,10 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
         "preprocess" => {
             let section = file.preprocess.context("[preprocess] section missing")?;
             let store = renal_store::open(&section.blob_store)?;
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                let bus = KafkaBus::new(kafka)?;
-                bus.ensure_topics(&[topics::CASES, topics::LESIONS, topics::DEAD_PREPROCESS]).await?;
-                let shutdown = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                let stats = renal_preprocess::worker::run(section.settings, store, bus, shutdown, &|n| {
-                    // A heartbeat for operators; per-lesion detail lives in the messages.
-                    if n == 1 || n % 25 == 0 {
-                        eprintln!("preprocess: {n} cases begun");
-                    }
-                })
-                .await?;
-                eprintln!(
-                    "preprocess stopped: {} cases, {} lesions, {} dead letters",
-                    stats.inputs, stats.outputs, stats.dead_letters
-                );
-                Ok(())
+            let beat = heartbeat("preprocess", "cases");
+            let stage_topics = [topics::CASES, topics::LESIONS, topics::DEAD_PREPROCESS];
+            serve_on_kafka(kafka, &stage_topics, "preprocess", ["cases", "lesions"], |bus, shutdown| {
+                renal_preprocess::worker::run(section.settings, store, bus, shutdown, &beat)
             })
         }
         "inference" => {
@@ -313,27 +301,46 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 scorer.manifest().net.input_px
             );
             let store = renal_store::open(&cfg.blob_store)?;
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                let bus = KafkaBus::new(kafka)?;
-                bus.ensure_topics(&[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE]).await?;
-                let shutdown = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                let stats = renal_cnn::worker::run(&cfg, scorer, store, bus, shutdown, &|n| {
-                    if n == 1 || n % 25 == 0 {
-                        eprintln!("inference: {n} lesions begun");
-                    }
-                })
-                .await?;
-                eprintln!(
-                    "inference stopped: {} lesions, {} scores, {} dead letters",
-                    stats.inputs, stats.outputs, stats.dead_letters
-                );
-                Ok(())
+            let beat = heartbeat("inference", "lesions");
+            let stage_topics = [topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE];
+            serve_on_kafka(kafka, &stage_topics, "inference", ["lesions", "scores"], |bus, shutdown| {
+                renal_cnn::worker::run(&cfg, scorer, store, bus, shutdown, &beat)
             })
         }
         other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess, inference)"),
+    }
+}
+
+/// Serve one topic-consuming stage on Kafka until Ctrl-C: create `topics`, run `stage` with the
+/// shutdown signal, then say what it did (`nouns`: its inputs and its outputs, plural).
+fn serve_on_kafka<F, Fut>(kafka: KafkaConfig, topics: &[Topic], name: &str, nouns: [&str; 2], stage: F) -> Result<()>
+where
+    F: FnOnce(KafkaBus, Pin<Box<dyn Future<Output = ()>>>) -> Fut,
+    Fut: Future<Output = Result<StageStats, BusError>>,
+{
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let bus = KafkaBus::new(kafka)?;
+        bus.ensure_topics(topics).await?;
+        let shutdown = Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        let stats = stage(bus, shutdown).await?;
+        eprintln!(
+            "{name} stopped: {} {}, {} {}, {} dead letters",
+            stats.inputs, nouns[0], stats.outputs, nouns[1], stats.dead_letters
+        );
+        Ok(())
+    })
+}
+
+/// A heartbeat for operators (per-lesion detail lives in the messages): the first input begun
+/// and every 25th.
+fn heartbeat(name: &'static str, noun: &'static str) -> impl Fn(u64) + Sync {
+    move |n| {
+        if n == 1 || n % 25 == 0 {
+            eprintln!("{name}: {n} {noun} begun");
+        }
     }
 }
 

@@ -11,7 +11,6 @@ use crate::net::{Net, NetConfig};
 use crate::train::{EpochLog, TrainConfig};
 use crate::weights;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::Device;
@@ -117,7 +116,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 
 fn sha256_file(path: &Path) -> Result<String, BundleError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    Ok(renal_messages::lower_hex(&Sha256::digest(&bytes)))
+    Ok(renal_store::sha256_hex(&bytes))
 }
 
 /// The `cnn` folder of a registry.
@@ -166,14 +165,14 @@ pub fn save(
     let staging = root.join(format!(".staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let mut hasher = Sha256::new();
+    let mut hashes = String::new();
     let mut models = Vec::new();
     for (role, s) in ROLES.iter().zip(series) {
         let file = format!("{role}.safetensors");
         let path = staging.join(&file);
         weights::save(s.vs, &path)?;
         let sha = sha256_file(&path)?;
-        hasher.update(sha.as_bytes());
+        hashes.push_str(&sha);
         models.push(SeriesModel {
             role: role.to_string(),
             weights: file,
@@ -183,7 +182,7 @@ pub fn save(
             data: s.data,
         });
     }
-    let version = format!("cnn-{}", &renal_messages::lower_hex(&hasher.finalize())[..12]);
+    let version = format!("cnn-{}", &renal_store::sha256_hex(hashes.as_bytes())[..12]);
     let manifest = Manifest {
         format: 1,
         version: version.clone(),

@@ -29,7 +29,7 @@ pub fn compare(dir: &Path, backbone: Backbone, side: i64, device: Device) -> Res
     let logits: Vec<f64> = serde_json::from_value(expected["logits"].clone()).map_err(|e| e.to_string())?;
     let embedding: Vec<Vec<f64>> = serde_json::from_value(expected["embedding"].clone()).map_err(|e| e.to_string())?;
     let raw = std::fs::read(dir.join("input.f32")).map_err(|e| format!("input.f32: {e}"))?;
-    let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let values = renal_imaging::composite::decode_f32_le(&raw).ok_or("input.f32: length not a multiple of 4")?;
     let n = logits.len() as i64;
     if values.len() as i64 != n * 3 * side * side {
         return Err(format!("input.f32 has {} values, want {n} x 3 x {side} x {side}", values.len()));

@@ -270,22 +270,6 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("partial");
-    let err = |reason: String| TrainError::Checkpoint { path: path.display().to_string(), reason };
-    Tensor::write_safetensors(tensors, &tmp).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
-}
-
-/// A copy of every variable on the CPU. `to_device` alone would alias a CPU variable, and a
-/// kept "best epoch" would silently follow training onwards.
-fn variables_sorted(vs: &VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 fn copy_into(vs: &VarStore, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), TrainError> {
     tch::no_grad(|| {
         for (name, var) in vs.variables() {
@@ -430,7 +414,7 @@ pub fn train(
             if improves(&log, state.best.as_ref()) {
                 state.best = Some(log.clone());
                 state.since_best = 0;
-                best_weights = Some(variables_sorted(&vs));
+                best_weights = Some(weights::snapshot(&vs));
             } else {
                 state.since_best += 1;
             }
@@ -439,11 +423,11 @@ pub fn train(
             state.finished = state.since_best >= config.patience || epoch >= config.max_epochs;
             if let Some((json, last, best)) = &files {
                 if state.since_best == 0 {
-                    save_tensors(best, best_weights.as_ref().expect("just set"))?;
+                    weights::write(best, best_weights.as_ref().expect("just set"))?;
                 }
-                let mut all = variables_sorted(&vs);
+                let mut all = weights::snapshot(&vs);
                 all.extend(opt.state());
-                save_tensors(last, &all)?;
+                weights::write(last, &all)?;
                 write_json(json, &state)?;
             }
         }
@@ -506,17 +490,6 @@ mod tests {
             trials: 1,
             ..TrainConfig::cpu_quick()
         }
-    }
-
-    #[test]
-    fn a_kept_snapshot_does_not_follow_later_updates() {
-        let vs = VarStore::new(Device::Cpu);
-        let w = vs.root().var("w", &[2], tch::nn::Init::Const(1.0));
-        let snapshot = variables_sorted(&vs);
-        tch::no_grad(|| {
-            let _ = w.shallow_clone().fill_(5.0);
-        });
-        assert_eq!(Vec::<f32>::try_from(&snapshot[0].1).unwrap(), vec![1.0, 1.0]);
     }
 
     #[test]

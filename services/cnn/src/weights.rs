@@ -18,9 +18,9 @@ use tch::Tensor;
 /// Why a weight file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    /// Unreadable or not safetensors.
+    /// Unreadable, unwritable, or not safetensors.
     #[error("{path}: {reason}")]
-    Read {
+    File {
         /// The file.
         path: String,
         /// What libtorch or safetensors said.
@@ -89,7 +89,7 @@ fn ignorable(name: &str) -> bool {
 pub fn load(vs: &mut VarStore, path: &Path, backbone: &'static str) -> Result<Loaded, WeightsError> {
     let shown = path.display().to_string();
     let read = Tensor::read_safetensors(path)
-        .map_err(|e| WeightsError::Read { path: shown.clone(), reason: e.to_string() })?;
+        .map_err(|e| WeightsError::File { path: shown.clone(), reason: e.to_string() })?;
     let file: HashMap<String, Tensor> = read.into_iter().collect();
     let vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();
@@ -136,17 +136,28 @@ pub fn load(vs: &mut VarStore, path: &Path, backbone: &'static str) -> Result<Lo
     Ok(done)
 }
 
-/// Save every variable of `vs` (backbone and head) as safetensors, written to a temporary
-/// name and renamed so a crash never leaves a half-written file under `path`.
-pub fn save(vs: &VarStore, path: &Path) -> Result<(), WeightsError> {
-    let shown = path.display().to_string();
-    let mut vars: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
+/// A copy of every variable of `vs` on the CPU, in name order. `to_device` alone would alias
+/// a CPU variable, and a kept "best epoch" would silently follow training onwards.
+pub fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu).copy())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Write named tensors as safetensors, to a temporary name renamed into place, so a crash
+/// never leaves a half-written file under `path`.
+pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), WeightsError> {
+    let err =
+        |e: &dyn std::fmt::Display| WeightsError::File { path: path.display().to_string(), reason: e.to_string() };
     let tmp = path.with_extension("safetensors.partial");
-    Tensor::write_safetensors(&vars, &tmp)
-        .map_err(|e| WeightsError::Read { path: shown.clone(), reason: e.to_string() })?;
-    std::fs::rename(&tmp, path).map_err(|e| WeightsError::Read { path: shown, reason: e.to_string() })
+    Tensor::write_safetensors(tensors, &tmp).map_err(|e| err(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+}
+
+/// Save every variable of `vs` (backbone and head) with [`write`].
+pub fn save(vs: &VarStore, path: &Path) -> Result<(), WeightsError> {
+    write(path, &snapshot(vs))
 }
 
 #[cfg(test)]
@@ -157,6 +168,17 @@ mod tests {
 
     fn net(vs: &VarStore, backbone: Backbone) -> Net {
         Net::new(&vs.root(), NetConfig { backbone, head: Head::Plain, input_px: 64 })
+    }
+
+    #[test]
+    fn a_snapshot_does_not_follow_later_updates() {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[2], tch::nn::Init::Const(1.0));
+        let kept = snapshot(&vs);
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().fill_(5.0);
+        });
+        assert_eq!(Vec::<f32>::try_from(&kept[0].1).unwrap(), vec![1.0, 1.0]);
     }
 
     #[test]

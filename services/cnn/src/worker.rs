@@ -16,6 +16,7 @@
 use crate::bundle::{self, BundleError, Manifest, Model};
 use crate::train::predict;
 use renal_bus::{run_batched_stage, Batching, Bus, BusError, Outcome, Output, Record, StageConfig, StageStats};
+use renal_imaging::composite::{decode_blob, side_of};
 use renal_messages::civil::now_rfc3339;
 use renal_messages::{topics, LesionV1, Message, Provenance, ScoresV1};
 use renal_store::{BlobError, BlobStore};
@@ -98,7 +99,7 @@ impl Scorer {
             let images: Vec<tch::Tensor> = composites
                 .iter()
                 .map(|c| {
-                    let s = side_of(c[r].len()).expect("fetch checked the size");
+                    let s = side_of(c[r].len()).expect("fetch checked the size") as i64;
                     crate::augment::resize(&tch::Tensor::from_slice(c[r]).view([1, 3, s, s]), side)
                 })
                 .collect();
@@ -110,12 +111,6 @@ impl Scorer {
             .map(|i| LesionScores { probability: [t2.0[i], t1c.0[i]], embedding: [t2.1[i].clone(), t1c.1[i].clone()] })
             .collect()
     }
-}
-
-/// The side S of a 3 x S x S composite of `values` floats, if it is one (S from 8 to 1,024).
-pub fn side_of(values: usize) -> Option<i64> {
-    let s = ((values / 3) as f64).sqrt().round() as usize;
-    (values.is_multiple_of(3) && s * s * 3 == values && (8..=1024).contains(&s)).then_some(s as i64)
 }
 
 /// Why one lesion cannot be scored (always permanent: a dead letter).
@@ -134,16 +129,7 @@ fn fetch(record: &Record, store: &dyn BlobStore) -> Result<(LesionV1, [Vec<f32>;
             Err(e @ BlobError::Corrupt { .. }) => return Err(reject("corrupt_blob", format!("{role} composite: {e}"))),
             Err(e) => return Err(Outcome::Retry(format!("{role} composite: {e}"))),
         };
-        if bytes.len() % 4 != 0 || side_of(bytes.len() / 4).is_none() {
-            return Err(reject(
-                "bad_composite",
-                format!("{role} composite has {} bytes, not 3 x S x S float32 with S from 8 to 1,024", bytes.len()),
-            ));
-        }
-        let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(reject("bad_composite", format!("{role} composite has non-finite values")));
-        }
+        let (_, values) = decode_blob(&bytes).map_err(|e| reject("bad_composite", format!("{role} composite {e}")))?;
         *slot = values;
     }
     Ok((lesion, out))
@@ -203,14 +189,7 @@ pub async fn run<B: Bus>(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<StageStats, BusError> {
     let scorer = Arc::new(Mutex::new(scorer));
-    let stage = StageConfig {
-        stage: "inference",
-        group: GROUP.into(),
-        inputs: vec![topics::LESIONS],
-        retry_initial_ms: 200,
-        retry_max_ms: 10_000,
-        commit_interval_ms: 1_000,
-    };
+    let stage = StageConfig::new("inference", GROUP, vec![topics::LESIONS]);
     let batching = Batching { max_records: cfg.max_batch.max(1), max_wait_ms: cfg.max_wait_ms };
     let mut done = 0u64;
     run_batched_stage(
@@ -237,19 +216,4 @@ pub async fn run<B: Bus>(
         shutdown,
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::side_of;
-
-    #[test]
-    fn composite_sides_are_recognised_from_their_length() {
-        assert_eq!(side_of(3 * 200 * 200), Some(200));
-        assert_eq!(side_of(3 * 96 * 96), Some(96));
-        assert_eq!(side_of(3 * 200 * 200 - 3), None);
-        assert_eq!(side_of(250), None);
-        assert_eq!(side_of(3 * 4 * 4), None, "too small");
-        assert_eq!(side_of(0), None);
-    }
 }

@@ -220,9 +220,67 @@ pub fn resize_bilinear(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usi
     out
 }
 
+/// Float32 values as little-endian bytes: the composite blob format (`renal.lesions` carries
+/// composites as `3 x S x S` of these, channel-major).
+pub fn encode_f32_le(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The inverse of [`encode_f32_le`]; `None` when the length is not a multiple of 4.
+pub fn decode_f32_le(bytes: &[u8]) -> Option<Vec<f32>> {
+    bytes
+        .len()
+        .is_multiple_of(4)
+        .then(|| bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// The side S of a `3 x S x S` composite of `values` floats, if it is one (S from 8 to 1,024).
+pub fn side_of(values: usize) -> Option<usize> {
+    let s = ((values / 3) as f64).sqrt().round() as usize;
+    (values.is_multiple_of(3) && s * s * 3 == values && (8..=1024).contains(&s)).then_some(s)
+}
+
+/// Why bytes are not a composite blob.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BlobError {
+    /// Not `3 x S x S` float32.
+    #[error("has {0} bytes, not 3 x S x S float32 with S from 8 to 1,024")]
+    Length(usize),
+    /// NaN or infinite values.
+    #[error("has non-finite values")]
+    NotFinite,
+}
+
+/// Read a composite blob: its side and values, checked for shape and finite values.
+pub fn decode_blob(bytes: &[u8]) -> Result<(usize, Vec<f32>), BlobError> {
+    let values = decode_f32_le(bytes).ok_or(BlobError::Length(bytes.len()))?;
+    let side = side_of(values.len()).ok_or(BlobError::Length(bytes.len()))?;
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(BlobError::NotFinite);
+    }
+    Ok((side, values))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composite_blobs_round_trip_and_bad_ones_are_named() {
+        assert_eq!(side_of(3 * 200 * 200), Some(200));
+        assert_eq!(side_of(3 * 96 * 96), Some(96));
+        assert_eq!(side_of(3 * 200 * 200 - 3), None);
+        assert_eq!(side_of(250), None);
+        assert_eq!(side_of(3 * 4 * 4), None, "too small");
+        assert_eq!(side_of(0), None);
+        let values: Vec<f32> = (0..3 * 8 * 8).map(|i| i as f32 / 7.0).collect();
+        assert_eq!(decode_blob(&encode_f32_le(&values)), Ok((8, values.clone())));
+        assert_eq!(decode_f32_le(&[0u8; 6]), None);
+        assert_eq!(decode_blob(&[0u8; 1000]), Err(BlobError::Length(1000)));
+        let mut bad = values;
+        bad[5] = f32::NAN;
+        assert_eq!(decode_blob(&encode_f32_le(&bad)), Err(BlobError::NotFinite));
+    }
 
     fn grid(dims: [usize; 3], row: [f64; 3], col: [f64; 3], normal: [f64; 3]) -> Geometry {
         Geometry { dims, spacing_mm: [1.0; 3], origin_mm: [0.0; 3], row_dir: row, col_dir: col, normal }

@@ -197,8 +197,7 @@ fn put_composite(
 ) -> Result<BlobRef, PreprocessError> {
     let c = composite(&s.corrected, &s.mask, cfg.composite_size, cfg.channel_order)
         .map_err(|source| PreprocessError::Composite { role, source })?;
-    let bytes: Vec<u8> = c.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Ok(store.put(&bytes)?)
+    Ok(store.put(&renal_imaging::composite::encode_f32_le(&c.data))?)
 }
 
 /// Preprocess one case; blobs go to `store`.

@@ -22,14 +22,7 @@ pub async fn run<B: Bus>(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<StageStats, BusError> {
     let cfg = Arc::new(cfg);
-    let stage = StageConfig {
-        stage: "preprocess",
-        group: GROUP.into(),
-        inputs: vec![topics::CASES],
-        retry_initial_ms: 200,
-        retry_max_ms: 10_000,
-        commit_interval_ms: 1_000,
-    };
+    let stage = StageConfig::new("preprocess", GROUP, vec![topics::CASES]);
     let (mut started, mut last) = (0u64, None);
     run_stage(
         bus,

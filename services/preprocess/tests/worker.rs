@@ -110,8 +110,7 @@ fn cases_become_lesions_and_bad_input_becomes_dead_letters() {
         for c in &lesion.composites {
             let bytes = get(c);
             assert_eq!(bytes.len(), 3 * 200 * 200 * 4);
-            let values: Vec<f32> =
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values = renal_imaging::composite::decode_f32_le(&bytes).unwrap();
             assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
             for channel in values.chunks(200 * 200) {
                 let top = channel.iter().fold(0.0f32, |m, &v| m.max(v));
