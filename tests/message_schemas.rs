@@ -135,7 +135,8 @@ fn examples() -> Vec<Example> {
             class: "malignant".into(),
             threshold: 0.5,
             inputs: [0.25, 0.75, 0.5],
-            model_version: "m-0001".into(),
+            model_version: "ens-0123456789ab".into(),
+            cnn_model_version: "cnn-0123456789ab".into(),
             provenance: provenance(),
         }),
         entry(LabelV1 {

@@ -17,18 +17,23 @@
 //! never sees a score from trees that learned that row (`Ensemble::fit_cross_fitted`). The
 //! study fitted its meta-classifier on the base models' own training rows and chose it by test
 //! accuracy; out-of-fold base predictions over the training part would need five more
-//! trainings of each network per split, which a CPU run cannot afford.
+//! trainings of each network per split, which a CPU run cannot afford. Each split's ensemble
+//! (with its clinical model and the fill values) is saved as a bundle in
+//! `OUT/models/ensemble/<version>/`, the one `renal worker ensemble` serves, and the held-out
+//! predictions come from that bundle.
 //!
 //! Missing age or sex is filled with the training part's median age or more common sex (and
 //! counted in the output).
 
 use anyhow::{bail, Context, Result};
+use renal_ensemble::bundle::{Content, DEFAULT_THRESHOLD};
+use renal_ensemble::join::recorded;
 use renal_eval::report::{build, Settings};
 use renal_learn::bagging::BaggingSettings;
-use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features};
+use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features, Fill};
 use renal_learn::ensemble::Ensemble;
 use renal_learn::split::{k_fold, leave_one_institution_out, train_validation_test, Lesion, Split};
-use renal_messages::{LesionV1, Sex};
+use renal_messages::LesionV1;
 use renal_stats::Platt;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -130,28 +135,21 @@ pub fn labelled_split<'a>(
     Ok((lesions, protocol, split))
 }
 
-/// Features with gaps filled from the training part.
-fn features(lesions: &[&LesionV1], train: &[usize]) -> (Vec<Features>, usize) {
-    let mut ages: Vec<f64> = train.iter().filter_map(|&i| lesions[i].clinical.age_years.map(f64::from)).collect();
-    ages.sort_by(f64::total_cmp);
-    let median_age = if ages.is_empty() { 60.0 } else { ages[ages.len() / 2] };
-    let males = train.iter().filter(|&&i| lesions[i].clinical.sex == Some(Sex::M)).count();
-    let common_sex = if 2 * males >= train.len() { 1.0 } else { 0.0 };
+/// Features with gaps filled from the training part, the fill, and how many rows needed it.
+fn features(lesions: &[&LesionV1], train: &[usize]) -> (Vec<Features>, Fill, usize) {
+    let recorded_of: Vec<(Option<f64>, Option<f64>)> = lesions.iter().map(|l| recorded(&l.clinical)).collect();
+    let fill = Fill::from_training(&train.iter().map(|&i| recorded_of[i]).collect::<Vec<_>>());
     let mut filled = 0;
     let rows = lesions
         .iter()
-        .map(|l| {
-            let age = l.clinical.age_years.map(f64::from);
-            let sex = match l.clinical.sex {
-                Some(Sex::M) => Some(1.0),
-                Some(Sex::F) => Some(0.0),
-                _ => None,
-            };
-            filled += usize::from(age.is_none() || sex.is_none());
-            [age.unwrap_or(median_age), sex.unwrap_or(common_sex), l.tumour_volume_ml]
+        .zip(&recorded_of)
+        .map(|(l, &(age, sex))| {
+            let (x, gap) = fill.features(age, sex, l.tumour_volume_ml);
+            filled += usize::from(gap);
+            x
         })
         .collect();
-    (rows, filled)
+    (rows, fill, filled)
 }
 
 /// A fold's training part cut 80/20 into training and validation (grouped, stratified).
@@ -205,7 +203,6 @@ pub fn train_arms(
         None => None,
     };
     let mut cnn_lines = Vec::new();
-    let mut ensembles = Vec::new();
     let predictions = out.join("predictions.csv");
     let mut f = std::fs::File::create(&predictions).with_context(|| format!("writing {}", predictions.display()))?;
     writeln!(f, "case_id,model,probability")?;
@@ -217,7 +214,7 @@ pub fn train_arms(
     let mut bundles = Vec::new();
     let (mut filled_total, mut epochs) = (0, Vec::new());
     for (round, split) in splits.iter().enumerate() {
-        let (x, filled) = features(&lesions, &split.train);
+        let (x, fill, filled) = features(&lesions, &split.train);
         filled_total += filled;
         let pick = |idx: &[usize]| -> (Vec<Features>, Vec<bool>) { idx.iter().map(|&i| (x[i], y[i])).unzip() };
         let ((tx, ty), (vx, vy)) = (pick(&split.train), pick(&split.validation));
@@ -230,7 +227,6 @@ pub fn train_arms(
             by_model.entry("clinical".into()).or_default().insert(lesions[i].case_id.clone(), p);
             test_labels.insert(lesions[i].case_id.clone(), y[i]);
         }
-        let clinical_raw = |idx: &[usize]| -> Vec<f64> { idx.iter().map(|&i| model.probability(&x[i])).collect() };
         if let (Some(c), Some(images)) = (cnn, &composites) {
             let label = if splits.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
             let fit = crate::cnn::fit_split(
@@ -266,18 +262,36 @@ pub fn train_arms(
             let settings = BaggingSettings::default();
             match Ensemble::fit_cross_fitted(&meta_lesions, &meta_x, &vy, ENSEMBLE_FOLDS, &settings) {
                 Ok(ensemble) => {
-                    for (row, &i) in rows(&fit.test_raw, clinical_raw(&split.test)).iter().zip(&split.test) {
-                        let p = ensemble.probability(row);
+                    let content = Content {
+                        cnn_version: fit.manifest.version.clone(),
+                        clinical: model.clone(),
+                        fill,
+                        ensemble,
+                        threshold: DEFAULT_THRESHOLD,
+                        fitted: serde_json::json!({
+                            "protocol": format!("{how:?}"),
+                            "split_seed": SPLIT_SEED,
+                            "round": round + 1,
+                            "meta_rows": format!("validation part ({} lesions; the base models never trained on it)", split.validation.len()),
+                            "calibration": format!("platt on {ENSEMBLE_FOLDS}-fold patient-grouped out-of-fold meta scores of the same rows"),
+                            "bagging": settings,
+                        }),
+                    };
+                    let bundle = renal_ensemble::bundle::save(
+                        &out.join("models"),
+                        content,
+                        env!("CARGO_PKG_VERSION"),
+                        &renal_messages::civil::now_rfc3339(),
+                    )?;
+                    for (&i, (t2, t1c)) in split.test.iter().zip(fit.test_raw[0].iter().zip(&fit.test_raw[1])) {
+                        let p = bundle.content.call(*t2, *t1c, &x[i]).probability;
                         writeln!(f, "{},ensemble,{p}", lesions[i].case_id)?;
                         by_model.entry("ensemble".into()).or_default().insert(lesions[i].case_id.clone(), p);
                     }
-                    ensembles.push(serde_json::json!({
-                        "inputs": ["t2", "t1c", "clinical"],
-                        "cnn_bundle": fit.manifest.version,
-                        "meta_rows": "validation part (base models never trained on it)",
-                        "calibration": {"method": "platt", "fitted_on": format!("{ENSEMBLE_FOLDS}-fold out-of-fold meta scores on the validation part"), "a": ensemble.platt.a, "b": ensemble.platt.b},
-                        "ensemble": ensemble,
-                    }));
+                    cnn_lines.push(format!(
+                        "  {label}ensemble bundle {} (CNN bundle {})",
+                        bundle.version, bundle.content.cnn_version
+                    ));
                 }
                 Err(e) => cnn_lines.push(format!("  {label}ensemble not fitted: {e}")),
             }
@@ -306,15 +320,6 @@ pub fn train_arms(
         "fits": bundles,
     });
     std::fs::write(models.join("clinical.json"), serde_json::to_string_pretty(&bundle)?)?;
-    if !ensembles.is_empty() {
-        let bundle = serde_json::json!({
-            "model": "ensemble",
-            "meta_classifier": {"kind": "bagged CART trees (Gini)", "settings": BaggingSettings::default()},
-            "protocol": format!("{how:?}"),
-            "fits": ensembles,
-        });
-        std::fs::write(models.join("ensemble.json"), serde_json::to_string_pretty(&bundle)?)?;
-    }
     let report = build(&test_labels, &by_model, &Default::default(), &Settings::default());
     let report_dir = out.join("report");
     renal_eval::write_report(&report, &report_dir)?;
@@ -373,7 +378,7 @@ fn auc_text(m: &renal_eval::report::ModelReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use renal_messages::{BlobRef, Clinical, LesionQc, Provenance};
+    use renal_messages::{BlobRef, Clinical, LesionQc, Provenance, Sex};
 
     /// 80 lesions of 70 patients at two sites; older patients and bigger lesions lean malignant;
     /// every fifth lesion diagnosed by imaging only.

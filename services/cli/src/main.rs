@@ -69,7 +69,7 @@ enum Command {
     ///
     /// Example: RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml
     Worker {
-        /// Worker name (built: ingest, preprocess).
+        /// Worker name (built: ingest, preprocess, inference, ensemble).
         name: String,
         /// TOML settings: a [kafka] section and the worker's own section.
         #[arg(long)]

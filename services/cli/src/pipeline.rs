@@ -159,7 +159,7 @@ pub fn run_embedded(
     } else {
         println!("no {}: nothing to train or evaluate against", labels.display());
     }
-    println!("  (not built yet: the radiomics arm, and the ensemble as a worker on renal.scores)");
+    println!("  (not built yet: the radiomics arm)");
     Ok(())
 }
 
@@ -201,6 +201,7 @@ struct WorkerFile {
     ingest: Option<IngestConfig>,
     preprocess: Option<PreprocessSection>,
     inference: Option<renal_cnn::worker::InferenceConfig>,
+    ensemble: Option<renal_ensemble::worker::EnsembleConfig>,
 }
 
 /// `[preprocess]`: where blobs live, plus the preprocessing settings.
@@ -307,7 +308,33 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 renal_cnn::worker::run(&cfg, scorer, store, bus, shutdown, &beat)
             })
         }
-        other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess, inference)"),
+        "ensemble" => {
+            let cfg = file.ensemble.context("[ensemble] section missing")?;
+            // Load the bundle before touching the broker: a wrong version stops here.
+            let bundle = renal_ensemble::bundle::load(&cfg.registry, &cfg.model_version)
+                .context("starting the ensemble worker")?;
+            eprintln!(
+                "ensemble: serving {} over CNN bundle {} (threshold {}); waiting up to {} ms for a scored lesion's clinical values",
+                bundle.version, bundle.content.cnn_version, bundle.content.threshold, cfg.lesion_wait_ms
+            );
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let bus = KafkaBus::new(kafka)?;
+                bus.ensure_topics(&[topics::LESIONS, topics::SCORES, topics::PREDICTIONS, topics::DEAD_ENSEMBLE])
+                    .await?;
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                let beat = heartbeat("ensemble", "score attempts");
+                let s = renal_ensemble::worker::run(&cfg, bundle, bus, shutdown, &beat).await?;
+                eprintln!(
+                    "ensemble stopped: {} scores, {} predictions, {} dead letters; {} lesions joined, {} dead letters",
+                    s.scores.inputs, s.scores.outputs, s.scores.dead_letters, s.lesions.inputs, s.lesions.dead_letters
+                );
+                Ok(())
+            })
+        }
+        other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess, inference, ensemble)"),
     }
 }
 
@@ -374,5 +401,9 @@ mod tests {
             (minimal.device.as_str(), minimal.max_batch, minimal.max_wait_ms),
             "the file lists the defaults"
         );
+        let file: WorkerFile = toml::from_str(include_str!("../../../deploy/ensemble.toml")).unwrap();
+        let minimal: renal_ensemble::worker::EnsembleConfig =
+            toml::from_str("registry = \"r\"\nmodel_version = \"v\"\nstate_dir = \"s\"").unwrap();
+        assert_eq!(file.ensemble.unwrap().lesion_wait_ms, minimal.lesion_wait_ms, "the file lists the defaults");
     }
 }

@@ -67,6 +67,35 @@ pub struct ClinicalModel {
     pub best_epoch: usize,
 }
 
+/// What stands in for a missing age or sex: the training rows' median age (the upper middle
+/// value; 60 when no training row has one) and their more common sex (male when at least half
+/// of the rows are recorded male). Kept with the model so a lesion scored later is filled the
+/// same way.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fill {
+    /// Age used when none is recorded, years.
+    pub age_years: f64,
+    /// Sex used when none is recorded (male = 1).
+    pub sex_male: f64,
+}
+
+impl Fill {
+    /// From the training rows' `(age_years, sex_male)`, either possibly unknown.
+    pub fn from_training(rows: &[(Option<f64>, Option<f64>)]) -> Fill {
+        let mut ages: Vec<f64> = rows.iter().filter_map(|r| r.0).collect();
+        ages.sort_by(f64::total_cmp);
+        let age_years = if ages.is_empty() { 60.0 } else { ages[ages.len() / 2] };
+        let males = rows.iter().filter(|r| r.1 == Some(1.0)).count();
+        Fill { age_years, sex_male: if 2 * males >= rows.len() { 1.0 } else { 0.0 } }
+    }
+
+    /// The model's features of one lesion, and whether a gap was filled.
+    pub fn features(&self, age_years: Option<f64>, sex_male: Option<f64>, tumour_volume_ml: f64) -> (Features, bool) {
+        let filled = age_years.is_none() || sex_male.is_none();
+        ([age_years.unwrap_or(self.age_years), sex_male.unwrap_or(self.sex_male), tumour_volume_ml], filled)
+    }
+}
+
 /// Why the model could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClinicalError {
@@ -204,6 +233,17 @@ mod tests {
                 ([age, male, volume], rng.random::<f64>() < sigmoid(z))
             })
             .unzip()
+    }
+
+    #[test]
+    fn gaps_are_filled_with_the_training_median_age_and_more_common_sex() {
+        let rows = [(Some(50.0), Some(1.0)), (None, Some(0.0)), (Some(70.0), None), (Some(40.0), Some(1.0))];
+        let fill = Fill::from_training(&rows);
+        // Ages 40, 50, 70: the middle one; 2 of 4 recorded male: male.
+        assert_eq!(fill, Fill { age_years: 50.0, sex_male: 1.0 });
+        assert_eq!(fill.features(None, Some(0.0), 3.5), ([50.0, 0.0, 3.5], true));
+        assert_eq!(fill.features(Some(61.0), Some(0.0), 3.5), ([61.0, 0.0, 3.5], false));
+        assert_eq!(Fill::from_training(&[(None, Some(0.0))]), Fill { age_years: 60.0, sex_male: 0.0 });
     }
 
     #[test]

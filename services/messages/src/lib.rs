@@ -295,10 +295,12 @@ pub struct PredictionV1 {
     pub class: String,
     /// Decision threshold on `probability`.
     pub threshold: f64,
-    /// Base model outputs: T2, T1C, clinical.
+    /// Base model outputs the meta-classifier read: T2, T1C, clinical (raw, uncalibrated).
     pub inputs: [f64; 3],
-    /// Model bundle version (CNNs, clinical model, meta-classifier, calibrator).
+    /// Ensemble bundle version (clinical model, meta-classifier, calibrator, threshold).
     pub model_version: String,
+    /// CNN bundle version (T2 and T1C networks) that produced the first two inputs.
+    pub cnn_model_version: String,
     /// How it was made.
     pub provenance: Provenance,
 }

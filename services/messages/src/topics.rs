@@ -6,7 +6,8 @@
 //! ```text
 //! scanner/PACS ─C-STORE─┐
 //! drop folder ──files───┴─> ingest ─renal.cases─> preprocess ─renal.lesions─┬─> radiomics ─renal.features─> ensemble*
-//!                                                                          └─> inference ─renal.scores──> ensemble ─renal.predictions─>
+//!                                                                          ├─> inference ─renal.scores──> ensemble ─renal.predictions─>
+//!                                                                          └─> ensemble (clinical values, joined by lesion id)
 //! labels import ─renal.labels─> trainer ─renal.models─> inference, ensemble
 //! every stage ─renal.dead.<stage>─> replay, monitor
 //! ```
@@ -32,7 +33,7 @@ pub const CASES: Topic =
 pub const LESIONS: Topic = Topic {
     name: "renal.lesions",
     producer: "preprocess",
-    consumers: &["radiomics", "inference", "monitor"],
+    consumers: &["radiomics", "inference", "ensemble", "monitor"],
     payload: "LesionV1",
 };
 /// Radiomics feature rows written to the feature store.
