@@ -141,6 +141,15 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert!(clinical["accuracy"]["estimate"].is_f64() && clinical["accuracy"]["ci95"].as_array().unwrap().len() == 2);
     assert!(clinical["p_vs_zero_rule"].is_f64());
     assert!(out.join("report/index.html").exists() && out.join("report/roc.svg").exists());
+    // The t-SNE map: every lesion of the split through the networks, the test part filled.
+    let map = &report["embedding_map"];
+    let points = map["points"].as_array().unwrap();
+    assert_eq!(points.len(), split.len(), "one point per lesion of the split");
+    assert_eq!(points.iter().filter(|p| p["held_out"] == true).count(), test.len());
+    assert_eq!(map["dimensions"].as_u64(), Some(32), "16 values from each network");
+    assert!(map["kl_divergence"].as_f64().unwrap() > 0.0);
+    let svg = std::fs::read_to_string(out.join("report/tsne.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), points.len() + 4, "points plus the legend's four");
     // Lesions with three readers: each other reader's Dice with the primary reader, per series.
     let agreement = std::fs::read_to_string(out.join("reader_agreement.csv")).unwrap();
     let dice: Vec<f64> = agreement.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();

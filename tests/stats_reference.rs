@@ -168,3 +168,80 @@ fn bagged_trees_match_scikit_learns_trees_on_the_same_draws() {
     println!("bagging: 10 trees of {nodes:?} nodes; max |ours - sklearn| over 400 rows {worst:.1e}");
     assert!(worst < 1e-12, "probabilities differ by {worst}");
 }
+
+/// t-SNE against scikit-learn 1.7.2's exact method on 120 points in 32 dimensions (three
+/// Gaussian blobs of different spread, like lesions' embeddings). Deterministic parts to stated
+/// tolerances: the joint affinities (sklearn casts distances to float32 before its perplexity
+/// search, so 1e-6 relative to the largest affinity), and the KL divergence and its gradient at
+/// a fixed map (1e-9 relative). The optimisation is chaotic, so its result is compared by
+/// quality, not coordinates: our map's KL divergence (scored by sklearn) within 5% of what
+/// sklearn's own run reaches, and trustworthiness within 0.02 of its.
+#[test]
+fn tsne_agrees_with_scikit_learn() {
+    use renal_stats::tsne::{gradient, joint_probabilities, kl_divergence, tsne, TsneSettings};
+    let mut rng = Lcg(7);
+    let mut gauss = || {
+        let (u, v) = (rng.uniform().max(1e-12), rng.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    };
+    let centres: Vec<Vec<f64>> =
+        (0..3).map(|c| (0..32).map(|k| if k % 3 == c { 4.0 } else { 0.0 }).collect()).collect();
+    let x: Vec<Vec<f64>> =
+        (0..120).map(|i| centres[i % 3].iter().map(|m| m + (0.5 + 0.5 * (i % 3) as f64) * gauss()).collect()).collect();
+    let perplexity = 30.0;
+    let map = tsne(&x, &TsneSettings::default());
+    let probe: Vec<[f64; 2]> =
+        (0..x.len()).map(|i| [(i as f64 * 0.37).sin() * 5.0, (i as f64 * 0.11).cos() * 5.0]).collect();
+    let query = serde_json::json!({"x": x, "perplexity": perplexity, "map": map.points, "probe": probe});
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/tsne_reference.py");
+    let mut child = Command::new(venv_bin("python"))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the venv's python (scripts/python-env.sh)");
+    child.stdin.take().unwrap().write_all(query.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "tsne_reference.py: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+
+    let n = x.len();
+    let p = joint_probabilities(&x, perplexity);
+    let theirs: Vec<f64> =
+        r["P"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(f)).collect();
+    let largest = theirs.iter().copied().fold(0.0, f64::max);
+    let worst = p
+        .iter()
+        .zip(&theirs)
+        .enumerate()
+        .filter(|(ij, _)| ij / n != ij % n)
+        .map(|(_, (a, b))| (a - b).abs())
+        .fold(0.0, f64::max);
+    println!("t-SNE affinities: max |P - P_sklearn| = {worst:.3e} (largest P {largest:.3e})");
+    assert!(worst <= 1e-6 * largest, "{worst} vs {largest}");
+
+    // KL and gradient at the probe map, each side with its own P.
+    let kl = kl_divergence(&p, &probe);
+    assert!((kl - f(&r["probe_kl"])).abs() <= 1e-6 * kl, "KL {kl} vs {}", r["probe_kl"]);
+    let grad = gradient(&theirs, &probe, 1.0);
+    let their_grad: Vec<[f64; 2]> = r["probe_grad"].as_array().unwrap().iter().map(|g| [f(&g[0]), f(&g[1])]).collect();
+    let scale = their_grad.iter().flat_map(|g| g.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
+    for (a, b) in grad.iter().zip(&their_grad) {
+        for c in 0..2 {
+            assert!((a[c] - b[c]).abs() <= 1e-9 * scale, "gradient {a:?} vs {b:?}");
+        }
+    }
+
+    let (ours_kl, sk_kl) = (f(&r["map_kl"]), f(&r["sklearn_kl"]));
+    let (ours_t, sk_t) = (f(&r["map_trust"]), f(&r["sklearn_trust"]));
+    println!("t-SNE fit: KL ours {ours_kl:.4} (ours says {:.4}) vs sklearn {sk_kl:.4}; trustworthiness ours {ours_t:.4} vs sklearn {sk_t:.4}", map.kl_divergence);
+    assert!(
+        (map.kl_divergence - ours_kl).abs() <= 1e-3 * ours_kl,
+        "our KL {} vs sklearn's score of our map {ours_kl}",
+        map.kl_divergence
+    );
+    assert!(ours_kl <= 1.05 * sk_kl, "KL {ours_kl} vs sklearn's {sk_kl}");
+    assert!(ours_t >= sk_t - 0.02, "trustworthiness {ours_t} vs {sk_t}");
+}

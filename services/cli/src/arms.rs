@@ -213,6 +213,7 @@ pub fn train_arms(
     let mut test_labels = renal_eval::input::Labels::new();
     let mut bundles = Vec::new();
     let (mut filled_total, mut epochs) = (0, Vec::new());
+    let mut map_rows: Vec<(String, Vec<f64>, bool)> = Vec::new();
     for (round, split) in splits.iter().enumerate() {
         let (x, fill, filled) = features(&lesions, &split.train);
         filled_total += filled;
@@ -253,6 +254,15 @@ pub fn train_arms(
                 .map(|s| format!("{} epoch {} (validation AUC {:.3})", s.role, s.best.epoch, s.best.validation_auc))
                 .collect();
             cnn_lines.push(format!("  {label}CNN bundle {}: {}", fit.manifest.version, best.join(", ")));
+            if round == 0 {
+                // The map of the first split's networks: every lesion, the test part filled.
+                let held_out: std::collections::BTreeSet<usize> = split.test.iter().copied().collect();
+                map_rows = fit
+                    .embeddings
+                    .iter()
+                    .map(|(&i, e)| (lesions[i].case_id.clone(), e.clone(), held_out.contains(&i)))
+                    .collect();
+            }
             // The ensemble over raw outputs (T2, T1C, clinical), rows = the validation part.
             let rows = |raw: &[Vec<f64>; 2], clinical: Vec<f64>| -> Vec<Vec<f64>> {
                 clinical.iter().enumerate().map(|(j, &c)| vec![raw[0][j], raw[1][j], c]).collect()
@@ -320,7 +330,14 @@ pub fn train_arms(
         "fits": bundles,
     });
     std::fs::write(models.join("clinical.json"), serde_json::to_string_pretty(&bundle)?)?;
-    let report = build(&test_labels, &by_model, &Default::default(), &Settings::default());
+    let mut report = build(&test_labels, &by_model, &Default::default(), &Settings::default());
+    let all_labels: renal_eval::input::Labels = lesions.iter().zip(&y).map(|(l, &m)| (l.case_id.clone(), m)).collect();
+    let source = if splits.len() == 1 {
+        "the T2 and T1C networks' embeddings"
+    } else {
+        "the first fold's T2 and T1C networks' embeddings"
+    };
+    report.embedding_map = renal_eval::report::embedding_map(&all_labels, &map_rows, source);
     let report_dir = out.join("report");
     renal_eval::write_report(&report, &report_dir)?;
     let c = &report.models["clinical"];

@@ -147,6 +147,9 @@ pub struct CnnFit {
     pub validation_raw: [Vec<f64>; 2],
     /// Raw test outputs, T2 then T1C.
     pub test_raw: [Vec<f64>; 2],
+    /// Penultimate-layer embeddings of every lesion of the three parts (by index into the
+    /// lesions), T2's then T1C's values.
+    pub embeddings: std::collections::BTreeMap<usize, Vec<f64>>,
 }
 
 /// Train T2 and T1C networks on `train`, choose epochs and calibrate on `validation`, predict
@@ -175,6 +178,7 @@ pub fn fit_split(
     let mut trained = Vec::new();
     let mut test = Vec::new();
     let (mut validation_raw, mut test_raw) = (Vec::new(), Vec::new());
+    let mut embeddings: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
     for (r, role) in ["t2", "t1c"].iter().enumerate() {
         let (tr, va, te) = (pick(train_idx, r), pick(val_idx, r), pick(test_idx, r));
         let epochs = (config.max_epochs * config.trials) as u64;
@@ -203,10 +207,16 @@ pub fn fit_split(
         let result = train(config, &tr, &va, device, folder.as_deref(), &mut log_line)
             .with_context(|| format!("training the {role} network"))?;
         progress.finish_and_clear();
-        let (raw_val, _) = predict(&result.net, &va.images, device, 32);
+        let (raw_val, emb_val) = predict(&result.net, &va.images, device, 32);
         let cal =
             Platt::fit(&raw_val, &va.malignant).with_context(|| format!("Platt calibration of the {role} network"))?;
-        let (raw_test, _) = predict(&result.net, &te.images, device, 32);
+        let (raw_test, emb_test) = predict(&result.net, &te.images, device, 32);
+        let (_, emb_train) = predict(&result.net, &tr.images, device, 32);
+        for (idx, emb) in [(train_idx, emb_train), (val_idx, emb_val), (test_idx, emb_test)] {
+            for (&i, e) in idx.iter().zip(emb) {
+                embeddings.entry(i).or_default().extend(e.into_iter().map(f64::from));
+            }
+        }
         test.push(raw_test.iter().map(|&p| cal.probability(p)).collect::<Vec<f64>>());
         validation_raw.push(raw_val);
         test_raw.push(raw_test);
@@ -245,7 +255,7 @@ pub fn fit_split(
         let [a, b]: [Vec<f64>; 2] = v.try_into().expect("two series");
         [a, b]
     };
-    Ok(CnnFit { manifest, test: [t2, t1c], validation_raw: two(validation_raw), test_raw: two(test_raw) })
+    Ok(CnnFit { manifest, test: [t2, t1c], validation_raw: two(validation_raw), test_raw: two(test_raw), embeddings })
 }
 
 /// The device for training or inference, announced once.

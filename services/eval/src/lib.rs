@@ -11,12 +11,13 @@ pub mod report;
 
 use std::path::Path;
 
-/// Write `report.json`, `index.html`, `roc.svg`, `pr.svg`, `reliability.svg` and
-/// `confusion.svg` into `out` (created), each file atomically.
+/// Write `report.json`, `index.html`, `roc.svg`, `pr.svg`, `reliability.svg`,
+/// `confusion.svg` and, with an embedding map, `tsne.svg` into `out` (created), each file
+/// atomically.
 pub fn write_report(report: &report::Report, out: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(out)?;
     let json = serde_json::to_string_pretty(report).expect("the report serialises");
-    let files = [
+    let mut files = vec![
         ("report.json", json),
         ("index.html", render::html(report)),
         ("roc.svg", render::roc_svg(report)),
@@ -24,6 +25,9 @@ pub fn write_report(report: &report::Report, out: &Path) -> std::io::Result<()> 
         ("reliability.svg", render::reliability_svg(report)),
         ("confusion.svg", render::confusion_svg(report)),
     ];
+    if let Some(map) = &report.embedding_map {
+        files.push(("tsne.svg", render::tsne_svg(map)));
+    }
     for (name, text) in files {
         let tmp = out.join(format!(".{name}.partial"));
         std::fs::write(&tmp, text)?;

@@ -2,10 +2,10 @@
 //!
 //! Figures: `roc.svg` and `pr.svg` (every model's curve, experts as points), `reliability.svg`
 //! (mean predicted probability against observed rate per bin), and `confusion.svg` (one 2x2
-//! matrix per model and expert). SVG is written by hand: a few hundred lines of plotting are
+//! matrix per model and expert), and `tsne.svg` (the embedding map, when there is one). SVG is written by hand: a few hundred lines of plotting are
 //! simpler to check than a plotting dependency.
 
-use crate::report::{CallMetrics, Report};
+use crate::report::{CallMetrics, EmbeddingMap, Report};
 use std::fmt::Write;
 
 const W: f64 = 580.0;
@@ -252,6 +252,73 @@ fn interval(i: &crate::report::Interval) -> String {
     format!("{} ({}–{})", fmt(i.estimate), fmt(i.ci95[0]), fmt(i.ci95[1]))
 }
 
+/// `tsne.svg`: the embedding map, benign blue and malignant red, held-out lesions filled.
+pub fn tsne_svg(map: &EmbeddingMap) -> String {
+    let title = format!("t-SNE of {} ({} lesions)", map.source, map.points.len());
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="{W}" height="{H}" fill="white"/>
+<text x="{}" y="18" text-anchor="middle" font-size="13">{}</text>
+<rect x="{LEFT}" y="{TOP}" width="{SIDE}" height="{SIDE}" fill="none" stroke="black"/>
+"#,
+        W / 2.0,
+        esc(&title)
+    );
+    let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+    for p in &map.points {
+        for (c, v) in [p.x, p.y].into_iter().enumerate() {
+            lo[c] = lo[c].min(v);
+            hi[c] = hi[c].max(v);
+        }
+    }
+    // One scale for both axes (t-SNE distances are isotropic), 5% margin.
+    let span = (hi[0] - lo[0]).max(hi[1] - lo[1]).max(1e-12) * 1.1;
+    let mid = [(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0];
+    let (benign, malignant) = (COLOURS[0], COLOURS[1]);
+    // Hollow (training and validation) first, so held-out lesions are drawn on top.
+    let mut order: Vec<&crate::report::MapPoint> = map.points.iter().collect();
+    order.sort_by_key(|p| p.held_out);
+    for p in order {
+        let (x, y) = at(0.5 + (p.x - mid[0]) / span, 0.5 + (p.y - mid[1]) / span);
+        let colour = if p.malignant { malignant } else { benign };
+        let fill = if p.held_out { colour } else { "none" };
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{x:.2}" cy="{y:.2}" r="4" fill="{fill}" stroke="{colour}" stroke-width="1.5"/>"#
+        );
+    }
+    let x = LEFT + SIDE + 12.0;
+    for (i, (text, colour, filled)) in [
+        ("benign, held out", benign, true),
+        ("malignant, held out", malignant, true),
+        ("benign, trained on", benign, false),
+        ("malignant, trained on", malignant, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let y = TOP + 14.0 + 18.0 * i as f64;
+        let fill = if filled { colour } else { "none" };
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{}" cy="{}" r="4" fill="{fill}" stroke="{colour}" stroke-width="1.5"/><text x="{}" y="{y}" font-size="11">{text}</text>"#,
+            x + 4.0,
+            y - 4.0,
+            x + 14.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" font-size="11">{}-d embeddings, perplexity {:.1}, KL {:.3}</text>"#,
+        LEFT,
+        TOP + SIDE + 24.0,
+        map.dimensions,
+        map.perplexity,
+        map.kl_divergence
+    );
+    s + "</svg>\n"
+}
+
 /// `index.html`: the tables and the figures.
 pub fn html(report: &Report) -> String {
     let mut s = String::from(
@@ -324,6 +391,9 @@ pub fn html(report: &Report) -> String {
         s += "</table>\n";
     }
     s += "<h2>Figures</h2><p><img src=\"roc.svg\" alt=\"ROC curves\"> <img src=\"pr.svg\" alt=\"precision-recall curves\"> <img src=\"reliability.svg\" alt=\"reliability diagram\"></p><p><img src=\"confusion.svg\" alt=\"confusion matrices\"></p>\n";
+    if report.embedding_map.is_some() {
+        s += "<p><img src=\"tsne.svg\" alt=\"t-SNE map of the networks' embeddings\"></p>\n";
+    }
     s += "<h2>Methods</h2><ul>\n";
     for (k, v) in &report.methods {
         let _ = writeln!(s, "<li><b>{}</b>: {}</li>", esc(k), esc(v));

@@ -133,6 +133,63 @@ pub struct Report {
     pub experts: BTreeMap<String, CallMetrics>,
     /// Each model against each expert, and each model against `radiomics` when present.
     pub comparisons: Vec<Comparison>,
+    /// A t-SNE map of the networks' penultimate-layer embeddings, when they were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_map: Option<EmbeddingMap>,
+}
+
+/// One lesion on the embedding map.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapPoint {
+    /// Lesion id.
+    pub case_id: String,
+    /// Map coordinates (arbitrary units; only distances between points mean anything).
+    pub x: f64,
+    /// See `x`.
+    pub y: f64,
+    /// Its label.
+    pub malignant: bool,
+    /// Held out from training and model selection (drawn filled), or not (drawn hollow).
+    pub held_out: bool,
+}
+
+/// A t-SNE map of embeddings (`renal_stats::tsne`, scikit-learn's exact method).
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingMap {
+    /// What was embedded.
+    pub source: String,
+    /// Width of each embedding.
+    pub dimensions: usize,
+    /// Perplexity used.
+    pub perplexity: f64,
+    /// KL divergence of the map from the affinities, nats.
+    pub kl_divergence: f64,
+    /// The lesions.
+    pub points: Vec<MapPoint>,
+}
+
+/// The t-SNE map of labelled lesions' embeddings (`rows`: lesion id, embedding, held out);
+/// `None` when fewer than 4 rows are labelled or the widths differ.
+pub fn embedding_map(labels: &Labels, rows: &[(String, Vec<f64>, bool)], source: &str) -> Option<EmbeddingMap> {
+    let kept: Vec<&(String, Vec<f64>, bool)> = rows.iter().filter(|r| labels.contains_key(&r.0)).collect();
+    let width = kept.first()?.1.len();
+    if kept.len() < 4 || width == 0 || kept.iter().any(|r| r.1.len() != width || r.1.iter().any(|v| !v.is_finite())) {
+        return None;
+    }
+    let x: Vec<Vec<f64>> = kept.iter().map(|r| r.1.clone()).collect();
+    let map = renal_stats::tsne(&x, &renal_stats::TsneSettings::default());
+    let points = kept
+        .iter()
+        .zip(&map.points)
+        .map(|(r, p)| MapPoint { case_id: r.0.clone(), x: p[0], y: p[1], malignant: labels[&r.0], held_out: r.2 })
+        .collect();
+    Some(EmbeddingMap {
+        source: source.into(),
+        dimensions: width,
+        perplexity: map.perplexity,
+        kl_divergence: map.kl_divergence,
+        points,
+    })
 }
 
 fn call_metrics(calls: &[bool], truth: &[bool]) -> CallMetrics {
@@ -257,6 +314,10 @@ pub fn build(labels: &Labels, predictions: &Predictions, reads: &Reads, settings
         ("p_vs_zero_rule", "exact two-sided binomial test of correct calls against the majority-class rate"),
         ("ece", "equal-width bins over [0, 1]; case-weighted mean |observed rate - mean probability|"),
         ("comparisons", "exact McNemar on the cases both sides called"),
+        (
+            "embedding_map",
+            "exact t-SNE (scikit-learn's method and defaults, perplexity capped at (n-1)/3) of the embeddings given",
+        ),
     ]);
     Report {
         version: 1,
@@ -267,5 +328,6 @@ pub fn build(labels: &Labels, predictions: &Predictions, reads: &Reads, settings
         models,
         experts,
         comparisons,
+        embedding_map: None,
     }
 }

@@ -13,11 +13,13 @@ pub mod binary;
 pub mod calibration;
 pub mod curves;
 pub mod logistic;
+pub mod tsne;
 
 pub use binary::{adjusted_wald, binomial_test_two_sided, mcnemar_exact, Confusion, Z95};
 pub use calibration::{expected_calibration_error, reliability_bins, CalibrationError, Platt, ReliabilityBin};
 pub use curves::{average_precision, bootstrap_ci, brier, pr_auc_trapezoid, pr_curve, roc_curve, Curve};
 pub use logistic::{LogisticError, LogisticModel};
+pub use tsne::{tsne, TsneMap, TsneSettings};
 
 /// The logistic function `1 / (1 + exp(-z))`, without overflow for large |z|.
 pub fn sigmoid(z: f64) -> f64 {
