@@ -291,8 +291,8 @@ pub fn tsne_svg(map: &EmbeddingMap) -> String {
     for (i, (text, colour, filled)) in [
         ("benign, held out", benign, true),
         ("malignant, held out", malignant, true),
-        ("benign, trained on", benign, false),
-        ("malignant, trained on", malignant, false),
+        ("benign, not held out", benign, false),
+        ("malignant, not held out", malignant, false),
     ]
     .into_iter()
     .enumerate()

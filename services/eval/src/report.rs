@@ -149,7 +149,8 @@ pub struct MapPoint {
     pub y: f64,
     /// Its label.
     pub malignant: bool,
-    /// Held out from training and model selection (drawn filled), or not (drawn hollow).
+    /// Held out from training and model selection (drawn filled), or in the training or
+    /// validation part (drawn hollow).
     pub held_out: bool,
 }
 
