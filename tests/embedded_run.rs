@@ -103,12 +103,49 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     // Predictions: one calibrated probability per test lesion and model (clinical, the T2 and
     // T1C networks, the ensemble over them), and the report on exactly those.
     let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = predictions.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let all_rows: Vec<Vec<&str>> = predictions.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let (reader_rows, rows): (Vec<&Vec<&str>>, Vec<&Vec<&str>>) = all_rows.iter().partition(|r| r[1].contains('@'));
     assert_eq!(rows.len(), 4 * test.len());
+    // Held-out lesions other readers segmented: the ensemble once per reader's masks, and once
+    // from the primary reader's through the same path.
+    let lesions: Vec<serde_json::Value> = std::fs::read_to_string(out.join("lesions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut want_reader_rows = std::collections::BTreeSet::new();
+    for l in &lesions {
+        let case = l["case_id"].as_str().unwrap().to_string();
+        let readers = l["other_readers"].as_array().unwrap();
+        let dice_readers: std::collections::BTreeSet<&str> =
+            l["qc"]["reader_dice"].as_array().unwrap().iter().map(|d| d["reader"].as_str().unwrap()).collect();
+        assert_eq!(readers.len(), dice_readers.len(), "{case}: composites for every other reader");
+        if test.contains(&&case) && !readers.is_empty() {
+            want_reader_rows.insert((case.clone(), "ensemble@primary".to_string()));
+            for r in readers {
+                want_reader_rows.insert((case.clone(), format!("ensemble@{}", r["reader"].as_str().unwrap())));
+            }
+        }
+    }
+    assert!(!want_reader_rows.is_empty(), "the cohort should put a multi-reader lesion in the test part");
+    let got_reader_rows: std::collections::BTreeSet<(String, String)> =
+        reader_rows.iter().map(|r| (r[0].to_string(), r[1].to_string())).collect();
+    assert_eq!(got_reader_rows, want_reader_rows);
+    assert_eq!(reader_rows.len(), want_reader_rows.len());
+    for model in ["ensemble@primary", "ensemble@R2", "ensemble@R3"] {
+        let n = want_reader_rows.iter().filter(|(_, m)| m == model).count() as u64;
+        assert_eq!(report_n(&out, model), Some(n), "{model}");
+    }
+    // Through the networks again, the primary reader's masks give the ensemble's own number.
+    for r in reader_rows.iter().filter(|r| r[1] == "ensemble@primary") {
+        let own = rows.iter().find(|o| o[0] == r[0] && o[1] == "ensemble").unwrap();
+        let (a, b): (f64, f64) = (r[2].parse().unwrap(), own[2].parse().unwrap());
+        assert!((a - b).abs() < 1e-6, "{}: {a} vs {b}", r[0]);
+    }
     for model in ["clinical", "t2", "t1c", "ensemble"] {
         assert_eq!(rows.iter().filter(|r| r[1] == model).count(), test.len(), "{model}");
     }
-    for r in &rows {
+    for r in &all_rows {
         assert!(test.contains(&&r[0].to_string()));
         let p: f64 = r[2].parse().unwrap();
         assert!((0.0..=1.0).contains(&p));

@@ -44,6 +44,7 @@ fn lesion(case_id: &str, age: Option<u32>, sex: Option<Sex>, volume: f64) -> Les
         composites: [blob.clone(), blob.clone()],
         volumes: [blob.clone(), blob],
         qc: LesionQc { mask_voxels: [10, 10], n4_cv_before_after: [0.2, 0.1], reader_dice: vec![] },
+        other_readers: Vec::new(),
         provenance: provenance(),
     }
 }

@@ -50,6 +50,14 @@ fn report_from_csv_files() {
     std::fs::write(at("labels.csv"), &labels).unwrap();
     std::fs::write(at("predictions.csv"), &predictions).unwrap();
     std::fs::write(at("experts.csv"), &experts).unwrap();
+    // Embeddings: three dimensions, the malignant cases offset from the benign ones.
+    let mut embeddings = String::from("case_id,e0,e1,e2\n");
+    for i in 0..112 {
+        let shift = if i < 63 { 6.0 } else { 0.0 };
+        writeln!(embeddings, "T{i:03},{},{},{}", shift + (i % 7) as f64 * 0.3, (i % 5) as f64 * 0.2, (i % 3) as f64)
+            .unwrap();
+    }
+    std::fs::write(at("embeddings.csv"), &embeddings).unwrap();
     let out = renal(&[
         "eval",
         "--predictions",
@@ -58,6 +66,8 @@ fn report_from_csv_files() {
         at("labels.csv").to_str().unwrap(),
         "--experts",
         at("experts.csv").to_str().unwrap(),
+        "--embeddings",
+        at("embeddings.csv").to_str().unwrap(),
         "--out",
         at("report").to_str().unwrap(),
     ]);
@@ -107,7 +117,7 @@ fn report_from_csv_files() {
 
     // Figures: well-formed SVG, and on the page.
     let html = std::fs::read_to_string(at("report/index.html")).unwrap();
-    for figure in ["roc.svg", "pr.svg", "reliability.svg", "confusion.svg"] {
+    for figure in ["roc.svg", "pr.svg", "reliability.svg", "confusion.svg", "tsne.svg"] {
         let path = at("report").join(figure);
         let check = std::process::Command::new(venv_bin("python"))
             .args(["-c", "import sys, xml.etree.ElementTree as E; r = E.parse(sys.argv[1]).getroot(); assert r.tag.endswith('svg'), r.tag; print(len(list(r.iter())))"])
@@ -118,6 +128,22 @@ fn report_from_csv_files() {
         let elements: usize = String::from_utf8_lossy(&check.stdout).trim().parse().unwrap();
         assert!(elements > 20, "{figure} has only {elements} elements");
         assert!(html.contains(figure), "index.html does not show {figure}");
+    }
+    // The t-SNE map: every case once, and the two offset groups apart (each point nearer the
+    // centre of its own label's points than the other label's).
+    let map = &report["embedding_map"];
+    let points = map["points"].as_array().unwrap();
+    assert_eq!((points.len(), map["dimensions"].as_u64()), (112, Some(3)));
+    let centre = |m: bool| {
+        let own: Vec<&serde_json::Value> = points.iter().filter(|p| p["malignant"] == m).collect();
+        let k = own.len() as f64;
+        (own.iter().map(|p| get(&p["x"])).sum::<f64>() / k, own.iter().map(|p| get(&p["y"])).sum::<f64>() / k)
+    };
+    let (cm, cb) = (centre(true), centre(false));
+    for p in points {
+        let (x, y) = (get(&p["x"]), get(&p["y"]));
+        let (own, other) = if p["malignant"] == true { (cm, cb) } else { (cb, cm) };
+        assert!((x - own.0).hypot(y - own.1) < (x - other.0).hypot(y - other.1), "{p}");
     }
     let roc = std::fs::read_to_string(at("report/roc.svg")).unwrap();
     assert!(roc.contains("ensemble AUC") && roc.contains("E1 (reader)"), "ROC legend names models and readers");
@@ -155,4 +181,29 @@ fn bad_files_are_refused_with_the_line() {
     fails_with(d, labels, "case_id,model,p\nA,m,0.4\n", "no `probability` column");
     fails_with(d, labels, "case_id,model,probability\n", "no predictions");
     fails_with(d, "case_id,label\nA,benign\nA,malignant\n", "case_id,model,probability\nA,m,0.4\n", "labelled twice");
+
+    // Embeddings: a value that is not a number, and too few cases for a map.
+    std::fs::write(d.join("l.csv"), labels).unwrap();
+    std::fs::write(d.join("p.csv"), "case_id,model,probability\nA,m,0.1\nB,m,0.9\n").unwrap();
+    for (text, expect) in [
+        ("case_id,e0\nA,0.5\nB,x\n", "line 3: \"x\" is not a finite number"),
+        ("case_id,e0\nA,0.5\nB,0.7\n", "at least 4 cases"),
+        ("e0,case_id\nA,0.5\n", "case_id (first)"),
+    ] {
+        std::fs::write(d.join("e.csv"), text).unwrap();
+        let out = renal(&[
+            "eval",
+            "--predictions",
+            d.join("p.csv").to_str().unwrap(),
+            "--labels",
+            d.join("l.csv").to_str().unwrap(),
+            "--embeddings",
+            d.join("e.csv").to_str().unwrap(),
+            "--out",
+            d.join("r").to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{expect}: {err}");
+        assert!(err.contains(expect) && !err.contains("panicked"), "want {expect:?} in: {err}");
+    }
 }

@@ -34,6 +34,7 @@ fn lesion(case_id: &str, composites: [BlobRef; 2]) -> LesionV1 {
         composites: composites.clone(),
         volumes: composites,
         qc: LesionQc { mask_voxels: [10, 10], n4_cv_before_after: [0.2, 0.1], reader_dice: vec![] },
+        other_readers: Vec::new(),
         provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".repeat(64) },
     }
 }

@@ -102,6 +102,11 @@ fn examples() -> Vec<Example> {
                 n4_cv_before_after: [0.31, 0.12],
                 reader_dice: vec![ReaderDice { role: Role::T2, reader: "R2".into(), dice: 0.87 }],
             },
+            other_readers: vec![ReaderComposites {
+                reader: "R2".into(),
+                composites: [blob(9), blob(10)],
+                tumour_volume_ml: 11.0,
+            }],
             provenance: provenance(),
         }),
         entry(FeaturesV1 {

@@ -22,6 +22,10 @@
 //! `OUT/models/ensemble/<version>/`, the one `renal worker ensemble` serves, and the held-out
 //! predictions come from that bundle.
 //!
+//! Held-out lesions that other readers segmented too are also predicted from each reader's
+//! masks (`ensemble@R2`, ...) and, through the same path, from the primary reader's
+//! (`ensemble@primary`), so the report shows the ensemble on every segmenter's masks.
+//!
 //! Missing age or sex is filled with the training part's median age or more common sex (and
 //! counted in the output).
 
@@ -302,6 +306,10 @@ pub fn train_arms(
                         "  {label}ensemble bundle {} (CNN bundle {})",
                         bundle.version, bundle.content.cnn_version
                     ));
+                    for (i, model, p) in other_readers(&lesions, &split.test, &x, &bundle, c, &out.join("models"))? {
+                        writeln!(f, "{},{model},{p}", lesions[i].case_id)?;
+                        by_model.entry(model).or_default().insert(lesions[i].case_id.clone(), p);
+                    }
                 }
                 Err(e) => cnn_lines.push(format!("  {label}ensemble not fitted: {e}")),
             }
@@ -338,6 +346,20 @@ pub fn train_arms(
         "the first fold's T2 and T1C networks' embeddings"
     };
     report.embedding_map = renal_eval::report::embedding_map(&all_labels, &map_rows, source);
+    if !map_rows.is_empty() {
+        // The same embeddings for `renal eval --embeddings`.
+        let path = out.join("embeddings.csv");
+        let mut e = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        let width = map_rows[0].1.len();
+        let names: Vec<String> = (0..width)
+            .map(|k| if k < width / 2 { format!("t2_{k}") } else { format!("t1c_{}", k - width / 2) })
+            .collect();
+        writeln!(e, "case_id,{}", names.join(","))?;
+        for (case, values, _) in &map_rows {
+            let v: Vec<String> = values.iter().map(f64::to_string).collect();
+            writeln!(e, "{case},{}", v.join(","))?;
+        }
+    }
     let report_dir = out.join("report");
     renal_eval::write_report(&report, &report_dir)?;
     let c = &report.models["clinical"];
@@ -384,6 +406,53 @@ pub fn train_arms(
     Ok(lines)
 }
 
+/// The ensemble on each other reader's masks: every held-out lesion another reader segmented,
+/// scored through the same networks and ensemble bundle from that reader's composites and T1C
+/// volume (`ensemble@<reader>`), next to the primary reader's prediction of the same lesions
+/// through the same path (`ensemble@primary`), so the report compares them on the same cases.
+/// Returns (lesion index, model name, probability).
+fn other_readers(
+    lesions: &[&LesionV1],
+    test: &[usize],
+    x: &[Features],
+    bundle: &renal_ensemble::bundle::Bundle,
+    cnn: &CnnSetup,
+    registry: &Path,
+) -> Result<Vec<(usize, String, f64)>> {
+    let segmented: Vec<usize> = test.iter().copied().filter(|&i| !lesions[i].other_readers.is_empty()).collect();
+    if segmented.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scorer = renal_cnn::worker::Scorer::load(registry, &bundle.content.cnn_version, cnn.device)
+        .context("loading the networks for the other readers' masks")?;
+    let read = |blob: &renal_messages::BlobRef, what: &str| -> Result<Vec<f32>> {
+        let bytes = cnn.store.get(blob).with_context(|| what.to_string())?;
+        let (_, values) = renal_imaging::composite::decode_blob(&bytes).map_err(|e| anyhow::anyhow!("{what} {e}"))?;
+        Ok(values)
+    };
+    let mut out = Vec::new();
+    for &i in &segmented {
+        let l = lesions[i];
+        // The primary reader's masks first, then each other reader's.
+        let mut names = vec!["primary".to_string()];
+        let mut volumes = vec![l.tumour_volume_ml];
+        let mut images = vec![[read(&l.composites[0], "T2 composite")?, read(&l.composites[1], "T1C composite")?]];
+        for rc in &l.other_readers {
+            let what = |role: &str| format!("{role} composite of reader {}", rc.reader);
+            names.push(rc.reader.clone());
+            volumes.push(rc.tumour_volume_ml);
+            images.push([read(&rc.composites[0], &what("T2"))?, read(&rc.composites[1], &what("T1C"))?]);
+        }
+        let refs: Vec<[&[f32]; 2]> = images.iter().map(|p| [p[0].as_slice(), p[1].as_slice()]).collect();
+        for ((name, volume), s) in names.iter().zip(volumes).zip(scorer.score(&refs)) {
+            let features = [x[i][0], x[i][1], volume];
+            let p = bundle.content.call(s.probability[0], s.probability[1], &features).probability;
+            out.push((i, format!("ensemble@{name}"), p));
+        }
+    }
+    Ok(out)
+}
+
 fn auc_text(m: &renal_eval::report::ModelReport) -> String {
     if m.roc_auc.estimate.is_finite() {
         format!("{:.2} ({:.2}-{:.2})", m.roc_auc.estimate, m.roc_auc.ci95[0], m.roc_auc.ci95[1])
@@ -423,6 +492,7 @@ mod tests {
                 composites: [blob.clone(), blob.clone()],
                 volumes: [blob.clone(), blob.clone()],
                 qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1], reader_dice: Vec::new() },
+                other_readers: Vec::new(),
                 provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
             });
         }

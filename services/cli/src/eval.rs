@@ -1,12 +1,19 @@
 //! `renal eval`: the evaluation report from CSV files.
 
 use anyhow::{bail, Context, Result};
-use renal_eval::input::{check_labelled, read_labels, read_predictions, read_reads};
-use renal_eval::report::{build, Settings};
+use renal_eval::input::{check_labelled, read_embeddings, read_labels, read_predictions, read_reads};
+use renal_eval::report::{build, embedding_map, Settings};
 use std::path::Path;
 
 /// Read, check, compute, write, and print the headline table.
-pub fn run(predictions: &Path, labels: &Path, experts: Option<&Path>, out: &Path, settings: &Settings) -> Result<()> {
+pub fn run(
+    predictions: &Path,
+    labels: &Path,
+    experts: Option<&Path>,
+    embeddings: Option<&Path>,
+    out: &Path,
+    settings: &Settings,
+) -> Result<()> {
     if !(0.0..=1.0).contains(&settings.threshold) {
         bail!("--threshold must be within [0, 1], not {}", settings.threshold);
     }
@@ -27,7 +34,16 @@ pub fn run(predictions: &Path, labels: &Path, experts: Option<&Path>, out: &Path
         }
         None => Default::default(),
     };
-    let report = build(&labels, &predictions, &reads, settings);
+    let mut report = build(&labels, &predictions, &reads, settings);
+    if let Some(path) = embeddings {
+        let e = read_embeddings(path)?;
+        check_labelled(&labels, &std::collections::BTreeMap::from([("embeddings".to_string(), e.clone())]), "file")?;
+        let rows: Vec<(String, Vec<f64>, bool)> = e.into_iter().map(|(c, v)| (c, v, true)).collect();
+        report.embedding_map = embedding_map(&labels, &rows, &format!("the embeddings in {}", path.display()));
+        if report.embedding_map.is_none() {
+            bail!("{}: a t-SNE map needs at least 4 cases with embeddings of one width", path.display());
+        }
+    }
     renal_eval::write_report(&report, out).with_context(|| format!("writing the report into {}", out.display()))?;
     println!("| model | n | accuracy (95% CI) | sensitivity | specificity | ROC AUC (95% CI) | PR AUC (AP) | ECE | P vs zero rule |");
     println!("|---|---|---|---|---|---|---|---|---|");

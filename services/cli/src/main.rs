@@ -179,6 +179,10 @@ enum Command {
         /// Expert reads CSV.
         #[arg(long)]
         experts: Option<PathBuf>,
+        /// Embeddings CSV (`case_id` then one column per dimension): adds a t-SNE map
+        /// (`tsne.svg`).
+        #[arg(long)]
+        embeddings: Option<PathBuf>,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
@@ -406,9 +410,9 @@ fn run(cli: Cli) -> Result<()> {
             let options = imaging::PreprocessOptions { n4, match_to, size, order, preview };
             imaging::run_preprocess(&image, &mask, &out, &options)
         }
-        Command::Eval { predictions, labels, experts, out, threshold, bootstrap, seed, ece_bins } => {
+        Command::Eval { predictions, labels, experts, embeddings, out, threshold, bootstrap, seed, ece_bins } => {
             let settings = renal_eval::report::Settings { threshold, bootstrap_resamples: bootstrap, seed, ece_bins };
-            eval::run(&predictions, &labels, experts.as_deref(), &out, &settings)
+            eval::run(&predictions, &labels, experts.as_deref(), embeddings.as_deref(), &out, &settings)
         }
         Command::Bench { stage: BenchStage::Preprocess { shrink, repeat } } => bench::bench_preprocess(&shrink, repeat),
         Command::Bench { stage: BenchStage::Ingest { input, repeat } } => bench::bench_ingest(&input, repeat),

@@ -302,6 +302,7 @@ mod tests {
             composites: [blob.clone(), blob.clone()],
             volumes: [blob.clone(), blob],
             qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1], reader_dice: vec![] },
+            other_readers: Vec::new(),
             provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
         }
     }

@@ -1,6 +1,6 @@
 //! The report's inputs as CSV: predictions (`case_id,model,probability`), labels
-//! (`case_id,label` with `benign`/`malignant`) and expert reads (`case_id,expert,call` with the
-//! same two words). Every problem is reported with its file and line; nothing is guessed.
+//! (`case_id,label` with `benign`/`malignant`), expert reads (`case_id,expert,call` with the
+//! same two words) and embeddings (`case_id` then one column per dimension). Every problem is reported with its file and line; nothing is guessed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,8 @@ pub type Labels = BTreeMap<String, bool>;
 pub type Predictions = BTreeMap<String, BTreeMap<String, f64>>;
 /// Calls per expert, by case id (true = malignant).
 pub type Reads = BTreeMap<String, BTreeMap<String, bool>>;
+/// An embedding per case id.
+pub type Embeddings = BTreeMap<String, Vec<f64>>;
 
 fn word(path: &Path, line: u64, text: &str) -> Result<bool, InputError> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -124,6 +126,47 @@ pub fn read_reads(path: &Path) -> Result<Reads, InputError> {
                 line,
                 reason: format!("expert {} called case {} twice", v[1], v[0]),
             });
+        }
+    }
+    Ok(out)
+}
+
+/// Read `case_id,<d1>,<d2>,...`: the first column names the case, every other column is one
+/// dimension (at least one), every value a finite number.
+pub fn read_embeddings(path: &Path) -> Result<Embeddings, InputError> {
+    let io = |source| InputError::Io { path: path.into(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let header =
+        reader.headers().map_err(|e| InputError::Row { path: path.into(), line: 1, reason: e.to_string() })?.clone();
+    if header.get(0) != Some("case_id") || header.len() < 2 {
+        return Err(InputError::MissingColumn {
+            path: path.into(),
+            column: "case_id (first) and at least one dimension",
+            header: header.iter().collect::<Vec<_>>().join(","),
+        });
+    }
+    let mut out = Embeddings::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| InputError::Row {
+            path: path.into(),
+            line: e.position().map_or(0, |p| p.line()),
+            reason: e.to_string(),
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let row = |reason: String| InputError::Row { path: path.into(), line, reason };
+        let values = record
+            .iter()
+            .skip(1)
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| row(format!("{v:?} is not a finite number")))
+            })
+            .collect::<Result<Vec<f64>, _>>()?;
+        if out.insert(record[0].to_string(), values).is_some() {
+            return Err(row(format!("case {} has two embeddings", &record[0])));
         }
     }
     Ok(out)

@@ -228,8 +228,24 @@ pub struct LesionV1 {
     pub volumes: [BlobRef; 2],
     /// QC values.
     pub qc: LesionQc,
+    /// Composites and tumour volume from each other reader's masks (same corrected volumes),
+    /// for evaluating the models on every segmenter's masks; empty when only the primary
+    /// reader segmented the lesion.
+    #[serde(default)]
+    pub other_readers: Vec<ReaderComposites>,
     /// How it was made.
     pub provenance: Provenance,
+}
+
+/// A lesion as another reader segmented it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReaderComposites {
+    /// The reader.
+    pub reader: String,
+    /// 2.5D composites built on this reader's masks, T2 then T1C.
+    pub composites: [BlobRef; 2],
+    /// Tumour volume from this reader's T1C mask, mL.
+    pub tumour_volume_ml: f64,
 }
 
 /// `renal.features`: a committed feature-store file for a lesion.

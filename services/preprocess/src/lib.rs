@@ -2,7 +2,8 @@
 //!
 //! For each of the lesion's two series (T2, T1C): read the instances the series manifest lists
 //! from the blob store and stack them ([`renal_dicom::read`]), read the primary reader's SEG as
-//! a mask on that grid (and the other readers' SEGs, for their Dice with it), correct the bias
+//! a mask on that grid (and the other readers' SEGs, for their Dice with it and their own
+//! composites), correct the bias
 //! field with N4 inside a body mask ([`body_mask`]), then match the T2 histogram to the T1C's (the study's order), build the 2.5D composites, and put
 //! the volumes (NIfTI) and composites (raw float32) in the blob store. [`preprocess`] is the
 //! whole step as one function; [`worker`] runs it on the bus.
@@ -18,7 +19,9 @@ use renal_imaging::composite::{composite, ChannelOrder, CompositeError};
 use renal_imaging::histmatch::{match_histograms, MatchError, MatchSettings};
 use renal_imaging::n4::{n4, N4Error, N4Settings};
 use renal_imaging::{nifti, Volume};
-use renal_messages::{BlobRef, CaseV1, LesionQc, LesionV1, Provenance, ReaderDice, Role, SeriesManifest, VolumeBlobs};
+use renal_messages::{
+    BlobRef, CaseV1, LesionQc, LesionV1, Provenance, ReaderComposites, ReaderDice, Role, SeriesManifest, VolumeBlobs,
+};
 use renal_store::{BlobError, BlobStore};
 use serde::Deserialize;
 
@@ -142,6 +145,8 @@ struct Series {
     mask: Volume<u8>,
     cv_before_after: [f64; 2],
     reader_dice: Vec<ReaderDice>,
+    /// The other readers' masks on the same grid, by reader name.
+    others: Vec<(String, Volume<u8>)>,
 }
 
 fn load_series(
@@ -167,6 +172,7 @@ fn load_series(
     let mask = read_seg_mask(&store.get(&seg.blob)?, &volume.geometry)
         .map_err(|source| PreprocessError::Read { role, source })?;
     let mut reader_dice = Vec::new();
+    let mut others = Vec::new();
     for other in &segs[1..] {
         let m = read_seg_mask(&store.get(&other.blob)?, &volume.geometry)
             .map_err(|source| PreprocessError::Read { role, source })?;
@@ -175,11 +181,12 @@ fn load_series(
             reader: other.reader.clone(),
             dice: renal_imaging::dice(&mask.data, &m.data),
         });
+        others.push((other.reader.clone(), m));
     }
     let body = body_mask(&volume);
     let out = n4(&volume, Some(&body), &cfg.n4()).map_err(|source| PreprocessError::N4 { role, source })?;
     let cv_before_after = [masked_cv(&volume.data, &body.data), masked_cv(&out.corrected.data, &body.data)];
-    Ok(Series { corrected: out.corrected, mask, cv_before_after, reader_dice })
+    Ok(Series { corrected: out.corrected, mask, cv_before_after, reader_dice, others })
 }
 
 fn put_volume(store: &dyn BlobStore, s: &Series, role: Role) -> Result<BlobRef, PreprocessError> {
@@ -192,12 +199,40 @@ fn put_volume(store: &dyn BlobStore, s: &Series, role: Role) -> Result<BlobRef, 
 fn put_composite(
     store: &dyn BlobStore,
     s: &Series,
+    mask: &Volume<u8>,
     role: Role,
     cfg: &PreprocessConfig,
 ) -> Result<BlobRef, PreprocessError> {
-    let c = composite(&s.corrected, &s.mask, cfg.composite_size, cfg.channel_order)
+    let c = composite(&s.corrected, mask, cfg.composite_size, cfg.channel_order)
         .map_err(|source| PreprocessError::Composite { role, source })?;
     Ok(store.put(&renal_imaging::composite::encode_f32_le(&c.data))?)
+}
+
+/// Composites of every other reader who segmented both series, on the same corrected
+/// volumes. A reader whose masks give no composite (an empty mask, say) is left out: the
+/// lesion itself is fine, and that reader's Dice in the QC values shows the problem.
+fn other_readers(
+    store: &dyn BlobStore,
+    t2: &Series,
+    t1c: &Series,
+    cfg: &PreprocessConfig,
+) -> Result<Vec<ReaderComposites>, PreprocessError> {
+    let mut out = Vec::new();
+    for (reader, t1c_mask) in &t1c.others {
+        let Some((_, t2_mask)) = t2.others.iter().find(|(r, _)| r == reader) else { continue };
+        let built =
+            (put_composite(store, t2, t2_mask, Role::T2, cfg), put_composite(store, t1c, t1c_mask, Role::T1C, cfg));
+        match built {
+            (Ok(a), Ok(b)) => out.push(ReaderComposites {
+                reader: reader.clone(),
+                composites: [a, b],
+                tumour_volume_ml: t1c_mask.foreground_ml(),
+            }),
+            (Err(PreprocessError::Blob(e)), _) | (_, Err(PreprocessError::Blob(e))) => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Preprocess one case; blobs go to `store`.
@@ -207,7 +242,9 @@ pub fn preprocess(case: &CaseV1, store: &dyn BlobStore, cfg: &PreprocessConfig) 
     let settings =
         MatchSettings { levels: cfg.histogram_levels, match_points: cfg.match_points, threshold_at_mean: true };
     t2.corrected.data = match_histograms(&t2.corrected.data, &t1c.corrected.data, &settings)?;
-    let composites = [put_composite(store, &t2, Role::T2, cfg)?, put_composite(store, &t1c, Role::T1C, cfg)?];
+    let composites =
+        [put_composite(store, &t2, &t2.mask, Role::T2, cfg)?, put_composite(store, &t1c, &t1c.mask, Role::T1C, cfg)?];
+    let other_readers = other_readers(store, &t2, &t1c, cfg)?;
     let volumes = [put_volume(store, &t2, Role::T2)?, put_volume(store, &t1c, Role::T1C)?];
     Ok(LesionV1 {
         version: 1,
@@ -224,6 +261,7 @@ pub fn preprocess(case: &CaseV1, store: &dyn BlobStore, cfg: &PreprocessConfig) 
             n4_cv_before_after: t1c.cv_before_after,
             reader_dice: t2.reader_dice.iter().chain(&t1c.reader_dice).cloned().collect(),
         },
+        other_readers,
         provenance: Provenance {
             code_version: env!("CARGO_PKG_VERSION").into(),
             produced_at: renal_messages::civil::now_rfc3339(),
