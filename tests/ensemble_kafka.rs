@@ -12,11 +12,8 @@
 //! score of an already-seen lesion without that lesion's message being sent again.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{renal_bin, Broker};
-use renal_ensemble::bundle::{self, Content, DEFAULT_THRESHOLD};
-use renal_learn::bagging::BaggingSettings;
-use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Fill};
-use renal_learn::ensemble::Ensemble;
+use renal_e2e::{fitted_ensemble, renal_bin, Broker};
+use renal_ensemble::bundle;
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1, Sex,
 };
@@ -63,29 +60,6 @@ fn scores(case_id: &str, t2: f64, t1c: f64, cnn: &str) -> ScoresV1 {
     }
 }
 
-/// A bundle fitted on 80 synthetic lesions whose three base outputs carry the label with noise.
-fn fitted_content() -> Content {
-    let (mut x, mut y, mut cx) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..80u32 {
-        let malignant = (i * 7) % 10 < 6;
-        let jitter = f64::from((i * 37) % 100) / 250.0;
-        let base = if malignant { 0.45 } else { 0.15 };
-        cx.push([45.0 + f64::from((i * 13) % 30) + if malignant { 12.0 } else { 0.0 }, f64::from(i % 2), 30.0]);
-        x.push(vec![base + jitter, base + 0.2 - jitter / 2.0, 0.4 + if malignant { 0.1 } else { 0.0 }]);
-        y.push(malignant);
-    }
-    let clinical = ClinicalModel::fit(&cx[..60], &y[..60], &cx[60..], &y[60..], &ClinicalSettings::default()).unwrap();
-    let ensemble = Ensemble::fit(&x[..50], &y[..50], &x[50..], &y[50..], &BaggingSettings::default()).unwrap();
-    Content {
-        cnn_version: CNN.into(),
-        clinical,
-        fill: Fill { age_years: 58.0, sex_male: 1.0 },
-        ensemble,
-        threshold: DEFAULT_THRESHOLD,
-        fitted: serde_json::json!({"rows": 80}),
-    }
-}
-
 fn start(config: &Path, log: &Path) -> Child {
     Command::new(renal_bin())
         .args(["worker", "ensemble", "--config", config.to_str().unwrap()])
@@ -111,7 +85,7 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let registry = root.join("models");
-    let saved = bundle::save(&registry, fitted_content(), "test", "2026-11-29T00:00:00Z").unwrap();
+    let saved = bundle::save(&registry, fitted_ensemble(CNN), "test", "2026-11-29T00:00:00Z").unwrap();
     let config = |version: &str| {
         let path = root.join(format!("ensemble-{version}.toml"));
         std::fs::write(

@@ -7,15 +7,20 @@
 //! exits at once with a message naming the versions it does have. Started with the right one, it
 //! answers every good lesion once on `renal.scores` (keyed by case id, both probabilities equal
 //! to the library's on the same composites whatever the batching, 16-value embeddings, the
-//! bundle's version) and dead-letters each poisoned input once with its reason code.
+//! bundle's version) and dead-letters each poisoned input once with its reason code. Downstream,
+//! an ensemble worker serving a bundle pinned to that CNN bundle joins each score with its own
+//! lesion's clinical values from `renal.lesions` and answers it on `renal.predictions` with the
+//! bundle's probability for those inputs.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
 use renal_cnn::bundle::{self, DataManifest, SeriesToSave};
 use renal_cnn::net::{Backbone, Head, Net, NetConfig};
 use renal_cnn::train::{EpochLog, TrainConfig};
 use renal_cnn::worker::Scorer;
-use renal_e2e::{renal_bin, Broker};
-use renal_messages::{topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, Provenance, ScoresV1};
+use renal_e2e::{fitted_ensemble, renal_bin, Broker};
+use renal_messages::{
+    topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1,
+};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -124,7 +129,9 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let bus = KafkaBus::new(KafkaConfig::local(&broker.bootstrap, "e2e-check")).unwrap();
-        bus.ensure_topics(&[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE]).await.unwrap();
+        bus.ensure_topics(&[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE, topics::PREDICTIONS, topics::DEAD_ENSEMBLE])
+            .await
+            .unwrap();
         for (id, (l, _)) in &good {
             bus.send(topics::LESIONS, id, l.encode()).await.unwrap();
         }
@@ -182,6 +189,49 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
             );
             assert!((s.t1c_probability - want.probability[1]).abs() < 1e-6, "{id}");
             assert!(s.embeddings.iter().all(|e| e.len() == 16), "{id}");
+        }
+
+        // Downstream: the ensemble over these scores and the lesions' clinical values.
+        let ensemble = renal_ensemble::bundle::save(&registry, fitted_ensemble(&manifest.version), "test", "t").unwrap();
+        let ensemble_config = root.join("ensemble.toml");
+        std::fs::write(
+            &ensemble_config,
+            format!(
+                "[kafka]\nbootstrap_servers = \"{}\"\n\n[ensemble]\nregistry = \"{}\"\nmodel_version = \"{}\"\nstate_dir = \"{}\"\nlesion_wait_ms = 5000\n",
+                broker.bootstrap,
+                registry.display(),
+                ensemble.version,
+                root.join("ensemble-state").display()
+            ),
+        )
+        .unwrap();
+        let mut predictions = bus.consumer("e2e-predictions", &[topics::PREDICTIONS]).unwrap();
+        let worker = Command::new(renal_bin())
+            .args(["worker", "ensemble", "--config", ensemble_config.to_str().unwrap()])
+            .stderr(Stdio::from(std::fs::File::create(root.join("ensemble.log")).unwrap()))
+            .spawn()
+            .unwrap();
+        let mut predicted: BTreeMap<String, PredictionV1> = BTreeMap::new();
+        while predicted.len() < good.len() {
+            let r = tokio::time::timeout(Duration::from_secs(60), predictions.recv()).await.expect("predictions").unwrap();
+            let p = PredictionV1::decode(&r.payload).unwrap();
+            predicted.insert(p.case_id.clone(), p);
+        }
+        Command::new("kill").args(["-INT", &worker.id().to_string()]).status().unwrap();
+        tokio::task::spawn_blocking(move || {
+            let mut w = worker;
+            w.wait().unwrap()
+        })
+        .await
+        .unwrap();
+        for (id, (l, _)) in &good {
+            let s = &got[id];
+            // Age 60 recorded, sex missing (the bundle's fill: male).
+            let want = ensemble.content.call(s.t2_probability, s.t1c_probability, &[60.0, 1.0, l.tumour_volume_ml]);
+            let p = &predicted[id];
+            assert_eq!(p.inputs, want.inputs, "{id}");
+            assert_eq!(p.probability, want.probability, "{id}");
+            assert_eq!((p.model_version.as_str(), p.cnn_model_version.as_str()), (ensemble.version.as_str(), manifest.version.as_str()));
         }
     });
     let log = std::fs::read_to_string(&log).unwrap();

@@ -329,3 +329,29 @@ pub fn files_under(root: &Path, ext: Option<&str>) -> Vec<PathBuf> {
         .filter(|p| ext.is_none_or(|x| p.extension().is_some_and(|e| e == x)))
         .collect()
 }
+
+/// An ensemble bundle's content fitted on 80 synthetic lesions whose three base outputs carry
+/// the label with noise, pinned to CNN bundle `cnn_version`; its fill is age 58, male.
+pub fn fitted_ensemble(cnn_version: &str) -> renal_ensemble::bundle::Content {
+    use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Fill};
+    let (mut x, mut y, mut cx) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..80u32 {
+        let malignant = (i * 7) % 10 < 6;
+        let jitter = f64::from((i * 37) % 100) / 250.0;
+        let base = if malignant { 0.45 } else { 0.15 };
+        cx.push([45.0 + f64::from((i * 13) % 30) + if malignant { 12.0 } else { 0.0 }, f64::from(i % 2), 30.0]);
+        x.push(vec![base + jitter, base + 0.2 - jitter / 2.0, 0.4 + if malignant { 0.1 } else { 0.0 }]);
+        y.push(malignant);
+    }
+    let clinical = ClinicalModel::fit(&cx[..60], &y[..60], &cx[60..], &y[60..], &ClinicalSettings::default()).unwrap();
+    let settings = renal_learn::bagging::BaggingSettings::default();
+    let ensemble = renal_learn::ensemble::Ensemble::fit(&x[..50], &y[..50], &x[50..], &y[50..], &settings).unwrap();
+    renal_ensemble::bundle::Content {
+        cnn_version: cnn_version.into(),
+        clinical,
+        fill: Fill { age_years: 58.0, sex_male: 1.0 },
+        ensemble,
+        threshold: renal_ensemble::bundle::DEFAULT_THRESHOLD,
+        fitted: serde_json::json!({"rows": 80}),
+    }
+}
