@@ -1,0 +1,167 @@
+//! Features of the intensity distribution (IBSI 1, §3.2-3.5): local intensity peaks,
+//! intensity statistics (on the intensities), the intensity histogram (on the grey levels) and
+//! the intensity-volume histogram.
+//!
+//! Moments are population moments (1/N); kurtosis is excess kurtosis; percentiles interpolate
+//! linearly between order statistics (NumPy's default), as the IBSI reference implementations
+//! do.
+
+use crate::roi::Roi;
+use crate::Features;
+
+/// Percentile `p` (0..1) of sorted values, linear between order statistics.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let pos = p * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// The features intensity statistics and the intensity histogram share, under `prefix`:
+/// mean, var, skew, kurt, median, min, p10, p90, max, iqr, range, mad, rmad, medad, cov, qcod.
+fn distribution(prefix: &str, values: &[f64], out: &mut Features) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let moment = |k: i32| values.iter().map(|v| (v - mean).powi(k)).sum::<f64>() / n;
+    let var = moment(2);
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let q = |p: f64| percentile(&sorted, p);
+    let (p10, p25, median, p75, p90) = (q(0.10), q(0.25), q(0.5), q(0.75), q(0.90));
+    let robust: Vec<f64> = values.iter().copied().filter(|&v| v >= p10 && v <= p90).collect();
+    let robust_mean = robust.iter().sum::<f64>() / robust.len() as f64;
+    let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+    let mut put = |name: &str, v: f64| out.push((format!("{prefix}_{name}"), v));
+    put("mean", mean);
+    put("var", var);
+    // Skewness and kurtosis of a constant ROI are 0 (IBSI's convention).
+    put("skew", if var > 0.0 { moment(3) / var.powf(1.5) } else { 0.0 });
+    put("kurt", if var > 0.0 { moment(4) / (var * var) - 3.0 } else { 0.0 });
+    put("median", median);
+    put("min", min);
+    put("p10", p10);
+    put("p90", p90);
+    put("max", max);
+    put("iqr", p75 - p25);
+    put("range", max - min);
+    put("mad", values.iter().map(|v| (v - mean).abs()).sum::<f64>() / n);
+    put("rmad", robust.iter().map(|v| (v - robust_mean).abs()).sum::<f64>() / robust.len() as f64);
+    put("medad", values.iter().map(|v| (v - median).abs()).sum::<f64>() / n);
+    put("cov", var.sqrt() / mean);
+    put("qcod", (p75 - p25) / (p75 + p25));
+}
+
+/// Intensity statistics (`stat_*`, IBSI 3.3) of the ROI's intensities: the shared distribution
+/// features plus energy `Σ x²` (`stat_energy`) and root mean square (`stat_rms`).
+pub fn statistics(roi: &Roi, out: &mut Features) {
+    let x = roi.intensities();
+    distribution("stat", &x, out);
+    let energy: f64 = x.iter().map(|v| v * v).sum();
+    out.push(("stat_energy".into(), energy));
+    out.push(("stat_rms".into(), (energy / x.len() as f64).sqrt()));
+}
+
+/// Intensity histogram (`ih_*`, IBSI 3.4) of the grey levels: the shared distribution features
+/// plus the mode (the most common level; the lowest on a tie), entropy `-Σ p log2 p`,
+/// uniformity `Σ p²`, and the largest and smallest histogram gradients with their levels (the
+/// gradient by central differences over levels 1..=Ng, one-sided at the ends).
+pub fn histogram(roi: &Roi, out: &mut Features) {
+    let levels = roi.grey_levels();
+    let values: Vec<f64> = levels.iter().map(|&l| f64::from(l)).collect();
+    distribution("ih", &values, out);
+    let ng = roi.ng as usize;
+    let mut count = vec![0.0f64; ng + 1];
+    for &l in &levels {
+        count[l as usize] += 1.0;
+    }
+    let n = levels.len() as f64;
+    let mode = (1..=ng).fold(1, |best, l| if count[l] > count[best] { l } else { best });
+    out.push(("ih_mode".into(), mode as f64));
+    let p: Vec<f64> = count.iter().map(|c| c / n).collect();
+    out.push(("ih_entropy".into(), -p.iter().filter(|&&v| v > 0.0).map(|v| v * v.log2()).sum::<f64>()));
+    out.push(("ih_uniformity".into(), p.iter().map(|v| v * v).sum()));
+    let gradient = |l: usize| -> f64 {
+        if ng == 1 {
+            0.0
+        } else if l == 1 {
+            count[2] - count[1]
+        } else if l == ng {
+            count[ng] - count[ng - 1]
+        } else {
+            (count[l + 1] - count[l - 1]) / 2.0
+        }
+    };
+    let (mut gmax, mut lmax, mut gmin, mut lmin) = (f64::NEG_INFINITY, 1, f64::INFINITY, 1);
+    for l in 1..=ng {
+        let g = gradient(l);
+        if g > gmax {
+            (gmax, lmax) = (g, l);
+        }
+        if g < gmin {
+            (gmin, lmin) = (g, l);
+        }
+    }
+    out.push(("ih_max_grad".into(), gmax));
+    out.push(("ih_max_grad_g".into(), lmax as f64));
+    out.push(("ih_min_grad".into(), gmin));
+    out.push(("ih_min_grad_g".into(), lmin as f64));
+}
+
+/// Intensity-volume histogram (`ivh_*`, IBSI 3.5) over the grey levels from the ROI's lowest to
+/// its highest: fractional level `γ = (i - min) / (max - min)`, volume fraction `ν(i)` = share
+/// of voxels at level i or above. `V_x` is ν at the first level with γ ≥ x; `I_x` the lowest
+/// level with ν ≤ x. Reported: V10, V90, I10, I90 and the two differences. (The area under the
+/// curve is not standardised and not reported.)
+pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
+    let levels = roi.grey_levels();
+    let n = levels.len() as f64;
+    let (lo, hi) = (*levels.iter().min().expect("ROI not empty"), *levels.iter().max().expect("ROI not empty"));
+    let nu = |i: u32| levels.iter().filter(|&&l| l >= i).count() as f64 / n;
+    let gamma = |i: u32| if hi == lo { 0.0 } else { f64::from(i - lo) / f64::from(hi - lo) };
+    let v_at = |x: f64| (lo..=hi).find(|&i| gamma(i) >= x).map_or(0.0, nu);
+    let i_at = |x: f64| (lo..=hi).find(|&i| nu(i) <= x).map_or(f64::from(hi) + 1.0, f64::from);
+    let (v10, v90, i10, i90) = (v_at(0.1), v_at(0.9), i_at(0.1), i_at(0.9));
+    for (name, v) in [
+        ("ivh_v10", v10),
+        ("ivh_v90", v90),
+        ("ivh_i10", i10),
+        ("ivh_i90", i90),
+        ("ivh_diff_v10_v90", v10 - v90),
+        ("ivh_diff_i10_i90", i10 - i90),
+    ] {
+        out.push((name.into(), v));
+    }
+}
+
+/// Local intensity peaks (IBSI 3.2): the mean intensity of every image voxel (inside the ROI or
+/// not) whose centre lies within a sphere of 1 cm³ (radius 6.2 mm) around a voxel.
+/// `loc_peak_loc`: around the ROI's brightest voxel (the highest such mean when several tie);
+/// `loc_peak_glob`: the highest such mean around any ROI voxel.
+pub fn local_intensity(roi: &Roi, out: &mut Features) {
+    let radius = 10.0 * (3.0 / (4.0 * std::f64::consts::PI)).cbrt();
+    let reach: [i64; 3] = std::array::from_fn(|a| (radius / roi.spacing_mm[a]).floor() as i64);
+    let mut offsets = Vec::new();
+    for dz in -reach[2]..=reach[2] {
+        for dy in -reach[1]..=reach[1] {
+            for dx in -reach[0]..=reach[0] {
+                let d = [dx, dy, dz];
+                let r2: f64 = (0..3).map(|a| (d[a] as f64 * roi.spacing_mm[a]).powi(2)).sum();
+                if r2 <= radius * radius {
+                    offsets.push(d);
+                }
+            }
+        }
+    }
+    let local_mean = |i: usize| -> f64 {
+        let (sum, n) =
+            offsets.iter().filter_map(|&o| roi.step(i, o)).fold((0.0, 0.0), |(s, n), j| (s + roi.image[j], n + 1.0));
+        sum / n
+    };
+    let voxels = roi.voxels(None);
+    let brightest = voxels.iter().map(|&i| roi.image[i]).fold(f64::NEG_INFINITY, f64::max);
+    let local =
+        voxels.iter().filter(|&&i| roi.image[i] == brightest).map(|&i| local_mean(i)).fold(f64::NEG_INFINITY, f64::max);
+    let global = voxels.iter().map(|&i| local_mean(i)).fold(f64::NEG_INFINITY, f64::max);
+    out.push(("loc_peak_loc".into(), local));
+    out.push(("loc_peak_glob".into(), global));
+}

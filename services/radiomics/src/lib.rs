@@ -1,0 +1,38 @@
+//! Radiomics features as the Image Biomarker Standardisation Initiative defines them (IBSI 1,
+//! Zwanenburg et al., Radiology 2020; reference manual arXiv:1612.07003), named by the tags of
+//! the IBSI reference tables (`stat_mean`, `cm_joint_max_3D_avg`, `szm_sze_3D`, ...).
+//!
+//! [`roi::Roi`] holds a discretised ROI; each family is a module of pure functions:
+//! [`intensity`] (local intensity, statistics, histogram, intensity-volume histogram),
+//! [`texture`] (co-occurrence and run length matrices, six aggregations each), [`zones`] (size
+//! and distance zone matrices) and [`neighbourhood`] (grey tone difference and grey level
+//! dependence matrices), three aggregations each. [`extract`] runs them all.
+//!
+//! Not here yet: morphology (mesh-based volume and area), resampling and re-segmentation, the
+//! 32-setting grid, the worker and the feature store.
+
+pub mod intensity;
+pub mod matrix;
+pub mod neighbourhood;
+pub mod roi;
+pub mod texture;
+pub mod zones;
+
+/// Features in computation order: (IBSI tag, value).
+pub type Features = Vec<(String, f64)>;
+
+/// Every family this crate computes, on one discretised ROI.
+pub fn extract(roi: &roi::Roi) -> Features {
+    let mut out = Features::new();
+    intensity::local_intensity(roi, &mut out);
+    intensity::statistics(roi, &mut out);
+    intensity::histogram(roi, &mut out);
+    intensity::intensity_volume_histogram(roi, &mut out);
+    texture::glcm(roi, &mut out);
+    texture::glrlm(roi, &mut out);
+    zones::glszm(roi, &mut out);
+    zones::gldzm(roi, &mut out);
+    neighbourhood::ngtdm(roi, &mut out);
+    neighbourhood::ngldm(roi, &mut out);
+    out
+}

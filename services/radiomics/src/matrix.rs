@@ -1,0 +1,220 @@
+//! Count matrices over (grey level, second index) and the IBSI aggregation of texture
+//! features over slices and directions.
+
+/// A count matrix: `rows` grey levels (row 0 is level 1) by `cols` values of the second index
+/// (a level, a run length, a zone size or distance, a dependence count; column 0 is value 1),
+/// with the number of voxels it was counted over (for the "percentage" features).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mat {
+    /// Rows (grey levels).
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Row-major counts.
+    pub data: Vec<f64>,
+    /// Voxels counted over; merging matrices adds these.
+    pub voxels: f64,
+}
+
+impl Mat {
+    /// All zeros.
+    pub fn zeros(rows: usize, cols: usize) -> Mat {
+        Mat { rows, cols, data: vec![0.0; rows * cols], voxels: 0.0 }
+    }
+
+    /// Add one count at (level, value), both from 1.
+    pub fn count(&mut self, level: u32, value: usize) {
+        self.data[(level as usize - 1) * self.cols + (value - 1)] += 1.0;
+    }
+
+    /// Total count.
+    pub fn total(&self) -> f64 {
+        self.data.iter().sum()
+    }
+
+    /// Merge another matrix with as many rows into this one (widened to the wider of the two).
+    pub fn add(&mut self, other: &Mat) {
+        assert_eq!(self.rows, other.rows, "merged matrices differ in grey levels");
+        if other.cols > self.cols {
+            let mut wide = Mat::zeros(self.rows, other.cols);
+            for r in 0..self.rows {
+                wide.data[r * other.cols..r * other.cols + self.cols]
+                    .copy_from_slice(&self.data[r * self.cols..(r + 1) * self.cols]);
+            }
+            wide.voxels = self.voxels;
+            *self = wide;
+        }
+        for r in 0..other.rows {
+            for c in 0..other.cols {
+                self.data[r * self.cols + c] += other.data[r * other.cols + c];
+            }
+        }
+        self.voxels += other.voxels;
+    }
+
+    /// Merge of several matrices.
+    pub fn sum<'a>(mats: impl IntoIterator<Item = &'a Mat>) -> Option<Mat> {
+        let mut it = mats.into_iter();
+        let mut acc = it.next()?.clone();
+        for m in it {
+            acc.add(m);
+        }
+        Some(acc)
+    }
+}
+
+/// Names of the 17 features [`size_features`] computes, in its order, for one family: the
+/// run-length, size-zone, distance-zone and dependence matrices all share the formulas (IBSI
+/// 3.7-3.11) and differ in what the second index counts.
+pub type SizeNames = [&'static str; 17];
+
+/// Features of a matrix over (grey level i, second index j) with counts `s_ij`, `N_s = Σ s_ij`,
+/// `p_ij = s_ij / N_s`: small/large-j emphasis `Σ s/j²`, `Σ s j²`; low/high grey level emphasis
+/// `Σ s/i²`, `Σ s i²`; the four joint emphases `Σ s/(i² j²)`, `Σ s i²/j²`, `Σ s j²/i²`,
+/// `Σ s i² j²` (each divided by `N_s`); grey level non-uniformity `Σ_i (Σ_j s)² / N_s` and its
+/// normalised form (`/ N_s²`); the same over j; percentage `N_s / N_v`; grey level variance and
+/// j variance of p; entropy `-Σ p log2 p`; energy `Σ p²`. `None` for an empty matrix.
+pub fn size_features(m: &Mat) -> Option<[f64; 17]> {
+    let ns = m.total();
+    if ns == 0.0 {
+        return None;
+    }
+    let mut f = [0.0f64; 17];
+    let mut row_sum = vec![0.0; m.rows];
+    let mut col_sum = vec![0.0; m.cols];
+    let (mut mu_i, mut mu_j) = (0.0, 0.0);
+    for r in 0..m.rows {
+        for c in 0..m.cols {
+            let s = m.data[r * m.cols + c];
+            if s == 0.0 {
+                continue;
+            }
+            let (i, j) = ((r + 1) as f64, (c + 1) as f64);
+            let (i2, j2) = (i * i, j * j);
+            f[0] += s / j2;
+            f[1] += s * j2;
+            f[2] += s / i2;
+            f[3] += s * i2;
+            f[4] += s / (i2 * j2);
+            f[5] += s * i2 / j2;
+            f[6] += s * j2 / i2;
+            f[7] += s * i2 * j2;
+            row_sum[r] += s;
+            col_sum[c] += s;
+            let p = s / ns;
+            mu_i += i * p;
+            mu_j += j * p;
+            f[15] -= p * p.log2();
+            f[16] += p * p;
+        }
+    }
+    for v in f.iter_mut().take(8) {
+        *v /= ns;
+    }
+    f[8] = row_sum.iter().map(|v| v * v).sum::<f64>() / ns;
+    f[9] = f[8] / ns;
+    f[10] = col_sum.iter().map(|v| v * v).sum::<f64>() / ns;
+    f[11] = f[10] / ns;
+    f[12] = ns / m.voxels;
+    for r in 0..m.rows {
+        for c in 0..m.cols {
+            let p = m.data[r * m.cols + c] / ns;
+            f[13] += ((r + 1) as f64 - mu_i).powi(2) * p;
+            f[14] += ((c + 1) as f64 - mu_j).powi(2) * p;
+        }
+    }
+    Some(f)
+}
+
+/// Mean of feature vectors (element-wise); `None` when there are none.
+pub fn mean_of(rows: &[Vec<f64>]) -> Option<Vec<f64>> {
+    let first = rows.first()?;
+    let mut acc = vec![0.0; first.len()];
+    for r in rows {
+        acc.iter_mut().zip(r).for_each(|(a, v)| *a += v);
+    }
+    Some(acc.into_iter().map(|v| v / rows.len() as f64).collect())
+}
+
+/// The six IBSI aggregations of a directional family (GLCM, GLRLM): `per_slice[z][d]` are 2D
+/// matrices of slice z in in-plane direction d, `volume[d]` 3D matrices per direction;
+/// `features` maps a matrix to its feature vector (`None` when empty). Returns the vectors for
+/// the suffixes `2D_avg` (mean over every slice and direction), `2D_comb` (directions merged per
+/// slice, mean over slices), `2_5D_avg` (slices merged per direction, mean over directions),
+/// `2_5D_comb` (all merged), `3D_avg` (mean over directions) and `3D_comb` (merged).
+pub fn directional(
+    per_slice: &[Vec<Mat>],
+    volume: &[Mat],
+    features: impl Fn(&Mat) -> Option<Vec<f64>>,
+) -> Vec<(&'static str, Vec<f64>)> {
+    let mut out = Vec::new();
+    let all: Vec<Vec<f64>> = per_slice.iter().flatten().filter_map(&features).collect();
+    let slice_merged: Vec<Vec<f64>> = per_slice.iter().filter_map(|s| Mat::sum(s).and_then(|m| features(&m))).collect();
+    let directions = per_slice.first().map_or(0, Vec::len);
+    let direction_merged: Vec<Vec<f64>> =
+        (0..directions).filter_map(|d| Mat::sum(per_slice.iter().map(|s| &s[d])).and_then(|m| features(&m))).collect();
+    let merged = Mat::sum(per_slice.iter().flatten()).and_then(|m| features(&m));
+    let volume_avg: Vec<Vec<f64>> = volume.iter().filter_map(&features).collect();
+    let volume_merged = Mat::sum(volume).and_then(|m| features(&m));
+    for (suffix, v) in [
+        ("2D_avg", mean_of(&all)),
+        ("2D_comb", mean_of(&slice_merged)),
+        ("2_5D_avg", mean_of(&direction_merged)),
+        ("2_5D_comb", merged),
+        ("3D_avg", mean_of(&volume_avg)),
+        ("3D_comb", volume_merged),
+    ] {
+        if let Some(v) = v {
+            out.push((suffix, v));
+        }
+    }
+    out
+}
+
+/// The three IBSI aggregations of a non-directional family (GLSZM, GLDZM, NGTDM, NGLDM):
+/// `2D` (features per slice, mean over slices), `2_5D` (slices merged), `3D` (one 3D matrix).
+pub fn planar<M>(
+    per_slice: &[M],
+    merge: impl Fn(&[M]) -> Option<M>,
+    volume: &M,
+    features: impl Fn(&M) -> Option<Vec<f64>>,
+) -> Vec<(&'static str, Vec<f64>)> {
+    let slices: Vec<Vec<f64>> = per_slice.iter().filter_map(&features).collect();
+    let mut out = Vec::new();
+    for (suffix, v) in
+        [("2D", mean_of(&slices)), ("2_5D", merge(per_slice).and_then(|m| features(&m))), ("3D", features(volume))]
+    {
+        if let Some(v) = v {
+            out.push((suffix, v));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_features_match_a_hand_computed_matrix() {
+        // Level 1: two runs of length 1; level 2: one run of length 2. Over 4 voxels.
+        let mut m = Mat::zeros(2, 2);
+        m.count(1, 1);
+        m.count(1, 1);
+        m.count(2, 2);
+        m.voxels = 4.0;
+        let f = size_features(&m).unwrap();
+        let ns = 3.0;
+        assert!((f[0] - (2.0 + 0.25) / ns).abs() < 1e-15, "short emphasis");
+        assert!((f[1] - (2.0 + 4.0) / ns).abs() < 1e-15, "long emphasis");
+        assert!((f[3] - (2.0 + 4.0) / ns).abs() < 1e-15, "high grey level emphasis");
+        assert!((f[7] - (2.0 + 16.0) / ns).abs() < 1e-15, "long high-grey emphasis");
+        assert!((f[8] - (4.0 + 1.0) / ns).abs() < 1e-15, "grey level non-uniformity");
+        assert!((f[12] - 0.75).abs() < 1e-15, "percentage");
+        // p = (2/3, 1/3): entropy and energy.
+        let h = -(2.0 / 3.0 * (2.0f64 / 3.0).log2() + 1.0 / 3.0 * (1.0f64 / 3.0).log2());
+        assert!((f[15] - h).abs() < 1e-15 && (f[16] - 5.0 / 9.0).abs() < 1e-15);
+        assert!((f[13] - 2.0 / 9.0).abs() < 1e-15, "variance of i: mean 4/3");
+        assert_eq!(size_features(&Mat::zeros(2, 2)), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! An ROI ready for feature extraction: intensities on a grid, the ROI mask, and the grey level
+//! of every ROI voxel after discretisation (IBSI 1, §2.7).
+
+use serde::{Deserialize, Serialize};
+
+/// How intensities become grey levels 1..=Ng.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Discretisation {
+    /// The intensities already are grey levels (whole numbers from 1); Ng is the largest.
+    /// IBSI's digital phantom is computed this way.
+    None,
+    /// Fixed bin number (IBSI `FBN`): `floor(Nb (x - min) / (max - min)) + 1`, the maximum in
+    /// bin Nb; min and max over the ROI. Ng = Nb.
+    FixedBinNumber {
+        /// Nb.
+        bins: u32,
+    },
+    /// Fixed bin size (IBSI `FBS`): `floor((x - lower) / width) + 1`; Ng is the largest level
+    /// in the ROI.
+    FixedBinSize {
+        /// Bin width, in intensity units.
+        width: f64,
+        /// Lower bound (the re-segmentation range's, or the ROI minimum).
+        lower: f64,
+    },
+}
+
+/// Why an ROI cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoiError {
+    /// The arrays do not fit the grid.
+    #[error("grid {dims:?} has {voxels} voxels; got {image} intensities and {mask} mask values")]
+    Shape { dims: [usize; 3], voxels: usize, image: usize, mask: usize },
+    /// No voxel in the mask.
+    #[error("the mask is empty")]
+    Empty,
+    /// An intensity in the ROI is NaN or infinite.
+    #[error("an intensity in the ROI is not finite")]
+    NonFinite,
+    /// `Discretisation::None` on intensities that are not whole numbers from 1.
+    #[error("intensity {0} is not a grey level (a whole number from 1); choose a discretisation")]
+    NotALevel(f64),
+    /// A setting that cannot be used.
+    #[error("discretisation: {0}")]
+    Setting(String),
+}
+
+/// The grid, the intensities, the mask and the grey levels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Roi {
+    /// Voxels along x, y, z (x fastest in memory).
+    pub dims: [usize; 3],
+    /// Voxel spacing, mm.
+    pub spacing_mm: [f64; 3],
+    /// Every voxel's intensity (local intensity reads around the ROI too).
+    pub image: Vec<f64>,
+    /// Voxels in the ROI.
+    pub mask: Vec<bool>,
+    /// Grey level of each ROI voxel, 1..=`ng`; 0 outside the ROI.
+    pub levels: Vec<u32>,
+    /// Number of grey levels.
+    pub ng: u32,
+}
+
+impl Roi {
+    /// Discretise the ROI's intensities.
+    pub fn new(
+        dims: [usize; 3],
+        spacing_mm: [f64; 3],
+        image: Vec<f64>,
+        mask: Vec<bool>,
+        discretisation: Discretisation,
+    ) -> Result<Roi, RoiError> {
+        let voxels = dims.iter().product();
+        if image.len() != voxels || mask.len() != voxels {
+            return Err(RoiError::Shape { dims, voxels, image: image.len(), mask: mask.len() });
+        }
+        let inside: Vec<f64> = image.iter().zip(&mask).filter(|(_, &m)| m).map(|(&v, _)| v).collect();
+        if inside.is_empty() {
+            return Err(RoiError::Empty);
+        }
+        if inside.iter().any(|v| !v.is_finite()) {
+            return Err(RoiError::NonFinite);
+        }
+        let (lo, hi) = inside.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let level = |x: f64| -> Result<u32, RoiError> {
+            match discretisation {
+                Discretisation::None => {
+                    if x >= 1.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
+                        Ok(x as u32)
+                    } else {
+                        Err(RoiError::NotALevel(x))
+                    }
+                }
+                Discretisation::FixedBinNumber { bins } => {
+                    if bins == 0 {
+                        return Err(RoiError::Setting("a fixed bin number needs at least 1 bin".into()));
+                    }
+                    if hi == lo {
+                        return Ok(1);
+                    }
+                    let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
+                    Ok(b.min(bins))
+                }
+                Discretisation::FixedBinSize { width, lower } => {
+                    if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
+                        return Err(RoiError::Setting(format!("bin width {width} and lower bound {lower}")));
+                    }
+                    Ok(((x - lower) / width).floor().max(0.0) as u32 + 1)
+                }
+            }
+        };
+        let mut levels = vec![0u32; voxels];
+        for i in 0..voxels {
+            if mask[i] {
+                levels[i] = level(image[i])?;
+            }
+        }
+        let ng = match discretisation {
+            Discretisation::FixedBinNumber { bins } => bins,
+            _ => *levels.iter().max().expect("not empty"),
+        };
+        Ok(Roi { dims, spacing_mm, image, mask, levels, ng })
+    }
+
+    /// Index of voxel (x, y, z).
+    pub fn index(&self, x: usize, y: usize, z: usize) -> usize {
+        x + self.dims[0] * (y + self.dims[1] * z)
+    }
+
+    /// Coordinates of an index.
+    pub fn coords(&self, i: usize) -> [usize; 3] {
+        let (nx, ny) = (self.dims[0], self.dims[1]);
+        [i % nx, (i / nx) % ny, i / (nx * ny)]
+    }
+
+    /// The voxel at `offset` from voxel `i`, if it is on the grid.
+    pub fn step(&self, i: usize, offset: [i64; 3]) -> Option<usize> {
+        let c = self.coords(i);
+        let mut out = [0usize; 3];
+        for a in 0..3 {
+            let v = c[a] as i64 + offset[a];
+            if v < 0 || v >= self.dims[a] as i64 {
+                return None;
+            }
+            out[a] = v as usize;
+        }
+        Some(self.index(out[0], out[1], out[2]))
+    }
+
+    /// Indices of the ROI's voxels, in memory order; with `slice`, only those of that z.
+    pub fn voxels(&self, slice: Option<usize>) -> Vec<usize> {
+        let plane = self.dims[0] * self.dims[1];
+        let range = match slice {
+            Some(z) => z * plane..(z + 1) * plane,
+            None => 0..self.mask.len(),
+        };
+        range.filter(|&i| self.mask[i]).collect()
+    }
+
+    /// The z indices that hold ROI voxels.
+    pub fn slices(&self) -> Vec<usize> {
+        (0..self.dims[2]).filter(|&z| !self.voxels(Some(z)).is_empty()).collect()
+    }
+
+    /// Intensities of the ROI's voxels.
+    pub fn intensities(&self) -> Vec<f64> {
+        self.voxels(None).into_iter().map(|i| self.image[i]).collect()
+    }
+
+    /// Grey levels of the ROI's voxels.
+    pub fn grey_levels(&self) -> Vec<u32> {
+        self.voxels(None).into_iter().map(|i| self.levels[i]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discretisation_follows_the_ibsi_formulas() {
+        let image = vec![0.0, 2.5, 5.0, 7.5, 10.0, 99.0];
+        let mask = vec![true, true, true, true, true, false];
+        let fbn =
+            Roi::new([6, 1, 1], [1.0; 3], image.clone(), mask.clone(), Discretisation::FixedBinNumber { bins: 4 })
+                .unwrap();
+        // floor(4 x / 10) + 1, the maximum in bin 4.
+        assert_eq!(fbn.levels, vec![1, 2, 3, 4, 4, 0]);
+        assert_eq!(fbn.ng, 4);
+        let fbs = Roi::new(
+            [6, 1, 1],
+            [1.0; 3],
+            image.clone(),
+            mask.clone(),
+            Discretisation::FixedBinSize { width: 3.0, lower: 0.0 },
+        )
+        .unwrap();
+        assert_eq!(fbs.levels, vec![1, 1, 2, 3, 4, 0]);
+        assert_eq!(fbs.ng, 4);
+        assert_eq!(
+            Roi::new([6, 1, 1], [1.0; 3], image.clone(), mask.clone(), Discretisation::None).unwrap_err(),
+            RoiError::NotALevel(0.0)
+        );
+        assert_eq!(
+            Roi::new([6, 1, 1], [1.0; 3], image, vec![false; 6], Discretisation::None).unwrap_err(),
+            RoiError::Empty
+        );
+        let r = Roi::new([2, 3, 4], [1.0; 3], vec![1.0; 24], vec![true; 24], Discretisation::None).unwrap();
+        assert_eq!(r.coords(r.index(1, 2, 3)), [1, 2, 3]);
+        assert_eq!(r.step(r.index(1, 2, 3), [1, 0, 0]), None);
+        assert_eq!(r.step(r.index(0, 2, 3), [1, -1, -1]), Some(r.index(1, 1, 2)));
+    }
+}

@@ -1,0 +1,252 @@
+//! Directional texture families: grey level co-occurrence (`cm_*`, IBSI 3.6) and run length
+//! (`rlm_*`, IBSI 3.7) matrices, at Chebyshev distance 1, in the 13 unique 3D directions and the
+//! 4 in-plane ones, aggregated the six IBSI ways ([`crate::matrix::directional`]).
+
+use crate::matrix::{directional, size_features, Mat};
+use crate::roi::Roi;
+use crate::Features;
+
+/// The 13 unique directions of a 3D neighbourhood (the other 13 are their opposites).
+pub const DIRECTIONS_3D: [[i64; 3]; 13] = [
+    [1, 0, 0],
+    [0, 1, 0],
+    [1, 1, 0],
+    [1, -1, 0],
+    [0, 0, 1],
+    [1, 0, 1],
+    [1, 0, -1],
+    [0, 1, 1],
+    [0, 1, -1],
+    [1, 1, 1],
+    [1, 1, -1],
+    [1, -1, 1],
+    [1, -1, -1],
+];
+
+/// The 4 unique in-plane directions.
+pub const DIRECTIONS_2D: [[i64; 3]; 4] = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, -1, 0]];
+
+/// Symmetric co-occurrence counts of ROI voxel pairs one step apart along `d` (both voxels in
+/// the ROI; with `slice`, the first voxel in that slice).
+pub fn cooccurrence(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
+    let ng = roi.ng as usize;
+    let mut m = Mat::zeros(ng, ng);
+    let voxels = roi.voxels(slice);
+    for &i in &voxels {
+        if let Some(j) = roi.step(i, d).filter(|&j| roi.mask[j]) {
+            m.count(roi.levels[i], roi.levels[j] as usize);
+            m.count(roi.levels[j], roi.levels[i] as usize);
+        }
+    }
+    m.voxels = voxels.len() as f64;
+    m
+}
+
+/// Feature names of [`glcm_features`], in order.
+pub const GLCM_NAMES: [&str; 25] = [
+    "joint_max",
+    "joint_avg",
+    "joint_var",
+    "joint_entr",
+    "diff_avg",
+    "diff_var",
+    "diff_entr",
+    "sum_avg",
+    "sum_var",
+    "sum_entr",
+    "energy",
+    "contrast",
+    "dissimilarity",
+    "inv_diff",
+    "inv_diff_norm",
+    "inv_diff_mom",
+    "inv_diff_mom_norm",
+    "inv_var",
+    "corr",
+    "auto_corr",
+    "clust_tend",
+    "clust_shade",
+    "clust_prom",
+    "info_corr1",
+    "info_corr2",
+];
+
+/// The 25 GLCM features of one matrix (IBSI 3.6), with `p_ij` the normalised matrix over levels
+/// 1..=Ng, `p_i` its marginal (symmetric, so both marginals agree), `p_{x-y}(k)` and
+/// `p_{x+y}(k)` the diagonal and anti-diagonal sums:
+/// joint maximum `max p`; joint average `μ = Σ i p`; joint variance `Σ (i-μ)² p`; joint entropy
+/// `-Σ p log2 p`; difference average `μ_d = Σ k p_{x-y}`, variance `Σ (k-μ_d)² p_{x-y}`,
+/// entropy; sum average `μ_s = Σ k p_{x+y}`, variance, entropy; angular second moment `Σ p²`;
+/// contrast `Σ (i-j)² p`; dissimilarity `Σ |i-j| p`; inverse difference `Σ p/(1+|i-j|)` and
+/// its normalised form `Σ p/(1+|i-j|/Ng)`; inverse difference moment `Σ p/(1+(i-j)²)` and
+/// `Σ p/(1+(i-j)²/Ng²)`; inverse variance `Σ_{i≠j} p/(i-j)²`; correlation
+/// `(Σ i j p - μ_i μ_j)/(σ_i σ_j)`; autocorrelation `Σ i j p`; cluster tendency, shade and
+/// prominence `Σ (i+j-μ_i-μ_j)^{2,3,4} p`; information correlation 1 `(HXY-HXY1)/HX` and 2
+/// `sqrt(1-exp(-2(HXY2-HXY)))`. `None` for an empty matrix.
+pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
+    let total = m.total();
+    if total == 0.0 {
+        return None;
+    }
+    let ng = m.rows;
+    let p = |i: usize, j: usize| m.data[i * ng + j] / total;
+    let lv = |i: usize| (i + 1) as f64;
+    let mut marg = vec![0.0; ng];
+    let mut diff = vec![0.0; ng];
+    let mut sum = vec![0.0; 2 * ng + 1];
+    for i in 0..ng {
+        for j in 0..ng {
+            let v = p(i, j);
+            marg[i] += v;
+            diff[i.abs_diff(j)] += v;
+            sum[i + j + 2] += v;
+        }
+    }
+    let entropy = |v: &[f64]| -v.iter().filter(|&&x| x > 0.0).map(|x| x * x.log2()).sum::<f64>();
+    let mu: f64 = (0..ng).map(|i| lv(i) * marg[i]).sum();
+    let var_i: f64 = (0..ng).map(|i| (lv(i) - mu).powi(2) * marg[i]).sum();
+    let mu_d: f64 = diff.iter().enumerate().map(|(k, v)| k as f64 * v).sum();
+    let mu_s: f64 = sum.iter().enumerate().map(|(k, v)| k as f64 * v).sum();
+    let (mut joint_max, mut joint_var, mut energy, mut contrast, mut dissim) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    let (mut id, mut idn, mut idm, mut idmn, mut inv_var, mut auto) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut tend, mut shade, mut prom, mut hxy1, mut hxy2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let g = ng as f64;
+    for i in 0..ng {
+        for j in 0..ng {
+            let v = p(i, j);
+            let (a, b) = (lv(i), lv(j));
+            let d = (a - b).abs();
+            let pp = marg[i] * marg[j];
+            if pp > 0.0 {
+                hxy1 -= v * pp.log2();
+                hxy2 -= pp * pp.log2();
+            }
+            if v == 0.0 {
+                continue;
+            }
+            joint_max = joint_max.max(v);
+            joint_var += (a - mu).powi(2) * v;
+            energy += v * v;
+            contrast += d * d * v;
+            dissim += d * v;
+            id += v / (1.0 + d);
+            idn += v / (1.0 + d / g);
+            idm += v / (1.0 + d * d);
+            idmn += v / (1.0 + d * d / (g * g));
+            if i != j {
+                inv_var += v / (d * d);
+            }
+            auto += a * b * v;
+            let c = a + b - 2.0 * mu;
+            tend += c * c * v;
+            shade += c.powi(3) * v;
+            prom += c.powi(4) * v;
+        }
+    }
+    let hxy = entropy(&m.data.iter().map(|c| c / total).collect::<Vec<_>>());
+    let hx = entropy(&marg);
+    let corr = if var_i > 0.0 { (auto - mu * mu) / var_i } else { 0.0 };
+    let info1 = if hx > 0.0 { (hxy - hxy1) / hx } else { 0.0 };
+    let info2 = (1.0 - (-2.0 * (hxy2 - hxy)).exp()).max(0.0).sqrt();
+    Some(vec![
+        joint_max,
+        mu,
+        joint_var,
+        hxy,
+        mu_d,
+        diff.iter().enumerate().map(|(k, v)| (k as f64 - mu_d).powi(2) * v).sum(),
+        entropy(&diff),
+        mu_s,
+        sum.iter().enumerate().map(|(k, v)| (k as f64 - mu_s).powi(2) * v).sum(),
+        entropy(&sum),
+        energy,
+        contrast,
+        dissim,
+        id,
+        idn,
+        idm,
+        idmn,
+        inv_var,
+        corr,
+        auto,
+        tend,
+        shade,
+        prom,
+        info1,
+        info2,
+    ])
+}
+
+/// Run length counts along `d` (runs of one grey level through ROI voxels; with `slice`, runs
+/// within that slice), over the voxels counted.
+pub fn run_lengths(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
+    let longest = *roi.dims.iter().max().expect("three axes");
+    let mut m = Mat::zeros(roi.ng as usize, longest);
+    let voxels = roi.voxels(slice);
+    let back = [-d[0], -d[1], -d[2]];
+    for &i in &voxels {
+        let level = roi.levels[i];
+        let continues = |j: usize| roi.mask[j] && roi.levels[j] == level;
+        if roi.step(i, back).is_some_and(continues) {
+            continue;
+        }
+        let (mut length, mut at) = (1, i);
+        while let Some(next) = roi.step(at, d).filter(|&j| continues(j)) {
+            length += 1;
+            at = next;
+        }
+        m.count(level, length);
+    }
+    m.voxels = voxels.len() as f64;
+    m
+}
+
+/// Names of the run length features (in [`size_features`] order).
+pub const GLRLM_NAMES: [&str; 16] = [
+    "sre",
+    "lre",
+    "lgre",
+    "hgre",
+    "srlge",
+    "srhge",
+    "lrlge",
+    "lrhge",
+    "glnu",
+    "glnu_norm",
+    "rlnu",
+    "rlnu_norm",
+    "r_perc",
+    "gl_var",
+    "rl_var",
+    "rl_entr",
+];
+
+fn per_slice_and_volume(roi: &Roi, build: impl Fn(&Roi, [i64; 3], Option<usize>) -> Mat) -> (Vec<Vec<Mat>>, Vec<Mat>) {
+    let per_slice =
+        roi.slices().into_iter().map(|z| DIRECTIONS_2D.iter().map(|&d| build(roi, d, Some(z))).collect()).collect();
+    let volume = DIRECTIONS_3D.iter().map(|&d| build(roi, d, None)).collect();
+    (per_slice, volume)
+}
+
+/// GLCM features (`cm_<name>_<aggregation>`), all six aggregations.
+pub fn glcm(roi: &Roi, out: &mut Features) {
+    let (per_slice, volume) = per_slice_and_volume(roi, cooccurrence);
+    for (suffix, values) in directional(&per_slice, &volume, glcm_features) {
+        for (name, v) in GLCM_NAMES.iter().zip(values) {
+            out.push((format!("cm_{name}_{suffix}"), v));
+        }
+    }
+}
+
+/// GLRLM features (`rlm_<name>_<aggregation>`), all six aggregations. Merged matrices count the
+/// voxels once per merged direction, so the run percentage of a merge is runs over
+/// (directions x voxels).
+pub fn glrlm(roi: &Roi, out: &mut Features) {
+    let (per_slice, volume) = per_slice_and_volume(roi, run_lengths);
+    let features = |m: &Mat| size_features(m).map(|f| f[..16].to_vec());
+    for (suffix, values) in directional(&per_slice, &volume, features) {
+        for (name, v) in GLRLM_NAMES.iter().zip(values) {
+            out.push((format!("rlm_{name}_{suffix}"), v));
+        }
+    }
+}
