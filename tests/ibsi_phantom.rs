@@ -81,3 +81,13 @@ fn ibsi_digital_phantom_features_match_the_reference_values() {
     // Every family but morphology: 457 of the 482 (94.8%).
     assert!(matched >= 457, "{matched} of {with_value} matched");
 }
+
+#[test]
+fn the_radiomics_benchmark_prints_its_table() {
+    let out = renal_e2e::renal(&["bench", "radiomics", "--repeat", "1", "--bins", "16"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("| GLCM (6 aggregations) | 150 |"), "{text}");
+    assert!(text.contains("| **one setting, all of the above** | 457 |"), "{text}");
+    assert!(text.contains("ellipsoid ROI of 31040 voxels"), "{text}");
+}

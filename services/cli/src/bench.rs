@@ -333,3 +333,77 @@ pub fn bench_preprocess(shrinks: &[usize], repeat: usize) -> Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
+
+/// An ellipsoid lesion (semi-axes 22, 22 and 15.3 mm, about 31,000 voxels) in a 64x64x40 grid
+/// at 1 mm, with a smooth gradient, a ripple and deterministic noise inside.
+pub fn ellipsoid_lesion() -> (Vec<f64>, Vec<bool>) {
+    let dims = [64usize, 64, 40];
+    let centre = [31.5, 31.5, 19.5];
+    let (mut image, mut mask) = (Vec::new(), Vec::new());
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for z in 0..dims[2] {
+        for y in 0..dims[1] {
+            for x in 0..dims[0] {
+                let d = [x as f64 - centre[0], y as f64 - centre[1], z as f64 - centre[2]];
+                let r = (d[0] / 22.0).powi(2) + (d[1] / 22.0).powi(2) + (d[2] / 15.3).powi(2);
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = (state >> 11) as f64 / (1u64 << 53) as f64;
+                image.push(300.0 + 4.0 * d[0] + 60.0 * (0.4 * d[1]).sin() * (0.3 * d[2]).cos() + 80.0 * noise);
+                mask.push(r <= 1.0);
+            }
+        }
+    }
+    (image, mask)
+}
+
+/// `renal bench radiomics`.
+pub fn bench_radiomics(bins: u32, repeat: usize) -> Result<()> {
+    use renal_radiomics::roi::{Discretisation, Roi};
+    use renal_radiomics::{intensity, neighbourhood, texture, zones, Features};
+    let (image, mask) = ellipsoid_lesion();
+    let voxels = mask.iter().filter(|&&m| m).count();
+    let discretisation = Discretisation::FixedBinNumber { bins };
+    let (discretise_s, roi) =
+        timed(repeat, || Roi::new([64, 64, 40], [1.0; 3], image.clone(), mask.clone(), discretisation))?;
+    type Family = fn(&Roi, &mut Features);
+    let families: [(&str, Family); 10] = [
+        ("local intensity", intensity::local_intensity),
+        ("intensity statistics", intensity::statistics),
+        ("intensity histogram", intensity::histogram),
+        ("intensity-volume histogram", intensity::intensity_volume_histogram),
+        ("GLCM (6 aggregations)", texture::glcm),
+        ("GLRLM (6 aggregations)", texture::glrlm),
+        ("GLSZM (2D, 2.5D, 3D)", zones::glszm),
+        ("GLDZM (2D, 2.5D, 3D)", zones::gldzm),
+        ("NGTDM (2D, 2.5D, 3D)", neighbourhood::ngtdm),
+        ("NGLDM (2D, 2.5D, 3D)", neighbourhood::ngldm),
+    ];
+    println!(
+        "renal bench radiomics: ellipsoid ROI of {voxels} voxels in 64x64x40 at 1 mm, fixed bin number {bins}, one core, median of {repeat}"
+    );
+    println!("| step | features | median ms |");
+    println!("|---|---|---|");
+    println!("| discretise (FBN {bins}) | - | {:.2} |", discretise_s * 1e3);
+    let mut sum = discretise_s;
+    for (name, f) in families {
+        let (s, n) = timed(repeat, || {
+            let mut out = Features::new();
+            f(&roi, &mut out);
+            Ok::<usize, anyhow::Error>(out.len())
+        })?;
+        sum += s;
+        println!("| {name} | {n} | {:.2} |", s * 1e3);
+    }
+    let (all_s, all) = timed(repeat, || {
+        Roi::new([64, 64, 40], [1.0; 3], image.clone(), mask.clone(), discretisation)
+            .map(|roi| renal_radiomics::extract(&roi).len())
+    })?;
+    println!("| **one setting, all of the above** | {all} | **{:.2}** |", all_s * 1e3);
+    println!(
+        "sum of the rows {:.2} ms; target 10 ms per setting; PyRadiomics 3.1.0 measured 200-300 ms per setting on this machine kind (issue 5)",
+        sum * 1e3
+    );
+    Ok(())
+}

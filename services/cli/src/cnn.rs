@@ -454,7 +454,7 @@ pub fn bench(
                     batch as f64 / forward
                 );
                 if device.is_cuda() {
-                    // Half precision through autocast, channels-last input.
+                    // Half precision through autocast (tch 0.26 has no channels-last API).
                     let xl = x.contiguous().to_kind(Kind::Float);
                     let half = time_median(repeat, || {
                         tch::no_grad(|| {

@@ -315,8 +315,21 @@ enum BenchStage {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// Radiomics on one core: every IBSI family this build computes (all aggregations) on an
+    /// ellipsoid lesion of about 31,000 voxels (64x64x40 at 1 mm), one setting (fixed bin number).
+    /// Target: at most 10 ms per setting.
+    ///
+    /// Example: renal bench radiomics --bins 32 --repeat 20
+    Radiomics {
+        /// Grey levels (fixed bin number).
+        #[arg(long, default_value_t = 32)]
+        bins: u32,
+        /// Repetitions (the median is reported).
+        #[arg(long, default_value_t = 15)]
+        repeat: usize,
+    },
     /// CNN throughput at 200x200: inference (images/s) and SGD train steps per backbone, batch
-    /// size and device; on CUDA also bf16 + channels-last inference, with PyTorch eager from the
+    /// size and device; on CUDA also fp16 autocast inference, with PyTorch eager from the
     /// test venv as the baseline when it can run on the same device.
     ///
     /// Example: renal bench cnn --backbones resnet18,resnet50 --batches 1,16
@@ -380,6 +393,7 @@ fn run(cli: Cli) -> Result<()> {
                 parts.try_into().map_err(|_| anyhow::anyhow!("--parts: want three fractions, e.g. 0.7,0.2,0.1"))?;
             cnn::train_command(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
         }
+        Command::Bench { stage: BenchStage::Radiomics { bins, repeat } } => bench::bench_radiomics(bins, repeat),
         Command::Bench { stage: BenchStage::Cnn { backbones, batches, devices, repeat, parity, train_steps } } => {
             cnn::bench(&backbones, &batches, &devices, repeat, parity, train_steps)
         }

@@ -135,7 +135,12 @@ pub fn roc_svg(report: &Report) -> String {
     for (i, (name, m)) in report.models.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         s += &polyline(&m.roc_curve[0], &m.roc_curve[1], colour, false);
-        entries.push((format!("{name} AUC {:.2}", m.roc_auc.estimate), colour.into(), false));
+        let auc = if m.roc_auc.estimate.is_finite() {
+            format!("AUC {:.2}", m.roc_auc.estimate)
+        } else {
+            "AUC n/a (one class)".to_string()
+        };
+        entries.push((format!("{name} {auc}"), colour.into(), false));
     }
     let (points, experts) =
         expert_points(report, |m| (1.0 - m.specificity.estimate, m.sensitivity.estimate), report.models.len());

@@ -137,25 +137,46 @@ pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
 /// not) whose centre lies within a sphere of 1 cm³ (radius 6.2 mm) around a voxel.
 /// `loc_peak_loc`: around the ROI's brightest voxel (the highest such mean when several tie);
 /// `loc_peak_glob`: the highest such mean around any ROI voxel.
+///
+/// The sphere is cut into rows along x; each row's sum comes from prefix sums along x, so a
+/// voxel costs one subtraction per row (about 120 rows at 1 mm) instead of one addition per
+/// voxel of the sphere (about 1,000).
 pub fn local_intensity(roi: &Roi, out: &mut Features) {
     let radius = 10.0 * (3.0 / (4.0 * std::f64::consts::PI)).cbrt();
-    let reach: [i64; 3] = std::array::from_fn(|a| (radius / roi.spacing_mm[a]).floor() as i64);
-    let mut offsets = Vec::new();
-    for dz in -reach[2]..=reach[2] {
-        for dy in -reach[1]..=reach[1] {
-            for dx in -reach[0]..=reach[0] {
-                let d = [dx, dy, dz];
-                let r2: f64 = (0..3).map(|a| (d[a] as f64 * roi.spacing_mm[a]).powi(2)).sum();
-                if r2 <= radius * radius {
-                    offsets.push(d);
-                }
+    let [nx, ny, nz] = roi.dims;
+    let sp = roi.spacing_mm;
+    // Rows of the sphere: (dy, dz, half-width in x).
+    let (ry, rz) = ((radius / sp[1]).floor() as i64, (radius / sp[2]).floor() as i64);
+    let mut rows = Vec::new();
+    for dz in -rz..=rz {
+        for dy in -ry..=ry {
+            let left = radius * radius - (dz as f64 * sp[2]).powi(2) - (dy as f64 * sp[1]).powi(2);
+            if left >= 0.0 {
+                rows.push((dy, dz, (left.sqrt() / sp[0]).floor() as i64));
             }
         }
     }
+    // prefix[(z * ny + y) * (nx + 1) + x] = sum of the row's first x intensities.
+    let mut prefix = vec![0.0f64; nz * ny * (nx + 1)];
+    for zy in 0..nz * ny {
+        for x in 0..nx {
+            prefix[zy * (nx + 1) + x + 1] = prefix[zy * (nx + 1) + x] + roi.image[zy * nx + x];
+        }
+    }
     let local_mean = |i: usize| -> f64 {
-        let (sum, n) =
-            offsets.iter().filter_map(|&o| roi.step(i, o)).fold((0.0, 0.0), |(s, n), j| (s + roi.image[j], n + 1.0));
-        sum / n
+        let [x, y, z] = roi.coords(i).map(|c| c as i64);
+        let (mut sum, mut n) = (0.0, 0i64);
+        for &(dy, dz, w) in &rows {
+            let (yy, zz) = (y + dy, z + dz);
+            if yy < 0 || yy >= ny as i64 || zz < 0 || zz >= nz as i64 {
+                continue;
+            }
+            let (lo, hi) = ((x - w).max(0), (x + w).min(nx as i64 - 1));
+            let base = (zz as usize * ny + yy as usize) * (nx + 1);
+            sum += prefix[base + hi as usize + 1] - prefix[base + lo as usize];
+            n += hi - lo + 1;
+        }
+        sum / n as f64
     };
     let voxels = roi.voxels(None);
     let brightest = voxels.iter().map(|&i| roi.image[i]).fold(f64::NEG_INFINITY, f64::max);
