@@ -91,3 +91,52 @@ fn the_radiomics_benchmark_prints_its_table() {
     assert!(text.contains("| **one setting, all of the above** | 457 |"), "{text}");
     assert!(text.contains("ellipsoid ROI of 31040 voxels"), "{text}");
 }
+
+#[test]
+fn renal_radiomics_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("phantom.csv");
+    let out = renal_e2e::renal(&["radiomics", "--ibsi-phantom", "--out", csv_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let value = |tag: &str| -> f64 { row[header.iter().position(|h| h == tag).unwrap()].parse().unwrap() };
+    let first: Vec<&str> = header.iter().take(6).collect();
+    assert_eq!(first, ["image", "mask", "image_sha256", "mask_sha256", "settings", "code_version"]);
+    assert_eq!(header.len() - 6, 457);
+    assert_eq!(signif3(value("cm_joint_max_3D_avg")), 0.503);
+    assert_eq!(signif3(value("szm_sze_3D")), 0.255);
+    assert_eq!(signif3(value("stat_kurt")), -0.355);
+    assert_eq!(&row[2], "83773ac2a288aa93cf819a98eaf301c18d35d5876182ec9c18733184e2b7a83a");
+
+    // An image with an empty mask, and missing arguments: clear errors, no panic.
+    let x_csv = dir.path().join("x.csv");
+    let image = dir.path().join("image.nii.gz");
+    let mask = dir.path().join("mask.nii.gz");
+    let geometry = renal_imaging::Geometry {
+        dims: [4, 4, 2],
+        spacing_mm: [1.0; 3],
+        origin_mm: [0.0; 3],
+        row_dir: [1.0, 0.0, 0.0],
+        col_dir: [0.0, 1.0, 0.0],
+        normal: [0.0, 0.0, 1.0],
+    };
+    let vol = renal_imaging::Volume { geometry: geometry.clone(), data: vec![1.0f32; 32] };
+    std::fs::write(&image, renal_imaging::nifti::encode_gz(&vol, "t")).unwrap();
+    let empty = renal_imaging::Volume { geometry, data: vec![0u8; 32] };
+    std::fs::write(&mask, renal_imaging::nifti::encode_gz(&empty, "t")).unwrap();
+    for (args, expect) in [
+        (vec!["--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap()], "is empty"),
+        (vec!["--image", image.to_str().unwrap()], "give --image and --mask, or --ibsi-phantom"),
+        (vec!["--ibsi-phantom", "--image", image.to_str().unwrap()], "leave out --image and --mask"),
+    ] {
+        let mut all = vec!["radiomics"];
+        all.extend(args);
+        all.extend(["--out", x_csv.to_str().unwrap()]);
+        let out = renal_e2e::renal(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{expect}: {err}");
+        assert!(err.contains(expect) && !err.contains("panicked"), "want {expect:?} in: {err}");
+    }
+}

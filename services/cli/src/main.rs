@@ -199,6 +199,33 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         ece_bins: usize,
     },
+    /// IBSI radiomics features of an image and its mask as a one-row CSV (feature columns named
+    /// by IBSI tags, after provenance columns). Families: local intensity, statistics,
+    /// histogram, intensity-volume histogram, GLCM and GLRLM (six aggregations), GLSZM, GLDZM,
+    /// NGTDM, NGLDM (2D, 2.5D, 3D); morphology is not computed yet.
+    ///
+    /// Example: renal radiomics --ibsi-phantom --out phantom.csv
+    /// Example: renal radiomics --image t1c.nii.gz --mask lesion.nii.gz --bins 32 --out f.csv
+    Radiomics {
+        /// Image: NIfTI, NRRD, or a folder of one DICOM series.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Mask: NIfTI, NRRD or DICOM SEG (resampled onto the image's grid when it differs).
+        #[arg(long)]
+        mask: Option<PathBuf>,
+        /// The IBSI-1 digital phantom with its settings (no discretisation) instead of a file.
+        #[arg(long)]
+        ibsi_phantom: bool,
+        /// Fixed bin number (default 32 unless --bin-width is given).
+        #[arg(long, conflicts_with = "bin_width")]
+        bins: Option<u32>,
+        /// Fixed bin size, in intensity units, from the ROI's lowest intensity.
+        #[arg(long)]
+        bin_width: Option<f64>,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Time a pipeline stage and print a table.
     ///
     /// Example: renal bench synth --lesions 1162
@@ -392,6 +419,9 @@ fn run(cli: Cli) -> Result<()> {
             let parts: [f64; 3] =
                 parts.try_into().map_err(|_| anyhow::anyhow!("--parts: want three fractions, e.g. 0.7,0.2,0.1"))?;
             cnn::train_command(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
+        }
+        Command::Radiomics { image, mask, ibsi_phantom, bins, bin_width, out } => {
+            imaging::run_radiomics(image.as_deref(), mask.as_deref(), ibsi_phantom, bins, bin_width, &out)
         }
         Command::Bench { stage: BenchStage::Radiomics { bins, repeat } } => bench::bench_radiomics(bins, repeat),
         Command::Bench { stage: BenchStage::Cnn { backbones, batches, devices, repeat, parity, train_steps } } => {
