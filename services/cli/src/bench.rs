@@ -368,15 +368,14 @@ pub fn bench_radiomics(bins: u32, repeat: usize) -> Result<()> {
     let (discretise_s, roi) =
         timed(repeat, || Roi::new([64, 64, 40], [1.0; 3], image.clone(), mask.clone(), discretisation))?;
     type Family = fn(&Roi, &mut Features);
-    let families: [(&str, Family); 10] = [
+    let families: [(&str, Family); 9] = [
         ("local intensity", intensity::local_intensity),
         ("intensity statistics", intensity::statistics),
         ("intensity histogram", intensity::histogram),
         ("intensity-volume histogram", intensity::intensity_volume_histogram),
         ("GLCM (6 aggregations)", texture::glcm),
         ("GLRLM (6 aggregations)", texture::glrlm),
-        ("GLSZM (2D, 2.5D, 3D)", zones::glszm),
-        ("GLDZM (2D, 2.5D, 3D)", zones::gldzm),
+        ("GLSZM + GLDZM (2D, 2.5D, 3D)", zones::zone_families),
         ("NGTDM (2D, 2.5D, 3D)", neighbourhood::ngtdm),
         ("NGLDM (2D, 2.5D, 3D)", neighbourhood::ngldm),
     ];

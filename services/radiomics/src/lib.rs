@@ -30,8 +30,7 @@ pub fn extract(roi: &roi::Roi) -> Features {
     intensity::intensity_volume_histogram(roi, &mut out);
     texture::glcm(roi, &mut out);
     texture::glrlm(roi, &mut out);
-    zones::glszm(roi, &mut out);
-    zones::gldzm(roi, &mut out);
+    zones::zone_families(roi, &mut out);
     neighbourhood::ngtdm(roi, &mut out);
     neighbourhood::ngldm(roi, &mut out);
     out

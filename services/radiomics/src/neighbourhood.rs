@@ -20,19 +20,22 @@ pub struct ToneDifference {
 
 /// The NGTDM of a slice or the volume.
 pub fn tone_difference(roi: &Roi, slice: Option<usize>) -> ToneDifference {
-    let offsets = neighbourhood(slice.is_some(), false);
+    let offsets: Vec<isize> = neighbourhood(slice.is_some(), false).into_iter().map(|o| roi.offset(o)).collect();
     let ng = roi.ng as usize;
     let mut t = ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] };
-    for i in roi.voxels(slice) {
-        let (sum, count) = offsets
-            .iter()
-            .filter_map(|&o| roi.step(i, o))
-            .filter(|&j| roi.mask[j])
-            .fold((0.0, 0.0), |(s, c), j| (s + f64::from(roi.levels[j]), c + 1.0));
-        if count > 0.0 {
-            let l = roi.levels[i] as usize - 1;
+    for &i in roi.padded_in(slice) {
+        let (mut sum, mut count) = (0u32, 0u32);
+        for &o in &offsets {
+            let l = roi.padded[(i as isize + o) as usize];
+            if l != 0 {
+                sum += l;
+                count += 1;
+            }
+        }
+        if count > 0 {
+            let l = roi.padded[i] as usize - 1;
             t.n[l] += 1.0;
-            t.s[l] += ((l + 1) as f64 - sum / count).abs();
+            t.s[l] += ((l + 1) as f64 - f64::from(sum) / f64::from(count)).abs();
         }
     }
     t
@@ -71,16 +74,13 @@ pub fn ngtdm_features(t: &ToneDifference) -> Option<Vec<f64>> {
 
 /// NGLDM: per voxel, its level and `1 +` the number of ROI neighbours with the same level.
 pub fn dependence(roi: &Roi, slice: Option<usize>) -> Mat {
-    let offsets = neighbourhood(slice.is_some(), false);
+    let offsets: Vec<isize> = neighbourhood(slice.is_some(), false).into_iter().map(|o| roi.offset(o)).collect();
     let mut m = Mat::zeros(roi.ng as usize, offsets.len() + 1);
-    let voxels = roi.voxels(slice);
-    for &i in &voxels {
-        let same = offsets
-            .iter()
-            .filter_map(|&o| roi.step(i, o))
-            .filter(|&j| roi.mask[j] && roi.levels[j] == roi.levels[i])
-            .count();
-        m.count(roi.levels[i], same + 1);
+    let voxels = roi.padded_in(slice);
+    for &i in voxels {
+        let level = roi.padded[i];
+        let same = offsets.iter().filter(|&&o| roi.padded[(i as isize + o) as usize] == level).count();
+        m.count(level, same + 1);
     }
     m.voxels = voxels.len() as f64;
     m

@@ -61,6 +61,15 @@ pub struct Roi {
     pub levels: Vec<u32>,
     /// Number of grey levels.
     pub ng: u32,
+    /// The grey levels on the grid padded by one voxel on every side (0 outside the ROI and in
+    /// the padding), so a neighbour at Chebyshev distance 1 is `p + offset` with no bounds check.
+    pub padded: Vec<u32>,
+    /// Dimensions of the padded grid.
+    pub padded_dims: [usize; 3],
+    /// Padded indices of the ROI's voxels, in memory order (so grouped by slice).
+    pub padded_voxels: Vec<usize>,
+    /// Per slice holding ROI voxels: z and the range of `padded_voxels` in it.
+    pub slice_voxels: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 impl Roi {
@@ -121,7 +130,43 @@ impl Roi {
             Discretisation::FixedBinNumber { bins } => bins,
             _ => *levels.iter().max().expect("not empty"),
         };
-        Ok(Roi { dims, spacing_mm, image, mask, levels, ng })
+        let padded_dims = [dims[0] + 2, dims[1] + 2, dims[2] + 2];
+        let mut padded = vec![0u32; padded_dims.iter().product()];
+        let mut padded_voxels = Vec::new();
+        let mut slice_voxels: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        for z in 0..dims[2] {
+            let start = padded_voxels.len();
+            for y in 0..dims[1] {
+                for x in 0..dims[0] {
+                    let i = x + dims[0] * (y + dims[1] * z);
+                    if mask[i] {
+                        let p = (x + 1) + padded_dims[0] * ((y + 1) + padded_dims[1] * (z + 1));
+                        padded[p] = levels[i];
+                        padded_voxels.push(p);
+                    }
+                }
+            }
+            if padded_voxels.len() > start {
+                slice_voxels.push((z, start..padded_voxels.len()));
+            }
+        }
+        Ok(Roi { dims, spacing_mm, image, mask, levels, ng, padded, padded_dims, padded_voxels, slice_voxels })
+    }
+
+    /// Linear offset on the padded grid of a step of at most one voxel per axis.
+    pub fn offset(&self, o: [i64; 3]) -> isize {
+        let [px, py, _] = self.padded_dims;
+        (o[0] + o[1] * px as i64 + o[2] * (px * py) as i64) as isize
+    }
+
+    /// Padded indices of the ROI voxels of slice `z` (`Some`) or of the whole ROI.
+    pub fn padded_in(&self, slice: Option<usize>) -> &[usize] {
+        match slice {
+            None => &self.padded_voxels,
+            Some(z) => {
+                self.slice_voxels.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &self.padded_voxels[r.clone()])
+            }
+        }
     }
 
     /// Index of voxel (x, y, z).
@@ -161,7 +206,7 @@ impl Roi {
 
     /// The z indices that hold ROI voxels.
     pub fn slices(&self) -> Vec<usize> {
-        (0..self.dims[2]).filter(|&z| !self.voxels(Some(z)).is_empty()).collect()
+        self.slice_voxels.iter().map(|(z, _)| *z).collect()
     }
 
     /// Intensities of the ROI's voxels.

@@ -31,11 +31,14 @@ pub const DIRECTIONS_2D: [[i64; 3]; 4] = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, -
 pub fn cooccurrence(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
     let ng = roi.ng as usize;
     let mut m = Mat::zeros(ng, ng);
-    let voxels = roi.voxels(slice);
-    for &i in &voxels {
-        if let Some(j) = roi.step(i, d).filter(|&j| roi.mask[j]) {
-            m.count(roi.levels[i], roi.levels[j] as usize);
-            m.count(roi.levels[j], roi.levels[i] as usize);
+    let off = roi.offset(d);
+    let voxels = roi.padded_in(slice);
+    for &p in voxels {
+        let b = roi.padded[(p as isize + off) as usize];
+        if b != 0 {
+            let a = roi.padded[p];
+            m.count(a, b as usize);
+            m.count(b, a as usize);
         }
     }
     m.voxels = voxels.len() as f64;
@@ -182,18 +185,18 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
 pub fn run_lengths(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
     let longest = *roi.dims.iter().max().expect("three axes");
     let mut m = Mat::zeros(roi.ng as usize, longest);
-    let voxels = roi.voxels(slice);
-    let back = [-d[0], -d[1], -d[2]];
-    for &i in &voxels {
-        let level = roi.levels[i];
-        let continues = |j: usize| roi.mask[j] && roi.levels[j] == level;
-        if roi.step(i, back).is_some_and(continues) {
+    let off = roi.offset(d);
+    let voxels = roi.padded_in(slice);
+    for &p in voxels {
+        let level = roi.padded[p];
+        // Not a run's first voxel: the one behind it has the same level (the padding is 0).
+        if roi.padded[(p as isize - off) as usize] == level {
             continue;
         }
-        let (mut length, mut at) = (1, i);
-        while let Some(next) = roi.step(at, d).filter(|&j| continues(j)) {
+        let (mut length, mut q) = (1, (p as isize + off) as usize);
+        while roi.padded[q] == level {
             length += 1;
-            at = next;
+            q = (q as isize + off) as usize;
         }
         m.count(level, length);
     }

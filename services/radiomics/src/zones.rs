@@ -9,33 +9,44 @@ use crate::roi::Roi;
 use crate::Features;
 use std::collections::VecDeque;
 
-/// Zones of one slice (`Some(z)`, 2D) or of the volume (`None`, 3D): for each zone its grey
-/// level and voxel indices.
-pub fn zones(roi: &Roi, slice: Option<usize>) -> Vec<(u32, Vec<usize>)> {
-    let neighbours: Vec<[i64; 3]> = neighbourhood(slice.is_some(), false);
-    let voxels = roi.voxels(slice);
-    let mut seen = vec![false; roi.mask.len()];
+/// A zone: its grey level, voxel count and distance to the ROI's edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zone {
+    /// Grey level.
+    pub level: u32,
+    /// Voxels.
+    pub size: usize,
+    /// Smallest edge distance of its voxels ([`edge_distance`]).
+    pub distance: u32,
+}
+
+/// Zones of one slice (`Some(z)`, 2D) or of the volume (`None`, 3D), with distances from
+/// `dist` (the same slice's or volume's [`edge_distance`]).
+pub fn zones(roi: &Roi, slice: Option<usize>, dist: &[u32]) -> Vec<Zone> {
+    let offsets: Vec<isize> = neighbourhood(slice.is_some(), false).into_iter().map(|o| roi.offset(o)).collect();
+    let mut seen = vec![false; roi.padded.len()];
     let mut out = Vec::new();
-    for &start in &voxels {
+    let mut stack = Vec::new();
+    for &start in roi.padded_in(slice) {
         if seen[start] {
             continue;
         }
-        let level = roi.levels[start];
-        let mut zone = vec![start];
+        let level = roi.padded[start];
+        let mut zone = Zone { level, size: 1, distance: dist[start] };
         seen[start] = true;
-        let mut queue = VecDeque::from([start]);
-        while let Some(i) = queue.pop_front() {
-            for &o in &neighbours {
-                if let Some(j) = roi.step(i, o) {
-                    if !seen[j] && roi.mask[j] && roi.levels[j] == level {
-                        seen[j] = true;
-                        zone.push(j);
-                        queue.push_back(j);
-                    }
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            for &o in &offsets {
+                let j = (i as isize + o) as usize;
+                if !seen[j] && roi.padded[j] == level {
+                    seen[j] = true;
+                    zone.size += 1;
+                    zone.distance = zone.distance.min(dist[j]);
+                    stack.push(j);
                 }
             }
         }
-        out.push((level, zone));
+        out.push(zone);
     }
     out
 }
@@ -58,54 +69,47 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
     out
 }
 
-/// Distance of every ROI voxel to the ROI's edge (0 outside the ROI), by breadth-first search in
-/// face steps from the voxels that touch the outside; within one slice when `slice` is given.
+/// Distance of every ROI voxel to the ROI's edge on the padded grid (0 outside the ROI), by
+/// breadth-first search in face steps from the voxels that touch the outside; within one slice
+/// when `slice` is given.
 pub fn edge_distance(roi: &Roi, slice: Option<usize>) -> Vec<u32> {
-    let faces = neighbourhood(slice.is_some(), true);
-    let voxels = roi.voxels(slice);
-    let mut dist = vec![0u32; roi.mask.len()];
+    let faces: Vec<isize> = neighbourhood(slice.is_some(), true).into_iter().map(|o| roi.offset(o)).collect();
+    let mut dist = vec![0u32; roi.padded.len()];
     let mut queue = VecDeque::new();
-    for &i in &voxels {
-        if faces.iter().any(|&o| roi.step(i, o).is_none_or(|j| !roi.mask[j])) {
+    for &i in roi.padded_in(slice) {
+        if faces.iter().any(|&o| roi.padded[(i as isize + o) as usize] == 0) {
             dist[i] = 1;
             queue.push_back(i);
         }
     }
     while let Some(i) = queue.pop_front() {
         for &o in &faces {
-            if let Some(j) = roi.step(i, o) {
-                if roi.mask[j] && dist[j] == 0 {
-                    dist[j] = dist[i] + 1;
-                    queue.push_back(j);
-                }
+            let j = (i as isize + o) as usize;
+            if roi.padded[j] != 0 && dist[j] == 0 {
+                dist[j] = dist[i] + 1;
+                queue.push_back(j);
             }
         }
     }
     dist
 }
 
-fn size_zone_matrix(roi: &Roi, slice: Option<usize>) -> Mat {
-    let zs = zones(roi, slice);
-    let largest = zs.iter().map(|(_, z)| z.len()).max().unwrap_or(1);
-    let mut m = Mat::zeros(roi.ng as usize, largest);
-    for (level, zone) in &zs {
-        m.count(*level, zone.len());
-    }
-    m.voxels = roi.voxels(slice).len() as f64;
-    m
-}
-
-fn distance_zone_matrix(roi: &Roi, slice: Option<usize>) -> Mat {
+/// The size zone and distance zone matrices of a slice or of the volume.
+fn zone_matrices(roi: &Roi, slice: Option<usize>) -> [Mat; 2] {
     let dist = edge_distance(roi, slice);
-    let zs = zones(roi, slice);
-    let far = roi.dims.iter().max().expect("three axes").div_ceil(2) + 1;
-    let mut m = Mat::zeros(roi.ng as usize, far);
-    for (level, zone) in &zs {
-        let d = zone.iter().map(|&i| dist[i]).min().expect("zones are not empty");
-        m.count(*level, d as usize);
+    let zs = zones(roi, slice, &dist);
+    let largest = zs.iter().map(|z| z.size).max().unwrap_or(1);
+    let farthest = zs.iter().map(|z| z.distance as usize).max().unwrap_or(1);
+    let mut sizes = Mat::zeros(roi.ng as usize, largest);
+    let mut distances = Mat::zeros(roi.ng as usize, farthest);
+    for z in &zs {
+        sizes.count(z.level, z.size);
+        distances.count(z.level, z.distance as usize);
     }
-    m.voxels = roi.voxels(slice).len() as f64;
-    m
+    let voxels = roi.padded_in(slice).len() as f64;
+    sizes.voxels = voxels;
+    distances.voxels = voxels;
+    [sizes, distances]
 }
 
 /// Size zone feature names (in [`size_features`] order).
@@ -148,23 +152,21 @@ pub const GLDZM_NAMES: [&str; 16] = [
     "zd_entr",
 ];
 
-fn family(roi: &Roi, prefix: &str, names: &[&str; 16], build: fn(&Roi, Option<usize>) -> Mat, out: &mut Features) {
-    let per_slice: Vec<Mat> = roi.slices().into_iter().map(|z| build(roi, Some(z))).collect();
-    let volume = build(roi, None);
+fn push(out: &mut Features, prefix: &str, names: &[&str; 16], per_slice: &[Mat], volume: &Mat) {
     let features = |m: &Mat| size_features(m).map(|f| f[..16].to_vec());
-    for (suffix, values) in planar(&per_slice, |s| Mat::sum(s), &volume, features) {
+    for (suffix, values) in planar(per_slice, |s| Mat::sum(s), volume, features) {
         for (name, v) in names.iter().zip(values) {
             out.push((format!("{prefix}_{name}_{suffix}"), v));
         }
     }
 }
 
-/// GLSZM features (`szm_<name>_<2D|2_5D|3D>`).
-pub fn glszm(roi: &Roi, out: &mut Features) {
-    family(roi, "szm", &GLSZM_NAMES, size_zone_matrix, out);
-}
-
-/// GLDZM features (`dzm_<name>_<2D|2_5D|3D>`).
-pub fn gldzm(roi: &Roi, out: &mut Features) {
-    family(roi, "dzm", &GLDZM_NAMES, distance_zone_matrix, out);
+/// GLSZM and GLDZM features (`szm_*`, `dzm_*`, each `_2D`, `_2_5D`, `_3D`) from one pass over
+/// the zones.
+pub fn zone_families(roi: &Roi, out: &mut Features) {
+    let per_slice: Vec<[Mat; 2]> = roi.slices().into_iter().map(|z| zone_matrices(roi, Some(z))).collect();
+    let [sizes, distances] = zone_matrices(roi, None);
+    let (s2, d2): (Vec<Mat>, Vec<Mat>) = per_slice.into_iter().map(|[a, b]| (a, b)).unzip();
+    push(out, "szm", &GLSZM_NAMES, &s2, &sizes);
+    push(out, "dzm", &GLDZM_NAMES, &d2, &distances);
 }
