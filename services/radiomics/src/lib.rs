@@ -8,15 +8,22 @@
 //! and distance zone matrices) and [`neighbourhood`] (grey tone difference and grey level
 //! dependence matrices), three aggregations each. [`extract`] runs them all.
 //!
-//! Not here yet: morphology (mesh-based volume and area), resampling and re-segmentation, the
-//! 32-setting grid, the worker and the feature store.
+//! [`morphology`] has the morphological features that need no mesh.
+//!
+//! Not here yet: the mesh-based morphology (volume, area and what builds on them), resampling
+//! and re-segmentation, the 32-setting grid, the worker and the feature store.
 
 pub mod intensity;
 pub mod matrix;
+pub mod morphology;
 pub mod neighbourhood;
 pub mod roi;
 pub mod texture;
 pub mod zones;
+
+/// Moran's I and Geary's C are computed exactly, over every voxel pair, for ROIs of at most
+/// this many voxels (8 million pairs); larger ROIs leave them out.
+pub const MORAN_GEARY_MAX_VOXELS: usize = 4000;
 
 /// Features in computation order: (IBSI tag, value).
 pub type Features = Vec<(String, f64)>;
@@ -24,6 +31,7 @@ pub type Features = Vec<(String, f64)>;
 /// Every family this crate computes, on one discretised ROI.
 pub fn extract(roi: &roi::Roi) -> Features {
     let mut out = Features::new();
+    morphology::morphology(roi, MORAN_GEARY_MAX_VOXELS, &mut out);
     intensity::local_intensity(roi, &mut out);
     intensity::statistics(roi, &mut out);
     intensity::histogram(roi, &mut out);

@@ -1,0 +1,125 @@
+//! Morphological features that need no surface mesh (IBSI 3.1): voxel-counting volume,
+//! centre-of-mass shift, principal component axes, and Moran's I and Geary's C. The mesh-based
+//! ones (volume, area and everything built on them) are not computed yet.
+//!
+//! Positions are voxel centres in mm on the ROI's grid (axes scaled by the spacing); the
+//! morphological and intensity masks are the same ROI.
+
+use crate::roi::Roi;
+use crate::Features;
+
+/// Eigenvalues of a symmetric 3x3 matrix, largest first (cyclic Jacobi rotations).
+pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
+    for _ in 0..50 {
+        let off = a[0][1].abs() + a[0][2].abs() + a[1][2].abs();
+        if off < 1e-15 * (a[0][0].abs() + a[1][1].abs() + a[2][2].abs()).max(1e-300) {
+            break;
+        }
+        for (p, q) in [(0, 1), (0, 2), (1, 2)] {
+            if a[p][q] == 0.0 {
+                continue;
+            }
+            let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+            let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+            let t = if theta == 0.0 { 1.0 } else { t };
+            let c = 1.0 / (t * t + 1.0).sqrt();
+            let s = t * c;
+            // a <- Jᵀ a J for the rotation J in the (p, q) plane.
+            for k in 0..3 {
+                let (akp, akq) = (a[k][p], a[k][q]);
+                a[k][p] = c * akp - s * akq;
+                a[k][q] = s * akp + c * akq;
+            }
+            for k in 0..3 {
+                let (apk, aqk) = (a[p][k], a[q][k]);
+                a[p][k] = c * apk - s * aqk;
+                a[q][k] = s * apk + c * aqk;
+            }
+        }
+    }
+    let mut e = [a[0][0], a[1][1], a[2][2]];
+    e.sort_by(|x, y| y.total_cmp(x));
+    e
+}
+
+/// Voxel-counting volume `N_v Δ` (`morph_vol_approx`, mm³); centre-of-mass shift
+/// `‖mean position - intensity-weighted mean position‖` (`morph_com`, mm); with λ₁ ≥ λ₂ ≥ λ₃
+/// the eigenvalues of the positions' sample covariance (1/(N-1)), major, minor and least axis lengths
+/// `4 √λ` (`morph_pca_maj_axis`, `morph_pca_min_axis`, `morph_pca_least_axis`), elongation
+/// `√(λ₂/λ₁)` and flatness `√(λ₃/λ₁)`; Moran's I
+/// `N Σ_{k≠l} w (x_k - μ)(x_l - μ) / (Σ_{k≠l} w Σ (x_k - μ)²)` and Geary's C
+/// `(N - 1) Σ_{k≠l} w (x_k - x_l)² / (2 Σ_{k≠l} w Σ (x_k - μ)²)` with `w = 1 / distance`
+/// (`morph_moran_i`, `morph_geary_c`; exact, over every pair, so only for ROIs of at most
+/// `max_pairs_voxels` voxels).
+pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
+    let voxels = roi.voxels(None);
+    let n = voxels.len() as f64;
+    let sp = roi.spacing_mm;
+    let pos: Vec<[f64; 3]> =
+        voxels.iter().map(|&i| roi.coords(i)).map(|c| std::array::from_fn(|a| c[a] as f64 * sp[a])).collect();
+    let x: Vec<f64> = voxels.iter().map(|&i| roi.image[i]).collect();
+    out.push(("morph_vol_approx".into(), n * sp[0] * sp[1] * sp[2]));
+
+    let centre: [f64; 3] = std::array::from_fn(|a| pos.iter().map(|p| p[a]).sum::<f64>() / n);
+    let total: f64 = x.iter().sum();
+    let weighted: [f64; 3] = std::array::from_fn(|a| pos.iter().zip(&x).map(|(p, v)| p[a] * v).sum::<f64>() / total);
+    out.push(("morph_com".into(), (0..3).map(|a| (centre[a] - weighted[a]).powi(2)).sum::<f64>().sqrt()));
+
+    let mut cov = [[0.0f64; 3]; 3];
+    for p in &pos {
+        for a in 0..3 {
+            for b in 0..3 {
+                cov[a][b] += (p[a] - centre[a]) * (p[b] - centre[b]) / (n - 1.0).max(1.0);
+            }
+        }
+    }
+    let [l1, l2, l3] = eigenvalues_sym3(cov);
+    out.push(("morph_pca_maj_axis".into(), 4.0 * l1.max(0.0).sqrt()));
+    out.push(("morph_pca_min_axis".into(), 4.0 * l2.max(0.0).sqrt()));
+    out.push(("morph_pca_least_axis".into(), 4.0 * l3.max(0.0).sqrt()));
+    out.push(("morph_pca_elongation".into(), if l1 > 0.0 { (l2 / l1).max(0.0).sqrt() } else { 0.0 }));
+    out.push(("morph_pca_flatness".into(), if l1 > 0.0 { (l3 / l1).max(0.0).sqrt() } else { 0.0 }));
+
+    if voxels.len() <= max_pairs_voxels && voxels.len() > 1 {
+        let mu = total / n;
+        let ss: f64 = x.iter().map(|v| (v - mu).powi(2)).sum();
+        let (mut w_sum, mut moran, mut geary) = (0.0, 0.0, 0.0);
+        for k in 0..voxels.len() {
+            for l in (k + 1)..voxels.len() {
+                let d = (0..3).map(|a| (pos[k][a] - pos[l][a]).powi(2)).sum::<f64>().sqrt();
+                let w = 2.0 / d; // both orders of the pair
+                w_sum += w;
+                moran += w * (x[k] - mu) * (x[l] - mu);
+                geary += w * (x[k] - x[l]).powi(2);
+            }
+        }
+        if ss > 0.0 {
+            out.push(("morph_moran_i".into(), n * moran / (w_sum * ss)));
+            out.push(("morph_geary_c".into(), (n - 1.0) * geary / (2.0 * w_sum * ss)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eigenvalues_of_a_rotated_diagonal_matrix() {
+        // R diag(9, 4, 1) Rᵀ with R a rotation by 30° about z then 45° about x.
+        let (c, s) = (30f64.to_radians().cos(), 30f64.to_radians().sin());
+        let (c2, s2) = (45f64.to_radians().cos(), 45f64.to_radians().sin());
+        let rz = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
+        let rx = [[1.0, 0.0, 0.0], [0.0, c2, -s2], [0.0, s2, c2]];
+        let mul = |a: [[f64; 3]; 3], b: [[f64; 3]; 3]| -> [[f64; 3]; 3] {
+            std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
+        };
+        let r = mul(rx, rz);
+        let rt: [[f64; 3]; 3] = std::array::from_fn(|i| std::array::from_fn(|j| r[j][i]));
+        let d = [[9.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 1.0]];
+        let e = eigenvalues_sym3(mul(mul(r, d), rt));
+        for (got, want) in e.iter().zip([9.0, 4.0, 1.0]) {
+            assert!((got - want).abs() < 1e-12, "{e:?}");
+        }
+    }
+}
