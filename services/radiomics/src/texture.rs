@@ -114,19 +114,27 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let (mut id, mut idn, mut idm, mut idmn, mut inv_var, mut auto) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let (mut tend, mut shade, mut prom, mut hxy1, mut hxy2) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let g = ng as f64;
+    // log2(p_i p_j) = log2 p_i + log2 p_j: one logarithm per level, not per pair.
+    let log_marg: Vec<f64> = marg.iter().map(|&v| if v > 0.0 { v.log2() } else { 0.0 }).collect();
+    let mut hxy = 0.0;
     for i in 0..ng {
+        if marg[i] == 0.0 {
+            continue;
+        }
         for j in 0..ng {
             let v = p(i, j);
-            let (a, b) = (lv(i), lv(j));
-            let d = (a - b).abs();
             let pp = marg[i] * marg[j];
             if pp > 0.0 {
-                hxy1 -= v * pp.log2();
-                hxy2 -= pp * pp.log2();
+                let log_pp = log_marg[i] + log_marg[j];
+                hxy1 -= v * log_pp;
+                hxy2 -= pp * log_pp;
             }
             if v == 0.0 {
                 continue;
             }
+            hxy -= v * v.log2();
+            let (a, b) = (lv(i), lv(j));
+            let d = (a - b).abs();
             joint_max = joint_max.max(v);
             joint_var += (a - mu).powi(2) * v;
             energy += v * v;
@@ -146,7 +154,6 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
             prom += c.powi(4) * v;
         }
     }
-    let hxy = entropy(&m.data.iter().map(|c| c / total).collect::<Vec<_>>());
     let hx = entropy(&marg);
     let corr = if var_i > 0.0 { (auto - mu * mu) / var_i } else { 0.0 };
     let info1 = if hx > 0.0 { (hxy - hxy1) / hx } else { 0.0 };
