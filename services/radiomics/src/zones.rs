@@ -9,7 +9,7 @@ use crate::roi::Roi;
 use crate::Features;
 use std::collections::VecDeque;
 
-/// A zone: its grey level, voxel count and distance to the ROI's edge.
+/// A zone: its grey level, voxel count, distance to the ROI's edge, and the slice it starts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Zone {
     /// Grey level.
@@ -18,21 +18,24 @@ pub struct Zone {
     pub size: usize,
     /// Smallest edge distance of its voxels ([`edge_distance`]).
     pub distance: u32,
+    /// z of its first voxel (a 2D zone lies in that slice).
+    pub slice: usize,
 }
 
-/// Zones of one slice (`Some(z)`, 2D) or of the volume (`None`, 3D), with distances from
-/// `dist` (the same slice's or volume's [`edge_distance`]).
-pub fn zones(roi: &Roi, slice: Option<usize>, dist: &[u32]) -> Vec<Zone> {
-    let offsets: Vec<isize> = neighbourhood(slice.is_some(), false).into_iter().map(|o| roi.offset(o)).collect();
+/// Zones of every slice (`planar`: 8-connected in-plane, so no zone leaves its slice) or of
+/// the volume (26-connected), with distances from the matching [`edge_distance`].
+pub fn zones(roi: &Roi, planar: bool, dist: &[u32]) -> Vec<Zone> {
+    let offsets: Vec<isize> = neighbourhood(planar, false).into_iter().map(|o| roi.offset(o)).collect();
+    let plane = roi.padded_dims[0] * roi.padded_dims[1];
     let mut seen = vec![false; roi.padded.len()];
     let mut out = Vec::new();
     let mut stack = Vec::new();
-    for &start in roi.padded_in(slice) {
+    for &start in &roi.padded_voxels {
         if seen[start] {
             continue;
         }
         let level = roi.padded[start];
-        let mut zone = Zone { level, size: 1, distance: dist[start] };
+        let mut zone = Zone { level, size: 1, distance: dist[start], slice: start / plane - 1 };
         seen[start] = true;
         stack.push(start);
         while let Some(i) = stack.pop() {
@@ -70,13 +73,13 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
 }
 
 /// Distance of every ROI voxel to the ROI's edge on the padded grid (0 outside the ROI), by
-/// breadth-first search in face steps from the voxels that touch the outside; within one slice
-/// when `slice` is given.
-pub fn edge_distance(roi: &Roi, slice: Option<usize>) -> Vec<u32> {
-    let faces: Vec<isize> = neighbourhood(slice.is_some(), true).into_iter().map(|o| roi.offset(o)).collect();
+/// breadth-first search in face steps from the voxels that touch the outside; in-plane steps
+/// only when `planar` (each slice on its own).
+pub fn edge_distance(roi: &Roi, planar: bool) -> Vec<u32> {
+    let faces: Vec<isize> = neighbourhood(planar, true).into_iter().map(|o| roi.offset(o)).collect();
     let mut dist = vec![0u32; roi.padded.len()];
     let mut queue = VecDeque::new();
-    for &i in roi.padded_in(slice) {
+    for &i in &roi.padded_voxels {
         if faces.iter().any(|&o| roi.padded[(i as isize + o) as usize] == 0) {
             dist[i] = 1;
             queue.push_back(i);
@@ -94,21 +97,18 @@ pub fn edge_distance(roi: &Roi, slice: Option<usize>) -> Vec<u32> {
     dist
 }
 
-/// The size zone and distance zone matrices of a slice or of the volume.
-fn zone_matrices(roi: &Roi, slice: Option<usize>) -> [Mat; 2] {
-    let dist = edge_distance(roi, slice);
-    let zs = zones(roi, slice, &dist);
-    let largest = zs.iter().map(|z| z.size).max().unwrap_or(1);
-    let farthest = zs.iter().map(|z| z.distance as usize).max().unwrap_or(1);
-    let mut sizes = Mat::zeros(roi.ng as usize, largest);
-    let mut distances = Mat::zeros(roi.ng as usize, farthest);
-    for z in &zs {
+/// The size zone and distance zone matrices of some zones, counted over `voxels` voxels.
+fn zone_matrices<'a>(ng: u32, zs: impl Iterator<Item = &'a Zone> + Clone, voxels: usize) -> [Mat; 2] {
+    let largest = zs.clone().map(|z| z.size).max().unwrap_or(1);
+    let farthest = zs.clone().map(|z| z.distance as usize).max().unwrap_or(1);
+    let mut sizes = Mat::zeros(ng as usize, largest);
+    let mut distances = Mat::zeros(ng as usize, farthest);
+    for z in zs {
         sizes.count(z.level, z.size);
         distances.count(z.level, z.distance as usize);
     }
-    let voxels = roi.padded_in(slice).len() as f64;
-    sizes.voxels = voxels;
-    distances.voxels = voxels;
+    sizes.voxels = voxels as f64;
+    distances.voxels = voxels as f64;
     [sizes, distances]
 }
 
@@ -162,11 +162,19 @@ fn push(out: &mut Features, prefix: &str, names: &[&str; 16], per_slice: &[Mat],
 }
 
 /// GLSZM and GLDZM features (`szm_*`, `dzm_*`, each `_2D`, `_2_5D`, `_3D`) from one pass over
-/// the zones.
+/// the zones of every slice and one over the volume's.
 pub fn zone_families(roi: &Roi, out: &mut Features) {
-    let per_slice: Vec<[Mat; 2]> = roi.slices().into_iter().map(|z| zone_matrices(roi, Some(z))).collect();
-    let [sizes, distances] = zone_matrices(roi, None);
-    let (s2, d2): (Vec<Mat>, Vec<Mat>) = per_slice.into_iter().map(|[a, b]| (a, b)).unzip();
+    let flat = zones(roi, true, &edge_distance(roi, true));
+    let (s2, d2): (Vec<Mat>, Vec<Mat>) = roi
+        .slice_voxels
+        .iter()
+        .map(|(z, range)| {
+            let [a, b] = zone_matrices(roi.ng, flat.iter().filter(|zone| zone.slice == *z), range.len());
+            (a, b)
+        })
+        .unzip();
+    let volume = zones(roi, false, &edge_distance(roi, false));
+    let [sizes, distances] = zone_matrices(roi.ng, volume.iter(), roi.padded_voxels.len());
     push(out, "szm", &GLSZM_NAMES, &s2, &sizes);
     push(out, "dzm", &GLDZM_NAMES, &d2, &distances);
 }
