@@ -8,11 +8,13 @@
 //! exits at once naming what it has. The right one answers each good score once on
 //! `renal.predictions`, keyed by lesion id, with the probability the bundle gives for *that*
 //! lesion's clinical values, and dead-letters each bad one with its reason code (the unknown
-//! lesion after the configured wait). Restarted on the same state folder, it answers a new
-//! score of an already-seen lesion without that lesion's message being sent again.
+//! lesion after the configured wait). A score sent in two halves (T2, then T1C) is joined; a
+//! half that nothing completes is dead-lettered as `missing_modality` after its wait.
+//! Restarted on the same state folder, it answers a new score of an already-seen lesion
+//! without that lesion's message being sent again.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{fitted_ensemble, renal_bin, Broker};
+use renal_e2e::{fitted_ensemble, interrupt, renal_bin, Broker};
 use renal_ensemble::bundle;
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1, Sex,
@@ -68,17 +70,6 @@ fn start(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-async fn stop(worker: Child) {
-    Command::new("kill").args(["-INT", &worker.id().to_string()]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        let mut w = worker;
-        w.wait().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(status.success(), "worker exit {status:?}");
-}
-
 #[test]
 fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
     let broker = Broker::start();
@@ -91,7 +82,7 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
         std::fs::write(
             &path,
             format!(
-                "[kafka]\nbootstrap_servers = \"{}\"\n\n[ensemble]\nregistry = \"{}\"\nmodel_version = \"{version}\"\nstate_dir = \"{}\"\nlesion_wait_ms = 8000\n",
+                "[kafka]\nbootstrap_servers = \"{}\"\n\n[ensemble]\nregistry = \"{}\"\nmodel_version = \"{version}\"\nstate_dir = \"{}\"\nlesion_wait_ms = 8000\nmodality_wait_ms = 3000\n",
                 broker.bootstrap,
                 registry.display(),
                 root.join("state").display()
@@ -146,6 +137,14 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
         bus.send(topics::SCORES, "HUP-HALF", serde_json::to_vec(&half).unwrap()).await.unwrap();
         bus.send(topics::SCORES, "HUP-OTHER", scores("HUP-0002", 0.5, 0.5, "cnn-ffffffffffff").encode()).await.unwrap();
         bus.send(topics::SCORES, "junk", b"{\"hello\": 1}".to_vec()).await.unwrap();
+        // HUP-0006 scored in two halves (as an inference scoring series one at a time would).
+        for drop in ["t1c_probability", "t2_probability"] {
+            let mut v = serde_json::to_value(scores("HUP-0006", 0.7, 0.2, CNN)).unwrap();
+            v.as_object_mut().unwrap().remove(drop);
+            bus.send(topics::SCORES, "HUP-0006", serde_json::to_vec(&v).unwrap()).await.unwrap();
+        }
+        let split_lesion = lesion("HUP-0006", Some(66), Some(Sex::M), 55.0);
+        bus.send(topics::LESIONS, "HUP-0006", split_lesion.encode()).await.unwrap();
         // Lesions in reverse order; the last one only once the worker runs.
         for id in good.iter().rev().filter(|id| *id != "HUP-0001") {
             bus.send(topics::LESIONS, id, lesions[id].encode()).await.unwrap();
@@ -159,7 +158,7 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
         bus.send(topics::LESIONS, "HUP-0001", lesions["HUP-0001"].encode()).await.unwrap();
 
         let mut got: BTreeMap<String, PredictionV1> = BTreeMap::new();
-        while got.len() < good.len() {
+        while got.len() < good.len() + 1 {
             let r = tokio::time::timeout(Duration::from_secs(60), predictions.recv())
                 .await
                 .unwrap_or_else(|_| {
@@ -176,7 +175,7 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
             let letter = DeadLetterV1::decode(&r.payload).unwrap();
             assert!(letters.insert(letter.source.key.clone(), (letter, started.elapsed())).is_none());
         }
-        stop(worker).await;
+        interrupt(worker);
 
         for id in &good {
             let l = &lesions[id];
@@ -193,7 +192,12 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
             assert_eq!(p.class, if want.probability >= 0.5 { "malignant" } else { "benign" });
             assert_eq!((p.model_version.as_str(), p.cnn_model_version.as_str()), (saved.version.as_str(), CNN));
         }
-        // Not a constant model: the five lesions do not all get one probability.
+        assert_eq!(
+            got["HUP-0006"].inputs,
+            saved.content.call(0.7, 0.2, &[66.0, 1.0, 55.0]).inputs,
+            "the halves joined"
+        );
+        // Not a constant model: the lesions do not all get one probability.
         let distinct: std::collections::BTreeSet<u64> = got.values().map(|p| p.probability.to_bits()).collect();
         assert!(distinct.len() > 1, "{got:?}");
 
@@ -205,6 +209,7 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
             letters["HUP-0404"].1
         );
         assert_eq!(code("HUP-HALF"), "missing_modality");
+        assert!(letters["HUP-HALF"].1 >= Duration::from_secs(3), "parked for the wait: {:?}", letters["HUP-HALF"].1);
         assert_eq!(code("HUP-OTHER"), "model_mismatch");
         assert_eq!(code("junk"), "bad_message");
         assert!(letters
@@ -219,13 +224,15 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
         let p = PredictionV1::decode(&r.payload).unwrap();
         assert_eq!(p.case_id, "HUP-0003");
         assert_eq!(p.inputs, saved.content.call(0.9, 0.9, &[58.0, 1.0, 25.0]).inputs);
-        stop(worker).await;
+        interrupt(worker);
         let log2 = std::fs::read_to_string(&log2).unwrap();
         assert!(log2.contains("ensemble stopped: 1 scores, 1 predictions, 0 dead letters"), "{log2}");
     });
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
-        log.contains("ensemble stopped: 9 scores, 5 predictions, 4 dead letters; 5 lesions joined, 0 dead letters"),
+        log.contains(
+            "ensemble stopped: 11 scores, 6 predictions, 3 dead letters; 6 lesions joined, 0 dead letters; 1 partial scores dead-lettered after the wait"
+        ),
         "{log}"
     );
 }

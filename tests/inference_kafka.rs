@@ -17,7 +17,7 @@ use renal_cnn::bundle::{self, DataManifest, SeriesToSave};
 use renal_cnn::net::{Backbone, Head, Net, NetConfig};
 use renal_cnn::train::{EpochLog, TrainConfig};
 use renal_cnn::worker::Scorer;
-use renal_e2e::{fitted_ensemble, renal_bin, Broker};
+use renal_e2e::{fitted_ensemble, interrupt, renal_bin, Broker};
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1,
 };
@@ -159,14 +159,7 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
             let letter = DeadLetterV1::decode(&r.payload).unwrap();
             assert!(letters.insert(letter.source.key.clone(), letter).is_none(), "one dead letter per input");
         }
-        Command::new("kill").args(["-INT", &worker.id().to_string()]).status().unwrap();
-        let status = tokio::task::spawn_blocking(move || {
-            let mut w = worker;
-            w.wait().unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(status.success(), "worker exit {status:?}");
+        interrupt(worker);
 
         assert_eq!(letters["junk"].reason_code, "bad_message");
         assert_eq!(letters["MAY-MISSING"].reason_code, "missing_blob");
@@ -217,13 +210,7 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
             let p = PredictionV1::decode(&r.payload).unwrap();
             predicted.insert(p.case_id.clone(), p);
         }
-        Command::new("kill").args(["-INT", &worker.id().to_string()]).status().unwrap();
-        tokio::task::spawn_blocking(move || {
-            let mut w = worker;
-            w.wait().unwrap()
-        })
-        .await
-        .unwrap();
+        interrupt(worker);
         for (id, (l, _)) in &good {
             let s = &got[id];
             // Age 60 recorded, sex missing (the bundle's fill: male).

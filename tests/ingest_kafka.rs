@@ -145,7 +145,7 @@ bind = "127.0.0.1:{scp_port}"
         worker.wait().unwrap();
         let at_kill = seen.len();
 
-        let mut worker = start_worker(&config);
+        let worker = start_worker(&config);
         let deadline = Instant::now() + Duration::from_secs(120);
         while seen.keys().map(|k| &k.0).collect::<BTreeSet<_>>().len() < expected.len() {
             assert!(Instant::now() < deadline, "only {} of {} cases", seen.len(), expected.len());
@@ -155,9 +155,7 @@ bind = "127.0.0.1:{scp_port}"
             }
         }
         // Stop gracefully.
-        Command::new("kill").args(["-INT", &worker.id().to_string()]).status().unwrap();
-        let status = worker.wait().unwrap();
-        assert!(status.success(), "worker exit {status:?}");
+        renal_e2e::interrupt(worker);
 
         assert!(at_kill < expected.len(), "the kill landed after everything was out; it tested nothing");
         let ids: BTreeSet<String> = seen.keys().map(|k| k.0.clone()).collect();

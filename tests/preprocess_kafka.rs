@@ -9,7 +9,7 @@
 //! any message or in the worker's log.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{renal, renal_bin, Broker};
+use renal_e2e::{interrupt, renal, renal_bin, Broker};
 use renal_messages::{topics, CaseV1, DeadLetterV1, LesionV1, Message, VolumeBlobs};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -24,12 +24,6 @@ fn start(name: &str, config: &Path, log: &Path) -> Child {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap_or_else(|e| panic!("start renal worker {name}: {e}"))
-}
-
-fn interrupt(mut child: Child) {
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "worker exit {status:?}");
 }
 
 #[test]

@@ -26,7 +26,12 @@ impl Lcg {
 }
 
 fn sklearn(query: &serde_json::Value) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/sklearn_reference.py");
+    reference("sklearn_reference.py", query)
+}
+
+/// Run a reference script from the test venv with `query` on stdin; its JSON answer.
+fn reference(name: &str, query: &serde_json::Value) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference").join(name);
     let mut child = Command::new(venv_bin("python"))
         .arg(script)
         .stdin(Stdio::piped())
@@ -36,7 +41,7 @@ fn sklearn(query: &serde_json::Value) -> serde_json::Value {
         .expect("run the venv's python (scripts/python-env.sh)");
     child.stdin.take().unwrap().write_all(query.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sklearn_reference.py: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -193,18 +198,7 @@ fn tsne_agrees_with_scikit_learn() {
     let probe: Vec<[f64; 2]> =
         (0..x.len()).map(|i| [(i as f64 * 0.37).sin() * 5.0, (i as f64 * 0.11).cos() * 5.0]).collect();
     let query = serde_json::json!({"x": x, "perplexity": perplexity, "map": map.points, "probe": probe});
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/tsne_reference.py");
-    let mut child = Command::new(venv_bin("python"))
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the venv's python (scripts/python-env.sh)");
-    child.stdin.take().unwrap().write_all(query.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "tsne_reference.py: {}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = reference("tsne_reference.py", &query);
     let f = |v: &serde_json::Value| v.as_f64().unwrap();
 
     let n = x.len();

@@ -355,3 +355,10 @@ pub fn fitted_ensemble(cnn_version: &str) -> renal_ensemble::bundle::Content {
         fitted: serde_json::json!({"rows": 80}),
     }
 }
+
+/// Stop a worker as an operator would (SIGINT) and check it exits cleanly.
+pub fn interrupt(mut worker: Child) {
+    Command::new("kill").args(["-INT", &worker.id().to_string()]).status().unwrap();
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "worker exit {status:?}");
+}

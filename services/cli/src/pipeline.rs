@@ -314,8 +314,8 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
             let bundle = renal_ensemble::bundle::load(&cfg.registry, &cfg.model_version)
                 .context("starting the ensemble worker")?;
             eprintln!(
-                "ensemble: serving {} over CNN bundle {} (threshold {}); waiting up to {} ms for a scored lesion's clinical values",
-                bundle.version, bundle.content.cnn_version, bundle.content.threshold, cfg.lesion_wait_ms
+                "ensemble: serving {} over CNN bundle {} (threshold {}); waiting up to {} ms for a scored lesion's clinical values and {} ms for the other half of a half score",
+                bundle.version, bundle.content.cnn_version, bundle.content.threshold, cfg.lesion_wait_ms, cfg.modality_wait_ms
             );
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
@@ -328,8 +328,13 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 let beat = heartbeat("ensemble", "score attempts");
                 let s = renal_ensemble::worker::run(&cfg, bundle, bus, shutdown, &beat).await?;
                 eprintln!(
-                    "ensemble stopped: {} scores, {} predictions, {} dead letters; {} lesions joined, {} dead letters",
-                    s.scores.inputs, s.scores.outputs, s.scores.dead_letters, s.lesions.inputs, s.lesions.dead_letters
+                    "ensemble stopped: {} scores, {} predictions, {} dead letters; {} lesions joined, {} dead letters; {} partial scores dead-lettered after the wait",
+                    s.scores.inputs,
+                    s.scores.outputs,
+                    s.scores.dead_letters,
+                    s.lesions.inputs,
+                    s.lesions.dead_letters,
+                    s.partial_dead_letters
                 );
                 Ok(())
             })
@@ -404,6 +409,11 @@ mod tests {
         let file: WorkerFile = toml::from_str(include_str!("../../../deploy/ensemble.toml")).unwrap();
         let minimal: renal_ensemble::worker::EnsembleConfig =
             toml::from_str("registry = \"r\"\nmodel_version = \"v\"\nstate_dir = \"s\"").unwrap();
-        assert_eq!(file.ensemble.unwrap().lesion_wait_ms, minimal.lesion_wait_ms, "the file lists the defaults");
+        let documented = file.ensemble.unwrap();
+        assert_eq!(
+            (documented.lesion_wait_ms, documented.modality_wait_ms),
+            (minimal.lesion_wait_ms, minimal.modality_wait_ms),
+            "the file lists the defaults"
+        );
     }
 }

@@ -94,19 +94,17 @@ impl ClinicalTable {
         Ok(self.dir.join(case_id).join(format!("r{revision}.json")))
     }
 
-    /// Store a row (replacing the same lesion revision's).
-    pub fn put(&self, row: &ClinicalRow) -> Result<(), JoinError> {
-        let path = self.path(&row.case_id, row.revision)?;
+    fn write(&self, case_id: &str, revision: u32, bytes: &[u8]) -> Result<(), JoinError> {
+        let path = self.path(case_id, revision)?;
         let folder = path.parent().expect("a file under the table");
         let io = |source| JoinError::Io { path: path.clone(), source };
         std::fs::create_dir_all(folder).map_err(io)?;
-        let tmp = folder.join(format!(".r{}.json.partial", row.revision));
-        std::fs::write(&tmp, serde_json::to_vec(row).expect("row serialises")).map_err(io)?;
+        let tmp = folder.join(format!(".r{revision}.json.partial"));
+        std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
     }
 
-    /// The row of a lesion revision, if it has arrived.
-    pub fn get(&self, case_id: &str, revision: u32) -> Result<Option<ClinicalRow>, JoinError> {
+    fn read<T: serde::de::DeserializeOwned>(&self, case_id: &str, revision: u32) -> Result<Option<T>, JoinError> {
         let path = self.path(case_id, revision)?;
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -115,6 +113,95 @@ impl ClinicalTable {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(JoinError::Io { path, source }),
         }
+    }
+
+    /// Store a row (replacing the same lesion revision's).
+    pub fn put(&self, row: &ClinicalRow) -> Result<(), JoinError> {
+        self.write(&row.case_id, row.revision, &serde_json::to_vec(row).expect("row serialises"))
+    }
+
+    /// The row of a lesion revision, if it has arrived.
+    pub fn get(&self, case_id: &str, revision: u32) -> Result<Option<ClinicalRow>, JoinError> {
+        self.read(case_id, revision)
+    }
+}
+
+/// A score that lacks one series' probability, parked until a score with the other one arrives
+/// for the same lesion revision, or until the wait ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialScore {
+    /// Lesion id.
+    pub case_id: String,
+    /// Case revision.
+    pub revision: u32,
+    /// Site code.
+    pub site: String,
+    /// CNN bundle version.
+    pub model_version: String,
+    /// T2 probability, when some message carried it.
+    pub t2_probability: Option<f64>,
+    /// T1C probability, when some message carried it.
+    pub t1c_probability: Option<f64>,
+    /// When the first part arrived, ms since the Unix epoch.
+    pub first_seen_ms: u64,
+    /// The first part's message, for the dead letter.
+    pub source: renal_messages::DeadLetterSource,
+    /// SHA-256 of the first part's bytes.
+    pub input_sha256: String,
+}
+
+/// Parked partial scores, one file per lesion revision (`<dir>/<case_id>/r<revision>.json`),
+/// written by rename like [`ClinicalTable`].
+#[derive(Debug, Clone)]
+pub struct PartialTable {
+    rows: ClinicalTable,
+}
+
+impl PartialTable {
+    /// Open (and create) the table under `dir`.
+    pub fn open(dir: &Path) -> Result<PartialTable, JoinError> {
+        Ok(PartialTable { rows: ClinicalTable::open(dir)? })
+    }
+
+    /// Park (or replace) a partial score.
+    pub fn put(&self, p: &PartialScore) -> Result<(), JoinError> {
+        self.rows.write(&p.case_id, p.revision, &serde_json::to_vec(p).expect("partial serialises"))
+    }
+
+    /// The parked partial score of a lesion revision.
+    pub fn get(&self, case_id: &str, revision: u32) -> Result<Option<PartialScore>, JoinError> {
+        self.rows.read(case_id, revision)
+    }
+
+    /// Forget a parked score (completed, or dead-lettered).
+    pub fn remove(&self, case_id: &str, revision: u32) -> Result<(), JoinError> {
+        let path = self.rows.path(case_id, revision)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(JoinError::Io { path, source }),
+        }
+    }
+
+    /// Every parked score; an unreadable file is an error in its place.
+    pub fn all(&self) -> Vec<Result<PartialScore, JoinError>> {
+        let mut out = Vec::new();
+        for case in std::fs::read_dir(&self.rows.dir).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(case.path()).into_iter().flatten().flatten() {
+                let path = file.path();
+                let name = file.file_name().to_string_lossy().to_string();
+                if name.starts_with('r') && name.ends_with(".json") {
+                    out.push(match std::fs::read(&path) {
+                        Ok(b) => {
+                            serde_json::from_slice(&b).map_err(|e| JoinError::Corrupt { path, reason: e.to_string() })
+                        }
+                        Err(source) => Err(JoinError::Io { path, source }),
+                    });
+                }
+            }
+        }
+        out
     }
 }
 

@@ -16,10 +16,15 @@
 //! scores on its partition wait behind it (their offsets cannot be committed past it). A worker
 //! restarted mid-wait starts the wait again.
 //!
+//! A score without one series' probability (`missing_modality`) is parked in the state folder
+//! and its offset committed; a later score of the same lesion revision with the other
+//! probability completes it and is predicted. A sweeper dead-letters parked scores still
+//! incomplete `modality_wait_ms` after their first part arrived (reason `missing_modality`,
+//! with the first part's source). Parking rather than retrying matters here: the completing
+//! message has the same key, so it sits behind the waiting one on the same partition.
+//!
 //! Other dead-letter reasons: `bad_message` (not a ScoresV1 or LesionV1, a probability outside
-//! [0, 1], a lesion id that cannot name a table file), `missing_modality` (a score without the
-//! T2 or T1C probability: inference scores both series of a lesion in one message, so no later
-//! message completes it; it is dead-lettered at once), `model_mismatch` (scores from a CNN
+//! [0, 1], a lesion id that cannot name a table file), `model_mismatch` (scores from a CNN
 //! bundle other than the one the meta-classifier was fitted on; serving them would feed the
 //! trees outputs on another scale).
 //!
@@ -27,10 +32,10 @@
 //! (0.5 unless the bundle says otherwise).
 
 use crate::bundle::Bundle;
-use crate::join::{recorded, ClinicalRow, ClinicalTable, JoinError};
+use crate::join::{recorded, ClinicalRow, ClinicalTable, JoinError, PartialScore, PartialTable};
 use renal_bus::{run_stage, Bus, BusError, Outcome, Output, Record, StageConfig, StageStats};
 use renal_messages::civil::now_rfc3339;
-use renal_messages::{topics, LesionV1, Message, PredictionV1, Provenance, ScoresV1};
+use renal_messages::{topics, DeadLetterSource, DeadLetterV1, LesionV1, Message, PredictionV1, Provenance, ScoresV1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -51,15 +56,24 @@ pub struct EnsembleConfig {
     pub registry: PathBuf,
     /// Ensemble bundle to serve, e.g. `ens-1a2b3c4d5e6f`.
     pub model_version: String,
-    /// Folder of the join table (clinical values by lesion id); keep it on a persistent volume.
+    /// Folder of the join tables (`lesions/`: clinical values by lesion id; `partial-scores/`:
+    /// parked half scores); keep it on a persistent volume.
     pub state_dir: PathBuf,
     /// Longest wait for a scored lesion's clinical values, ms (default 30,000).
-    #[serde(default = "default_lesion_wait_ms")]
+    #[serde(default = "default_wait_ms")]
     pub lesion_wait_ms: u64,
+    /// Longest wait for the other half of a score that lacks one series' probability, ms
+    /// (default 30,000).
+    #[serde(default = "default_wait_ms")]
+    pub modality_wait_ms: u64,
 }
 
-fn default_lesion_wait_ms() -> u64 {
+fn default_wait_ms() -> u64 {
     30_000
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn reject(code: &str, reason: String) -> Outcome {
@@ -82,34 +96,50 @@ pub fn take_lesion(record: &Record, table: &ClinicalTable) -> Outcome {
     }
 }
 
+/// A scores payload: whole, or lacking one series' probability.
+#[derive(Debug, Clone, PartialEq)]
+enum Decoded {
+    Whole(ScoresV1),
+    Part { case_id: String, revision: u32, site: String, model_version: String, t2: Option<f64>, t1c: Option<f64> },
+}
+
+/// The fields a partial score must still have.
+#[derive(Deserialize)]
+struct Lenient {
+    case_id: String,
+    revision: u32,
+    site: String,
+    model_version: String,
+    t2_probability: Option<f64>,
+    t1c_probability: Option<f64>,
+}
+
 /// A scores payload, or why it cannot be used.
-fn decode_scores(payload: &[u8]) -> Result<ScoresV1, Outcome> {
-    let scores = match ScoresV1::decode(payload) {
-        Ok(s) => s,
-        Err(e) => {
-            // A scores message that lacks a series' probability is told apart from junk.
-            if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(payload) {
-                let missing: Vec<&str> = [("t2_probability", "T2"), ("t1c_probability", "T1C")]
-                    .into_iter()
-                    .filter(|(k, _)| m.get(*k).is_none_or(|v| v.is_null()))
-                    .map(|(_, role)| role)
-                    .collect();
-                if m.get("case_id").is_some_and(|v| v.is_string()) && !missing.is_empty() {
-                    return Err(reject(
-                        "missing_modality",
-                        format!("the score has no {} probability; no later message completes it", missing.join(" or ")),
-                    ));
-                }
-            }
-            return Err(reject("bad_message", e.to_string()));
-        }
+fn decode_scores(payload: &[u8]) -> Result<Decoded, Outcome> {
+    let decoded = match ScoresV1::decode(payload) {
+        Ok(s) => Decoded::Whole(s),
+        Err(e) => match serde_json::from_slice::<Lenient>(payload) {
+            Ok(l) if l.t2_probability.is_none() || l.t1c_probability.is_none() => Decoded::Part {
+                case_id: l.case_id,
+                revision: l.revision,
+                site: l.site,
+                model_version: l.model_version,
+                t2: l.t2_probability,
+                t1c: l.t1c_probability,
+            },
+            _ => return Err(reject("bad_message", e.to_string())),
+        },
     };
-    for (p, role) in [(scores.t2_probability, "T2"), (scores.t1c_probability, "T1C")] {
-        if !(0.0..=1.0).contains(&p) {
+    let probabilities = match &decoded {
+        Decoded::Whole(s) => [Some(s.t2_probability), Some(s.t1c_probability)],
+        Decoded::Part { t2, t1c, .. } => [*t2, *t1c],
+    };
+    for (p, role) in probabilities.into_iter().zip(["T2", "T1C"]) {
+        if let Some(p) = p.filter(|p| !(0.0..=1.0).contains(p)) {
             return Err(reject("bad_message", format!("{role} probability {p} is not in [0, 1]")));
         }
     }
-    Ok(scores)
+    Ok(decoded)
 }
 
 /// The prediction for a score and its lesion's row.
@@ -140,18 +170,20 @@ pub fn predict(bundle: &Bundle, scores: &ScoresV1, row: &ClinicalRow, score_payl
     }
 }
 
-/// The scores loop's state: the bundle, the table, and when each waiting score was first seen.
+/// The scores loop's state: the bundle, the tables, and when each waiting score was first seen.
 pub struct Scoring {
     bundle: Bundle,
     table: ClinicalTable,
+    partials: PartialTable,
     wait: Duration,
     first_seen: HashMap<(String, i32, i64), Instant>,
 }
 
 impl Scoring {
-    /// Serve `bundle`, joining against `table`, waiting at most `lesion_wait` for a lesion.
-    pub fn new(bundle: Bundle, table: ClinicalTable, lesion_wait: Duration) -> Scoring {
-        Scoring { bundle, table, wait: lesion_wait, first_seen: HashMap::new() }
+    /// Serve `bundle`, joining against `table`, waiting at most `lesion_wait` for a lesion;
+    /// partial scores are parked in `partials`.
+    pub fn new(bundle: Bundle, table: ClinicalTable, partials: PartialTable, lesion_wait: Duration) -> Scoring {
+        Scoring { bundle, table, partials, wait: lesion_wait, first_seen: HashMap::new() }
     }
 
     /// Scores still waiting for their lesion.
@@ -161,24 +193,96 @@ impl Scoring {
 
     /// One attempt at a score record, `now` being the attempt's time.
     pub fn process(&mut self, record: &Record, now: Instant) -> Outcome {
-        let scores = match decode_scores(&record.payload) {
-            Ok(s) => s,
+        let decoded = match decode_scores(&record.payload) {
+            Ok(d) => d,
             Err(outcome) => return outcome,
         };
-        if scores.model_version != self.bundle.content.cnn_version {
+        let model_version = match &decoded {
+            Decoded::Whole(s) => &s.model_version,
+            Decoded::Part { model_version, .. } => model_version,
+        };
+        if *model_version != self.bundle.content.cnn_version {
             return reject(
                 "model_mismatch",
                 format!(
-                    "scores come from CNN bundle {}; ensemble {} was fitted on {}",
-                    scores.model_version, self.bundle.version, self.bundle.content.cnn_version
+                    "scores come from CNN bundle {model_version}; ensemble {} was fitted on {}",
+                    self.bundle.version, self.bundle.content.cnn_version
                 ),
             );
         }
+        match decoded {
+            Decoded::Whole(scores) => self.join(record, &scores, now, false),
+            Decoded::Part { case_id, revision, site, model_version, t2, t1c } => {
+                let parked = match self.partials.get(&case_id, revision) {
+                    Ok(p) => p,
+                    Err(e @ JoinError::BadId(_)) => return reject("bad_message", e.to_string()),
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                };
+                let (t2, t1c) = (
+                    t2.or(parked.as_ref().and_then(|p| p.t2_probability)),
+                    t1c.or(parked.as_ref().and_then(|p| p.t1c_probability)),
+                );
+                if let (Some(t2), Some(t1c)) = (t2, t1c) {
+                    let scores = ScoresV1 {
+                        version: 1,
+                        case_id,
+                        revision,
+                        site,
+                        t2_probability: t2,
+                        t1c_probability: t1c,
+                        embeddings: [Vec::new(), Vec::new()],
+                        model_version,
+                        provenance: Provenance {
+                            code_version: String::new(),
+                            produced_at: String::new(),
+                            input_sha256: String::new(),
+                        },
+                    };
+                    return self.join(record, &scores, now, true);
+                }
+                let part = PartialScore {
+                    first_seen_ms: parked.as_ref().map_or_else(now_ms, |p| p.first_seen_ms),
+                    source: parked.as_ref().map_or_else(
+                        || DeadLetterSource {
+                            topic: Some(record.topic.clone()),
+                            partition: Some(record.partition),
+                            offset: Some(record.offset),
+                            key: record.key.clone(),
+                        },
+                        |p| p.source.clone(),
+                    ),
+                    input_sha256: parked.as_ref().map_or_else(
+                        || renal_messages::lower_hex(&Sha256::digest(&record.payload)),
+                        |p| p.input_sha256.clone(),
+                    ),
+                    case_id,
+                    revision,
+                    site,
+                    model_version,
+                    t2_probability: t2,
+                    t1c_probability: t1c,
+                };
+                match self.partials.put(&part) {
+                    Ok(()) => Outcome::Done(Vec::new()),
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Join a whole score with its lesion's values (waiting for them), predict, and forget the
+    /// parked parts it was completed from (`completes_parked`).
+    fn join(&mut self, record: &Record, scores: &ScoresV1, now: Instant, completes_parked: bool) -> Outcome {
         let key = (record.topic.clone(), record.partition, record.offset);
         match self.table.get(&scores.case_id, scores.revision) {
             Ok(Some(row)) => {
+                if completes_parked {
+                    if let Err(e) = self.partials.remove(&scores.case_id, scores.revision) {
+                        return Outcome::Retry(e.to_string());
+                    }
+                }
                 self.first_seen.remove(&key);
-                let p = predict(&self.bundle, &scores, &row, &record.payload);
+                let p = predict(&self.bundle, scores, &row, &record.payload);
                 Outcome::Done(vec![Output { topic: topics::PREDICTIONS, key: p.case_id.clone(), payload: p.encode() }])
             }
             Ok(None) => {
@@ -209,6 +313,57 @@ impl Scoring {
     }
 }
 
+/// Parked partial scores whose first part arrived at least `wait_ms` before `now_ms`, with the
+/// dead letter each one gets.
+pub fn expired(partials: &PartialTable, now_ms: u64, wait_ms: u64) -> Vec<(PartialScore, DeadLetterV1)> {
+    partials
+        .all()
+        .into_iter()
+        .flatten()
+        .filter(|p| now_ms.saturating_sub(p.first_seen_ms) >= wait_ms)
+        .map(|p| {
+            let missing = if p.t2_probability.is_none() { "T2" } else { "T1C" };
+            let letter = DeadLetterV1 {
+                version: 1,
+                stage: "ensemble".into(),
+                reason_code: "missing_modality".into(),
+                reason: format!(
+                    "no {missing} probability for this lesion, revision {}, within {wait_ms} ms of the {} one",
+                    p.revision,
+                    if missing == "T2" { "T1C" } else { "T2" }
+                ),
+                source: p.source.clone(),
+                input_sha256: p.input_sha256.clone(),
+                at: now_rfc3339(),
+            };
+            (p, letter)
+        })
+        .collect()
+}
+
+/// Dead-letter expired partial scores every `period` until `stop` turns true; returns how many.
+async fn sweep<B: Bus>(
+    bus: B,
+    partials: PartialTable,
+    wait_ms: u64,
+    period: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<u64, BusError> {
+    let mut sent = 0;
+    loop {
+        for (p, letter) in expired(&partials, now_ms(), wait_ms) {
+            bus.send(topics::DEAD_ENSEMBLE, &p.source.key, letter.encode()).await?;
+            // Sent before forgotten: a crash in between sends the letter again, never loses it.
+            partials.remove(&p.case_id, p.revision).map_err(|e| BusError::Transient(e.to_string()))?;
+            sent += 1;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(sent),
+        }
+    }
+}
+
 /// What both loops did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnsembleStats {
@@ -216,6 +371,8 @@ pub struct EnsembleStats {
     pub lesions: StageStats,
     /// The scores loop.
     pub scores: StageStats,
+    /// Partial scores dead-lettered after `modality_wait_ms`.
+    pub partial_dead_letters: u64,
 }
 
 /// Run both loops until `shutdown` resolves (or one of them fails, which stops the other);
@@ -227,7 +384,7 @@ pub async fn run<B: Bus>(
     shutdown: impl Future<Output = ()>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<EnsembleStats, BusError> {
-    let table = ClinicalTable::open(&cfg.state_dir).map_err(|e| BusError::Fatal(e.to_string()))?;
+    let table = ClinicalTable::open(&cfg.state_dir.join("lesions")).map_err(|e| BusError::Fatal(e.to_string()))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -249,7 +406,18 @@ pub async fn run<B: Bus>(
             r
         }
     };
-    let mut scoring = Scoring::new(bundle, table, Duration::from_millis(cfg.lesion_wait_ms));
+    let partials =
+        PartialTable::open(&cfg.state_dir.join("partial-scores")).map_err(|e| BusError::Fatal(e.to_string()))?;
+    let sweeper = {
+        let period = Duration::from_millis((cfg.modality_wait_ms / 4).clamp(10, 1_000));
+        let loop_ = sweep(bus.clone(), partials.clone(), cfg.modality_wait_ms, period, stopped.clone());
+        async {
+            let r = loop_.await;
+            let _ = stop.send(true);
+            r
+        }
+    };
+    let mut scoring = Scoring::new(bundle, table, partials, Duration::from_millis(cfg.lesion_wait_ms));
     let mut attempts = 0u64;
     let scores = {
         let loop_ = run_stage(
@@ -276,8 +444,8 @@ pub async fn run<B: Bus>(
             _ = rx.wait_for(|s| *s) => {}
         }
     };
-    let ((), lesions, scores) = tokio::join!(signal, lesions, scores);
-    Ok(EnsembleStats { lesions: lesions?, scores: scores? })
+    let ((), lesions, scores, swept) = tokio::join!(signal, lesions, scores, sweeper);
+    Ok(EnsembleStats { lesions: lesions?, scores: scores?, partial_dead_letters: swept? })
 }
 
 #[cfg(test)]
@@ -339,7 +507,8 @@ mod tests {
         let reg = dir.path().join("models");
         let b = bundle::save(&reg, content(CNN), "t", "t").unwrap();
         let table = ClinicalTable::open(&dir.path().join("state")).unwrap();
-        let mut s = Scoring::new(b.clone(), table.clone(), Duration::from_secs(10));
+        let partials = PartialTable::open(&dir.path().join("partials")).unwrap();
+        let mut s = Scoring::new(b.clone(), table.clone(), partials.clone(), Duration::from_secs(10));
         let t0 = Instant::now();
         let lesions = "renal.lesions";
         // Two lesions with different clinical values, stored in the reverse of the scores' order.
@@ -380,12 +549,27 @@ mod tests {
 
         let other = record("renal.scores", 9, "MAY-0001", scores("MAY-0001", 1, 0.2, 0.3, "cnn-ffffffffffff").encode());
         assert_eq!(code(&s.process(&other, t0)), "model_mismatch");
-        let mut half = serde_json::to_value(scores("MAY-0001", 1, 0.2, 0.3, CNN)).unwrap();
-        half.as_object_mut().unwrap().remove("t1c_probability");
-        let half = record("renal.scores", 10, "MAY-0001", serde_json::to_vec(&half).unwrap());
-        let Outcome::Reject { code: why, reason } = s.process(&half, t0) else { panic!() };
-        assert_eq!(why, "missing_modality");
-        assert!(reason.contains("no T1C probability"), "{reason}");
+        // Half a score is parked (and its offset moves on); the other half completes it.
+        let half = |id: &str, drop: &str, offset: i64| {
+            let mut v = serde_json::to_value(scores(id, 1, 0.2, 0.3, CNN)).unwrap();
+            v.as_object_mut().unwrap().remove(drop);
+            record("renal.scores", offset, id, serde_json::to_vec(&v).unwrap())
+        };
+        assert_eq!(s.process(&half("MAY-0001", "t1c_probability", 10), t0), Outcome::Done(Vec::new()));
+        assert!(partials.get("MAY-0001", 1).unwrap().is_some_and(|p| p.t2_probability == Some(0.2)));
+        let Outcome::Done(out) = s.process(&half("MAY-0001", "t2_probability", 11), t0) else { panic!() };
+        let p = PredictionV1::decode(&out[0].payload).unwrap();
+        assert_eq!(p.inputs, b.content.call(0.2, 0.3, &[55.0, 1.0, 2.0]).inputs);
+        assert_eq!(partials.get("MAY-0001", 1).unwrap(), None, "forgotten once predicted");
+        // A half that nothing completes: dead-lettered by the sweep once the wait is over.
+        assert_eq!(s.process(&half("MAY-0002", "t2_probability", 12), t0), Outcome::Done(Vec::new()));
+        let first = partials.get("MAY-0002", 1).unwrap().unwrap().first_seen_ms;
+        assert!(expired(&partials, first + 999, 1_000).is_empty());
+        let gone = expired(&partials, first + 1_000, 1_000);
+        assert_eq!(gone.len(), 1);
+        let letter = &gone[0].1;
+        assert_eq!((letter.reason_code.as_str(), letter.source.offset), ("missing_modality", Some(12)));
+        assert!(letter.reason.contains("no T2 probability"), "{}", letter.reason);
         assert_eq!(code_of(&mut s, b"[1, 2]"), "bad_message");
         assert_eq!(code_of(&mut s, &scores("MAY-0001", 1, 1.5, 0.3, CNN).encode()), "bad_message");
         assert_eq!(code_of(&mut s, &scores("../etc", 1, 0.5, 0.3, CNN).encode()), "bad_message");
@@ -408,6 +592,7 @@ mod tests {
             model_version: b.version.clone(),
             state_dir: dir.path().join("state"),
             lesion_wait_ms: 800,
+            modality_wait_ms: 300,
         };
         let bus = InProcessBus::new(3);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -418,6 +603,9 @@ mod tests {
                 bus.send(topics::SCORES, &id, scores(&id, 1, 0.6, 0.5, CNN).encode()).await.unwrap();
             }
             bus.send(topics::SCORES, "MAY-0099", scores("MAY-0099", 1, 0.6, 0.5, CNN).encode()).await.unwrap();
+            let mut half = serde_json::to_value(scores("MAY-0098", 1, 0.6, 0.5, CNN)).unwrap();
+            half.as_object_mut().unwrap().remove("t2_probability");
+            bus.send(topics::SCORES, "MAY-0098", serde_json::to_vec(&half).unwrap()).await.unwrap();
             let feeder = bus.clone();
             let feed = async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -429,7 +617,7 @@ mod tests {
             let watcher = bus.clone();
             let done = async move {
                 let mut out = watcher.consumer("check", &[topics::PREDICTIONS, topics::DEAD_ENSEMBLE]).unwrap();
-                for _ in 0..5 {
+                for _ in 0..6 {
                     out.recv().await.unwrap();
                 }
                 // Let the loops commit what they delivered.
@@ -448,9 +636,11 @@ mod tests {
         }
         let dead: Vec<DeadLetterV1> =
             bus.records(topics::DEAD_ENSEMBLE).iter().map(|r| DeadLetterV1::decode(&r.payload).unwrap()).collect();
-        assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].reason_code.as_str(), dead[0].source.key.as_str()), ("unknown_lesion", "MAY-0099"));
-        assert_eq!((stats.scores.inputs, stats.scores.outputs, stats.scores.dead_letters), (5, 4, 1));
+        let codes: std::collections::BTreeSet<(&str, &str)> =
+            dead.iter().map(|d| (d.reason_code.as_str(), d.source.key.as_str())).collect();
+        assert_eq!(codes, [("missing_modality", "MAY-0098"), ("unknown_lesion", "MAY-0099")].into_iter().collect());
+        assert_eq!((stats.scores.inputs, stats.scores.outputs, stats.scores.dead_letters), (6, 4, 1));
+        assert_eq!(stats.partial_dead_letters, 1);
         assert_eq!((stats.lesions.inputs, stats.lesions.outputs), (4, 0));
         assert!(stats.scores.retries > 0, "the early scores waited");
         assert!(bus.caught_up(GROUP, topics::SCORES) && bus.caught_up(LESION_GROUP, topics::LESIONS));

@@ -24,17 +24,21 @@ fn at(x: f64, y: f64) -> (f64, f64) {
     (LEFT + x * SIDE, TOP + (1.0 - y) * SIDE)
 }
 
-/// An empty unit-square plot with axes, ticks, labels and title.
-fn axes(title: &str, x_label: &str, y_label: &str, diagonal: Option<bool>) -> String {
-    let mut s = format!(
+/// The opening of a figure: white page, title centred at `title_x`, the plot square's frame.
+fn frame(title: &str, title_x: f64, title_size: u32) -> String {
+    format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
 <rect width="{W}" height="{H}" fill="white"/>
-<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>
+<text x="{title_x}" y="18" text-anchor="middle" font-size="{title_size}">{}</text>
 <rect x="{LEFT}" y="{TOP}" width="{SIDE}" height="{SIDE}" fill="none" stroke="black"/>
 "#,
-        LEFT + SIDE / 2.0,
         esc(title)
-    );
+    )
+}
+
+/// An empty unit-square plot with axes, ticks, labels and title.
+fn axes(title: &str, x_label: &str, y_label: &str, diagonal: Option<bool>) -> String {
+    let mut s = frame(title, LEFT + SIDE / 2.0, 14);
     for i in 0..=5 {
         let v = i as f64 / 5.0;
         let (x, y0) = at(v, 0.0);
@@ -260,15 +264,7 @@ fn interval(i: &crate::report::Interval) -> String {
 /// `tsne.svg`: the embedding map, benign blue and malignant red, held-out lesions filled.
 pub fn tsne_svg(map: &EmbeddingMap) -> String {
     let title = format!("t-SNE of {} ({} lesions)", map.source, map.points.len());
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
-<rect width="{W}" height="{H}" fill="white"/>
-<text x="{}" y="18" text-anchor="middle" font-size="13">{}</text>
-<rect x="{LEFT}" y="{TOP}" width="{SIDE}" height="{SIDE}" fill="none" stroke="black"/>
-"#,
-        W / 2.0,
-        esc(&title)
-    );
+    let mut s = frame(&title, W / 2.0, 13);
     let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
     for p in &map.points {
         for (c, v) in [p.x, p.y].into_iter().enumerate() {
