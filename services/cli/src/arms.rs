@@ -306,7 +306,8 @@ pub fn train_arms(
                         "  {label}ensemble bundle {} (CNN bundle {})",
                         bundle.version, bundle.content.cnn_version
                     ));
-                    for (i, model, p) in other_readers(&lesions, &split.test, &x, &bundle, c, &out.join("models"))? {
+                    let models_dir = out.join("models");
+                    for (i, model, p) in other_readers(&lesions, &split.test, &x, images, &bundle, c, &models_dir)? {
                         writeln!(f, "{},{model},{p}", lesions[i].case_id)?;
                         by_model.entry(model).or_default().insert(lesions[i].case_id.clone(), p);
                     }
@@ -409,12 +410,13 @@ pub fn train_arms(
 /// The ensemble on each other reader's masks: every held-out lesion another reader segmented,
 /// scored through the same networks and ensemble bundle from that reader's composites and T1C
 /// volume (`ensemble@<reader>`), next to the primary reader's prediction of the same lesions
-/// through the same path (`ensemble@primary`), so the report compares them on the same cases.
-/// Returns (lesion index, model name, probability).
+/// through the same path (`ensemble@primary`, from the composites already read, `primary`), so
+/// the report compares them on the same cases. Returns (lesion index, model name, probability).
 fn other_readers(
     lesions: &[&LesionV1],
     test: &[usize],
     x: &[Features],
+    primary: &[[Vec<f32>; 2]],
     bundle: &renal_ensemble::bundle::Bundle,
     cnn: &CnnSetup,
     registry: &Path,
@@ -425,26 +427,25 @@ fn other_readers(
     }
     let scorer = renal_cnn::worker::Scorer::load(registry, &bundle.content.cnn_version, cnn.device)
         .context("loading the networks for the other readers' masks")?;
-    let read = |blob: &renal_messages::BlobRef, what: &str| -> Result<Vec<f32>> {
-        let bytes = cnn.store.get(blob).with_context(|| what.to_string())?;
-        let (_, values) = renal_imaging::composite::decode_blob(&bytes).map_err(|e| anyhow::anyhow!("{what} {e}"))?;
-        Ok(values)
-    };
     let mut out = Vec::new();
     for &i in &segmented {
         let l = lesions[i];
-        // The primary reader's masks first, then each other reader's.
+        // The primary reader's masks first (already read), then each other reader's.
         let mut names = vec!["primary".to_string()];
         let mut volumes = vec![l.tumour_volume_ml];
-        let mut images = vec![[read(&l.composites[0], "T2 composite")?, read(&l.composites[1], "T1C composite")?]];
+        let mut images: Vec<[&[f32]; 2]> = vec![[&primary[i][0], &primary[i][1]]];
+        let mut read = Vec::new();
         for rc in &l.other_readers {
-            let what = |role: &str| format!("{role} composite of reader {}", rc.reader);
+            let what = |role: &str| format!("{role} composite of reader {} for {}", rc.reader, l.case_id);
             names.push(rc.reader.clone());
             volumes.push(rc.tumour_volume_ml);
-            images.push([read(&rc.composites[0], &what("T2"))?, read(&rc.composites[1], &what("T1C"))?]);
+            read.push([
+                crate::cnn::read_composite(&*cnn.store, &rc.composites[0], &what("T2"))?.1,
+                crate::cnn::read_composite(&*cnn.store, &rc.composites[1], &what("T1C"))?.1,
+            ]);
         }
-        let refs: Vec<[&[f32]; 2]> = images.iter().map(|p| [p[0].as_slice(), p[1].as_slice()]).collect();
-        for ((name, volume), s) in names.iter().zip(volumes).zip(scorer.score(&refs)) {
+        images.extend(read.iter().map(|p| [p[0].as_slice(), p[1].as_slice()]));
+        for ((name, volume), s) in names.iter().zip(volumes).zip(scorer.score(&images)) {
             let features = [x[i][0], x[i][1], volume];
             let p = bundle.content.call(s.probability[0], s.probability[1], &features).probability;
             out.push((i, format!("ensemble@{name}"), p));

@@ -107,9 +107,7 @@ pub fn read_composites(store: &dyn BlobStore, lesions: &[&LesionV1]) -> Result<V
     for l in lesions {
         let mut pair: [Vec<f32>; 2] = Default::default();
         for (slot, blob) in pair.iter_mut().zip(&l.composites) {
-            let bytes = store.get(blob).with_context(|| format!("composite of {}", l.case_id))?;
-            let (side, values) = renal_imaging::composite::decode_blob(&bytes)
-                .map_err(|e| anyhow::anyhow!("composite of {} {e}", l.case_id))?;
+            let (side, values) = read_composite(store, blob, &format!("composite of {}", l.case_id))?;
             if side as i64 != COMPOSITE_PX {
                 bail!(
                     "composite of {} is {side}x{side}; training reads {COMPOSITE_PX}x{COMPOSITE_PX} composites",
@@ -123,6 +121,13 @@ pub fn read_composites(store: &dyn BlobStore, lesions: &[&LesionV1]) -> Result<V
     }
     bar.finish_and_clear();
     Ok(out)
+}
+
+/// One composite from the blob store (hash-checked): its side and values; `what` names it in
+/// errors.
+pub fn read_composite(store: &dyn BlobStore, blob: &renal_messages::BlobRef, what: &str) -> Result<(usize, Vec<f32>)> {
+    let bytes = store.get(blob).with_context(|| what.to_string())?;
+    renal_imaging::composite::decode_blob(&bytes).map_err(|e| anyhow::anyhow!("{what} {e}"))
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {

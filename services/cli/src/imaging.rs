@@ -305,7 +305,7 @@ pub fn run_radiomics(
     println!(
         "{} features of {} ROI voxels (grey levels 1..{}) written to {}",
         features.len(),
-        roi.voxels(None).len(),
+        roi.voxels().len(),
         roi.ng,
         out.display()
     );

@@ -283,9 +283,13 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
             let store = renal_store::open(&section.blob_store)?;
             let beat = heartbeat("preprocess", "cases");
             let stage_topics = [topics::CASES, topics::LESIONS, topics::DEAD_PREPROCESS];
-            serve_on_kafka(kafka, &stage_topics, "preprocess", ["cases", "lesions"], |bus, shutdown| {
-                renal_preprocess::worker::run(section.settings, store, bus, shutdown, &beat)
-            })
+            let summary = stage_summary("preprocess", ["cases", "lesions"]);
+            serve_on_kafka(
+                kafka,
+                &stage_topics,
+                |bus, shutdown| renal_preprocess::worker::run(section.settings, store, bus, shutdown, &beat),
+                summary,
+            )
         }
         "inference" => {
             let cfg = file.inference.context("[inference] section missing")?;
@@ -304,9 +308,13 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
             let store = renal_store::open(&cfg.blob_store)?;
             let beat = heartbeat("inference", "lesions");
             let stage_topics = [topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE];
-            serve_on_kafka(kafka, &stage_topics, "inference", ["lesions", "scores"], |bus, shutdown| {
-                renal_cnn::worker::run(&cfg, scorer, store, bus, shutdown, &beat)
-            })
+            let summary = stage_summary("inference", ["lesions", "scores"]);
+            serve_on_kafka(
+                kafka,
+                &stage_topics,
+                |bus, shutdown| renal_cnn::worker::run(&cfg, scorer, store, bus, shutdown, &beat),
+                summary,
+            )
         }
         "ensemble" => {
             let cfg = file.ensemble.context("[ensemble] section missing")?;
@@ -317,38 +325,40 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 "ensemble: serving {} over CNN bundle {} (threshold {}); waiting up to {} ms for a scored lesion's clinical values and {} ms for the other half of a half score",
                 bundle.version, bundle.content.cnn_version, bundle.content.threshold, cfg.lesion_wait_ms, cfg.modality_wait_ms
             );
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                let bus = KafkaBus::new(kafka)?;
-                bus.ensure_topics(&[topics::LESIONS, topics::SCORES, topics::PREDICTIONS, topics::DEAD_ENSEMBLE])
-                    .await?;
-                let shutdown = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                let beat = heartbeat("ensemble", "score attempts");
-                let s = renal_ensemble::worker::run(&cfg, bundle, bus, shutdown, &beat).await?;
-                eprintln!(
-                    "ensemble stopped: {} scores, {} predictions, {} dead letters; {} lesions joined, {} dead letters; {} partial scores dead-lettered after the wait",
-                    s.scores.inputs,
-                    s.scores.outputs,
-                    s.scores.dead_letters,
-                    s.lesions.inputs,
-                    s.lesions.dead_letters,
-                    s.partial_dead_letters
-                );
-                Ok(())
-            })
+            let beat = heartbeat("ensemble", "score attempts");
+            let stage_topics = [topics::LESIONS, topics::SCORES, topics::PREDICTIONS, topics::DEAD_ENSEMBLE];
+            serve_on_kafka(
+                kafka,
+                &stage_topics,
+                |bus, shutdown| renal_ensemble::worker::run(&cfg, bundle, bus, shutdown, &beat),
+                |s: &renal_ensemble::worker::EnsembleStats| {
+                    format!(
+                        "ensemble stopped: {} scores, {} predictions, {} dead letters; {} lesions joined, {} dead letters; {} partial scores dead-lettered after the wait",
+                        s.scores.inputs,
+                        s.scores.outputs,
+                        s.scores.dead_letters,
+                        s.lesions.inputs,
+                        s.lesions.dead_letters,
+                        s.partial_dead_letters
+                    )
+                },
+            )
         }
         other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess, inference, ensemble)"),
     }
 }
 
-/// Serve one topic-consuming stage on Kafka until Ctrl-C: create `topics`, run `stage` with the
-/// shutdown signal, then say what it did (`nouns`: its inputs and its outputs, plural).
-fn serve_on_kafka<F, Fut>(kafka: KafkaConfig, topics: &[Topic], name: &str, nouns: [&str; 2], stage: F) -> Result<()>
+/// Serve a worker's stages on Kafka until Ctrl-C: create `topics`, run `stage` with the
+/// shutdown signal, then print what `summary` says it did.
+fn serve_on_kafka<S, F, Fut>(
+    kafka: KafkaConfig,
+    topics: &[Topic],
+    stage: F,
+    summary: impl FnOnce(&S) -> String,
+) -> Result<()>
 where
     F: FnOnce(KafkaBus, Pin<Box<dyn Future<Output = ()>>>) -> Fut,
-    Fut: Future<Output = Result<StageStats, BusError>>,
+    Fut: Future<Output = Result<S, BusError>>,
 {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
@@ -358,12 +368,19 @@ where
             let _ = tokio::signal::ctrl_c().await;
         });
         let stats = stage(bus, shutdown).await?;
-        eprintln!(
-            "{name} stopped: {} {}, {} {}, {} dead letters",
-            stats.inputs, nouns[0], stats.outputs, nouns[1], stats.dead_letters
-        );
+        eprintln!("{}", summary(&stats));
         Ok(())
     })
+}
+
+/// The stop line of a one-loop stage (`nouns`: its inputs and its outputs, plural).
+fn stage_summary(name: &'static str, nouns: [&'static str; 2]) -> impl FnOnce(&StageStats) -> String {
+    move |s| {
+        format!(
+            "{name} stopped: {} {}, {} {}, {} dead letters",
+            s.inputs, nouns[0], s.outputs, nouns[1], s.dead_letters
+        )
+    }
 }
 
 /// A heartbeat for operators (per-lesion detail lives in the messages): the first input begun

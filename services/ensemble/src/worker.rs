@@ -375,6 +375,13 @@ pub struct EnsembleStats {
     pub partial_dead_letters: u64,
 }
 
+/// Run `task`, then tell the others to stop (whether it ended on the signal or failed).
+async fn then_stop<T>(task: impl Future<Output = T>, stop: &tokio::sync::watch::Sender<bool>) -> T {
+    let out = task.await;
+    let _ = stop.send(true);
+    out
+}
+
 /// Run both loops until `shutdown` resolves (or one of them fails, which stops the other);
 /// `progress` gets the number of score attempts so far.
 pub async fn run<B: Bus>(
@@ -400,22 +407,14 @@ pub async fn run<B: Bus>(
             },
             until_stopped(stopped.clone()),
         );
-        async {
-            let r = loop_.await;
-            let _ = stop.send(true);
-            r
-        }
+        then_stop(loop_, &stop)
     };
     let partials =
         PartialTable::open(&cfg.state_dir.join("partial-scores")).map_err(|e| BusError::Fatal(e.to_string()))?;
     let sweeper = {
         let period = Duration::from_millis((cfg.modality_wait_ms / 4).clamp(10, 1_000));
         let loop_ = sweep(bus.clone(), partials.clone(), cfg.modality_wait_ms, period, stopped.clone());
-        async {
-            let r = loop_.await;
-            let _ = stop.send(true);
-            r
-        }
+        then_stop(loop_, &stop)
     };
     let mut scoring = Scoring::new(bundle, table, partials, Duration::from_millis(cfg.lesion_wait_ms));
     let mut attempts = 0u64;
@@ -431,11 +430,7 @@ pub async fn run<B: Bus>(
             },
             until_stopped(stopped.clone()),
         );
-        async {
-            let r = loop_.await;
-            let _ = stop.send(true);
-            r
-        }
+        then_stop(loop_, &stop)
     };
     let signal = async {
         let mut rx = stopped.clone();

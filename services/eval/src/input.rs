@@ -43,13 +43,28 @@ fn word(path: &Path, line: u64, text: &str) -> Result<bool, InputError> {
     }
 }
 
-/// Rows of a CSV file as (line, values of `columns` in order).
-fn rows(path: &Path, columns: &[&'static str]) -> Result<Vec<(u64, Vec<String>)>, InputError> {
+/// A CSV file's header and records with their line numbers (fields trimmed).
+fn records(path: &Path) -> Result<(csv::StringRecord, Vec<(u64, csv::StringRecord)>), InputError> {
     let io = |source| InputError::Io { path: path.into(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
     let header =
         reader.headers().map_err(|e| InputError::Row { path: path.into(), line: 1, reason: e.to_string() })?.clone();
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| InputError::Row {
+            path: path.into(),
+            line: e.position().map_or(0, |p| p.line()),
+            reason: e.to_string(),
+        })?;
+        out.push((record.position().map_or(0, |p| p.line()), record));
+    }
+    Ok((header, out))
+}
+
+/// Rows of a CSV file as (line, values of `columns` in order).
+fn rows(path: &Path, columns: &[&'static str]) -> Result<Vec<(u64, Vec<String>)>, InputError> {
+    let (header, records) = records(path)?;
     let mut at = Vec::new();
     for &c in columns {
         let i = header.iter().position(|h| h == c).ok_or_else(|| InputError::MissingColumn {
@@ -60,13 +75,7 @@ fn rows(path: &Path, columns: &[&'static str]) -> Result<Vec<(u64, Vec<String>)>
         at.push(i);
     }
     let mut out = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| InputError::Row {
-            path: path.into(),
-            line: e.position().map_or(0, |p| p.line()),
-            reason: e.to_string(),
-        })?;
-        let line = record.position().map_or(0, |p| p.line());
+    for (line, record) in records {
         let values: Vec<String> = at.iter().map(|&i| record.get(i).unwrap_or("").to_string()).collect();
         if values.iter().any(String::is_empty) {
             return Err(InputError::Row { path: path.into(), line, reason: format!("empty value in {columns:?}") });
@@ -134,11 +143,7 @@ pub fn read_reads(path: &Path) -> Result<Reads, InputError> {
 /// Read `case_id,<d1>,<d2>,...`: the first column names the case, every other column is one
 /// dimension (at least one), every value a finite number.
 pub fn read_embeddings(path: &Path) -> Result<Embeddings, InputError> {
-    let io = |source| InputError::Io { path: path.into(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
-    let header =
-        reader.headers().map_err(|e| InputError::Row { path: path.into(), line: 1, reason: e.to_string() })?.clone();
+    let (header, records) = records(path)?;
     if header.get(0) != Some("case_id") || header.len() < 2 {
         return Err(InputError::MissingColumn {
             path: path.into(),
@@ -147,13 +152,7 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings, InputError> {
         });
     }
     let mut out = Embeddings::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| InputError::Row {
-            path: path.into(),
-            line: e.position().map_or(0, |p| p.line()),
-            reason: e.to_string(),
-        })?;
-        let line = record.position().map_or(0, |p| p.line());
+    for (line, record) in records {
         let row = |reason: String| InputError::Row { path: path.into(), line, reason };
         let values = record
             .iter()

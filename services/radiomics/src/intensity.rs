@@ -158,7 +158,7 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
     }
     let widest = rows.iter().map(|r| r.2).max().unwrap_or(0);
     // The ROI's bounding box.
-    let voxels = roi.voxels(None);
+    let voxels = roi.voxels();
     let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
     for &i in &voxels {
         let c = roi.coords(i);

@@ -52,7 +52,7 @@ pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
 /// (`morph_moran_i`, `morph_geary_c`; exact, over every pair, so only for ROIs of at most
 /// `max_pairs_voxels` voxels).
 pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
-    let voxels = roi.voxels(None);
+    let voxels = roi.voxels();
     let n = voxels.len() as f64;
     let sp = roi.spacing_mm;
     let pos: Vec<[f64; 3]> =

@@ -180,28 +180,9 @@ impl Roi {
         [i % nx, (i / nx) % ny, i / (nx * ny)]
     }
 
-    /// The voxel at `offset` from voxel `i`, if it is on the grid.
-    pub fn step(&self, i: usize, offset: [i64; 3]) -> Option<usize> {
-        let c = self.coords(i);
-        let mut out = [0usize; 3];
-        for a in 0..3 {
-            let v = c[a] as i64 + offset[a];
-            if v < 0 || v >= self.dims[a] as i64 {
-                return None;
-            }
-            out[a] = v as usize;
-        }
-        Some(self.index(out[0], out[1], out[2]))
-    }
-
-    /// Indices of the ROI's voxels, in memory order; with `slice`, only those of that z.
-    pub fn voxels(&self, slice: Option<usize>) -> Vec<usize> {
-        let plane = self.dims[0] * self.dims[1];
-        let range = match slice {
-            Some(z) => z * plane..(z + 1) * plane,
-            None => 0..self.mask.len(),
-        };
-        range.filter(|&i| self.mask[i]).collect()
+    /// Indices of the ROI's voxels, in memory order.
+    pub fn voxels(&self) -> Vec<usize> {
+        (0..self.mask.len()).filter(|&i| self.mask[i]).collect()
     }
 
     /// The z indices that hold ROI voxels.
@@ -211,12 +192,12 @@ impl Roi {
 
     /// Intensities of the ROI's voxels.
     pub fn intensities(&self) -> Vec<f64> {
-        self.voxels(None).into_iter().map(|i| self.image[i]).collect()
+        self.voxels().into_iter().map(|i| self.image[i]).collect()
     }
 
     /// Grey levels of the ROI's voxels.
     pub fn grey_levels(&self) -> Vec<u32> {
-        self.voxels(None).into_iter().map(|i| self.levels[i]).collect()
+        self.voxels().into_iter().map(|i| self.levels[i]).collect()
     }
 }
 
@@ -254,7 +235,11 @@ mod tests {
         );
         let r = Roi::new([2, 3, 4], [1.0; 3], vec![1.0; 24], vec![true; 24], Discretisation::None).unwrap();
         assert_eq!(r.coords(r.index(1, 2, 3)), [1, 2, 3]);
-        assert_eq!(r.step(r.index(1, 2, 3), [1, 0, 0]), None);
-        assert_eq!(r.step(r.index(0, 2, 3), [1, -1, -1]), Some(r.index(1, 1, 2)));
+        // A step on the padded grid: the neighbour's level, or 0 off the grid.
+        let p = |x: usize, y: usize, z: usize| (x + 1) + r.padded_dims[0] * ((y + 1) + r.padded_dims[1] * (z + 1));
+        assert_eq!(r.padded[(p(1, 2, 3) as isize + r.offset([1, 0, 0])) as usize], 0);
+        assert_eq!((p(0, 2, 3) as isize + r.offset([1, -1, -1])) as usize, p(1, 1, 2));
+        assert_eq!(r.padded[p(1, 1, 2)], 1);
+        assert_eq!(r.padded_in(Some(3)).len(), 6);
     }
 }
