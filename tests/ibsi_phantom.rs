@@ -78,8 +78,9 @@ fn ibsi_digital_phantom_features_match_the_reference_values() {
     println!("{matched} of {with_value} matched");
     assert!(wrong.is_empty(), "{} reported features differ from the reference:\n{}", wrong.len(), wrong.join("\n"));
     assert_eq!(with_value, 482, "the reference table");
-    // Every family but the mesh-based morphology: 466 of the 482 (96.7%).
-    assert!(matched >= 466, "{matched} of {with_value} matched");
+    // Every feature with a reference value, mesh-based morphology included.
+    assert_eq!(matched, 482, "{matched} of {with_value} matched");
+    assert!(missing.is_empty());
 }
 
 #[test]
@@ -89,7 +90,7 @@ fn the_radiomics_benchmark_prints_its_table() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("| GLCM (6 aggregations) | 150 |"), "{text}");
     // Moran's I and Geary's C are left out above 4,000 voxels.
-    assert!(text.contains("| **one setting, all of the above** | 464 |"), "{text}");
+    assert!(text.contains("| **one setting, all of the above** | 480 |"), "{text}");
     assert!(text.contains("ellipsoid ROI of 31040 voxels"), "{text}");
 }
 
@@ -105,7 +106,8 @@ fn renal_radiomics_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input
     let value = |tag: &str| -> f64 { row[header.iter().position(|h| h == tag).unwrap()].parse().unwrap() };
     let first: Vec<&str> = header.iter().take(6).collect();
     assert_eq!(first, ["image", "mask", "image_sha256", "mask_sha256", "settings", "code_version"]);
-    assert_eq!(header.len() - 6, 466);
+    assert_eq!(header.len() - 6, 482);
+    assert_eq!(signif3(value("morph_volume")), 556.0);
     assert_eq!(signif3(value("cm_joint_max_3D_avg")), 0.503);
     assert_eq!(signif3(value("szm_sze_3D")), 0.255);
     assert_eq!(signif3(value("stat_kurt")), -0.355);

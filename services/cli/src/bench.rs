@@ -369,7 +369,7 @@ pub fn bench_radiomics(bins: u32, repeat: usize) -> Result<()> {
         timed(repeat, || Roi::new([64, 64, 40], [1.0; 3], image.clone(), mask.clone(), discretisation))?;
     type Family = fn(&Roi, &mut Features);
     let families: [(&str, Family); 10] = [
-        ("morphology without mesh", |roi, out| {
+        ("morphology (mesh, convex hull, PCA)", |roi, out| {
             renal_radiomics::morphology::morphology(roi, renal_radiomics::MORAN_GEARY_MAX_VOXELS, out)
         }),
         ("local intensity", intensity::local_intensity),

@@ -8,13 +8,13 @@
 //! and distance zone matrices) and [`neighbourhood`] (grey tone difference and grey level
 //! dependence matrices), three aggregations each. [`extract`] runs them all.
 //!
-//! [`morphology`] has the morphological features that need no mesh.
+//! [`morphology`] has the morphological features, on the surface [`mesh`] and its convex hull.
 //!
-//! Not here yet: the mesh-based morphology (volume, area and what builds on them), resampling
-//! and re-segmentation, the 32-setting grid, the worker and the feature store.
+//! Not here yet: resampling and re-segmentation, the 32-setting grid, the worker and the feature store.
 
 pub mod intensity;
 pub mod matrix;
+pub mod mesh;
 pub mod morphology;
 pub mod neighbourhood;
 pub mod roi;

@@ -1,0 +1,562 @@
+//! The ROI's surface as a triangle mesh (marching cubes at iso-level 0.5 over the binary mask,
+//! IBSI 1 §3.1.1) and the convex hull of its vertices.
+//!
+//! Cube corners are voxel centres; a vertex sits at the middle of each cube edge whose two
+//! corners differ (the mask is binary, so interpolation always gives the midpoint). Vertex
+//! coordinates are therefore half-integers in voxel units, and every geometric predicate here
+//! is evaluated exactly on doubled integer coordinates; lengths, areas and volumes are then
+//! taken in mm.
+//!
+//! The triangulation of each of the 256 cube configurations is derived, not tabulated: on every
+//! cube face the crossing edges are joined into segments (on a face whose diagonal corners are
+//! inside, each outside corner is cut off on its own, joining the inside ones, so neighbouring
+//! cubes always agree), each segment is oriented so the inside lies on one fixed side, the
+//! segments chain into closed loops, and each loop is split into the triangles that enclose
+//! the most volume. The mesh is therefore closed and consistently oriented with outward
+//! normals, which the divergence-theorem volume needs. On the IBSI phantom this gives exactly
+//! the volume and area of scikit-image's Lewiner marching cubes (556.33 mm³, 388.07 mm²).
+
+use crate::roi::Roi;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Cube corner `c` (bits: x, y, z) as a unit offset.
+fn corner(c: usize) -> [i64; 3] {
+    [(c & 1) as i64, ((c >> 1) & 1) as i64, ((c >> 2) & 1) as i64]
+}
+
+/// The 12 cube edges as (lower corner, axis).
+fn edges() -> Vec<(usize, usize)> {
+    let mut e = Vec::with_capacity(12);
+    for axis in 0..3 {
+        for c in 0..8 {
+            if c & (1 << axis) == 0 {
+                e.push((c, axis));
+            }
+        }
+    }
+    e
+}
+
+/// Triangles (edge index triples, outward-facing) for each of the 256 corner configurations.
+fn triangulation() -> &'static [Vec<[u8; 3]>] {
+    static TABLE: OnceLock<Vec<Vec<[u8; 3]>>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..256).map(cube_triangles).collect())
+}
+
+fn cube_triangles(config: usize) -> Vec<[u8; 3]> {
+    let edges = edges();
+    let inside = |c: usize| config & (1 << c) != 0;
+    let edge_of = |a: usize, b: usize| -> usize {
+        let (lo, hi) = (a.min(b), a.max(b));
+        edges.iter().position(|&(c, axis)| c == lo && c | (1 << axis) == hi).expect("an edge")
+    };
+    // Doubled coordinates of an edge's midpoint.
+    let mid = |e: usize| -> [i64; 3] {
+        let (c, axis) = edges[e];
+        let mut p = corner(c).map(|v| 2 * v);
+        p[axis] += 1;
+        p
+    };
+    let mut next = [usize::MAX; 12];
+    for axis in 0..3 {
+        let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
+        for side in 0..2 {
+            // The face's corners in cyclic order, and its outward normal.
+            let ring: [usize; 4] = [(0, 0), (1, 0), (1, 1), (0, 1)].map(|(a, b)| (side << axis) | (a << u) | (b << v));
+            let mut normal = [0i64; 3];
+            normal[axis] = if side == 1 { 1 } else { -1 };
+            let crossing: Vec<usize> = (0..4).filter(|&i| inside(ring[i]) != inside(ring[(i + 1) % 4])).collect();
+            // (edge, edge, an inside corner on the inside side of the segment).
+            let mut segments: Vec<(usize, usize, usize)> = Vec::new();
+            match crossing.len() {
+                0 => {}
+                2 => {
+                    let a = edge_of(ring[crossing[0]], ring[(crossing[0] + 1) % 4]);
+                    let b = edge_of(ring[crossing[1]], ring[(crossing[1] + 1) % 4]);
+                    let corner_in = *ring.iter().find(|&&c| inside(c)).expect("one corner inside");
+                    segments.push((a, b, corner_in));
+                }
+                _ => {
+                    // Diagonal corners inside: cut each outside corner off separately.
+                    for i in 0..4 {
+                        if !inside(ring[i]) {
+                            let a = edge_of(ring[(i + 3) % 4], ring[i]);
+                            let b = edge_of(ring[i], ring[(i + 1) % 4]);
+                            segments.push((a, b, ring[(i + 1) % 4]));
+                        }
+                    }
+                }
+            }
+            for (a, b, c) in segments {
+                // Orient a -> b so that ((b - a) x n) . (inside corner - a) > 0.
+                let (pa, pb, pc) = (mid(a), mid(b), corner(c).map(|x| 2 * x));
+                let d = sub(pb, pa);
+                let side_of_inside = dot(cross(d, normal), sub(pc, pa));
+                let (from, to) = if side_of_inside > 0 { (a, b) } else { (b, a) };
+                debug_assert!(next[from] == usize::MAX, "config {config}: edge {from} starts two segments");
+                next[from] = to;
+            }
+        }
+    }
+    let mut used = [false; 12];
+    let mut triangles = Vec::new();
+    for start in 0..12 {
+        if next[start] == usize::MAX || used[start] {
+            continue;
+        }
+        let mut lp = vec![start];
+        used[start] = true;
+        let mut e = next[start];
+        while e != start {
+            lp.push(e);
+            used[e] = true;
+            e = next[e];
+        }
+        // Of all triangulations of the loop, the one enclosing the most volume (the surface
+        // bulging outward as far as the loop allows); the first found on a tie.
+        let volume = |t: &[[u8; 3]]| -> i64 {
+            t.iter()
+                .map(|tri| {
+                    let [a, b, c] = tri.map(|e| sub(mid(e as usize), [1, 1, 1]));
+                    dot(a, cross(b, c))
+                })
+                .sum()
+        };
+        let best = triangulations_of(&lp.iter().map(|&e| e as u8).collect::<Vec<_>>())
+            .into_iter()
+            .fold(None::<(i64, Vec<[u8; 3]>)>, |best, t| {
+                let v = volume(&t);
+                match best {
+                    Some((bv, _)) if bv >= v => best,
+                    _ => Some((v, t)),
+                }
+            })
+            .expect("a loop has a triangulation");
+        triangles.extend(best.1);
+    }
+    triangles
+}
+
+/// Every triangulation of a polygon (as vertex triples, in the polygon's orientation).
+fn triangulations_of(poly: &[u8]) -> Vec<Vec<[u8; 3]>> {
+    if poly.len() < 3 {
+        return vec![Vec::new()];
+    }
+    let (first, last) = (poly[0], poly[poly.len() - 1]);
+    let mut all = Vec::new();
+    // The triangle on the edge last -> first has its third corner at poly[k].
+    for k in 1..poly.len() - 1 {
+        for left in triangulations_of(&poly[..=k]) {
+            for right in triangulations_of(&poly[k..]) {
+                let mut t = left.clone();
+                t.extend(right);
+                t.push([first, poly[k], last]);
+                all.push(t);
+            }
+        }
+    }
+    all
+}
+
+fn sub(a: [i64; 3], b: [i64; 3]) -> [i64; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+fn cross(a: [i64; 3], b: [i64; 3]) -> [i64; 3] {
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+}
+
+fn dot(a: [i64; 3], b: [i64; 3]) -> i64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+/// A closed triangle mesh: vertices in doubled voxel units (exact) and triangles indexing them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mesh {
+    /// Vertex positions, twice the voxel coordinate (so whole numbers).
+    pub doubled: Vec<[i64; 3]>,
+    /// Outward-facing triangles.
+    pub triangles: Vec<[u32; 3]>,
+    /// Voxel spacing, mm.
+    pub spacing_mm: [f64; 3],
+}
+
+impl Mesh {
+    /// Marching cubes over the ROI's mask.
+    pub fn of(roi: &Roi) -> Mesh {
+        let table = triangulation();
+        let edges = edges();
+        let [px, py, _] = roi.padded_dims;
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        for &p in &roi.padded_voxels {
+            let c = [p % px, (p / px) % py, p / (px * py)];
+            for a in 0..3 {
+                lo[a] = lo[a].min(c[a]);
+                hi[a] = hi[a].max(c[a]);
+            }
+        }
+        let corner_offset: [usize; 8] = std::array::from_fn(|c| {
+            let [x, y, z] = corner(c);
+            x as usize + px * (y as usize + py * z as usize)
+        });
+        let inside = |p: usize| roi.padded[p] > 0;
+        // Vertex id per (lower corner, axis) key; the keys are dense only near the surface.
+        let mut ids = HashMap::new();
+        let mut doubled = Vec::new();
+        let mut triangles = Vec::new();
+        for z in lo[2] - 1..=hi[2] {
+            for y in lo[1] - 1..=hi[1] {
+                for x in lo[0] - 1..=hi[0] {
+                    let base = x + px * (y + py * z);
+                    let mut config = 0;
+                    for (c, off) in corner_offset.iter().enumerate() {
+                        if inside(base + off) {
+                            config |= 1 << c;
+                        }
+                    }
+                    for tri in &table[config] {
+                        let t = tri.map(|e| {
+                            let (c, axis) = edges[e as usize];
+                            let key = (base + corner_offset[c]) * 3 + axis;
+                            *ids.entry(key).or_insert_with(|| {
+                                let [cx, cy, cz] = corner(c);
+                                let mut d = [2 * (x as i64 + cx), 2 * (y as i64 + cy), 2 * (z as i64 + cz)];
+                                d[axis] += 1;
+                                doubled.push(d);
+                                (doubled.len() - 1) as u32
+                            })
+                        });
+                        triangles.push(t);
+                    }
+                }
+            }
+        }
+        Mesh { doubled, triangles, spacing_mm: roi.spacing_mm }
+    }
+
+    /// Vertex `i` in mm.
+    pub fn position_mm(&self, i: usize) -> [f64; 3] {
+        std::array::from_fn(|a| self.doubled[i][a] as f64 * 0.5 * self.spacing_mm[a])
+    }
+
+    /// Enclosed volume `Σ a·(b×c) / 6` over the triangles (divergence theorem), mm³.
+    pub fn volume_mm3(&self) -> f64 {
+        enclosed_volume(&self.triangles, |i| self.position_mm(i))
+    }
+
+    /// Surface area `Σ |(b-a)×(c-a)| / 2`, mm².
+    pub fn area_mm2(&self) -> f64 {
+        surface_area(&self.triangles, |i| self.position_mm(i))
+    }
+}
+
+fn enclosed_volume(triangles: &[[u32; 3]], pos: impl Fn(usize) -> [f64; 3]) -> f64 {
+    triangles
+        .iter()
+        .map(|t| {
+            let [a, b, c] = t.map(|i| pos(i as usize));
+            a[0] * (b[1] * c[2] - b[2] * c[1]) + a[1] * (b[2] * c[0] - b[0] * c[2]) + a[2] * (b[0] * c[1] - b[1] * c[0])
+        })
+        .sum::<f64>()
+        / 6.0
+}
+
+fn surface_area(triangles: &[[u32; 3]], pos: impl Fn(usize) -> [f64; 3]) -> f64 {
+    triangles
+        .iter()
+        .map(|t| {
+            let [a, b, c] = t.map(|i| pos(i as usize));
+            let (u, v) = ([b[0] - a[0], b[1] - a[1], b[2] - a[2]], [c[0] - a[0], c[1] - a[1], c[2] - a[2]]);
+            let n = [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
+            (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt()
+        })
+        .sum::<f64>()
+        / 2.0
+}
+
+/// The convex hull of a mesh's vertices: its own vertices (indices into the mesh) and
+/// outward-facing triangles over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hull {
+    /// Triangles, indices into the mesh's vertices.
+    pub triangles: Vec<[u32; 3]>,
+}
+
+/// `det(b - a, c - a, p - a)`: positive when `p` is above the plane of the
+/// counter-clockwise triangle `a b c`.
+fn orient(a: [i64; 3], b: [i64; 3], c: [i64; 3], p: [i64; 3]) -> i64 {
+    dot(cross(sub(b, a), sub(c, a)), sub(p, a))
+}
+
+impl Hull {
+    /// Quickhull with exact integer predicates. Only vertices that are extreme along each of
+    /// their three axis-parallel lines can be hull vertices, so the others are dropped first.
+    /// Each remaining point waits on one face it lies above; the farthest point above a face
+    /// is added next, the faces it sees (or holds in their plane) are replaced by a fan from
+    /// the horizon to it, and their waiting points move to a new face they lie above or, above
+    /// none, are inside and dropped. `None` when the vertices span no volume.
+    pub fn of(mesh: &Mesh) -> Option<Hull> {
+        let pts = &mesh.doubled;
+        let candidates = line_extremes(pts);
+        if candidates.len() < 4 {
+            return None;
+        }
+        // A first tetrahedron: extremes in x, then the farthest from that line, then from that plane.
+        let p = |i: u32| pts[i as usize];
+        let a = *candidates.iter().min_by_key(|&&i| p(i)).expect("not empty");
+        let b = *candidates.iter().max_by_key(|&&i| dot(sub(p(i), p(a)), sub(p(i), p(a)))).expect("not empty");
+        let ab = sub(p(b), p(a));
+        let c = *candidates
+            .iter()
+            .max_by_key(|&&i| {
+                let n = cross(ab, sub(p(i), p(a)));
+                dot(n, n)
+            })
+            .expect("not empty");
+        let d = *candidates.iter().max_by_key(|&&i| orient(p(a), p(b), p(c), p(i)).abs()).expect("not empty");
+        if orient(p(a), p(b), p(c), p(d)) == 0 {
+            return None;
+        }
+        let first = if orient(p(a), p(b), p(c), p(d)) < 0 {
+            [[a, b, c], [a, d, b], [b, d, c], [c, d, a]]
+        } else {
+            [[a, c, b], [a, b, d], [b, c, d], [c, a, d]]
+        };
+        let above = |f: [u32; 3], q: u32| orient(p(f[0]), p(f[1]), p(f[2]), p(q));
+
+        struct Face {
+            v: [u32; 3],
+            alive: bool,
+            waiting: Vec<u32>,
+        }
+        let mut faces: Vec<Face> = Vec::new();
+        // Directed edge -> the live face that has it.
+        let mut edge_face: HashMap<(u32, u32), usize> = HashMap::new();
+        let add = |faces: &mut Vec<Face>, edge_face: &mut HashMap<(u32, u32), usize>, v: [u32; 3]| {
+            for k in 0..3 {
+                edge_face.insert((v[k], v[(k + 1) % 3]), faces.len());
+            }
+            faces.push(Face { v, alive: true, waiting: Vec::new() });
+            faces.len() - 1
+        };
+        for f in first {
+            add(&mut faces, &mut edge_face, f);
+        }
+        for &q in &candidates {
+            if let Some(f) = (0..4).find(|&f| above(faces[f].v, q) > 0) {
+                faces[f].waiting.push(q);
+            }
+        }
+        let mut next = 0;
+        while next < faces.len() {
+            let start = next;
+            next += 1;
+            if !faces[start].alive || faces[start].waiting.is_empty() {
+                continue;
+            }
+            let fv = faces[start].v;
+            let q = *faces[start].waiting.iter().max_by_key(|&&w| above(fv, w)).expect("not empty");
+            // The faces q sees, found by walking across edges from one it sees.
+            let mut visible = vec![start];
+            faces[start].alive = false;
+            let mut k = 0;
+            while k < visible.len() {
+                let v = faces[visible[k]].v;
+                k += 1;
+                for e in 0..3 {
+                    let twin = edge_face[&(v[(e + 1) % 3], v[e])];
+                    if faces[twin].alive && above(faces[twin].v, q) >= 0 {
+                        faces[twin].alive = false;
+                        visible.push(twin);
+                    }
+                }
+            }
+            let mut horizon = Vec::new();
+            for &f in &visible {
+                let v = faces[f].v;
+                for e in 0..3 {
+                    let (u, w) = (v[e], v[(e + 1) % 3]);
+                    if faces[edge_face[&(w, u)]].alive {
+                        horizon.push((u, w));
+                    }
+                }
+            }
+            for &f in &visible {
+                let v = faces[f].v;
+                for e in 0..3 {
+                    if edge_face.get(&(v[e], v[(e + 1) % 3])) == Some(&f) {
+                        edge_face.remove(&(v[e], v[(e + 1) % 3]));
+                    }
+                }
+            }
+            let first_new = faces.len();
+            for (u, w) in horizon {
+                add(&mut faces, &mut edge_face, [u, w, q]);
+            }
+            let orphans: Vec<u32> =
+                visible.iter().flat_map(|&f| std::mem::take(&mut faces[f].waiting)).filter(|&w| w != q).collect();
+            for w in orphans {
+                if let Some(f) = (first_new..faces.len()).find(|&f| above(faces[f].v, w) > 0) {
+                    faces[f].waiting.push(w);
+                }
+            }
+            next = next.min(first_new);
+        }
+        Some(Hull { triangles: faces.iter().filter(|f| f.alive).map(|f| f.v).collect() })
+    }
+
+    /// The hull's vertex indices (into the mesh).
+    pub fn vertices(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.triangles.iter().flatten().copied().collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Volume, mm³.
+    pub fn volume_mm3(&self, mesh: &Mesh) -> f64 {
+        enclosed_volume(&self.triangles, |i| mesh.position_mm(i))
+    }
+
+    /// Surface area, mm².
+    pub fn area_mm2(&self, mesh: &Mesh) -> f64 {
+        surface_area(&self.triangles, |i| mesh.position_mm(i))
+    }
+}
+
+/// Points that are the least or greatest along each of their three axis-parallel lines.
+fn line_extremes(pts: &[[i64; 3]]) -> Vec<u32> {
+    let mut keep = vec![true; pts.len()];
+    for axis in 0..3 {
+        let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
+        let mut order: Vec<u32> = (0..pts.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let q = pts[i as usize];
+            (q[u], q[v], q[axis])
+        });
+        for group in order.chunk_by(|&i, &j| {
+            let (a, b) = (pts[i as usize], pts[j as usize]);
+            a[u] == b[u] && a[v] == b[v]
+        }) {
+            if group.len() > 2 {
+                for &i in &group[1..group.len() - 1] {
+                    keep[i as usize] = false;
+                }
+            }
+        }
+    }
+    (0..pts.len() as u32).filter(|&i| keep[i as usize]).collect()
+}
+
+/// The greatest distance between two of the given mesh vertices, mm.
+pub fn max_distance_mm(mesh: &Mesh, vertices: &[u32]) -> f64 {
+    let pos: Vec<[f64; 3]> = vertices.iter().map(|&i| mesh.position_mm(i as usize)).collect();
+    let mut best = 0.0f64;
+    for i in 0..pos.len() {
+        for j in i + 1..pos.len() {
+            let d = (0..3).map(|a| (pos[i][a] - pos[j][a]).powi(2)).sum::<f64>();
+            best = best.max(d);
+        }
+    }
+    best.sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roi::Discretisation;
+    use std::collections::HashSet;
+
+    fn roi(dims: [usize; 3], spacing: [f64; 3], mask: Vec<bool>) -> Roi {
+        let n = mask.len();
+        Roi::new(dims, spacing, vec![1.0; n], mask, Discretisation::None).unwrap()
+    }
+
+    /// Every directed edge is matched by as many reverse edges: the surface has no boundary and
+    /// is consistently oriented (a fan diagonal lying in a cube face can make two cubes' surfaces
+    /// touch along it, so an edge may carry four triangles).
+    fn assert_closed(triangles: &[[u32; 3]]) {
+        let mut count = HashMap::new();
+        for t in triangles {
+            for (u, v) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
+                *count.entry((u, v)).or_insert(0) += 1;
+            }
+        }
+        for (&(u, v), &n) in &count {
+            assert_eq!(count.get(&(v, u)), Some(&n), "edge {u}->{v} used {n} times, not matched by its reverse");
+        }
+    }
+
+    #[test]
+    fn every_configuration_closes_into_loops() {
+        for config in 0..256 {
+            let tris = cube_triangles(config);
+            let crossing =
+                edges().iter().filter(|&&(c, axis)| (config >> c & 1) != (config >> (c | 1 << axis) & 1)).count();
+            let used: HashSet<u8> = tris.iter().flatten().copied().collect();
+            assert_eq!(used.len(), crossing, "config {config}: every crossing edge carries a vertex");
+        }
+    }
+
+    #[test]
+    fn one_voxel_is_an_octahedron() {
+        // Vertices at ±0.5 voxel along each axis: volume 4 r³ / 3, area 8 · (√3/2) (r√2)².
+        let m = Mesh::of(&roi([1, 1, 1], [2.0, 2.0, 2.0], vec![true]));
+        assert_eq!(m.doubled.len(), 6);
+        assert_closed(&m.triangles);
+        let r: f64 = 1.0; // mm
+        assert!((m.volume_mm3() - 4.0 * r.powi(3) / 3.0).abs() < 1e-12, "{}", m.volume_mm3());
+        assert!((m.area_mm2() - 8.0 * 3f64.sqrt() / 4.0 * 2.0 * r * r).abs() < 1e-12, "{}", m.area_mm2());
+        let hull = Hull::of(&m).unwrap();
+        assert!((hull.volume_mm3(&m) - m.volume_mm3()).abs() < 1e-12);
+        assert_eq!(max_distance_mm(&m, &hull.vertices()), 2.0);
+    }
+
+    #[test]
+    fn random_masks_give_closed_meshes_inside_their_hulls() {
+        // A small xorshift so the test needs no dependency.
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for _ in 0..20 {
+            let dims = [5, 4, 3];
+            let mask: Vec<bool> = (0..60).map(|_| next() % 3 != 0).collect();
+            if !mask.iter().any(|&m| m) {
+                continue;
+            }
+            let m = Mesh::of(&roi(dims, [1.0, 0.7, 1.5], mask.clone()));
+            assert_closed(&m.triangles);
+            let v = m.volume_mm3();
+            assert!(v > 0.0);
+            let hull = Hull::of(&m).unwrap();
+            assert_closed(&hull.triangles);
+            // Convex: every mesh vertex on or below every hull face.
+            for f in &hull.triangles {
+                let [a, b, c] = f.map(|i| m.doubled[i as usize]);
+                for &q in &m.doubled {
+                    assert!(orient(a, b, c, q) <= 0);
+                }
+            }
+            assert!(hull.volume_mm3(&m) >= v - 1e-9);
+            // The diameter over hull vertices is the diameter over all vertices.
+            let all: Vec<u32> = (0..m.doubled.len() as u32).collect();
+            assert_eq!(max_distance_mm(&m, &hull.vertices()), max_distance_mm(&m, &all));
+        }
+    }
+
+    #[test]
+    fn a_large_block_approaches_its_voxel_volume() {
+        // A 10x10x10 block: the mesh cuts the corners and edges of the 10 mm cube whose faces
+        // pass through the outer voxel centres ± 0.5: the box is 10³ less 12 edge prisms of
+        // 9 x 0.125 and 8 corner cubes of 1/8 that keep only a tetrahedron of 1/48, exactly.
+        let m = Mesh::of(&roi([10, 10, 10], [1.0; 3], vec![true; 1000]));
+        assert_closed(&m.triangles);
+        let want = 1000.0 - 12.0 * 9.0 * 0.125 - 8.0 * (1.0 / 8.0 - 1.0 / 48.0);
+        assert!((m.volume_mm3() - want).abs() < 1e-9, "{} vs {want}", m.volume_mm3());
+    }
+}
