@@ -16,6 +16,15 @@ pub enum Discretisation {
         /// Nb.
         bins: u32,
     },
+    /// Fixed bin number after histogram equalisation (the study's "FBN with equalisation";
+    /// IBSI 1 does not define it): each intensity is replaced by its rank fraction
+    /// `F(x) = #{ROI voxels with intensity <= x} / N`, then binned like
+    /// [`Discretisation::FixedBinNumber`] between the smallest and largest F. Only the grey
+    /// levels change; intensity features still see the intensities. Ng = Nb.
+    EqualisedBinNumber {
+        /// Nb.
+        bins: u32,
+    },
     /// Fixed bin size (IBSI `FBS`): `floor((x - lower) / width) + 1`; Ng is the largest level
     /// in the ROI.
     FixedBinSize {
@@ -93,6 +102,22 @@ impl Roi {
             return Err(RoiError::NonFinite);
         }
         let (lo, hi) = inside.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let mut sorted = inside.clone();
+        if matches!(discretisation, Discretisation::EqualisedBinNumber { .. }) {
+            sorted.sort_by(f64::total_cmp);
+        }
+        // Ranks #{v <= x} as whole numbers, so equal fractions bin exactly.
+        let rank = |x: f64| sorted.partition_point(|&v| v <= x) as u64;
+        let fbn = |bins: u32, x: f64, lo: f64, hi: f64| -> Result<u32, RoiError> {
+            if bins == 0 {
+                return Err(RoiError::Setting("a fixed bin number needs at least 1 bin".into()));
+            }
+            if hi == lo {
+                return Ok(1);
+            }
+            let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
+            Ok(b.min(bins))
+        };
         let level = |x: f64| -> Result<u32, RoiError> {
             match discretisation {
                 Discretisation::None => {
@@ -102,15 +127,13 @@ impl Roi {
                         Err(RoiError::NotALevel(x))
                     }
                 }
-                Discretisation::FixedBinNumber { bins } => {
-                    if bins == 0 {
-                        return Err(RoiError::Setting("a fixed bin number needs at least 1 bin".into()));
+                Discretisation::FixedBinNumber { bins } => fbn(bins, x, lo, hi),
+                Discretisation::EqualisedBinNumber { bins } => {
+                    let (r, r_lo, n) = (rank(x), rank(lo), sorted.len() as u64);
+                    if bins == 0 || r_lo == n {
+                        return fbn(bins, 0.0, 0.0, 0.0);
                     }
-                    if hi == lo {
-                        return Ok(1);
-                    }
-                    let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
-                    Ok(b.min(bins))
+                    Ok(((u64::from(bins) * (r - r_lo) / (n - r_lo)) as u32 + 1).min(bins))
                 }
                 Discretisation::FixedBinSize { width, lower } => {
                     if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
@@ -127,7 +150,7 @@ impl Roi {
             }
         }
         let ng = match discretisation {
-            Discretisation::FixedBinNumber { bins } => bins,
+            Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins } => bins,
             _ => *levels.iter().max().expect("not empty"),
         };
         let padded_dims = [dims[0] + 2, dims[1] + 2, dims[2] + 2];
@@ -225,6 +248,13 @@ mod tests {
         .unwrap();
         assert_eq!(fbs.levels, vec![1, 1, 2, 3, 4, 0]);
         assert_eq!(fbs.ng, 4);
+        // Equalised: rank fractions 1/5 .. 5/5 of skewed intensities, binned between 1/5 and 1
+        // into 4 bins: floor(4 (F - 0.2) / 0.8) + 1 = 1, 2, 3, 4, 4 whatever the spacing.
+        let skewed = vec![0.0, 0.1, 0.2, 50.0, 1000.0, 99.0];
+        let eq = Roi::new([6, 1, 1], [1.0; 3], skewed, mask.clone(), Discretisation::EqualisedBinNumber { bins: 4 })
+            .unwrap();
+        assert_eq!(eq.levels, vec![1, 2, 3, 4, 4, 0]);
+        assert_eq!(eq.image[4], 1000.0, "intensities are kept");
         assert_eq!(
             Roi::new([6, 1, 1], [1.0; 3], image.clone(), mask.clone(), Discretisation::None).unwrap_err(),
             RoiError::NotALevel(0.0)
