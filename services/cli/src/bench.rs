@@ -359,7 +359,7 @@ pub fn ellipsoid_lesion() -> (Vec<f64>, Vec<bool>) {
 }
 
 /// `renal bench radiomics`.
-pub fn bench_radiomics(bins: u32, repeat: usize) -> Result<()> {
+pub fn bench_radiomics(bins: u32, repeat: usize, grid: bool) -> Result<()> {
     use renal_radiomics::roi::{Discretisation, Roi};
     use renal_radiomics::{intensity, neighbourhood, texture, zones, Features};
     let (image, mask) = ellipsoid_lesion();
@@ -407,5 +407,24 @@ pub fn bench_radiomics(bins: u32, repeat: usize) -> Result<()> {
         "sum of the rows {:.2} ms; target 10 ms per setting; PyRadiomics 3.1.0 measured 200-300 ms per setting on this machine kind (issue 5)",
         sum * 1e3
     );
+    if grid {
+        let g = renal_imaging::Geometry {
+            dims: [64, 64, 40],
+            spacing_mm: [1.0; 3],
+            origin_mm: [0.0; 3],
+            row_dir: [1.0, 0.0, 0.0],
+            col_dir: [0.0, 1.0, 0.0],
+            normal: [0.0, 0.0, 1.0],
+        };
+        let image = renal_imaging::Volume { geometry: g.clone(), data: image.iter().map(|&v| v as f32).collect() };
+        let mask = renal_imaging::Volume { geometry: g, data: mask.iter().map(|&m| u8::from(m)).collect() };
+        let settings = renal_features::settings::study_grid();
+        let (s, values) = timed(repeat.min(3), || {
+            renal_features::extract::extract_series(&image, &mask, &settings)
+                .map(|sets| sets.iter().map(|s| s.features.as_ref().map_or(0, Vec::len)).sum::<usize>())
+        })?;
+        println!("| study grid: 32 settings, one series (crop, resample, extract) | {values} | {:.2} |", s * 1e3);
+        println!("target for both series of a lesion: 500 ms; this is one series (median of {})", repeat.min(3));
+    }
     Ok(())
 }

@@ -69,7 +69,7 @@ enum Command {
     ///
     /// Example: RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml
     Worker {
-        /// Worker name (built: ingest, preprocess, inference, ensemble).
+        /// Worker name (built: ingest, preprocess, radiomics, inference, ensemble).
         name: String,
         /// TOML settings: a [kafka] section and the worker's own section.
         #[arg(long)]
@@ -344,9 +344,10 @@ enum BenchStage {
     },
     /// Radiomics on one core: every IBSI family this build computes (all aggregations) on an
     /// ellipsoid lesion of about 31,000 voxels (64x64x40 at 1 mm), one setting (fixed bin number).
-    /// Target: at most 10 ms per setting.
+    /// Target: at most 10 ms per setting. `--grid` adds the study's 32 settings on the same
+    /// lesion (crop, resampling and extraction), the per-series cost of the radiomics worker.
     ///
-    /// Example: renal bench radiomics --bins 32 --repeat 20
+    /// Example: renal bench radiomics --bins 32 --repeat 20 --grid
     Radiomics {
         /// Grey levels (fixed bin number).
         #[arg(long, default_value_t = 32)]
@@ -354,6 +355,9 @@ enum BenchStage {
         /// Repetitions (the median is reported).
         #[arg(long, default_value_t = 15)]
         repeat: usize,
+        /// Also time the 32-setting grid (a few seconds per repetition).
+        #[arg(long)]
+        grid: bool,
     },
     /// CNN throughput at 200x200: inference (images/s) and SGD train steps per backbone, batch
     /// size and device; on CUDA also fp16 autocast inference, with PyTorch eager from the
@@ -423,7 +427,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Radiomics { image, mask, ibsi_phantom, bins, bin_width, out } => {
             imaging::run_radiomics(image.as_deref(), mask.as_deref(), ibsi_phantom, bins, bin_width, &out)
         }
-        Command::Bench { stage: BenchStage::Radiomics { bins, repeat } } => bench::bench_radiomics(bins, repeat),
+        Command::Bench { stage: BenchStage::Radiomics { bins, repeat, grid } } => {
+            bench::bench_radiomics(bins, repeat, grid)
+        }
         Command::Bench { stage: BenchStage::Cnn { backbones, batches, devices, repeat, parity, train_steps } } => {
             cnn::bench(&backbones, &batches, &devices, repeat, parity, train_steps)
         }

@@ -202,6 +202,7 @@ struct WorkerFile {
     preprocess: Option<PreprocessSection>,
     inference: Option<renal_cnn::worker::InferenceConfig>,
     ensemble: Option<renal_ensemble::worker::EnsembleConfig>,
+    radiomics: Option<renal_features::worker::RadiomicsConfig>,
 }
 
 /// `[preprocess]`: where blobs live, plus the preprocessing settings.
@@ -316,6 +317,26 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 summary,
             )
         }
+        "radiomics" => {
+            let cfg = file.radiomics.context("[radiomics] section missing")?;
+            let settings = cfg.load_settings()?;
+            eprintln!(
+                "radiomics: {} settings (sha256 {}), feature store {}",
+                settings.len(),
+                renal_features::settings::sha256(&settings),
+                cfg.table_root.display()
+            );
+            let store = renal_store::open(&cfg.blob_store)?;
+            let beat = heartbeat("radiomics", "lesions");
+            let stage_topics = [topics::LESIONS, topics::FEATURES, topics::DEAD_RADIOMICS];
+            let summary = stage_summary("radiomics", ["lesions", "feature files"]);
+            serve_on_kafka(
+                kafka,
+                &stage_topics,
+                |bus, shutdown| renal_features::worker::run(&cfg, settings, store, bus, shutdown, &beat),
+                summary,
+            )
+        }
         "ensemble" => {
             let cfg = file.ensemble.context("[ensemble] section missing")?;
             // Load the bundle before touching the broker: a wrong version stops here.
@@ -344,7 +365,9 @@ pub fn run_worker(name: &str, config_path: &PathBuf) -> Result<()> {
                 },
             )
         }
-        other => bail!("no worker named {other:?} is built yet (available: ingest, preprocess, inference, ensemble)"),
+        other => bail!(
+            "no worker named {other:?} is built yet (available: ingest, preprocess, radiomics, inference, ensemble)"
+        ),
     }
 }
 

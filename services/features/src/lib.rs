@@ -8,3 +8,4 @@
 pub mod extract;
 pub mod settings;
 pub mod table;
+pub mod worker;

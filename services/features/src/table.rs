@@ -126,7 +126,15 @@ pub fn features_batch(key: &RowKey, series: &[(&str, &[SettingFeatures])]) -> Re
         let col: Vec<Option<f64>> = values.iter().map(|m| m.get(tag.as_str()).copied()).collect();
         columns.push((tag.clone(), Arc::new(Float64Array::from(col))));
     }
-    RecordBatch::try_from_iter(columns).expect("columns have one value per row")
+    // The schema is fixed, whatever this batch's nulls: the optional columns and every feature
+    // are nullable.
+    let optional = ["spacing_mm", "bins", "bin_width", "error"];
+    let fixed = 16;
+    RecordBatch::try_from_iter_with_nullable(columns.into_iter().enumerate().map(|(i, (name, array))| {
+        let nullable = i >= fixed || optional.contains(&name.as_str());
+        (name, array, nullable)
+    }))
+    .expect("columns have one value per row")
 }
 
 /// Feature values present in a batch (non-null feature cells).
@@ -168,7 +176,8 @@ mod tests {
             settings_sha256: "s",
             input_sha256: "i",
         };
-        let b = features_batch(&key, &[("T2", &[ok.clone()]), ("T1C", &[ok, failed])]);
+        let t1c = [ok.clone(), failed];
+        let b = features_batch(&key, &[("T2", std::slice::from_ref(&ok)), ("T1C", &t1c)]);
         assert_eq!(b.num_rows(), 3);
         assert_eq!(b.num_columns(), 16 + 482);
         assert_eq!(reported_values(&b), 2);

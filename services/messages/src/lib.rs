@@ -263,7 +263,7 @@ pub struct FeaturesV1 {
     pub table: String,
     /// Path of the committed Parquet file, relative to the store root.
     pub file: String,
-    /// Features per series.
+    /// Feature values in the file (non-null feature cells over its rows).
     pub features: u32,
     /// SHA-256 of the extraction settings.
     pub settings_sha256: String,
