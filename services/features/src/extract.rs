@@ -1,6 +1,7 @@
 //! One lesion series to feature sets: crop around the mask, resample to each setting's grid
 //! (IBSI: trilinear for the image, trilinear then >= 0.5 for the mask, grids aligned on the
-//! cropped region's centre), discretise and compute every IBSI family.
+//! cropped region's centre), discretise and compute every IBSI family. The families that do
+//! not depend on the grey levels are computed once per grid and shared by its settings.
 //!
 //! The crop keeps [`CROP_MARGIN_MM`] around the mask's bounding box, enough for the local
 //! intensity sphere (6.2 mm) and the interpolation at 4 mm spacing. Aligning the new grid on
@@ -68,6 +69,8 @@ pub fn extract_series(
     let (image, mask) = (crop(image, bbox, margin), crop(mask, bbox, margin));
 
     let mut grids: Vec<(Option<f64>, Volume<f32>, Volume<u8>)> = Vec::new();
+    // Morphology and intensity features depend on the grid only: computed once per spacing.
+    let mut unbinned: Vec<(Option<f64>, Features)> = Vec::new();
     let mut out = Vec::with_capacity(settings.len());
     for &setting in settings {
         if !grids.iter().any(|(s, _, _)| *s == setting.spacing_mm) {
@@ -95,7 +98,18 @@ pub fn extract_series(
                 msk.data.iter().map(|&m| m != 0).collect(),
                 setting.discretisation,
             )
-            .map(|roi| renal_radiomics::extract(&roi))
+            .map(|roi| {
+                let mut features = match unbinned.iter().find(|(s, _)| *s == setting.spacing_mm) {
+                    Some((_, f)) => f.clone(),
+                    None => {
+                        let f = renal_radiomics::extract_unbinned(&roi);
+                        unbinned.push((setting.spacing_mm, f.clone()));
+                        f
+                    }
+                };
+                features.extend(renal_radiomics::extract_binned(&roi));
+                features
+            })
             .map_err(|e| match e {
                 RoiError::Empty => "no ROI voxel on this grid".to_string(),
                 e => e.to_string(),
@@ -163,6 +177,12 @@ mod tests {
         assert_ne!(value(1, "cm_joint_max_3D_avg"), value(2, "cm_joint_max_3D_avg"));
         // Levels 1..=Nb: the grey-level mean lies in range.
         assert!((1.0..=16.0).contains(&value(1, "ih_mean")));
+        // Sharing the grid's unbinned families changes nothing: each setting equals a
+        // stand-alone extraction of its own ROI.
+        for (i, s) in settings.iter().enumerate() {
+            let alone = extract_series(&img, &msk, std::slice::from_ref(s)).unwrap();
+            assert_eq!(alone[0].features, out[i].features, "{}", s.label());
+        }
     }
 
     #[test]

@@ -28,12 +28,28 @@ pub const MORAN_GEARY_MAX_VOXELS: usize = 4000;
 /// Features in computation order: (IBSI tag, value).
 pub type Features = Vec<(String, f64)>;
 
-/// Every family this crate computes, on one discretised ROI.
+/// Every family this crate computes, on one discretised ROI: [`extract_unbinned`] then
+/// [`extract_binned`].
 pub fn extract(roi: &roi::Roi) -> Features {
+    let mut out = extract_unbinned(roi);
+    out.extend(extract_binned(roi));
+    out
+}
+
+/// The families that do not depend on the discretisation (morphology, local intensity,
+/// intensity statistics): the same for every setting on one grid.
+pub fn extract_unbinned(roi: &roi::Roi) -> Features {
     let mut out = Features::new();
     morphology::morphology(roi, MORAN_GEARY_MAX_VOXELS, &mut out);
     intensity::local_intensity(roi, &mut out);
     intensity::statistics(roi, &mut out);
+    out
+}
+
+/// The families computed on grey levels (intensity histogram, intensity-volume histogram and
+/// the six texture matrices).
+pub fn extract_binned(roi: &roi::Roi) -> Features {
+    let mut out = Features::new();
     intensity::histogram(roi, &mut out);
     intensity::intensity_volume_histogram(roi, &mut out);
     texture::glcm(roi, &mut out);
