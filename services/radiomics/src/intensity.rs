@@ -62,7 +62,8 @@ pub fn statistics(roi: &Roi, out: &mut Features) {
 }
 
 /// Intensity histogram (`ih_*`, IBSI 3.4) of the grey levels: the shared distribution features
-/// plus the mode (the most common level; the lowest on a tie), entropy `-Σ p log2 p`,
+/// plus the mode (the most common level; on a tie the one closest to the mean level, then the
+/// lower), entropy `-Σ p log2 p`,
 /// uniformity `Σ p²`, and the largest and smallest histogram gradients with their levels (the
 /// gradient by central differences over levels 1..=Ng, one-sided at the ends).
 pub fn histogram(roi: &Roi, out: &mut Features) {
@@ -75,7 +76,15 @@ pub fn histogram(roi: &Roi, out: &mut Features) {
         count[l as usize] += 1.0;
     }
     let n = levels.len() as f64;
-    let mode = (1..=ng).fold(1, |best, l| if count[l] > count[best] { l } else { best });
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let top = count.iter().copied().fold(0.0, f64::max);
+    let mode = (1..=ng)
+        .filter(|&l| count[l] == top)
+        .fold(None::<usize>, |best, l| match best {
+            Some(b) if (b as f64 - mean).abs() <= (l as f64 - mean).abs() => Some(b),
+            _ => Some(l),
+        })
+        .expect("the ROI has a level");
     out.push(("ih_mode".into(), mode as f64));
     let p: Vec<f64> = count.iter().map(|c| c / n).collect();
     out.push(("ih_entropy".into(), -p.iter().filter(|&&v| v > 0.0).map(|v| v * v.log2()).sum::<f64>()));
