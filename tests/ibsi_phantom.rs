@@ -129,6 +129,44 @@ fn renal_radiomics_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input
     std::fs::write(&image, renal_imaging::nifti::encode_gz(&vol, "t")).unwrap();
     let empty = renal_imaging::Volume { geometry, data: vec![0u8; 32] };
     std::fs::write(&mask, renal_imaging::nifti::encode_gz(&empty, "t")).unwrap();
+    // A settings file: one row per setting, each equal to extracting that setting directly.
+    let settings_path = dir.path().join("settings.json");
+    std::fs::write(
+        &settings_path,
+        r#"{"settings": [{"spacing_mm": 1.0, "discretisation": {"method": "fixed_bin_number", "bins": 4}},
+            {"discretisation": {"method": "equalised_bin_number", "bins": 3}}]}"#,
+    )
+    .unwrap();
+    let grid_csv = dir.path().join("grid.csv");
+    let out = renal_e2e::renal(&[
+        "radiomics",
+        "--ibsi-phantom",
+        "--settings",
+        settings_path.to_str().unwrap(),
+        "--out",
+        grid_csv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = csv::Reader::from_path(&grid_csv).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!((rows.len(), header.len()), (2, 6 + 482));
+    let settings = renal_features::settings::read(&settings_path).unwrap();
+    let roi = phantom();
+    let volume = renal_imaging::nifti::decode(include_bytes!("reference/ibsi/phantom.nii.gz")).unwrap().volume;
+    let phantom_mask = renal_imaging::Volume {
+        geometry: volume.geometry.clone(),
+        data: roi.mask.iter().map(|&m| u8::from(m)).collect(),
+    };
+    let direct = renal_features::extract::extract_series(&volume, &phantom_mask, &settings).unwrap();
+    for (row, want) in rows.iter().zip(&direct) {
+        assert_eq!(&row[4], serde_json::to_string(&want.setting).unwrap());
+        for (tag, v) in want.features.as_ref().unwrap() {
+            let got: f64 = row[header.iter().position(|h| h == tag).unwrap()].parse().unwrap();
+            assert_eq!(got, *v, "{tag}");
+        }
+    }
+
     for (args, expect) in [
         (vec!["--image", image.to_str().unwrap(), "--mask", mask.to_str().unwrap()], "is empty"),
         (vec!["--image", image.to_str().unwrap()], "give --image and --mask, or --ibsi-phantom"),

@@ -221,17 +221,28 @@ const IBSI_PHANTOM: (&[u8], &[u8]) = (
     include_bytes!("../../../tests/reference/ibsi/mask.nii.gz"),
 );
 
+/// How `renal radiomics` bins: `--bins`, `--bin-width`, or a settings file.
+#[derive(Debug, Clone, Default)]
+pub struct Binning {
+    /// Fixed bin number.
+    pub bins: Option<u32>,
+    /// Fixed bin size from the ROI's lowest intensity.
+    pub bin_width: Option<f64>,
+    /// Settings file: one row per setting.
+    pub settings: Option<std::path::PathBuf>,
+}
+
 /// `renal radiomics`: IBSI features of one image and mask (or of the IBSI-1 digital phantom,
-/// with its settings: no discretisation) as a one-row CSV, feature columns named by IBSI tags
-/// after the provenance columns.
+/// with its settings: no discretisation) as CSV, feature columns named by IBSI tags after the
+/// provenance columns: one row, or one per setting of a settings file.
 pub fn run_radiomics(
     image: Option<&Path>,
     mask: Option<&Path>,
     ibsi_phantom: bool,
-    bins: Option<u32>,
-    bin_width: Option<f64>,
+    binning: &Binning,
     out: &Path,
 ) -> Result<()> {
+    let Binning { bins, bin_width, .. } = *binning;
     use renal_radiomics::roi::{Discretisation, Roi};
     let (volume, roi_mask, names, hashes, discretisation) = match (ibsi_phantom, image, mask) {
         (true, None, None) => {
@@ -276,6 +287,38 @@ pub fn run_radiomics(
         (true, _, _) => bail!("--ibsi-phantom computes the phantom's features; leave out --image and --mask"),
         _ => bail!("give --image and --mask, or --ibsi-phantom"),
     };
+    if let Some(path) = &binning.settings {
+        let settings = renal_features::settings::read(path)?;
+        let sets = renal_features::extract::extract_series(&volume, &roi_mask, &settings)?;
+        let tags = renal_features::table::feature_tags();
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut header = vec!["image", "mask", "image_sha256", "mask_sha256", "settings", "code_version"];
+        header.extend(tags.iter().map(String::as_str));
+        w.write_record(&header)?;
+        for set in &sets {
+            let mut row: Vec<String> = vec![
+                names[0].clone(),
+                names[1].clone(),
+                hashes[0].clone(),
+                hashes[1].clone(),
+                serde_json::to_string(&set.setting)?,
+                env!("CARGO_PKG_VERSION").to_string(),
+            ];
+            let values: std::collections::HashMap<&str, f64> = match &set.features {
+                Ok(f) => f.iter().map(|(t, v)| (t.as_str(), *v)).collect(),
+                Err(reason) => {
+                    eprintln!("setting {}: no features: {reason}", set.setting.label());
+                    Default::default()
+                }
+            };
+            row.extend(tags.iter().map(|t| values.get(t.as_str()).map_or(String::new(), |v| v.to_string())));
+            w.write_record(&row)?;
+        }
+        let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+        write_atomic(out, &bytes)?;
+        println!("{} settings x {} feature columns written to {}", sets.len(), tags.len(), out.display());
+        return Ok(());
+    }
     let roi = Roi::new(
         volume.geometry.dims,
         volume.geometry.spacing_mm,

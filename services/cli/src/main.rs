@@ -199,13 +199,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         ece_bins: usize,
     },
-    /// IBSI radiomics features of an image and its mask as a one-row CSV (feature columns named
-    /// by IBSI tags, after provenance columns). Families: local intensity, statistics,
-    /// histogram, intensity-volume histogram, GLCM and GLRLM (six aggregations), GLSZM, GLDZM,
-    /// NGTDM, NGLDM (2D, 2.5D, 3D); morphology is not computed yet.
+    /// IBSI radiomics features of an image and its mask as CSV (feature columns named by IBSI
+    /// tags, after provenance columns): one row on the acquired grid, or one row per setting of
+    /// a settings file (resampling and discretisation, as the radiomics worker does). Families:
+    /// morphology (mesh, convex hull, PCA), local intensity, statistics, histogram,
+    /// intensity-volume histogram, GLCM and GLRLM (six aggregations), GLSZM, GLDZM, NGTDM,
+    /// NGLDM (2D, 2.5D, 3D).
     ///
     /// Example: renal radiomics --ibsi-phantom --out phantom.csv
     /// Example: renal radiomics --image t1c.nii.gz --mask lesion.nii.gz --bins 32 --out f.csv
+    /// Example: renal radiomics --image t1c.nii.gz --mask lesion.nii.gz --settings grid.json --out f.csv
     Radiomics {
         /// Image: NIfTI, NRRD, or a folder of one DICOM series.
         #[arg(long)]
@@ -222,6 +225,10 @@ enum Command {
         /// Fixed bin size, in intensity units, from the ROI's lowest intensity.
         #[arg(long)]
         bin_width: Option<f64>,
+        /// A settings file (JSON: `{"settings": [{"spacing_mm": 2.0, "discretisation":
+        /// {"method": "fixed_bin_number", "bins": 32}}, ...]}`), one output row per setting.
+        #[arg(long, conflicts_with_all = ["bins", "bin_width"])]
+        settings: Option<PathBuf>,
         /// Output CSV.
         #[arg(long)]
         out: PathBuf,
@@ -424,8 +431,9 @@ fn run(cli: Cli) -> Result<()> {
                 parts.try_into().map_err(|_| anyhow::anyhow!("--parts: want three fractions, e.g. 0.7,0.2,0.1"))?;
             cnn::train_command(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
         }
-        Command::Radiomics { image, mask, ibsi_phantom, bins, bin_width, out } => {
-            imaging::run_radiomics(image.as_deref(), mask.as_deref(), ibsi_phantom, bins, bin_width, &out)
+        Command::Radiomics { image, mask, ibsi_phantom, bins, bin_width, settings, out } => {
+            let binning = imaging::Binning { bins, bin_width, settings };
+            imaging::run_radiomics(image.as_deref(), mask.as_deref(), ibsi_phantom, &binning, &out)
         }
         Command::Bench { stage: BenchStage::Radiomics { bins, repeat, grid } } => {
             bench::bench_radiomics(bins, repeat, grid)
