@@ -4,67 +4,17 @@
 //! an independent Parquet reader, and compared with features computed directly.
 
 use renal_bus::{Bus, InProcessBus};
+use renal_e2e::{as_stored, lesion_with_volumes as lesion, put_series, synthetic_lesion};
 use renal_features::extract::extract_series;
 use renal_features::settings::Setting;
 use renal_features::worker::{self, RadiomicsConfig};
-use renal_imaging::{nifti, Geometry, Volume};
-use renal_messages::{
-    topics, BlobRef, Clinical, DeadLetterV1, FeaturesV1, LesionQc, LesionV1, Message, Provenance, VolumeBlobs,
-};
+use renal_imaging::Volume;
+use renal_messages::{topics, DeadLetterV1, FeaturesV1, Message};
 use renal_radiomics::roi::Discretisation;
 use renal_store::{BlobStore, LocalBlobStore};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// An ellipsoid lesion of semi-axes `r` mm in a `dims` grid, intensities a ramp plus ripple.
-fn series(dims: [usize; 3], spacing: [f64; 3], r: [f64; 3], offset: f32) -> (Volume<f32>, Volume<u8>) {
-    let g = Geometry {
-        dims,
-        spacing_mm: spacing,
-        origin_mm: [-10.0, 4.0, 30.0],
-        row_dir: [1.0, 0.0, 0.0],
-        col_dir: [0.0, 1.0, 0.0],
-        normal: [0.0, 0.0, 1.0],
-    };
-    let (mut img, mut msk) = (Vec::new(), Vec::new());
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                let p = [i as f64 * spacing[0], j as f64 * spacing[1], k as f64 * spacing[2]];
-                let d: f64 = (0..3).map(|a| ((p[a] - dims[a] as f64 * spacing[a] / 2.0) / r[a]).powi(2)).sum();
-                img.push(offset + (200.0 + 2.0 * p[0] + 30.0 * (0.7 * p[1]).sin() + 5.0 * p[2]) as f32);
-                msk.push(u8::from(d <= 1.0));
-            }
-        }
-    }
-    (Volume { geometry: g.clone(), data: img }, Volume { geometry: g, data: msk })
-}
-
-fn put_series(store: &dyn BlobStore, image: &Volume<f32>, mask: &Volume<u8>) -> BlobRef {
-    let blobs = VolumeBlobs {
-        image: store.put(&nifti::encode_gz(image, "image")).unwrap(),
-        mask: store.put(&nifti::encode_gz(mask, "mask")).unwrap(),
-    };
-    store.put(&serde_json::to_vec(&blobs).unwrap()).unwrap()
-}
-
-fn lesion(case_id: &str, site: &str, volumes: [BlobRef; 2]) -> LesionV1 {
-    LesionV1 {
-        version: 1,
-        case_id: case_id.into(),
-        revision: 1,
-        site: site.into(),
-        patient_pseudonym: "pseudonym-never-exported".into(),
-        clinical: Clinical { age_years: Some(60), sex: None },
-        tumour_volume_ml: 1.0,
-        composites: [volumes[0].clone(), volumes[1].clone()],
-        volumes,
-        qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1], reader_dice: vec![] },
-        other_readers: Vec::new(),
-        provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
-    }
-}
 
 #[test]
 fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
@@ -85,10 +35,10 @@ fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
     assert_eq!(cfg.load_settings().unwrap(), settings);
 
     // Two good lesions (anisotropic T2, finer T1C) and the ways a lesion can be broken.
-    let t2 = series([48, 48, 10], [0.75, 0.75, 4.0], [9.0, 7.0, 8.0], 0.0);
-    let t1c = series([56, 56, 20], [0.6, 0.6, 2.0], [9.0, 7.0, 8.0], 50.0);
+    let t2 = synthetic_lesion([48, 48, 10], [0.75, 0.75, 4.0], [9.0, 7.0, 8.0], 1);
+    let t1c = synthetic_lesion([56, 56, 20], [0.6, 0.6, 2.0], [9.0, 7.0, 8.0], 2);
     let (t2_ref, t1c_ref) = (put_series(&*store, &t2.0, &t2.1), put_series(&*store, &t1c.0, &t1c.1));
-    let small = series([30, 30, 12], [1.0, 1.0, 3.0], [1.0, 1.0, 1.5], 0.0);
+    let small = synthetic_lesion([30, 30, 12], [1.0, 1.0, 3.0], [1.2, 1.2, 2.0], 3);
     let small_ref = put_series(&*store, &small.0, &small.1);
     let empty = Volume { geometry: t2.1.geometry.clone(), data: vec![0u8; t2.1.data.len()] };
     let empty_ref = put_series(&*store, &t2.0, &empty);
@@ -171,12 +121,7 @@ fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
 
     // Every value pyarrow reads equals the value computed directly for that series and setting,
     // from the volumes as stored (NIfTI keeps the grid in float32).
-    let stored = |(img, msk): &(Volume<f32>, Volume<u8>)| {
-        let back = |bytes: Vec<u8>| nifti::decode(&bytes).unwrap().volume;
-        let msk = back(nifti::encode_gz(msk, "mask"));
-        let msk = Volume { geometry: msk.geometry, data: msk.data.iter().map(|&v| u8::from(v > 0.5)).collect() };
-        (back(nifti::encode_gz(img, "image")), msk)
-    };
+    let stored = |(img, msk): &(Volume<f32>, Volume<u8>)| as_stored(img, msk);
     let (t2, t1c, small) = (stored(&t2), stored(&t1c), stored(&small));
     let direct = |case: &str, role: &str| {
         let (img, msk) = match (case, role) {

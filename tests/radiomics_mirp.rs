@@ -10,42 +10,13 @@
 //! significant digits), which leaves ~1e-6 absolute in values near zero such as a skewness of
 //! -0.03. Per family the largest relative difference is printed.
 
+use renal_e2e::synthetic_lesion as lesion;
 use renal_features::extract::extract_series;
 use renal_features::settings::Setting;
-use renal_imaging::{nifti, Geometry, Volume};
+use renal_imaging::{nifti, Volume};
 use renal_radiomics::roi::Discretisation;
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-fn lesion(dims: [usize; 3], spacing: [f64; 3], semi_axes_mm: [f64; 3], seed: u64) -> (Volume<f32>, Volume<u8>) {
-    let g = Geometry {
-        dims,
-        spacing_mm: spacing,
-        origin_mm: [-20.0, 12.5, 40.0],
-        row_dir: [1.0, 0.0, 0.0],
-        col_dir: [0.0, 1.0, 0.0],
-        normal: [0.0, 0.0, 1.0],
-    };
-    let mut state = seed;
-    let (mut img, mut msk) = (Vec::new(), Vec::new());
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                let p = [i as f64 * spacing[0], j as f64 * spacing[1], k as f64 * spacing[2]];
-                let c: [f64; 3] = std::array::from_fn(|a| (dims[a] as f64 - 1.0) * spacing[a] / 2.0);
-                let d: f64 = (0..3).map(|a| ((p[a] - c[a]) / semi_axes_mm[a]).powi(2)).sum();
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let noise = (state >> 11) as f64 / (1u64 << 53) as f64;
-                let v = 300.0 + 4.0 * p[0] + 60.0 * (0.4 * p[1]).sin() * (0.3 * p[2]).cos() + 40.0 * noise;
-                img.push(v as f32);
-                msk.push(u8::from(d <= 1.0));
-            }
-        }
-    }
-    (Volume { geometry: g.clone(), data: img }, Volume { geometry: g, data: msk })
-}
 
 fn family(tag: &str) -> &str {
     tag.split('_').next().unwrap_or(tag)

@@ -362,3 +362,91 @@ pub fn interrupt(mut worker: Child) {
     let status = worker.wait().unwrap();
     assert!(status.success(), "worker exit {status:?}");
 }
+
+/// A synthetic lesion: an ellipsoid of `semi_axes_mm` centred in a `dims` grid of `spacing`
+/// (origin and axes fixed), intensities a ramp, a ripple and seeded uniform noise.
+pub fn synthetic_lesion(
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    semi_axes_mm: [f64; 3],
+    seed: u64,
+) -> (renal_imaging::Volume<f32>, renal_imaging::Volume<u8>) {
+    let g = renal_imaging::Geometry {
+        dims,
+        spacing_mm: spacing,
+        origin_mm: [-20.0, 12.5, 40.0],
+        row_dir: [1.0, 0.0, 0.0],
+        col_dir: [0.0, 1.0, 0.0],
+        normal: [0.0, 0.0, 1.0],
+    };
+    let centre: [f64; 3] = std::array::from_fn(|a| (dims[a] as f64 - 1.0) * spacing[a] / 2.0);
+    let mut state = seed | 1;
+    let (mut img, mut msk) = (Vec::new(), Vec::new());
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                let p = [i as f64 * spacing[0], j as f64 * spacing[1], k as f64 * spacing[2]];
+                let d: f64 = (0..3).map(|a| ((p[a] - centre[a]) / semi_axes_mm[a]).powi(2)).sum();
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = (state >> 11) as f64 / (1u64 << 53) as f64;
+                let v = 300.0 + 4.0 * p[0] + 60.0 * (0.4 * p[1]).sin() * (0.3 * p[2]).cos() + 40.0 * noise;
+                img.push(v as f32);
+                msk.push(u8::from(d <= 1.0));
+            }
+        }
+    }
+    (renal_imaging::Volume { geometry: g.clone(), data: img }, renal_imaging::Volume { geometry: g, data: msk })
+}
+
+/// A series as preprocessing stores it: image and mask as NIfTI blobs, and the volume bundle
+/// naming them; returns the bundle's reference.
+pub fn put_series(
+    store: &dyn renal_store::BlobStore,
+    image: &renal_imaging::Volume<f32>,
+    mask: &renal_imaging::Volume<u8>,
+) -> renal_messages::BlobRef {
+    use renal_imaging::nifti;
+    let blobs = renal_messages::VolumeBlobs {
+        image: store.put(&nifti::encode_gz(image, "image")).unwrap(),
+        mask: store.put(&nifti::encode_gz(mask, "mask")).unwrap(),
+    };
+    store.put(&serde_json::to_vec(&blobs).unwrap()).unwrap()
+}
+
+/// A volume and mask as they come back from NIfTI (grids are stored in float32).
+pub fn as_stored(
+    image: &renal_imaging::Volume<f32>,
+    mask: &renal_imaging::Volume<u8>,
+) -> (renal_imaging::Volume<f32>, renal_imaging::Volume<u8>) {
+    use renal_imaging::nifti;
+    let back = |bytes: Vec<u8>| nifti::decode(&bytes).unwrap().volume;
+    let m = back(nifti::encode_gz(mask, "mask"));
+    let m = renal_imaging::Volume { geometry: m.geometry, data: m.data.iter().map(|&v| u8::from(v > 0.5)).collect() };
+    (back(nifti::encode_gz(image, "image")), m)
+}
+
+/// A `renal.lesions` message for two stored series (T2, T1C bundles); the other fields are
+/// placeholders.
+pub fn lesion_with_volumes(
+    case_id: &str,
+    site: &str,
+    volumes: [renal_messages::BlobRef; 2],
+) -> renal_messages::LesionV1 {
+    use renal_messages::{Clinical, LesionQc, LesionV1, Provenance};
+    LesionV1 {
+        version: 1,
+        case_id: case_id.into(),
+        revision: 1,
+        site: site.into(),
+        patient_pseudonym: "pseudonym-never-exported".into(),
+        clinical: Clinical { age_years: Some(60), sex: None },
+        tumour_volume_ml: 1.0,
+        composites: [volumes[0].clone(), volumes[1].clone()],
+        volumes,
+        qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1], reader_dice: vec![] },
+        other_readers: Vec::new(),
+        provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
+    }
+}
