@@ -21,9 +21,21 @@ fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(&dir.path().join("blobs")).unwrap());
     let settings = vec![
-        Setting { spacing_mm: Some(1.0), discretisation: Discretisation::FixedBinNumber { bins: 16 } },
-        Setting { spacing_mm: Some(2.0), discretisation: Discretisation::EqualisedBinNumber { bins: 8 } },
-        Setting { spacing_mm: Some(4.0), discretisation: Discretisation::FixedBinNumber { bins: 8 } },
+        Setting {
+            spacing_mm: Some(1.0),
+            discretisation: Discretisation::FixedBinNumber { bins: 16 },
+            resegmentation: None,
+        },
+        Setting {
+            spacing_mm: Some(2.0),
+            discretisation: Discretisation::EqualisedBinNumber { bins: 8 },
+            resegmentation: None,
+        },
+        Setting {
+            spacing_mm: Some(4.0),
+            discretisation: Discretisation::FixedBinNumber { bins: 8 },
+            resegmentation: None,
+        },
     ];
     let settings_file = dir.path().join("settings.json");
     std::fs::write(&settings_file, serde_json::json!({ "settings": settings }).to_string()).unwrap();

@@ -1,11 +1,12 @@
 """IBSI features of an image and mask computed by MIRP (the IBSI lead author's package).
 
-Usage: mirp_reference.py IMAGE.nii.gz MASK.nii.gz SPACING_MM BINS
+Usage: mirp_reference.py IMAGE.nii.gz MASK.nii.gz SPACING_MM BINS [RANGE_MIN RANGE_MAX SIGMA]
 
 Resamples to isotropic SPACING_MM with trilinear interpolation (spline order 1, no
 anti-aliasing; the mask by the same interpolation kept at >= 0.5), discretises with a fixed
 bin number of BINS (the intensity-volume histogram too), and prints one JSON object: IBSI tag -> value, with MIRP's column names
-mapped to the tags of the IBSI reference tables.
+mapped to the tags of the IBSI reference tables. With the last three arguments the intensity
+mask is re-segmented to [RANGE_MIN, RANGE_MAX] and to mean +- SIGMA standard deviations.
 """
 import json
 import logging
@@ -19,6 +20,12 @@ logging.disable(logging.CRITICAL)
 from mirp import extract_features  # noqa: E402
 
 image, mask, spacing, bins = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+resegmentation = {}
+if len(sys.argv) > 5:
+    resegmentation = dict(
+        resegmentation_intensity_range=[float(sys.argv[5]), float(sys.argv[6])],
+        resegmentation_sigma=float(sys.argv[7]),
+    )
 table = extract_features(
     image=image,
     mask=mask,
@@ -38,6 +45,7 @@ table = extract_features(
     ngtdm_spatial_method="3d",
     ngldm_spatial_method="3d",
     ibsi_compliant=True,
+    **resegmentation,
 )[0]
 
 

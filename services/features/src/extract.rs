@@ -8,7 +8,7 @@
 //! the crop rather than on the whole image moves it by less than one new voxel; MIRP crops the
 //! same way before resampling.
 
-use crate::settings::Setting;
+use crate::settings::{Resegmentation, Setting};
 use renal_imaging::resample::{bounding_box, crop, isotropic_grid, resample, resample_mask};
 use renal_imaging::Volume;
 use renal_radiomics::roi::{Roi, RoiError};
@@ -69,8 +69,9 @@ pub fn extract_series(
     let (image, mask) = (crop(image, bbox, margin), crop(mask, bbox, margin));
 
     let mut grids: Vec<(Option<f64>, Volume<f32>, Volume<u8>)> = Vec::new();
-    // Morphology and intensity features depend on the grid only: computed once per spacing.
-    let mut unbinned: Vec<(Option<f64>, Features)> = Vec::new();
+    // Morphology and intensity features depend on the grid and re-segmentation only: computed
+    // once per pair.
+    let mut unbinned: Vec<((Option<f64>, Option<Resegmentation>), Features)> = Vec::new();
     let mut out = Vec::with_capacity(settings.len());
     for &setting in settings {
         if !grids.iter().any(|(s, _, _)| *s == setting.spacing_mm) {
@@ -87,23 +88,32 @@ pub fn extract_series(
             grids.push((setting.spacing_mm, img, msk));
         }
         let (_, img, msk) = grids.iter().find(|(s, _, _)| *s == setting.spacing_mm).expect("just added");
-        let roi_voxels = msk.count_nonzero();
+        let morphology: Vec<bool> = msk.data.iter().map(|&m| m != 0).collect();
+        let intensity = match &setting.resegmentation {
+            Some(r) => r.apply(&img.data, &msk.data),
+            None => morphology.clone(),
+        };
+        let roi_voxels = intensity.iter().filter(|&&m| m).count();
+        let key = (setting.spacing_mm, setting.resegmentation);
         let features = if roi_voxels > MAX_ROI_VOXELS {
             Err(format!("{roi_voxels} ROI voxels (at most {MAX_ROI_VOXELS})"))
+        } else if roi_voxels == 0 && setting.resegmentation.is_some() && morphology.contains(&true) {
+            Err("no ROI voxel left after re-segmentation".to_string())
         } else {
             Roi::new(
                 img.geometry.dims,
                 img.geometry.spacing_mm,
                 img.data.iter().map(|&v| f64::from(v)).collect(),
-                msk.data.iter().map(|&m| m != 0).collect(),
+                intensity,
                 setting.discretisation,
             )
+            .and_then(|roi| roi.with_morphology_mask(morphology))
             .map(|roi| {
-                let mut features = match unbinned.iter().find(|(s, _)| *s == setting.spacing_mm) {
+                let mut features = match unbinned.iter().find(|(k, _)| *k == key) {
                     Some((_, f)) => f.clone(),
                     None => {
                         let f = renal_radiomics::extract_unbinned(&roi);
-                        unbinned.push((setting.spacing_mm, f.clone()));
+                        unbinned.push((key, f.clone()));
                         f
                     }
                 };
@@ -159,9 +169,21 @@ mod tests {
     fn each_setting_gets_its_grid_and_levels() {
         let (img, msk) = sphere([40, 40, 12], [0.8, 0.8, 3.0], 8.0);
         let settings = [
-            Setting { spacing_mm: None, discretisation: Discretisation::FixedBinNumber { bins: 8 } },
-            Setting { spacing_mm: Some(2.0), discretisation: Discretisation::FixedBinNumber { bins: 16 } },
-            Setting { spacing_mm: Some(2.0), discretisation: Discretisation::EqualisedBinNumber { bins: 16 } },
+            Setting {
+                spacing_mm: None,
+                discretisation: Discretisation::FixedBinNumber { bins: 8 },
+                resegmentation: None,
+            },
+            Setting {
+                spacing_mm: Some(2.0),
+                discretisation: Discretisation::FixedBinNumber { bins: 16 },
+                resegmentation: None,
+            },
+            Setting {
+                spacing_mm: Some(2.0),
+                discretisation: Discretisation::EqualisedBinNumber { bins: 16 },
+                resegmentation: None,
+            },
         ];
         let out = extract_series(&img, &msk, &settings).unwrap();
         let value = |i: usize, tag: &str| -> f64 {
@@ -189,7 +211,11 @@ mod tests {
     fn bad_masks_are_refused_and_a_vanishing_roi_is_reported() {
         let (img, msk) = sphere([20, 20, 10], [1.0; 3], 4.0);
         let empty = Volume { geometry: msk.geometry.clone(), data: vec![0; msk.data.len()] };
-        let s = [Setting { spacing_mm: Some(4.0), discretisation: Discretisation::FixedBinNumber { bins: 8 } }];
+        let s = [Setting {
+            spacing_mm: Some(4.0),
+            discretisation: Discretisation::FixedBinNumber { bins: 8 },
+            resegmentation: None,
+        }];
         assert_eq!(extract_series(&img, &empty, &s).unwrap_err(), ExtractError::EmptyMask);
         let other = Volume { geometry: geometry([20, 20, 9], [1.0; 3]), data: vec![1; 3600] };
         assert!(matches!(extract_series(&img, &other, &s).unwrap_err(), ExtractError::GridMismatch { .. }));

@@ -4,7 +4,9 @@
 //! fixed bin number of 8, 16, 32 or 64 grey levels, without and with histogram equalisation:
 //! 32 settings ([`study_grid`]). A settings file (`--settings`, or `settings` in the worker's
 //! config) is JSON: `{"settings": [{"spacing_mm": 2.0, "discretisation": {"method":
-//! "fixed_bin_number", "bins": 32}}, ...]}`; `spacing_mm` null or absent keeps the native grid.
+//! "fixed_bin_number", "bins": 32}}, ...]}`; `spacing_mm` null or absent keeps the native grid;
+//! an optional `"resegmentation": {"range_min": 0, "range_max": 800, "outlier_sigma": 3}`
+//! (every field optional) re-segments the intensity mask ([`Resegmentation`]).
 
 use renal_radiomics::roi::Discretisation;
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,46 @@ pub struct Setting {
     pub spacing_mm: Option<f64>,
     /// How intensities become grey levels.
     pub discretisation: Discretisation,
+    /// Re-segmentation of the intensity mask after resampling; none by default (the study's
+    /// MRI settings use none: MR intensities have no physical scale to cut at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resegmentation: Option<Resegmentation>,
+}
+
+/// IBSI re-segmentation (IBSI 1, §2.5): the intensity mask keeps the morphological mask's voxels
+/// inside `[range_min, range_max]` (either bound optional) and, with `outlier_sigma` = k,
+/// within `μ ± kσ`, the mean and (population) standard deviation of the whole morphological
+/// mask: combined, the intersection of both ranges (as MIRP does). Morphology keeps the mask as
+/// it was.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resegmentation {
+    /// Lowest intensity kept, intensity units.
+    #[serde(default)]
+    pub range_min: Option<f64>,
+    /// Highest intensity kept, intensity units.
+    #[serde(default)]
+    pub range_max: Option<f64>,
+    /// Outlier filter width k, in standard deviations (IBSI's usual 3).
+    #[serde(default)]
+    pub outlier_sigma: Option<f64>,
+}
+
+impl Resegmentation {
+    /// The intensity mask: `mask` re-segmented on `image`.
+    pub fn apply(&self, image: &[f32], mask: &[u8]) -> Vec<bool> {
+        let (mut lo, mut hi) = (self.range_min.unwrap_or(f64::NEG_INFINITY), self.range_max.unwrap_or(f64::INFINITY));
+        if let Some(k) = self.outlier_sigma {
+            let roi: Vec<f64> = image.iter().zip(mask).filter(|(_, &m)| m != 0).map(|(&v, _)| f64::from(v)).collect();
+            if !roi.is_empty() {
+                let n = roi.len() as f64;
+                let mu = roi.iter().sum::<f64>() / n;
+                let sigma = (roi.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / n).sqrt();
+                (lo, hi) = (lo.max(mu - k * sigma), hi.min(mu + k * sigma));
+            }
+        }
+        image.iter().zip(mask).map(|(&v, &m)| m != 0 && (lo..=hi).contains(&f64::from(v))).collect()
+    }
 }
 
 impl Setting {
@@ -35,7 +77,17 @@ impl Setting {
             Discretisation::EqualisedBinNumber { bins } => format!("fbneq{bins}"),
             Discretisation::FixedBinSize { width, lower } => format!("fbs{width}from{lower}"),
         };
-        format!("{grid}_{disc}")
+        let mut label = format!("{grid}_{disc}");
+        if let Some(r) = self.resegmentation {
+            let bound = |b: Option<f64>| b.map_or(String::new(), |v| v.to_string());
+            if r.range_min.is_some() || r.range_max.is_some() {
+                label.push_str(&format!("_range{}to{}", bound(r.range_min), bound(r.range_max)));
+            }
+            if let Some(k) = r.outlier_sigma {
+                label.push_str(&format!("_outlier{k}sd"));
+            }
+        }
+        label
     }
 
     /// Why the setting cannot be used, if it cannot.
@@ -43,6 +95,20 @@ impl Setting {
         if let Some(s) = self.spacing_mm {
             if !(s.is_finite() && (0.1..=20.0).contains(&s)) {
                 return Err(SettingsError::Invalid(format!("spacing {s} mm is outside 0.1-20 mm")));
+            }
+        }
+        if let Some(r) = self.resegmentation {
+            let finite = |b: Option<f64>| b.is_none_or(f64::is_finite);
+            if !finite(r.range_min) || !finite(r.range_max) {
+                return Err(SettingsError::Invalid("re-segmentation bounds must be finite".into()));
+            }
+            if let (Some(lo), Some(hi)) = (r.range_min, r.range_max) {
+                if lo > hi {
+                    return Err(SettingsError::Invalid(format!("re-segmentation range {lo} to {hi} is empty")));
+                }
+            }
+            if r.outlier_sigma.is_some_and(|k| !(k > 0.0 && k.is_finite())) {
+                return Err(SettingsError::Invalid("outlier_sigma must be positive".into()));
             }
         }
         match self.discretisation {
@@ -93,7 +159,7 @@ pub fn study_grid() -> Vec<Setting> {
                 } else {
                     Discretisation::FixedBinNumber { bins }
                 };
-                out.push(Setting { spacing_mm: Some(spacing), discretisation });
+                out.push(Setting { spacing_mm: Some(spacing), discretisation, resegmentation: None });
             }
         }
     }
@@ -126,6 +192,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resegmentation_cuts_the_range_then_the_outliers() {
+        let image = [0.0f32, 10.0, 11.0, 12.0, 13.0, 14.0, 50.0, 500.0];
+        let mask = [1u8, 1, 1, 1, 1, 1, 1, 0];
+        let range = Resegmentation { range_min: Some(5.0), range_max: None, outlier_sigma: None };
+        assert_eq!(range.apply(&image, &mask), [false, true, true, true, true, true, true, false]);
+        // Mean and sd of the whole mask (0..50): 15.71 and 14.64; within half an sd: 8.4 to
+        // 23.0, so 10..14 stay. (Taken after the range cut they would be 20 and 14.28, and only
+        // 13 and 14 would stay.)
+        let both = Resegmentation { outlier_sigma: Some(0.5), ..range };
+        assert_eq!(both.apply(&image, &mask), [false, true, true, true, true, true, false, false]);
+        let s = Setting {
+            spacing_mm: Some(1.0),
+            discretisation: Discretisation::FixedBinNumber { bins: 8 },
+            resegmentation: Some(both),
+        };
+        assert_eq!(s.label(), "1mm_fbn8_range5to_outlier0.5sd");
+    }
+
+    #[test]
     fn the_study_grid_has_32_distinct_settings() {
         let grid = study_grid();
         assert_eq!(grid.len(), 32);
@@ -148,6 +233,7 @@ mod tests {
         let s = read(&path).unwrap();
         assert_eq!(s[0].label(), "2mm_fbn16");
         assert_eq!(s[1].label(), "native_fbs25from0");
+        assert_eq!(s[0].resegmentation, None);
         assert_eq!(sha256(&s), sha256(&s.clone()));
         assert_ne!(sha256(&s), sha256(&s[..1]));
         assert_eq!(sha256(&s).len(), 64);

@@ -158,12 +158,20 @@ mod tests {
     fn every_tag_is_a_column_and_failed_settings_are_null() {
         assert_eq!(feature_tags().len(), 482, "every IBSI-benchmarked feature we compute");
         let ok = SettingFeatures {
-            setting: Setting { spacing_mm: Some(2.0), discretisation: Discretisation::FixedBinNumber { bins: 8 } },
+            setting: Setting {
+                spacing_mm: Some(2.0),
+                discretisation: Discretisation::FixedBinNumber { bins: 8 },
+                resegmentation: None,
+            },
             roi_voxels: 10,
             features: Ok(vec![("stat_mean".into(), 3.5)]),
         };
         let failed = SettingFeatures {
-            setting: Setting { spacing_mm: Some(4.0), discretisation: Discretisation::EqualisedBinNumber { bins: 8 } },
+            setting: Setting {
+                spacing_mm: Some(4.0),
+                discretisation: Discretisation::EqualisedBinNumber { bins: 8 },
+                resegmentation: None,
+            },
             roi_voxels: 0,
             features: Err("no ROI voxel on this grid".into()),
         };

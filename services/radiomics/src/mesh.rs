@@ -187,14 +187,17 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Marching cubes over the ROI's mask.
+    /// Marching cubes over the ROI's morphological mask.
     pub fn of(roi: &Roi) -> Mesh {
         let table = triangulation();
         let edges = edges();
         let [px, py, _] = roi.padded_dims;
+        // The morphological mask on the padded grid.
+        let mut padded = vec![false; roi.padded.len()];
         let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for &p in &roi.padded_voxels {
-            let c = [p % px, (p / px) % py, p / (px * py)];
+        for i in roi.morphology_voxels() {
+            let c = roi.coords(i).map(|v| v + 1);
+            padded[c[0] + px * (c[1] + py * c[2])] = true;
             for a in 0..3 {
                 lo[a] = lo[a].min(c[a]);
                 hi[a] = hi[a].max(c[a]);
@@ -204,7 +207,7 @@ impl Mesh {
             let [x, y, z] = corner(c);
             x as usize + px * (y as usize + py * z as usize)
         });
-        let inside = |p: usize| roi.padded[p] > 0;
+        let inside = |p: usize| padded[p];
         // Vertex id per (lower corner, axis) key; the keys are dense only near the surface.
         let mut ids = HashMap::new();
         let mut doubled = Vec::new();

@@ -67,13 +67,22 @@ pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
 /// with semi-axes `a, b, c = 2√λ` (a Legendre series to order 20), `morph_vol_dens_conv_hull`
 /// and `morph_area_dens_conv_hull` V and A over the hull's, and `morph_integ_int` V times the
 /// mean intensity.
+///
+/// Shape (mesh, volumes, PCA, the geometric centre) comes from the morphological mask;
+/// intensities (the weighted centre, integrated intensity, Moran's I, Geary's C) from the
+/// intensity mask.
 pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
-    let voxels = roi.voxels();
-    let n = voxels.len() as f64;
     let sp = roi.spacing_mm;
-    let pos: Vec<[f64; 3]> =
-        voxels.iter().map(|&i| roi.coords(i)).map(|c| std::array::from_fn(|a| c[a] as f64 * sp[a])).collect();
+    let position = |i: usize| -> [f64; 3] {
+        let c = roi.coords(i);
+        std::array::from_fn(|a| c[a] as f64 * sp[a])
+    };
+    let shape: Vec<[f64; 3]> = roi.morphology_voxels().into_iter().map(position).collect();
+    let n = shape.len() as f64;
+    let voxels = roi.voxels();
+    let pos: Vec<[f64; 3]> = voxels.iter().map(|&i| position(i)).collect();
     let x: Vec<f64> = voxels.iter().map(|&i| roi.image[i]).collect();
+    let n_int = x.len() as f64;
 
     let mesh = Mesh::of(roi);
     let (v, area) = (mesh.volume_mm3(), mesh.area_mm2());
@@ -88,13 +97,13 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     out.push(("morph_sphericity".into(), sphere / area));
     out.push(("morph_asphericity".into(), area / sphere - 1.0));
 
-    let centre: [f64; 3] = std::array::from_fn(|a| pos.iter().map(|p| p[a]).sum::<f64>() / n);
+    let centre: [f64; 3] = std::array::from_fn(|a| shape.iter().map(|p| p[a]).sum::<f64>() / n);
     let total: f64 = x.iter().sum();
     let weighted: [f64; 3] = std::array::from_fn(|a| pos.iter().zip(&x).map(|(p, v)| p[a] * v).sum::<f64>() / total);
     out.push(("morph_com".into(), (0..3).map(|a| (centre[a] - weighted[a]).powi(2)).sum::<f64>().sqrt()));
 
     let mut cov = [[0.0f64; 3]; 3];
-    for p in &pos {
+    for p in &shape {
         for a in 0..3 {
             for b in 0..3 {
                 cov[a][b] += (p[a] - centre[a]) * (p[b] - centre[b]) / (n - 1.0).max(1.0);
@@ -131,10 +140,10 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
         out.push(("morph_vol_dens_conv_hull".into(), v / hull.volume_mm3(&mesh)));
         out.push(("morph_area_dens_conv_hull".into(), area / hull.area_mm2(&mesh)));
     }
-    out.push(("morph_integ_int".into(), v * x.iter().sum::<f64>() / n));
+    out.push(("morph_integ_int".into(), v * x.iter().sum::<f64>() / n_int));
 
     if voxels.len() <= max_pairs_voxels && voxels.len() > 1 {
-        let mu = total / n;
+        let mu = total / n_int;
         let ss: f64 = x.iter().map(|v| (v - mu).powi(2)).sum();
         let (mut w_sum, mut moran, mut geary) = (0.0, 0.0, 0.0);
         for k in 0..voxels.len() {
@@ -147,8 +156,8 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
             }
         }
         if ss > 0.0 {
-            out.push(("morph_moran_i".into(), n * moran / (w_sum * ss)));
-            out.push(("morph_geary_c".into(), (n - 1.0) * geary / (2.0 * w_sum * ss)));
+            out.push(("morph_moran_i".into(), n_int * moran / (w_sum * ss)));
+            out.push(("morph_geary_c".into(), (n_int - 1.0) * geary / (2.0 * w_sum * ss)));
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct Roi {
     pub padded_voxels: Vec<usize>,
     /// Per slice holding ROI voxels: z and the range of `padded_voxels` in it.
     pub slice_voxels: Vec<(usize, std::ops::Range<usize>)>,
+    /// The morphological mask when it differs from the intensity mask `mask` (IBSI: the ROI
+    /// before re-segmentation); morphology reads it, every other family reads `mask`.
+    pub morphology_mask: Option<Vec<bool>>,
 }
 
 impl Roi {
@@ -173,7 +176,44 @@ impl Roi {
                 slice_voxels.push((z, start..padded_voxels.len()));
             }
         }
-        Ok(Roi { dims, spacing_mm, image, mask, levels, ng, padded, padded_dims, padded_voxels, slice_voxels })
+        Ok(Roi {
+            dims,
+            spacing_mm,
+            image,
+            mask,
+            levels,
+            ng,
+            padded,
+            padded_dims,
+            padded_voxels,
+            slice_voxels,
+            morphology_mask: None,
+        })
+    }
+
+    /// Use `morphology` as the morphological mask, `mask` staying the intensity mask (after
+    /// re-segmentation, IBSI 2.5); it must hold every voxel of the intensity mask.
+    pub fn with_morphology_mask(mut self, morphology: Vec<bool>) -> Result<Roi, RoiError> {
+        if morphology.len() != self.mask.len() {
+            let voxels = self.mask.len();
+            return Err(RoiError::Shape { dims: self.dims, voxels, image: voxels, mask: morphology.len() });
+        }
+        if self.mask.iter().zip(&morphology).any(|(&i, &m)| i && !m) {
+            return Err(RoiError::Setting("the intensity mask reaches outside the morphological mask".into()));
+        }
+        self.morphology_mask = Some(morphology);
+        Ok(self)
+    }
+
+    /// The morphological mask (the intensity mask unless one was given).
+    pub fn morphology(&self) -> &[bool] {
+        self.morphology_mask.as_deref().unwrap_or(&self.mask)
+    }
+
+    /// Indices of the morphological mask's voxels, in memory order.
+    pub fn morphology_voxels(&self) -> Vec<usize> {
+        let m = self.morphology();
+        (0..m.len()).filter(|&i| m[i]).collect()
     }
 
     /// Linear offset on the padded grid of a step of at most one voxel per axis.

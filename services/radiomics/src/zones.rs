@@ -72,15 +72,35 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
     out
 }
 
-/// Distance of every ROI voxel to the ROI's edge on the padded grid (0 outside the ROI), by
-/// breadth-first search in face steps from the voxels that touch the outside; in-plane steps
-/// only when `planar` (each slice on its own).
+/// Distance of every voxel of the morphological mask to its edge on the padded grid (0
+/// outside), by breadth-first search in face steps from the voxels that touch the outside;
+/// in-plane steps only when `planar` (each slice on its own). The morphological mask, not the
+/// intensity mask, so holes that re-segmentation cuts do not count as edges (IBSI 3.11).
 pub fn edge_distance(roi: &Roi, planar: bool) -> Vec<u32> {
     let faces: Vec<isize> = neighbourhood(planar, true).into_iter().map(|o| roi.offset(o)).collect();
+    let [px, py, _] = roi.padded_dims;
+    let (inside, voxels): (Vec<bool>, Vec<usize>) = match &roi.morphology_mask {
+        None => (roi.padded.iter().map(|&l| l > 0).collect(), roi.padded_voxels.clone()),
+        Some(_) => {
+            let mut inside = vec![false; roi.padded.len()];
+            let voxels: Vec<usize> = roi
+                .morphology_voxels()
+                .into_iter()
+                .map(|i| {
+                    let c = roi.coords(i).map(|v| v + 1);
+                    c[0] + px * (c[1] + py * c[2])
+                })
+                .collect();
+            for &p in &voxels {
+                inside[p] = true;
+            }
+            (inside, voxels)
+        }
+    };
     let mut dist = vec![0u32; roi.padded.len()];
     let mut queue = VecDeque::new();
-    for &i in &roi.padded_voxels {
-        if faces.iter().any(|&o| roi.padded[(i as isize + o) as usize] == 0) {
+    for &i in &voxels {
+        if faces.iter().any(|&o| !inside[(i as isize + o) as usize]) {
             dist[i] = 1;
             queue.push_back(i);
         }
@@ -88,7 +108,7 @@ pub fn edge_distance(roi: &Roi, planar: bool) -> Vec<u32> {
     while let Some(i) = queue.pop_front() {
         for &o in &faces {
             let j = (i as isize + o) as usize;
-            if roi.padded[j] != 0 && dist[j] == 0 {
+            if inside[j] && dist[j] == 0 {
                 dist[j] = dist[i] + 1;
                 queue.push_back(j);
             }
