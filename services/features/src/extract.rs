@@ -36,6 +36,9 @@ pub enum ExtractError {
     TooLarge { voxels: usize },
 }
 
+/// What the unbinned families depend on: the grid spacing and the re-segmentation.
+type GridKey = (Option<f64>, Option<Resegmentation>);
+
 /// The features of one setting, or why that setting gave none (a lesion smaller than one voxel
 /// of a coarse grid, say).
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +74,7 @@ pub fn extract_series(
     let mut grids: Vec<(Option<f64>, Volume<f32>, Volume<u8>)> = Vec::new();
     // Morphology and intensity features depend on the grid and re-segmentation only: computed
     // once per pair.
-    let mut unbinned: Vec<((Option<f64>, Option<Resegmentation>), Features)> = Vec::new();
+    let mut unbinned: Vec<(GridKey, Features)> = Vec::new();
     let mut out = Vec::with_capacity(settings.len());
     for &setting in settings {
         if !grids.iter().any(|(s, _, _)| *s == setting.spacing_mm) {
