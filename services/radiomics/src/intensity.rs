@@ -199,24 +199,42 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
             }
         }
     }
-    // Sphere sums and counts over the bounding box, one x-row at a time.
+    // Sphere sums and counts along each x-row of the ROI, from its first ROI voxel to its last.
+    // The counts are the same for every row whose sphere stays inside the image in y and z.
+    let mut full = vec![0.0f64; bx];
+    for &(_, _, w) in &rows {
+        full.iter_mut().zip(&counts[w]).for_each(|(a, v)| *a += v);
+    }
     let mut mean = vec![0.0f64; nx * ny * nz];
     let (mut acc, mut cnt) = (vec![0.0f64; bx], vec![0.0f64; bx]);
     for z in lo[2]..=hi[2] {
         for y in lo[1]..=hi[1] {
-            acc.iter_mut().for_each(|v| *v = 0.0);
-            cnt.iter_mut().for_each(|v| *v = 0.0);
+            let row_start = roi.index(0, y, z);
+            let Some(first) = (lo[0]..=hi[0]).find(|&x| roi.mask[row_start + x]) else { continue };
+            let last = (lo[0]..=hi[0]).rev().find(|&x| roi.mask[row_start + x]).expect("found one");
+            let span = (first - lo[0])..(last - lo[0] + 1);
+            acc[span.clone()].iter_mut().for_each(|v| *v = 0.0);
+            let inside = rows.iter().all(|&(dy, dz, _)| {
+                let (yy, zz) = (y as i64 + dy, z as i64 + dz);
+                yy >= 0 && yy < ny as i64 && zz >= 0 && zz < nz as i64
+            });
+            if !inside {
+                cnt[span.clone()].iter_mut().for_each(|v| *v = 0.0);
+            }
             for &(dy, dz, w) in &rows {
                 let (yy, zz) = (y as i64 + dy, z as i64 + dz);
                 if yy < 0 || yy >= ny as i64 || zz < 0 || zz >= nz as i64 {
                     continue;
                 }
                 let row = &sums[w][(zz as usize * ny + yy as usize) * bx..][..bx];
-                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                cnt.iter_mut().zip(&counts[w]).for_each(|(a, v)| *a += v);
+                acc[span.clone()].iter_mut().zip(&row[span.clone()]).for_each(|(a, v)| *a += v);
+                if !inside {
+                    cnt[span.clone()].iter_mut().zip(&counts[w][span.clone()]).for_each(|(a, v)| *a += v);
+                }
             }
-            for x in lo[0]..=hi[0] {
-                mean[roi.index(x, y, z)] = acc[x - lo[0]] / cnt[x - lo[0]];
+            let counts_here = if inside { &full } else { &cnt };
+            for x in first..=last {
+                mean[row_start + x] = acc[x - lo[0]] / counts_here[x - lo[0]];
             }
         }
     }

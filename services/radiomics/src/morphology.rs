@@ -144,22 +144,83 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
 
     if voxels.len() <= max_pairs_voxels && voxels.len() > 1 {
         let mu = total / n_int;
-        let ss: f64 = x.iter().map(|v| (v - mu).powi(2)).sum();
-        let (mut w_sum, mut moran, mut geary) = (0.0, 0.0, 0.0);
-        for k in 0..voxels.len() {
-            for l in (k + 1)..voxels.len() {
-                let d = (0..3).map(|a| (pos[k][a] - pos[l][a]).powi(2)).sum::<f64>().sqrt();
-                let w = 2.0 / d; // both orders of the pair
-                w_sum += w;
-                moran += w * (x[k] - mu) * (x[l] - mu);
-                geary += w * (x[k] - x[l]).powi(2);
-            }
-        }
+        let d: Vec<f64> = x.iter().map(|v| v - mu).collect();
+        let ss: f64 = d.iter().map(|v| v * v).sum();
+        let coords: Vec<[usize; 3]> = voxels.iter().map(|&i| roi.coords(i)).collect();
+        let (w_sum, moran, geary) = moran_geary_sums(&coords, &d, sp);
         if ss > 0.0 {
             out.push(("morph_moran_i".into(), n_int * moran / (w_sum * ss)));
             out.push(("morph_geary_c".into(), (n_int - 1.0) * geary / (2.0 * w_sum * ss)));
         }
     }
+}
+
+/// Over every ordered pair of distinct voxels with weight `w = 1 / distance`: `Σ w`,
+/// `Σ w d_k d_l` and `Σ w (d_k - d_l)²`, for voxels at grid `coords` (memory order: z, then y,
+/// then x ascending) with centred values `d`. On a grid the weight depends only on the offset
+/// between two voxels, so it is tabulated once over the ROI's bounding box and looked up; per
+/// voxel the three sums over its later partners are gathered, and the squared difference is
+/// expanded as `d_k² Σw - 2 d_k Σ w d_l + Σ w d_l²`.
+pub fn moran_geary_sums(coords: &[[usize; 3]], d: &[f64], spacing_mm: [f64; 3]) -> (f64, f64, f64) {
+    /// Largest weight table (32 MiB); a bounding box needing more falls back to pair-wise weights.
+    const TABLE_MAX_SLOTS: usize = 1 << 22;
+    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    for c in coords {
+        for a in 0..3 {
+            lo[a] = lo[a].min(c[a]);
+            hi[a] = hi[a].max(c[a]);
+        }
+    }
+    let [bx, by, bz] = std::array::from_fn(|a| hi[a] - lo[a] + 1);
+    // Offsets (dx, dy, dz) with dz >= 0 (later voxels never lie in an earlier slice).
+    let (wx, wy) = (2 * bx - 1, 2 * by - 1);
+    let weight = |k: usize, l: usize| -> f64 {
+        let r2: f64 = (0..3).map(|a| ((coords[k][a] as f64 - coords[l][a] as f64) * spacing_mm[a]).powi(2)).sum();
+        1.0 / r2.sqrt()
+    };
+    if bz * wy * wx > TABLE_MAX_SLOTS {
+        // A sprawling ROI: weights computed pair by pair.
+        let (mut w_sum, mut moran, mut geary) = (0.0, 0.0, 0.0);
+        for k in 0..coords.len() {
+            for l in k + 1..coords.len() {
+                let w = 2.0 * weight(k, l);
+                w_sum += w;
+                moran += w * d[k] * d[l];
+                geary += w * (d[k] - d[l]).powi(2);
+            }
+        }
+        return (w_sum, moran, geary);
+    }
+    let mut table = vec![0.0f64; bz * wy * wx];
+    for dz in 0..bz {
+        for dy in 0..wy {
+            for dx in 0..wx {
+                let o = [dx as f64 - (bx - 1) as f64, dy as f64 - (by - 1) as f64, dz as f64];
+                let r2: f64 = (0..3).map(|a| (o[a] * spacing_mm[a]).powi(2)).sum();
+                table[(dz * wy + dy) * wx + dx] = if r2 > 0.0 { 1.0 / r2.sqrt() } else { 0.0 };
+            }
+        }
+    }
+    let key: Vec<usize> = coords.iter().map(|c| ((c[2] - lo[2]) * wy + (c[1] - lo[1])) * wx + (c[0] - lo[0])).collect();
+    let centre = (by - 1) * wx + (bx - 1);
+    let (mut w_sum, mut moran, mut geary) = (0.0, 0.0, 0.0);
+    for k in 0..coords.len() {
+        // centre - key[k] + key[l] is the offset's slot, never below 0 for l > k (the
+        // intermediate may wrap; the sum does not).
+        let base = centre.wrapping_sub(key[k]);
+        let (mut sw, mut swd, mut swd2) = (0.0, 0.0, 0.0);
+        for l in k + 1..coords.len() {
+            let w = table[base.wrapping_add(key[l])];
+            sw += w;
+            swd += w * d[l];
+            swd2 += w * d[l] * d[l];
+        }
+        // Both orders of each pair.
+        w_sum += 2.0 * sw;
+        moran += 2.0 * d[k] * swd;
+        geary += 2.0 * (d[k] * d[k] * sw - 2.0 * d[k] * swd + swd2);
+    }
+    (w_sum, moran, geary)
 }
 
 /// IBSI's surface area of the ellipsoid with semi-axes `a ≥ b ≥ c`, the series
@@ -187,6 +248,42 @@ pub fn ellipsoid_area(a: f64, b: f64, c: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tabulated_pair_sums_equal_the_direct_ones() {
+        // Scattered voxels of a 5 x 4 x 3 grid at anisotropic spacing, in memory order.
+        let coords: Vec<[usize; 3]> =
+            (0..60usize).filter(|i| (i * 7) % 3 != 0).map(|i| [i % 5, (i / 5) % 4, i / 20]).collect();
+        let d: Vec<f64> = (0..coords.len()).map(|i| ((i * 13) % 7) as f64 - 3.1).collect();
+        let sp = [0.7, 1.1, 2.5];
+        let (mut w_sum, mut moran, mut geary) = (0.0, 0.0, 0.0);
+        for k in 0..coords.len() {
+            for l in 0..coords.len() {
+                if k != l {
+                    let r = (0..3).map(|a| ((coords[k][a] as f64 - coords[l][a] as f64) * sp[a]).powi(2)).sum::<f64>();
+                    let w = 1.0 / r.sqrt();
+                    w_sum += w;
+                    moran += w * d[k] * d[l];
+                    geary += w * (d[k] - d[l]).powi(2);
+                }
+            }
+        }
+        let got = moran_geary_sums(&coords, &d, sp);
+        for (g, want) in [(got.0, w_sum), (got.1, moran), (got.2, geary)] {
+            assert!((g - want).abs() <= 1e-12 * want.abs().max(1.0), "{g} vs {want}");
+        }
+        // Three voxels spread so far that the table would be too large: pair-wise weights.
+        let far = [[0, 0, 0], [3000, 3000, 0], [1, 2000, 1]];
+        let w = |a: [usize; 3], b: [usize; 3]| {
+            1.0 / (0..3).map(|i| ((a[i] as f64 - b[i] as f64) * sp[i]).powi(2)).sum::<f64>().sqrt()
+        };
+        let (w01, w02, w12) = (w(far[0], far[1]), w(far[0], far[2]), w(far[1], far[2]));
+        let dd = [1.0, -2.0, 0.5];
+        let got = moran_geary_sums(&far, &dd, sp);
+        let want_w = 2.0 * (w01 + w02 + w12);
+        let want_m = 2.0 * (w01 * dd[0] * dd[1] + w02 * dd[0] * dd[2] + w12 * dd[1] * dd[2]);
+        assert!((got.0 - want_w).abs() < 1e-15 && (got.1 - want_m).abs() < 1e-15, "{got:?}");
+    }
 
     #[test]
     fn ellipsoid_area_follows_the_ibsi_series() {
