@@ -10,6 +10,10 @@ use renal_synth::{generate, Summary, SynthConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc instead of the system allocator (see the dependency note in Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod arms;
 mod bench;
 mod cnn;

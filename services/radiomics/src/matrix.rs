@@ -118,7 +118,11 @@ pub fn size_features(m: &Mat) -> Option<[f64; 17]> {
     f[12] = ns / m.voxels;
     for r in 0..m.rows {
         for c in 0..m.cols {
-            let p = m.data[r * m.cols + c] / ns;
+            let s = m.data[r * m.cols + c];
+            if s == 0.0 {
+                continue;
+            }
+            let p = s / ns;
             f[13] += ((r + 1) as f64 - mu_i).powi(2) * p;
             f[14] += ((c + 1) as f64 - mu_j).powi(2) * p;
         }

@@ -112,10 +112,8 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let mu_s: f64 = sum.iter().enumerate().map(|(k, v)| k as f64 * v).sum();
     let (mut joint_max, mut joint_var, mut energy, mut contrast, mut dissim) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
     let (mut id, mut idn, mut idm, mut idmn, mut inv_var, mut auto) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let (mut tend, mut shade, mut prom, mut hxy1, mut hxy2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut tend, mut shade, mut prom) = (0.0, 0.0, 0.0);
     let g = ng as f64;
-    // log2(p_i p_j) = log2 p_i + log2 p_j: one logarithm per level, not per pair.
-    let log_marg: Vec<f64> = marg.iter().map(|&v| if v > 0.0 { v.log2() } else { 0.0 }).collect();
     let mut hxy = 0.0;
     for i in 0..ng {
         if marg[i] == 0.0 {
@@ -123,12 +121,6 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
         }
         for j in 0..ng {
             let v = p(i, j);
-            let pp = marg[i] * marg[j];
-            if pp > 0.0 {
-                let log_pp = log_marg[i] + log_marg[j];
-                hxy1 -= v * log_pp;
-                hxy2 -= pp * log_pp;
-            }
             if v == 0.0 {
                 continue;
             }
@@ -155,6 +147,9 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
         }
     }
     let hx = entropy(&marg);
+    // HXY1 = -Σ p_ij log2(p_i p_j) and HXY2 = -Σ p_i p_j log2(p_i p_j) both reduce to HX + HY
+    // (split the logarithm and sum out one index), which is 2 HX for a symmetric matrix.
+    let (hxy1, hxy2) = (2.0 * hx, 2.0 * hx);
     let corr = if var_i > 0.0 { (auto - mu * mu) / var_i } else { 0.0 };
     let info1 = if hx > 0.0 { (hxy - hxy1) / hx } else { 0.0 };
     let info2 = (1.0 - (-2.0 * (hxy2 - hxy)).exp()).max(0.0).sqrt();
