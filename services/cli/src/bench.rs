@@ -419,12 +419,12 @@ pub fn bench_radiomics(bins: u32, repeat: usize, grid: bool) -> Result<()> {
         let image = renal_imaging::Volume { geometry: g.clone(), data: image.iter().map(|&v| v as f32).collect() };
         let mask = renal_imaging::Volume { geometry: g, data: mask.iter().map(|&m| u8::from(m)).collect() };
         let settings = renal_features::settings::study_grid();
-        let (s, values) = timed(repeat.min(3), || {
+        let (s, values) = timed(repeat.min(7), || {
             renal_features::extract::extract_series(&image, &mask, &settings)
                 .map(|sets| sets.iter().map(|s| s.features.as_ref().map_or(0, Vec::len)).sum::<usize>())
         })?;
         println!("| study grid: 32 settings, one series (crop, resample, extract) | {values} | {:.2} |", s * 1e3);
-        println!("target for both series of a lesion: 500 ms; this is one series (median of {})", repeat.min(3));
+        println!("target for both series of a lesion: 500 ms; this is one series (median of {})", repeat.min(7));
     }
     Ok(())
 }

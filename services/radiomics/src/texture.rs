@@ -92,18 +92,17 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
         return None;
     }
     let ng = m.rows;
-    let p = |i: usize, j: usize| m.data[i * ng + j] / total;
     let lv = |i: usize| (i + 1) as f64;
+    // The non-zero cells as (i, j, p_ij): per-slice matrices are mostly empty.
+    let cells: Vec<(usize, usize, f64)> =
+        m.data.iter().enumerate().filter(|(_, &c)| c != 0.0).map(|(k, &c)| (k / ng, k % ng, c / total)).collect();
     let mut marg = vec![0.0; ng];
     let mut diff = vec![0.0; ng];
     let mut sum = vec![0.0; 2 * ng + 1];
-    for i in 0..ng {
-        for j in 0..ng {
-            let v = p(i, j);
-            marg[i] += v;
-            diff[i.abs_diff(j)] += v;
-            sum[i + j + 2] += v;
-        }
+    for &(i, j, v) in &cells {
+        marg[i] += v;
+        diff[i.abs_diff(j)] += v;
+        sum[i + j + 2] += v;
     }
     let entropy = |v: &[f64]| -v.iter().filter(|&&x| x > 0.0).map(|x| x * x.log2()).sum::<f64>();
     let mu: f64 = (0..ng).map(|i| lv(i) * marg[i]).sum();
@@ -115,36 +114,27 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let (mut tend, mut shade, mut prom) = (0.0, 0.0, 0.0);
     let g = ng as f64;
     let mut hxy = 0.0;
-    for i in 0..ng {
-        if marg[i] == 0.0 {
-            continue;
+    for &(i, j, v) in &cells {
+        hxy -= v * v.log2();
+        let (a, b) = (lv(i), lv(j));
+        let d = (a - b).abs();
+        joint_max = joint_max.max(v);
+        joint_var += (a - mu).powi(2) * v;
+        energy += v * v;
+        contrast += d * d * v;
+        dissim += d * v;
+        id += v / (1.0 + d);
+        idn += v / (1.0 + d / g);
+        idm += v / (1.0 + d * d);
+        idmn += v / (1.0 + d * d / (g * g));
+        if i != j {
+            inv_var += v / (d * d);
         }
-        for j in 0..ng {
-            let v = p(i, j);
-            if v == 0.0 {
-                continue;
-            }
-            hxy -= v * v.log2();
-            let (a, b) = (lv(i), lv(j));
-            let d = (a - b).abs();
-            joint_max = joint_max.max(v);
-            joint_var += (a - mu).powi(2) * v;
-            energy += v * v;
-            contrast += d * d * v;
-            dissim += d * v;
-            id += v / (1.0 + d);
-            idn += v / (1.0 + d / g);
-            idm += v / (1.0 + d * d);
-            idmn += v / (1.0 + d * d / (g * g));
-            if i != j {
-                inv_var += v / (d * d);
-            }
-            auto += a * b * v;
-            let c = a + b - 2.0 * mu;
-            tend += c * c * v;
-            shade += c.powi(3) * v;
-            prom += c.powi(4) * v;
-        }
+        auto += a * b * v;
+        let c = a + b - 2.0 * mu;
+        tend += c * c * v;
+        shade += c.powi(3) * v;
+        prom += c.powi(4) * v;
     }
     let hx = entropy(&marg);
     // HXY1 = -Σ p_ij log2(p_i p_j) and HXY2 = -Σ p_i p_j log2(p_i p_j) both reduce to HX + HY
