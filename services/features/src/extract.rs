@@ -75,6 +75,8 @@ pub fn extract_series(
     // Morphology and intensity features depend on the grid and re-segmentation only: computed
     // once per pair.
     let mut unbinned: Vec<(GridKey, Features)> = Vec::new();
+    // The ROI of each grid and re-segmentation, re-binned for its other settings.
+    let mut rois: Vec<(GridKey, Roi)> = Vec::new();
     let mut out = Vec::with_capacity(settings.len());
     for &setting in settings {
         if !grids.iter().any(|(s, _, _)| *s == setting.spacing_mm) {
@@ -103,30 +105,35 @@ pub fn extract_series(
         } else if roi_voxels == 0 && setting.resegmentation.is_some() && morphology.contains(&true) {
             Err("no ROI voxel left after re-segmentation".to_string())
         } else {
-            Roi::new(
-                img.geometry.dims,
-                img.geometry.spacing_mm,
-                img.data.iter().map(|&v| f64::from(v)).collect(),
-                intensity,
-                setting.discretisation,
-            )
-            .and_then(|roi| roi.with_morphology_mask(morphology))
-            .map(|roi| {
-                let mut features = match unbinned.iter().find(|(k, _)| *k == key) {
-                    Some((_, f)) => f.clone(),
-                    None => {
-                        let f = renal_radiomics::extract_unbinned(&roi);
-                        unbinned.push((key, f.clone()));
-                        f
-                    }
-                };
-                features.extend(renal_radiomics::extract_binned(&roi));
-                features
-            })
-            .map_err(|e| match e {
-                RoiError::Empty => "no ROI voxel on this grid".to_string(),
-                e => e.to_string(),
-            })
+            let built = match rois.iter().find(|(k, _)| *k == key) {
+                Some((_, roi)) => roi.rebinned(setting.discretisation),
+                None => Roi::new(
+                    img.geometry.dims,
+                    img.geometry.spacing_mm,
+                    img.data.iter().map(|&v| f64::from(v)).collect(),
+                    intensity,
+                    setting.discretisation,
+                )
+                .and_then(|roi| roi.with_morphology_mask(morphology))
+                .inspect(|roi| rois.push((key, roi.clone()))),
+            };
+            built
+                .map(|roi| {
+                    let mut features = match unbinned.iter().find(|(k, _)| *k == key) {
+                        Some((_, f)) => f.clone(),
+                        None => {
+                            let f = renal_radiomics::extract_unbinned(&roi);
+                            unbinned.push((key, f.clone()));
+                            f
+                        }
+                    };
+                    features.extend(renal_radiomics::extract_binned(&roi));
+                    features
+                })
+                .map_err(|e| match e {
+                    RoiError::Empty => "no ROI voxel on this grid".to_string(),
+                    e => e.to_string(),
+                })
         };
         out.push(SettingFeatures { setting, roi_voxels, features });
     }

@@ -97,65 +97,7 @@ impl Roi {
         if image.len() != voxels || mask.len() != voxels {
             return Err(RoiError::Shape { dims, voxels, image: image.len(), mask: mask.len() });
         }
-        let inside: Vec<f64> = image.iter().zip(&mask).filter(|(_, &m)| m).map(|(&v, _)| v).collect();
-        if inside.is_empty() {
-            return Err(RoiError::Empty);
-        }
-        if inside.iter().any(|v| !v.is_finite()) {
-            return Err(RoiError::NonFinite);
-        }
-        let (lo, hi) = inside.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        let mut sorted = inside.clone();
-        if matches!(discretisation, Discretisation::EqualisedBinNumber { .. }) {
-            sorted.sort_by(f64::total_cmp);
-        }
-        // Ranks #{v <= x} as whole numbers, so equal fractions bin exactly.
-        let rank = |x: f64| sorted.partition_point(|&v| v <= x) as u64;
-        let fbn = |bins: u32, x: f64, lo: f64, hi: f64| -> Result<u32, RoiError> {
-            if bins == 0 {
-                return Err(RoiError::Setting("a fixed bin number needs at least 1 bin".into()));
-            }
-            if hi == lo {
-                return Ok(1);
-            }
-            let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
-            Ok(b.min(bins))
-        };
-        let level = |x: f64| -> Result<u32, RoiError> {
-            match discretisation {
-                Discretisation::None => {
-                    if x >= 1.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
-                        Ok(x as u32)
-                    } else {
-                        Err(RoiError::NotALevel(x))
-                    }
-                }
-                Discretisation::FixedBinNumber { bins } => fbn(bins, x, lo, hi),
-                Discretisation::EqualisedBinNumber { bins } => {
-                    let (r, r_lo, n) = (rank(x), rank(lo), sorted.len() as u64);
-                    if bins == 0 || r_lo == n {
-                        return fbn(bins, 0.0, 0.0, 0.0);
-                    }
-                    Ok(((u64::from(bins) * (r - r_lo) / (n - r_lo)) as u32 + 1).min(bins))
-                }
-                Discretisation::FixedBinSize { width, lower } => {
-                    if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
-                        return Err(RoiError::Setting(format!("bin width {width} and lower bound {lower}")));
-                    }
-                    Ok(((x - lower) / width).floor().max(0.0) as u32 + 1)
-                }
-            }
-        };
-        let mut levels = vec![0u32; voxels];
-        for i in 0..voxels {
-            if mask[i] {
-                levels[i] = level(image[i])?;
-            }
-        }
-        let ng = match discretisation {
-            Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins } => bins,
-            _ => *levels.iter().max().expect("not empty"),
-        };
+        let (levels, ng) = discretise(&image, &mask, discretisation)?;
         let padded_dims = [dims[0] + 2, dims[1] + 2, dims[2] + 2];
         let mut padded = vec![0u32; padded_dims.iter().product()];
         let mut padded_voxels = Vec::new();
@@ -189,6 +131,18 @@ impl Roi {
             slice_voxels,
             morphology_mask: None,
         })
+    }
+
+    /// The same ROI discretised another way (its grid, masks and intensities reused).
+    pub fn rebinned(&self, discretisation: Discretisation) -> Result<Roi, RoiError> {
+        let (levels, ng) = discretise(&self.image, &self.mask, discretisation)?;
+        let [px, py, _] = self.padded_dims;
+        let mut padded = vec![0u32; self.padded.len()];
+        for &p in &self.padded_voxels {
+            let (x, y, z) = (p % px - 1, (p / px) % py - 1, p / (px * py) - 1);
+            padded[p] = levels[self.index(x, y, z)];
+        }
+        Ok(Roi { levels, ng, padded, ..self.clone() })
     }
 
     /// Use `morphology` as the morphological mask, `mask` staying the intensity mask (after
@@ -264,6 +218,74 @@ impl Roi {
     }
 }
 
+/// Grey levels of the masked voxels (0 elsewhere) and Ng.
+fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> Result<(Vec<u32>, u32), RoiError> {
+    let voxels = image.len();
+    let inside: Vec<f64> = image.iter().zip(mask).filter(|(_, &m)| m).map(|(&v, _)| v).collect();
+    if inside.is_empty() {
+        return Err(RoiError::Empty);
+    }
+    if inside.iter().any(|v| !v.is_finite()) {
+        return Err(RoiError::NonFinite);
+    }
+    let (lo, hi) = inside.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let sorted = if matches!(discretisation, Discretisation::EqualisedBinNumber { .. }) {
+        let mut sorted = inside.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    } else {
+        Vec::new()
+    };
+    // Ranks #{v <= x} as whole numbers, so equal fractions bin exactly.
+    let rank = |x: f64| sorted.partition_point(|&v| v <= x) as u64;
+    let fbn = |bins: u32, x: f64, lo: f64, hi: f64| -> Result<u32, RoiError> {
+        if bins == 0 {
+            return Err(RoiError::Setting("a fixed bin number needs at least 1 bin".into()));
+        }
+        if hi == lo {
+            return Ok(1);
+        }
+        let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
+        Ok(b.min(bins))
+    };
+    let level = |x: f64| -> Result<u32, RoiError> {
+        match discretisation {
+            Discretisation::None => {
+                if x >= 1.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
+                    Ok(x as u32)
+                } else {
+                    Err(RoiError::NotALevel(x))
+                }
+            }
+            Discretisation::FixedBinNumber { bins } => fbn(bins, x, lo, hi),
+            Discretisation::EqualisedBinNumber { bins } => {
+                let (r, r_lo, n) = (rank(x), rank(lo), sorted.len() as u64);
+                if bins == 0 || r_lo == n {
+                    return fbn(bins, 0.0, 0.0, 0.0);
+                }
+                Ok(((u64::from(bins) * (r - r_lo) / (n - r_lo)) as u32 + 1).min(bins))
+            }
+            Discretisation::FixedBinSize { width, lower } => {
+                if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
+                    return Err(RoiError::Setting(format!("bin width {width} and lower bound {lower}")));
+                }
+                Ok(((x - lower) / width).floor().max(0.0) as u32 + 1)
+            }
+        }
+    };
+    let mut levels = vec![0u32; voxels];
+    for i in 0..voxels {
+        if mask[i] {
+            levels[i] = level(image[i])?;
+        }
+    }
+    let ng = match discretisation {
+        Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins } => bins,
+        _ => *levels.iter().max().expect("not empty"),
+    };
+    Ok((levels, ng))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +317,17 @@ mod tests {
             .unwrap();
         assert_eq!(eq.levels, vec![1, 2, 3, 4, 4, 0]);
         assert_eq!(eq.image[4], 1000.0, "intensities are kept");
+        // Re-binning an ROI gives what building it with that discretisation gives.
+        let block: Vec<f64> = (0..60).map(|i| f64::from((i * 37 % 11) as u32) * 1.5).collect();
+        let inside: Vec<bool> = (0..60).map(|i| i % 7 != 0).collect();
+        let fbn = |bins| Discretisation::FixedBinNumber { bins };
+        let first = Roi::new([5, 4, 3], [1.0; 3], block.clone(), inside.clone(), fbn(3)).unwrap();
+        for d in [fbn(8), Discretisation::EqualisedBinNumber { bins: 4 }] {
+            assert_eq!(
+                first.rebinned(d).unwrap(),
+                Roi::new([5, 4, 3], [1.0; 3], block.clone(), inside.clone(), d).unwrap()
+            );
+        }
         assert_eq!(
             Roi::new([6, 1, 1], [1.0; 3], image.clone(), mask.clone(), Discretisation::None).unwrap_err(),
             RoiError::NotALevel(0.0)
