@@ -54,36 +54,17 @@ pub fn isotropic_grid(g: &Geometry, spacing_mm: f64) -> Geometry {
     Geometry { dims, spacing_mm: [spacing_mm; 3], origin_mm: origin, ..g.clone() }
 }
 
-/// The affine map from `onto`'s voxel indices to `from`'s fractional indices: `x0` at index
-/// (0, 0, 0) and the step per index along each axis (both maps are affine, so is the composite).
-fn index_map(from: &Geometry, onto: &Geometry) -> ([f64; 3], [[f64; 3]; 3]) {
-    let x0 = from.to_index(onto.to_patient([0.0; 3]));
-    let steps = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]].map(|e| {
-        let x = from.to_index(onto.to_patient(e));
-        [x[0] - x0[0], x[1] - x0[1], x[2] - x0[2]]
-    });
-    (x0, steps)
-}
-
-/// Visit every voxel of `onto` in memory order with its fractional index in `from`.
-fn for_each_source_index(from: &Geometry, onto: &Geometry, mut f: impl FnMut([f64; 3])) {
-    let (x0, [si, sj, sk]) = index_map(from, onto);
-    for k in 0..onto.dims[2] {
-        for j in 0..onto.dims[1] {
-            let (kf, jf) = (k as f64, j as f64);
-            let row: [f64; 3] = std::array::from_fn(|a| x0[a] + kf * sk[a] + jf * sj[a]);
-            for i in 0..onto.dims[0] {
-                let fi = i as f64;
-                f([row[0] + fi * si[0], row[1] + fi * si[1], row[2] + fi * si[2]]);
-            }
-        }
-    }
-}
-
 /// Sample `v` at every voxel centre of `onto` (same orientation), trilinearly.
 pub fn resample(v: &Volume<f32>, onto: &Geometry) -> Volume<f32> {
     let mut data = Vec::with_capacity(onto.len());
-    for_each_source_index(&v.geometry, onto, |x| data.push(trilinear(v, x) as f32));
+    for k in 0..onto.dims[2] {
+        for j in 0..onto.dims[1] {
+            for i in 0..onto.dims[0] {
+                let x = v.geometry.to_index(onto.to_patient([i as f64, j as f64, k as f64]));
+                data.push(trilinear(v, x) as f32);
+            }
+        }
+    }
     Volume { geometry: onto.clone(), data }
 }
 
@@ -95,10 +76,15 @@ pub fn resample_mask(mask: &Volume<u8>, onto: &Geometry) -> Volume<u8> {
         Volume { geometry: mask.geometry.clone(), data: mask.data.iter().map(|&m| f32::from(m.min(1))).collect() };
     let d = mask.geometry.dims;
     let mut data = Vec::with_capacity(onto.len());
-    for_each_source_index(&mask.geometry, onto, |x| {
-        let inside = (0..3).all(|a| x[a] >= -0.5 && x[a] <= d[a] as f64 - 0.5);
-        data.push(u8::from(inside && trilinear(&as_f, x) >= 0.5));
-    });
+    for k in 0..onto.dims[2] {
+        for j in 0..onto.dims[1] {
+            for i in 0..onto.dims[0] {
+                let x = mask.geometry.to_index(onto.to_patient([i as f64, j as f64, k as f64]));
+                let inside = (0..3).all(|a| x[a] >= -0.5 && x[a] <= d[a] as f64 - 0.5);
+                data.push(u8::from(inside && trilinear(&as_f, x) >= 0.5));
+            }
+        }
+    }
     Volume { geometry: onto.clone(), data }
 }
 
