@@ -14,14 +14,13 @@
 //! without that lesion's message being sent again.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{fitted_ensemble, interrupt, renal_bin, Broker};
+use renal_e2e::{fitted_ensemble, interrupt, renal_bin, start_worker, Broker};
 use renal_ensemble::bundle;
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1, Sex,
 };
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CNN: &str = "cnn-0123456789ab";
@@ -60,14 +59,6 @@ fn scores(case_id: &str, t2: f64, t1c: f64, cnn: &str) -> ScoresV1 {
         model_version: cnn.into(),
         provenance: provenance(),
     }
-}
-
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(renal_bin())
-        .args(["worker", "ensemble", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .unwrap()
 }
 
 #[test]
@@ -153,7 +144,7 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
         let mut predictions = bus.consumer("e2e-predictions", &[topics::PREDICTIONS]).unwrap();
         let mut dead = bus.consumer("e2e-dead", &[topics::DEAD_ENSEMBLE]).unwrap();
         let started = Instant::now();
-        let worker = start(&config_ok, &log);
+        let worker = start_worker("ensemble", &config_ok, &log);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         bus.send(topics::LESIONS, "HUP-0001", lesions["HUP-0001"].encode()).await.unwrap();
 
@@ -218,7 +209,7 @@ fn ensemble_joins_scores_with_their_own_lesions_and_dead_letters_the_rest() {
 
         // Restart on the same state: a new score of HUP-0003 joins the stored row at once.
         let log2 = root.join("ensemble-2.log");
-        let worker = start(&config_ok, &log2);
+        let worker = start_worker("ensemble", &config_ok, &log2);
         bus.send(topics::SCORES, "HUP-0003", scores("HUP-0003", 0.9, 0.9, CNN).encode()).await.unwrap();
         let r = tokio::time::timeout(Duration::from_secs(60), predictions.recv()).await.expect("prediction").unwrap();
         let p = PredictionV1::decode(&r.payload).unwrap();

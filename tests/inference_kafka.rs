@@ -17,12 +17,12 @@ use renal_cnn::bundle::{self, DataManifest, SeriesToSave};
 use renal_cnn::net::{Backbone, Head, Net, NetConfig};
 use renal_cnn::train::{EpochLog, TrainConfig};
 use renal_cnn::worker::Scorer;
-use renal_e2e::{fitted_ensemble, interrupt, renal_bin, Broker};
+use renal_e2e::{fitted_ensemble, interrupt, renal_bin, start_worker, Broker};
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1,
 };
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tch::nn::VarStore;
 use tch::Device;
@@ -141,11 +141,7 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
 
         let mut scores = bus.consumer("e2e-scores", &[topics::SCORES]).unwrap();
         let mut dead = bus.consumer("e2e-dead", &[topics::DEAD_INFERENCE]).unwrap();
-        let worker = Command::new(renal_bin())
-            .args(["worker", "inference", "--config", config(&manifest.version).to_str().unwrap()])
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
+        let worker = start_worker("inference", &config(&manifest.version), &log);
         let mut got: BTreeMap<String, ScoresV1> = BTreeMap::new();
         while got.len() < good.len() {
             let r = tokio::time::timeout(Duration::from_secs(90), scores.recv()).await.expect("scores").unwrap();
@@ -199,11 +195,7 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
         )
         .unwrap();
         let mut predictions = bus.consumer("e2e-predictions", &[topics::PREDICTIONS]).unwrap();
-        let worker = Command::new(renal_bin())
-            .args(["worker", "ensemble", "--config", ensemble_config.to_str().unwrap()])
-            .stderr(Stdio::from(std::fs::File::create(root.join("ensemble.log")).unwrap()))
-            .spawn()
-            .unwrap();
+        let worker = start_worker("ensemble", &ensemble_config, &root.join("ensemble.log"));
         let mut predicted: BTreeMap<String, PredictionV1> = BTreeMap::new();
         while predicted.len() < good.len() {
             let r = tokio::time::timeout(Duration::from_secs(60), predictions.recv()).await.expect("predictions").unwrap();

@@ -9,22 +9,10 @@
 //! any message or in the worker's log.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{interrupt, renal, renal_bin, Broker};
+use renal_e2e::{interrupt, renal, start_worker, Broker};
 use renal_messages::{topics, CaseV1, DeadLetterV1, LesionV1, Message, VolumeBlobs};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn start(name: &str, config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(renal_bin())
-        .args(["worker", name, "--config", config.to_str().unwrap()])
-        .env("RENAL_PSEUDONYM_SECRET", "e2e-secret")
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap_or_else(|e| panic!("start renal worker {name}: {e}"))
-}
 
 #[test]
 fn every_case_preprocessed_once_after_a_kill_and_restart() {
@@ -79,7 +67,7 @@ composite_size = 96
 
         // Ingest: every synthetic lesion becomes a case.
         let mut cases = bus.consumer("e2e-cases", &[topics::CASES]).unwrap();
-        let ingest = start("ingest", &config, &log);
+        let ingest = start_worker("ingest", &config, &log);
         let mut expected = BTreeMap::new();
         while expected.len() < 6 {
             let r = tokio::time::timeout(Duration::from_secs(90), cases.recv()).await.expect("cases").unwrap();
@@ -100,7 +88,7 @@ composite_size = 96
         let mut dead = bus.consumer("e2e-dead", &[topics::DEAD_PREPROCESS]).unwrap();
         let mut seen: BTreeMap<String, Vec<LesionV1>> = BTreeMap::new();
         let mut raw_payloads = Vec::new();
-        let worker = start("preprocess", &config, &log);
+        let worker = start_worker("preprocess", &config, &log);
         while seen.len() < 2 {
             let r = tokio::time::timeout(Duration::from_secs(90), lesions.recv()).await.expect("lesions").unwrap();
             raw_payloads.push(r.payload.clone());
@@ -113,7 +101,7 @@ composite_size = 96
         worker.wait().unwrap();
         let at_kill = seen.len();
 
-        let worker = start("preprocess", &config, &log);
+        let worker = start_worker("preprocess", &config, &log);
         let deadline = Instant::now() + Duration::from_secs(180);
         while seen.len() < expected.len() {
             assert!(Instant::now() < deadline, "only {} of {} lesions", seen.len(), expected.len());

@@ -5,21 +5,12 @@
 //! and a redelivered lesion rewrites its own file rather than adding one.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{files_under, interrupt, lesion_with_volumes, put_series, renal_bin, synthetic_lesion, Broker};
+use renal_e2e::{files_under, interrupt, lesion_with_volumes, put_series, start_worker, synthetic_lesion, Broker};
 use renal_messages::{topics, DeadLetterV1, FeaturesV1, Message};
 use renal_store::LocalBlobStore;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(renal_bin())
-        .args(["worker", "radiomics", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .unwrap()
-}
 
 async fn next<C: Consumer>(consumer: &mut C, what: &str, log: &Path) -> renal_bus::Record {
     tokio::time::timeout(Duration::from_secs(90), consumer.recv())
@@ -75,7 +66,7 @@ fn radiomics_worker_commits_files_and_announces_them() {
         let mut features = bus.consumer("e2e-features", &[topics::FEATURES]).unwrap();
         let mut dead = bus.consumer("e2e-dead", &[topics::DEAD_RADIOMICS]).unwrap();
 
-        let worker = start(&config, &log);
+        let worker = start_worker("radiomics", &config, &log);
         let first = FeaturesV1::decode(&next(&mut features, "features", &log).await.payload).unwrap();
         let mut letters = BTreeMap::new();
         for _ in 0..2 {
@@ -95,7 +86,7 @@ fn radiomics_worker_commits_files_and_announces_them() {
         for l in [lesion("SXH-0003", &good), lesion("SXH-0001", &good)] {
             bus.send(topics::LESIONS, &l.case_id, l.encode()).await.unwrap();
         }
-        let worker = start(&config, &log);
+        let worker = start_worker("radiomics", &config, &log);
         let mut later = BTreeMap::new();
         for _ in 0..2 {
             let f = FeaturesV1::decode(&next(&mut features, "features after restart", &log).await.payload).unwrap();

@@ -450,3 +450,15 @@ pub fn lesion_with_volumes(
         provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
     }
 }
+
+/// Start `renal worker NAME --config CONFIG`, its stderr appended to `log` (so a restarted
+/// worker's lines follow the first run's). The ingest workers' pseudonym secret is set.
+pub fn start_worker(name: &str, config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(renal_bin())
+        .args(["worker", name, "--config", config.to_str().unwrap()])
+        .env("RENAL_PSEUDONYM_SECRET", "e2e-secret")
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start renal worker {name}: {e}"))
+}
