@@ -14,7 +14,7 @@
 use renal_e2e::synthetic_lesion as lesion;
 use renal_features::extract::extract_series;
 use renal_features::settings::{Resegmentation, Setting};
-use renal_imaging::{nifti, Volume};
+use renal_imaging::nifti;
 use renal_radiomics::roi::Discretisation;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -55,7 +55,7 @@ fn features_after_resampling_and_binning_match_mirp() {
         // Ours, on the volumes as stored.
         let img = nifti::decode(&std::fs::read(&ip).unwrap()).unwrap().volume;
         let m = nifti::decode(&std::fs::read(&mp).unwrap()).unwrap().volume;
-        let msk = Volume { geometry: m.geometry, data: m.data.iter().map(|&v| u8::from(v > 0.5)).collect() };
+        let msk = m.to_mask();
         let ours = extract_series(&img, &msk, &[setting]).unwrap();
         let ours: BTreeMap<String, f64> = ours[0].features.clone().unwrap().into_iter().collect();
 

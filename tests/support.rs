@@ -423,8 +423,7 @@ pub fn as_stored(
     use renal_imaging::nifti;
     let back = |bytes: Vec<u8>| nifti::decode(&bytes).unwrap().volume;
     let m = back(nifti::encode_gz(mask, "mask"));
-    let m = renal_imaging::Volume { geometry: m.geometry, data: m.data.iter().map(|&v| u8::from(v > 0.5)).collect() };
-    (back(nifti::encode_gz(image, "image")), m)
+    (back(nifti::encode_gz(image, "image")), m.to_mask())
 }
 
 /// A `renal.lesions` message for two stored series (T2, T1C bundles); the other fields are

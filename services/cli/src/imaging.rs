@@ -54,7 +54,7 @@ fn read_mask(path: &Path, grid: &Geometry) -> Result<Volume<u8>> {
         return renal_dicom::read::read_seg_mask(&bytes, grid).with_context(|| format!("SEG {}", path.display()));
     }
     let v = read(path)?;
-    let mask = Volume { geometry: v.geometry, data: v.data.iter().map(|&x| u8::from(x > 0.5)).collect() };
+    let mask = v.to_mask();
     if mask.count_nonzero() == 0 {
         bail!("mask {} is empty", path.display());
     }
@@ -247,8 +247,7 @@ pub fn run_radiomics(
     let (volume, roi_mask, names, hashes, discretisation) = match (ibsi_phantom, image, mask) {
         (true, None, None) => {
             let decode = |b: &[u8]| nifti::decode(b).map(|n| n.volume);
-            let (v, m) = (decode(IBSI_PHANTOM.0)?, decode(IBSI_PHANTOM.1)?);
-            let m = Volume { geometry: m.geometry, data: m.data.iter().map(|&x| u8::from(x > 0.5)).collect() };
+            let (v, m) = (decode(IBSI_PHANTOM.0)?, decode(IBSI_PHANTOM.1)?.to_mask());
             let hashes = [renal_store::sha256_hex(IBSI_PHANTOM.0), renal_store::sha256_hex(IBSI_PHANTOM.1)];
             (
                 v,

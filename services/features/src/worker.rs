@@ -73,8 +73,7 @@ fn fetch_series(store: &dyn BlobStore, bundle: &BlobRef, role: &str) -> Result<(
         nifti::decode(&bytes).map(|n| n.volume).map_err(|e| reject("bad_volume", format!("{role} {what}: {e}")))
     };
     let image = decode(get(store, &blobs.image, &format!("{role} image"))?, "image")?;
-    let mask = decode(get(store, &blobs.mask, &format!("{role} mask"))?, "mask")?;
-    let mask = Volume { geometry: mask.geometry, data: mask.data.iter().map(|&v| u8::from(v > 0.5)).collect() };
+    let mask = decode(get(store, &blobs.mask, &format!("{role} mask"))?, "mask")?.to_mask();
     Ok((image, mask))
 }
 

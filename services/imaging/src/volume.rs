@@ -30,6 +30,14 @@ impl<T: Copy> Volume<T> {
     }
 }
 
+impl Volume<f32> {
+    /// The binary mask of a mask read as numbers (NIfTI and NRRD decode to float): 1 where the
+    /// value is above 0.5.
+    pub fn to_mask(&self) -> Volume<u8> {
+        Volume { geometry: self.geometry.clone(), data: self.data.iter().map(|&v| u8::from(v > 0.5)).collect() }
+    }
+}
+
 impl Volume<u8> {
     /// Number of non-zero voxels.
     pub fn count_nonzero(&self) -> usize {
