@@ -192,12 +192,10 @@ impl Mesh {
         let table = triangulation();
         let edges = edges();
         let [px, py, _] = roi.padded_dims;
-        // The morphological mask on the padded grid.
-        let mut padded = vec![false; roi.padded.len()];
+        let (padded, voxels) = roi.morphology_padded();
         let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for i in roi.morphology_voxels() {
-            let c = roi.coords(i).map(|v| v + 1);
-            padded[c[0] + px * (c[1] + py * c[2])] = true;
+        for p in voxels {
+            let c = [p % px, (p / px) % py, p / (px * py)];
             for a in 0..3 {
                 lo[a] = lo[a].min(c[a]);
                 hi[a] = hi[a].max(c[a]);

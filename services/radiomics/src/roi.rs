@@ -170,6 +170,27 @@ impl Roi {
         (0..m.len()).filter(|&i| m[i]).collect()
     }
 
+    /// The morphological mask on the padded grid, and the padded indices of its voxels in
+    /// memory order (the intensity mask's own when there is no separate one).
+    pub fn morphology_padded(&self) -> (Vec<bool>, Vec<usize>) {
+        let voxels: Vec<usize> = match &self.morphology_mask {
+            None => self.padded_voxels.clone(),
+            Some(_) => self.morphology_voxels().into_iter().map(|i| self.padded_index(i)).collect(),
+        };
+        let mut inside = vec![false; self.padded.len()];
+        for &p in &voxels {
+            inside[p] = true;
+        }
+        (inside, voxels)
+    }
+
+    /// Index on the padded grid of voxel `i`.
+    pub fn padded_index(&self, i: usize) -> usize {
+        let [x, y, z] = self.coords(i);
+        let [px, py, _] = self.padded_dims;
+        (x + 1) + px * ((y + 1) + py * (z + 1))
+    }
+
     /// Linear offset on the padded grid of a step of at most one voxel per axis.
     pub fn offset(&self, o: [i64; 3]) -> isize {
         let [px, py, _] = self.padded_dims;

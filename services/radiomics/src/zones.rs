@@ -78,25 +78,7 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
 /// intensity mask, so holes that re-segmentation cuts do not count as edges (IBSI 3.11).
 pub fn edge_distance(roi: &Roi, planar: bool) -> Vec<u32> {
     let faces: Vec<isize> = neighbourhood(planar, true).into_iter().map(|o| roi.offset(o)).collect();
-    let [px, py, _] = roi.padded_dims;
-    let (inside, voxels): (Vec<bool>, Vec<usize>) = match &roi.morphology_mask {
-        None => (roi.padded.iter().map(|&l| l > 0).collect(), roi.padded_voxels.clone()),
-        Some(_) => {
-            let mut inside = vec![false; roi.padded.len()];
-            let voxels: Vec<usize> = roi
-                .morphology_voxels()
-                .into_iter()
-                .map(|i| {
-                    let c = roi.coords(i).map(|v| v + 1);
-                    c[0] + px * (c[1] + py * c[2])
-                })
-                .collect();
-            for &p in &voxels {
-                inside[p] = true;
-            }
-            (inside, voxels)
-        }
-    };
+    let (inside, voxels) = roi.morphology_padded();
     let mut dist = vec![0u32; roi.padded.len()];
     let mut queue = VecDeque::new();
     for &i in &voxels {
