@@ -11,7 +11,7 @@
 use crate::settings::{Resegmentation, Setting};
 use renal_imaging::resample::{bounding_box, crop, isotropic_grid, resample, resample_mask};
 use renal_imaging::Volume;
-use renal_radiomics::roi::{Roi, RoiError};
+use renal_radiomics::roi::{Discretisation, Roi, RoiError};
 use renal_radiomics::Features;
 
 /// Margin kept around the mask's bounding box, mm.
@@ -38,6 +38,52 @@ pub enum ExtractError {
 
 /// What the unbinned families depend on: the grid spacing and the re-segmentation.
 type GridKey = (Option<f64>, Option<Resegmentation>);
+
+/// One grid and re-segmentation, ready for its settings.
+struct Prepared {
+    /// Voxels of the intensity mask.
+    roi_voxels: usize,
+    /// The ROI (binned into one level; each setting re-bins it), or why there is none.
+    roi: Result<Roi, String>,
+    /// Morphology and intensity features, once the first setting has computed them.
+    unbinned: Option<Features>,
+}
+
+/// The ROI of a resampled grid: the intensity mask after any re-segmentation, the morphological
+/// mask as resampled.
+fn prepare(img: &Volume<f32>, msk: &Volume<u8>, resegmentation: Option<&Resegmentation>) -> Prepared {
+    let morphology: Vec<bool> = msk.data.iter().map(|&m| m != 0).collect();
+    let intensity = match resegmentation {
+        Some(r) => r.apply(&img.data, &msk.data),
+        None => morphology.clone(),
+    };
+    let roi_voxels = intensity.iter().filter(|&&m| m).count();
+    let roi = if roi_voxels > MAX_ROI_VOXELS {
+        Err(format!("{roi_voxels} ROI voxels (at most {MAX_ROI_VOXELS})"))
+    } else if roi_voxels == 0 && resegmentation.is_some() && morphology.contains(&true) {
+        Err("no ROI voxel left after re-segmentation".to_string())
+    } else {
+        // One level cannot fail on finite intensities, so only the ROI itself can be refused.
+        Roi::new(
+            img.geometry.dims,
+            img.geometry.spacing_mm,
+            img.data.iter().map(|&v| f64::from(v)).collect(),
+            intensity,
+            Discretisation::FixedBinNumber { bins: 1 },
+        )
+        .and_then(|roi| roi.with_morphology_mask(morphology))
+        .map_err(describe)
+    };
+    Prepared { roi_voxels, roi, unbinned: None }
+}
+
+/// Why an ROI gave no features, for its row.
+fn describe(e: RoiError) -> String {
+    match e {
+        RoiError::Empty => "no ROI voxel on this grid".to_string(),
+        e => e.to_string(),
+    }
+}
 
 /// The features of one setting, or why that setting gave none (a lesion smaller than one voxel
 /// of a coarse grid, say).
@@ -71,71 +117,40 @@ pub fn extract_series(
     }
     let (image, mask) = (crop(image, bbox, margin), crop(mask, bbox, margin));
 
+    // Resampled volumes per spacing; per spacing and re-segmentation, the ROI (discretised per
+    // setting by re-binning) and the families that do not depend on the grey levels.
     let mut grids: Vec<(Option<f64>, Volume<f32>, Volume<u8>)> = Vec::new();
-    // Morphology and intensity features depend on the grid and re-segmentation only: computed
-    // once per pair.
-    let mut unbinned: Vec<(GridKey, Features)> = Vec::new();
-    // The ROI of each grid and re-segmentation, re-binned for its other settings.
-    let mut rois: Vec<(GridKey, Roi)> = Vec::new();
+    let mut prepared: Vec<(GridKey, Prepared)> = Vec::new();
     let mut out = Vec::with_capacity(settings.len());
     for &setting in settings {
-        if !grids.iter().any(|(s, _, _)| *s == setting.spacing_mm) {
-            let (img, msk) = match setting.spacing_mm {
-                None => (image.clone(), mask.clone()),
-                Some(s) => {
-                    let g = isotropic_grid(&image.geometry, s);
-                    if g.len() > MAX_CROP_VOXELS {
-                        return Err(ExtractError::TooLarge { voxels: g.len() });
-                    }
-                    (resample(&image, &g), resample_mask(&mask, &g))
-                }
-            };
-            grids.push((setting.spacing_mm, img, msk));
-        }
-        let (_, img, msk) = grids.iter().find(|(s, _, _)| *s == setting.spacing_mm).expect("just added");
-        let morphology: Vec<bool> = msk.data.iter().map(|&m| m != 0).collect();
-        let intensity = match &setting.resegmentation {
-            Some(r) => r.apply(&img.data, &msk.data),
-            None => morphology.clone(),
-        };
-        let roi_voxels = intensity.iter().filter(|&&m| m).count();
         let key = (setting.spacing_mm, setting.resegmentation);
-        let features = if roi_voxels > MAX_ROI_VOXELS {
-            Err(format!("{roi_voxels} ROI voxels (at most {MAX_ROI_VOXELS})"))
-        } else if roi_voxels == 0 && setting.resegmentation.is_some() && morphology.contains(&true) {
-            Err("no ROI voxel left after re-segmentation".to_string())
-        } else {
-            let built = match rois.iter().find(|(k, _)| *k == key) {
-                Some((_, roi)) => roi.rebinned(setting.discretisation),
-                None => Roi::new(
-                    img.geometry.dims,
-                    img.geometry.spacing_mm,
-                    img.data.iter().map(|&v| f64::from(v)).collect(),
-                    intensity,
-                    setting.discretisation,
-                )
-                .and_then(|roi| roi.with_morphology_mask(morphology))
-                .inspect(|roi| rois.push((key, roi.clone()))),
-            };
-            built
-                .map(|roi| {
-                    let mut features = match unbinned.iter().find(|(k, _)| *k == key) {
-                        Some((_, f)) => f.clone(),
-                        None => {
-                            let f = renal_radiomics::extract_unbinned(&roi);
-                            unbinned.push((key, f.clone()));
-                            f
+        if !prepared.iter().any(|(k, _)| *k == key) {
+            if !grids.iter().any(|(s, _, _)| *s == setting.spacing_mm) {
+                let (img, msk) = match setting.spacing_mm {
+                    None => (image.clone(), mask.clone()),
+                    Some(s) => {
+                        let g = isotropic_grid(&image.geometry, s);
+                        if g.len() > MAX_CROP_VOXELS {
+                            return Err(ExtractError::TooLarge { voxels: g.len() });
                         }
-                    };
-                    features.extend(renal_radiomics::extract_binned(&roi));
-                    features
-                })
-                .map_err(|e| match e {
-                    RoiError::Empty => "no ROI voxel on this grid".to_string(),
-                    e => e.to_string(),
-                })
+                        (resample(&image, &g), resample_mask(&mask, &g))
+                    }
+                };
+                grids.push((setting.spacing_mm, img, msk));
+            }
+            let (_, img, msk) = grids.iter().find(|(s, _, _)| *s == setting.spacing_mm).expect("just added");
+            prepared.push((key, prepare(img, msk, setting.resegmentation.as_ref())));
+        }
+        let (_, p) = prepared.iter_mut().find(|(k, _)| *k == key).expect("just added");
+        let features = match &p.roi {
+            Err(e) => Err(e.clone()),
+            Ok(base) => base.rebinned(setting.discretisation).map_err(describe).map(|roi| {
+                let mut features = p.unbinned.get_or_insert_with(|| renal_radiomics::extract_unbinned(&roi)).clone();
+                features.extend(renal_radiomics::extract_binned(&roi));
+                features
+            }),
         };
-        out.push(SettingFeatures { setting, roi_voxels, features });
+        out.push(SettingFeatures { setting, roi_voxels: p.roi_voxels, features });
     }
     Ok(out)
 }
@@ -144,7 +159,6 @@ pub fn extract_series(
 mod tests {
     use super::*;
     use renal_imaging::Geometry;
-    use renal_radiomics::roi::Discretisation;
 
     fn geometry(dims: [usize; 3], spacing: [f64; 3]) -> Geometry {
         Geometry {
