@@ -122,6 +122,7 @@ pub fn features_batch(key: &RowKey, series: &[(&str, &[SettingFeatures])]) -> Re
             r.features.as_ref().map(|f| f.iter().map(|(t, v)| (t.as_str(), *v)).collect()).unwrap_or_default()
         })
         .collect();
+    let fixed = columns.len();
     for tag in feature_tags() {
         let col: Vec<Option<f64>> = values.iter().map(|m| m.get(tag.as_str()).copied()).collect();
         columns.push((tag.clone(), Arc::new(Float64Array::from(col))));
@@ -129,7 +130,6 @@ pub fn features_batch(key: &RowKey, series: &[(&str, &[SettingFeatures])]) -> Re
     // The schema is fixed, whatever this batch's nulls: the optional columns and every feature
     // are nullable.
     let optional = ["spacing_mm", "bins", "bin_width", "error"];
-    let fixed = 16;
     RecordBatch::try_from_iter_with_nullable(columns.into_iter().enumerate().map(|(i, (name, array))| {
         let nullable = i >= fixed || optional.contains(&name.as_str());
         (name, array, nullable)
