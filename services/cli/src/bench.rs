@@ -1,7 +1,7 @@
 //! `renal bench <stage>`: time a stage on this machine and print a Markdown table.
 
 use crate::pipeline::site_folders;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use renal_ingest::worker;
 use std::path::{Path, PathBuf};
 
@@ -358,8 +358,25 @@ pub fn ellipsoid_lesion() -> (Vec<f64>, Vec<bool>) {
     (image, mask)
 }
 
+/// MIRP's time for one setting on the bench lesion (`tests/reference/mirp_bench.py`, run by the
+/// test suite's Python environment): seconds and features.
+fn time_mirp(bins: u32) -> Result<(f64, u64)> {
+    let venv = std::env::var("RENAL_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/renal-mri/venv", std::env::var("HOME").unwrap_or_default()));
+    let python = std::path::Path::new(&venv).join("bin/python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", include_str!("../../../tests/reference/mirp_bench.py"), &bins.to_string(), "1"])
+        .output()
+        .with_context(|| format!("running {} (build it with scripts/python-env.sh)", python.display()))?;
+    if !out.status.success() {
+        bail!("MIRP timing failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok((v["seconds"].as_f64().context("MIRP seconds")?, v["features"].as_u64().context("MIRP features")?))
+}
+
 /// `renal bench radiomics`.
-pub fn bench_radiomics(bins: u32, repeat: usize, grid: bool) -> Result<()> {
+pub fn bench_radiomics(bins: u32, repeat: usize, grid: bool, mirp: bool) -> Result<()> {
     use renal_radiomics::roi::{Discretisation, Roi};
     use renal_radiomics::{intensity, neighbourhood, texture, zones, Features};
     let (image, mask) = ellipsoid_lesion();
@@ -403,8 +420,13 @@ pub fn bench_radiomics(bins: u32, repeat: usize, grid: bool) -> Result<()> {
             .map(|roi| renal_radiomics::extract(&roi).len())
     })?;
     println!("| **one setting, all of the above** | {all} | **{:.2}** |", all_s * 1e3);
+    if mirp {
+        let (seconds, features) = time_mirp(bins)?;
+        println!("| MIRP 2.7.0, same lesion and setting (one run) | {features} | {:.0} |", seconds * 1e3);
+        println!("ours is {:.0}x faster than MIRP in this run", seconds / all_s);
+    }
     println!(
-        "sum of the rows {:.2} ms; target 10 ms per setting; PyRadiomics 3.1.0 measured 200-300 ms per setting on this machine kind (issue 5)",
+        "sum of the rows {:.2} ms; target 10 ms per setting; PyRadiomics 3.1.0 measured 200-300 ms per setting on this machine kind (issue 5; not installable here)",
         sum * 1e3
     );
     if grid {

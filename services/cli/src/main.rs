@@ -358,7 +358,7 @@ enum BenchStage {
     /// Target: at most 10 ms per setting. `--grid` adds the study's 32 settings on the same
     /// lesion (crop, resampling and extraction), the per-series cost of the radiomics worker.
     ///
-    /// Example: renal bench radiomics --bins 32 --repeat 20 --grid
+    /// Example: renal bench radiomics --bins 32 --repeat 20 --grid --mirp
     Radiomics {
         /// Grey levels (fixed bin number).
         #[arg(long, default_value_t = 32)]
@@ -369,6 +369,10 @@ enum BenchStage {
         /// Also time the 32-setting grid (a few seconds per repetition).
         #[arg(long)]
         grid: bool,
+        /// Also time MIRP on the same lesion and setting, once (about 20 s), from the test
+        /// suite's Python environment ($RENAL_VENV, built by scripts/python-env.sh).
+        #[arg(long)]
+        mirp: bool,
     },
     /// CNN throughput at 200x200: inference (images/s) and SGD train steps per backbone, batch
     /// size and device; on CUDA also fp16 autocast inference, with PyTorch eager from the
@@ -439,8 +443,8 @@ fn run(cli: Cli) -> Result<()> {
             let binning = imaging::Binning { bins, bin_width, settings };
             imaging::run_radiomics(image.as_deref(), mask.as_deref(), ibsi_phantom, &binning, &out)
         }
-        Command::Bench { stage: BenchStage::Radiomics { bins, repeat, grid } } => {
-            bench::bench_radiomics(bins, repeat, grid)
+        Command::Bench { stage: BenchStage::Radiomics { bins, repeat, grid, mirp } } => {
+            bench::bench_radiomics(bins, repeat, grid, mirp)
         }
         Command::Bench { stage: BenchStage::Cnn { backbones, batches, devices, repeat, parity, train_steps } } => {
             cnn::bench(&backbones, &batches, &devices, repeat, parity, train_steps)
