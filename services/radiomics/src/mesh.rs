@@ -19,7 +19,7 @@
 //! corners inside (a hexagonal loop) or an ambiguous face is split the other way.
 
 use crate::roi::Roi;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::OnceLock;
 
 /// Cube corner `c` (bits: x, y, z) as a unit offset.
@@ -206,8 +206,8 @@ impl Mesh {
             x as usize + px * (y as usize + py * z as usize)
         });
         let inside = |p: usize| padded[p];
-        // Vertex id per (lower corner, axis) key; the keys are dense only near the surface.
-        let mut ids = HashMap::new();
+        // Vertex id per (lower corner, axis) key, u32::MAX until the vertex is made.
+        let mut ids = vec![u32::MAX; padded.len() * 3];
         let mut doubled = Vec::new();
         let mut triangles = Vec::new();
         for z in lo[2] - 1..=hi[2] {
@@ -224,13 +224,14 @@ impl Mesh {
                         let t = tri.map(|e| {
                             let (c, axis) = edges[e as usize];
                             let key = (base + corner_offset[c]) * 3 + axis;
-                            *ids.entry(key).or_insert_with(|| {
+                            if ids[key] == u32::MAX {
                                 let [cx, cy, cz] = corner(c);
                                 let mut d = [2 * (x as i64 + cx), 2 * (y as i64 + cy), 2 * (z as i64 + cz)];
                                 d[axis] += 1;
+                                ids[key] = doubled.len() as u32;
                                 doubled.push(d);
-                                (doubled.len() - 1) as u32
-                            })
+                            }
+                            ids[key]
                         });
                         triangles.push(t);
                     }
@@ -337,8 +338,8 @@ impl Hull {
         }
         let mut faces: Vec<Face> = Vec::new();
         // Directed edge -> the live face that has it.
-        let mut edge_face: HashMap<(u32, u32), usize> = HashMap::new();
-        let add = |faces: &mut Vec<Face>, edge_face: &mut HashMap<(u32, u32), usize>, v: [u32; 3]| {
+        let mut edge_face: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+        let add = |faces: &mut Vec<Face>, edge_face: &mut FxHashMap<(u32, u32), usize>, v: [u32; 3]| {
             for k in 0..3 {
                 edge_face.insert((v[k], v[(k + 1) % 3]), faces.len());
             }
@@ -471,7 +472,7 @@ pub fn max_distance_mm(mesh: &Mesh, vertices: &[u32]) -> f64 {
 mod tests {
     use super::*;
     use crate::roi::Discretisation;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     fn roi(dims: [usize; 3], spacing: [f64; 3], mask: Vec<bool>) -> Roi {
         let n = mask.len();

@@ -106,10 +106,11 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     for p in &shape {
         for a in 0..3 {
             for b in 0..3 {
-                cov[a][b] += (p[a] - centre[a]) * (p[b] - centre[b]) / (n - 1.0).max(1.0);
+                cov[a][b] += (p[a] - centre[a]) * (p[b] - centre[b]);
             }
         }
     }
+    cov.iter_mut().flatten().for_each(|c| *c /= (n - 1.0).max(1.0));
     let hull = Hull::of(&mesh);
     let hull_vertices = hull.as_ref().map_or_else(|| (0..mesh.doubled.len() as u32).collect(), Hull::vertices);
     out.push(("morph_diam".into(), max_distance_mm(&mesh, &hull_vertices)));
