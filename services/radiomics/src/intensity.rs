@@ -147,9 +147,11 @@ pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
 /// `loc_peak_loc`: around the ROI's brightest voxel (the highest such mean when several tie);
 /// `loc_peak_glob`: the highest such mean around any ROI voxel.
 ///
-/// The sphere is cut into rows along x. For each row half-width w, the sum of every run of
-/// 2w + 1 voxels along x comes from prefix sums; the sphere's sum at a voxel is then the sum of
-/// about 120 such row sums (at 1 mm), added a whole x-row of the ROI's bounding box at a time.
+/// The sphere is cut into rows along x. Every image row near the ROI gets prefix sums, padded
+/// with the row's first and last prefix so that a run clipped by the image's edge needs no
+/// branch; the sum of the run of half-width w at x is then `P[x + w + 1] - P[x - w]`, and the
+/// sphere's sum at a voxel is the sum of about 120 such differences (at 1 mm), added a whole
+/// x-row of the ROI at a time. The voxel counts come the same way from the clipped run lengths.
 pub fn local_intensity(roi: &Roi, out: &mut Features) {
     let radius = 10.0 * (3.0 / (4.0 * std::f64::consts::PI)).cbrt();
     let [nx, ny, nz] = roi.dims;
@@ -177,71 +179,81 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
         }
     }
     let bx = hi[0] - lo[0] + 1;
-    // sums[w][(z * ny + y) * bx + x - lo_x]: sum and count of the run of half-width w at x.
-    let mut sums = vec![Vec::new(); widest + 1];
-    let mut counts = vec![Vec::new(); widest + 1];
-    let mut prefix = vec![0.0f64; nx + 1];
-    for w in 0..=widest {
-        sums[w] = vec![0.0f64; nz * ny * bx];
-        counts[w] = vec![0.0f64; bx];
-        for x in lo[0]..=hi[0] {
-            counts[w][x - lo[0]] = ((x + w).min(nx - 1) - x.saturating_sub(w) + 1) as f64;
-        }
-    }
-    for zy in 0..nz * ny {
-        for x in 0..nx {
-            prefix[x + 1] = prefix[x] + roi.image[zy * nx + x];
-        }
-        for (w, s) in sums.iter_mut().enumerate() {
-            for x in lo[0]..=hi[0] {
-                let (a, b) = (x.saturating_sub(w), (x + w).min(nx - 1));
-                s[zy * bx + x - lo[0]] = prefix[b + 1] - prefix[a];
+    // Prefix rows for the image rows the spheres reach: y0..y1, z0..z1. Entry k of a row is the
+    // sum of the row's intensities at x < k - widest (clipped to the row).
+    let (y0, y1) = (lo[1].saturating_sub(ry as usize), (hi[1] + ry as usize).min(ny - 1));
+    let (z0, z1) = (lo[2].saturating_sub(rz as usize), (hi[2] + rz as usize).min(nz - 1));
+    let stride = nx + 2 * widest + 1;
+    let wy = y1 - y0 + 1;
+    let mut prefix = vec![0.0f64; (z1 - z0 + 1) * wy * stride];
+    for z in z0..=z1 {
+        for y in y0..=y1 {
+            let row = &roi.image[roi.index(0, y, z)..][..nx];
+            let p = &mut prefix[((z - z0) * wy + (y - y0)) * stride..][..stride];
+            let mut acc = 0.0;
+            for x in 0..nx {
+                acc += row[x];
+                p[widest + x + 1] = acc;
             }
+            p[widest + nx + 1..].iter_mut().for_each(|v| *v = acc);
         }
     }
-    // Sphere sums and counts along each x-row of the ROI, from its first ROI voxel to its last.
-    // The counts are the same for every row whose sphere stays inside the image in y and z.
+    // Voxels in the run of half-width w at x (x from lo[0]), clipped to the row.
+    let counts: Vec<Vec<f64>> = (0..=widest)
+        .map(|w| (lo[0]..=hi[0]).map(|x| ((x + w).min(nx - 1) - x.saturating_sub(w) + 1) as f64).collect())
+        .collect();
+    // The counts are the same for every x-row whose sphere stays inside the image in y and z.
     let mut full = vec![0.0f64; bx];
     for &(_, _, w) in &rows {
         full.iter_mut().zip(&counts[w]).for_each(|(a, v)| *a += v);
     }
-    let mut mean = vec![0.0f64; nx * ny * nz];
+    let (mut local, mut global) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+    let brightest = voxels.iter().map(|&i| roi.image[i]).fold(f64::NEG_INFINITY, f64::max);
     let (mut acc, mut cnt) = (vec![0.0f64; bx], vec![0.0f64; bx]);
     for z in lo[2]..=hi[2] {
         for y in lo[1]..=hi[1] {
             let row_start = roi.index(0, y, z);
             let Some(first) = (lo[0]..=hi[0]).find(|&x| roi.mask[row_start + x]) else { continue };
             let last = (lo[0]..=hi[0]).rev().find(|&x| roi.mask[row_start + x]).expect("found one");
-            let span = (first - lo[0])..(last - lo[0] + 1);
-            acc[span.clone()].iter_mut().for_each(|v| *v = 0.0);
+            let span = first..last + 1;
+            let acc = &mut acc[..span.len()];
+            acc.iter_mut().for_each(|v| *v = 0.0);
             let inside = rows.iter().all(|&(dy, dz, _)| {
                 let (yy, zz) = (y as i64 + dy, z as i64 + dz);
                 yy >= 0 && yy < ny as i64 && zz >= 0 && zz < nz as i64
             });
+            let cnt = &mut cnt[..span.len()];
             if !inside {
-                cnt[span.clone()].iter_mut().for_each(|v| *v = 0.0);
+                cnt.iter_mut().for_each(|v| *v = 0.0);
             }
             for &(dy, dz, w) in &rows {
                 let (yy, zz) = (y as i64 + dy, z as i64 + dz);
                 if yy < 0 || yy >= ny as i64 || zz < 0 || zz >= nz as i64 {
                     continue;
                 }
-                let row = &sums[w][(zz as usize * ny + yy as usize) * bx..][..bx];
-                acc[span.clone()].iter_mut().zip(&row[span.clone()]).for_each(|(a, v)| *a += v);
+                let p = &prefix[((zz as usize - z0) * wy + (yy as usize - y0)) * stride..][..stride];
+                // P[x + w + 1] - P[x - w], both shifted by `widest`.
+                let ahead = &p[first + widest + w + 1..][..acc.len()];
+                let behind = &p[first + widest - w..][..acc.len()];
+                for ((a, &b), &c) in acc.iter_mut().zip(ahead).zip(behind) {
+                    *a += b - c;
+                }
                 if !inside {
-                    cnt[span.clone()].iter_mut().zip(&counts[w][span.clone()]).for_each(|(a, v)| *a += v);
+                    cnt.iter_mut().zip(&counts[w][first - lo[0]..]).for_each(|(a, v)| *a += v);
                 }
             }
-            let counts_here = if inside { &full } else { &cnt };
-            for x in first..=last {
-                mean[row_start + x] = acc[x - lo[0]] / counts_here[x - lo[0]];
+            let counts_here = if inside { &full[first - lo[0]..] } else { &cnt[..] };
+            for (k, x) in span.enumerate() {
+                if roi.mask[row_start + x] {
+                    let mean = acc[k] / counts_here[k];
+                    global = global.max(mean);
+                    if roi.image[row_start + x] == brightest {
+                        local = local.max(mean);
+                    }
+                }
             }
         }
     }
-    let brightest = voxels.iter().map(|&i| roi.image[i]).fold(f64::NEG_INFINITY, f64::max);
-    let local =
-        voxels.iter().filter(|&&i| roi.image[i] == brightest).map(|&i| mean[i]).fold(f64::NEG_INFINITY, f64::max);
-    let global = voxels.iter().map(|&i| mean[i]).fold(f64::NEG_INFINITY, f64::max);
     out.push(("loc_peak_loc".into(), local));
     out.push(("loc_peak_glob".into(), global));
 }
