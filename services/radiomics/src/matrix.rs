@@ -63,10 +63,28 @@ impl Mat {
     }
 }
 
-/// Names of the 17 features [`size_features`] computes, in its order, for one family: the
-/// run-length, size-zone, distance-zone and dependence matrices all share the formulas (IBSI
-/// 3.7-3.11) and differ in what the second index counts.
-pub type SizeNames = [&'static str; 17];
+/// One non-zero cell of a count matrix: grey level i, second index j (both from 1), count.
+pub type Cell = (u32, u32, f64);
+
+/// [`cell_features`] of a dense matrix.
+pub fn size_features(m: &Mat) -> Option<[f64; 17]> {
+    let mut cells = Vec::new();
+    for c in 0..m.cols {
+        for r in 0..m.rows {
+            let s = m.data[r * m.cols + c];
+            if s != 0.0 {
+                cells.push(((r + 1) as u32, (c + 1) as u32, s));
+            }
+        }
+    }
+    cell_features(m.rows, &cells, m.voxels)
+}
+
+/// Cells of `(i, j)` pairs, each packed as `j << 32 | i`: sorts them and counts each pair once.
+pub fn counted(pairs: &mut [u64]) -> Vec<Cell> {
+    pairs.sort_unstable();
+    pairs.chunk_by(|a, b| a == b).map(|run| (run[0] as u32, (run[0] >> 32) as u32, run.len() as f64)).collect()
+}
 
 /// Features of a matrix over (grey level i, second index j) with counts `s_ij`, `N_s = Σ s_ij`,
 /// `p_ij = s_ij / N_s`: small/large-j emphasis `Σ s/j²`, `Σ s j²`; low/high grey level emphasis
@@ -74,58 +92,55 @@ pub type SizeNames = [&'static str; 17];
 /// `Σ s i² j²` (each divided by `N_s`); grey level non-uniformity `Σ_i (Σ_j s)² / N_s` and its
 /// normalised form (`/ N_s²`); the same over j; percentage `N_s / N_v`; grey level variance and
 /// j variance of p; entropy `-Σ p log2 p`; energy `Σ p²`. `None` for an empty matrix.
-pub fn size_features(m: &Mat) -> Option<[f64; 17]> {
-    let ns = m.total();
+///
+/// `cells` are the non-zero cells sorted by j (then i), levels at most `rows`; `voxels` is
+/// `N_v`. The run-length, size-zone, distance-zone and dependence matrices all share these
+/// formulas (IBSI 3.7-3.11) and differ in what j counts.
+pub fn cell_features(rows: usize, cells: &[Cell], voxels: f64) -> Option<[f64; 17]> {
+    let ns: f64 = cells.iter().map(|c| c.2).sum();
     if ns == 0.0 {
         return None;
     }
     let mut f = [0.0f64; 17];
-    let mut row_sum = vec![0.0; m.rows];
-    let mut col_sum = vec![0.0; m.cols];
+    let mut row_sum = vec![0.0; rows];
     let (mut mu_i, mut mu_j) = (0.0, 0.0);
-    for r in 0..m.rows {
-        for c in 0..m.cols {
-            let s = m.data[r * m.cols + c];
-            if s == 0.0 {
-                continue;
-            }
-            let (i, j) = ((r + 1) as f64, (c + 1) as f64);
-            let (i2, j2) = (i * i, j * j);
-            f[0] += s / j2;
-            f[1] += s * j2;
-            f[2] += s / i2;
-            f[3] += s * i2;
-            f[4] += s / (i2 * j2);
-            f[5] += s * i2 / j2;
-            f[6] += s * j2 / i2;
-            f[7] += s * i2 * j2;
-            row_sum[r] += s;
-            col_sum[c] += s;
-            let p = s / ns;
-            mu_i += i * p;
-            mu_j += j * p;
-            f[15] -= p * p.log2();
-            f[16] += p * p;
+    let (mut col_sq, mut col, mut col_j) = (0.0, 0.0, 0u32);
+    for &(i, j, s) in cells {
+        if j != col_j {
+            col_sq += col * col;
+            (col, col_j) = (0.0, j);
         }
+        col += s;
+        let (i, j) = (f64::from(i), f64::from(j));
+        let (i2, j2) = (i * i, j * j);
+        f[0] += s / j2;
+        f[1] += s * j2;
+        f[2] += s / i2;
+        f[3] += s * i2;
+        f[4] += s / (i2 * j2);
+        f[5] += s * i2 / j2;
+        f[6] += s * j2 / i2;
+        f[7] += s * i2 * j2;
+        row_sum[i as usize - 1] += s;
+        let p = s / ns;
+        mu_i += i * p;
+        mu_j += j * p;
+        f[15] -= p * p.log2();
+        f[16] += p * p;
     }
+    col_sq += col * col;
     for v in f.iter_mut().take(8) {
         *v /= ns;
     }
     f[8] = row_sum.iter().map(|v| v * v).sum::<f64>() / ns;
     f[9] = f[8] / ns;
-    f[10] = col_sum.iter().map(|v| v * v).sum::<f64>() / ns;
+    f[10] = col_sq / ns;
     f[11] = f[10] / ns;
-    f[12] = ns / m.voxels;
-    for r in 0..m.rows {
-        for c in 0..m.cols {
-            let s = m.data[r * m.cols + c];
-            if s == 0.0 {
-                continue;
-            }
-            let p = s / ns;
-            f[13] += ((r + 1) as f64 - mu_i).powi(2) * p;
-            f[14] += ((c + 1) as f64 - mu_j).powi(2) * p;
-        }
+    f[12] = ns / voxels;
+    for &(i, j, s) in cells {
+        let p = s / ns;
+        f[13] += (f64::from(i) - mu_i).powi(2) * p;
+        f[14] += (f64::from(j) - mu_j).powi(2) * p;
     }
     Some(f)
 }

@@ -3,55 +3,29 @@
 //! 8-connected within a slice in 2D). Its distance is the smallest, over its voxels, of the
 //! voxel's distance to the ROI's edge: 1 for a voxel with a face on a non-ROI voxel or on the
 //! grid's edge, counted in face steps (6-connected in 3D, 4-connected in 2D).
+//!
+//! Zones are labelled in one raster pass with two union-find forests (in-plane and 3D): each
+//! voxel is joined to its already-visited neighbours of the same level, the 4 in-plane ones
+//! in both forests and the 9 in the slice below in the 3D one; a zone's root is its first
+//! voxel in memory order. Edge distances are city-block distance transforms (two raster
+//! passes), which equal the breadth-first face-step distances: the nearest outside voxel in
+//! city-block distance is reached by a monotone path whose voxels before it are all inside.
 
-use crate::matrix::{planar, size_features, Mat};
+use crate::matrix::{cell_features, counted, mean_of};
 use crate::roi::Roi;
 use crate::Features;
-use std::collections::VecDeque;
 
 /// A zone: its grey level, voxel count, distance to the ROI's edge, and the slice it starts in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Zone {
     /// Grey level.
     pub level: u32,
     /// Voxels.
     pub size: usize,
-    /// Smallest edge distance of its voxels ([`edge_distance`]).
+    /// Smallest edge distance of its voxels ([`edge_distances`]).
     pub distance: u32,
     /// z of its first voxel (a 2D zone lies in that slice).
     pub slice: usize,
-}
-
-/// Zones of every slice (`planar`: 8-connected in-plane, so no zone leaves its slice) or of
-/// the volume (26-connected), with distances from the matching [`edge_distance`].
-pub fn zones(roi: &Roi, planar: bool, dist: &[u32]) -> Vec<Zone> {
-    let offsets: Vec<isize> = neighbourhood(planar, false).into_iter().map(|o| roi.offset(o)).collect();
-    let plane = roi.padded_dims[0] * roi.padded_dims[1];
-    let mut seen = vec![false; roi.padded.len()];
-    let mut out = Vec::new();
-    let mut stack = Vec::new();
-    for &start in &roi.padded_voxels {
-        if seen[start] {
-            continue;
-        }
-        let level = roi.padded[start];
-        let mut zone = Zone { level, size: 1, distance: dist[start], slice: start / plane - 1 };
-        seen[start] = true;
-        stack.push(start);
-        while let Some(i) = stack.pop() {
-            for &o in &offsets {
-                let j = (i as isize + o) as usize;
-                if !seen[j] && roi.padded[j] == level {
-                    seen[j] = true;
-                    zone.size += 1;
-                    zone.distance = zone.distance.min(dist[j]);
-                    stack.push(j);
-                }
-            }
-        }
-        out.push(zone);
-    }
-    out
 }
 
 /// Offsets of the neighbours of a voxel: all 26 (or 8 in-plane), or only the 6 (4) sharing a face.
@@ -73,48 +47,112 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
 }
 
 /// Distance of every voxel of the morphological mask to its edge on the padded grid (0
-/// outside), by breadth-first search in face steps from the voxels that touch the outside;
-/// in-plane steps only when `planar` (each slice on its own). The morphological mask, not the
-/// intensity mask, so holes that re-segmentation cuts do not count as edges (IBSI 3.11).
-pub fn edge_distance(roi: &Roi, planar: bool) -> Vec<u32> {
-    let faces: Vec<isize> = neighbourhood(planar, true).into_iter().map(|o| roi.offset(o)).collect();
+/// outside), in face steps: in-plane steps only (each slice on its own) and in 3D. The
+/// morphological mask, not the intensity mask, so holes that re-segmentation cuts do not
+/// count as edges (IBSI 3.11).
+pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
+    let [px, py, _] = roi.padded_dims;
+    let plane = px * py;
     let (inside, voxels) = roi.morphology_padded();
-    let mut dist = vec![0u32; roi.padded.len()];
-    let mut queue = VecDeque::new();
-    for &i in &voxels {
-        if faces.iter().any(|&o| !inside[(i as isize + o) as usize]) {
-            dist[i] = 1;
-            queue.push_back(i);
+    let far = u32::MAX / 2;
+    let mut planar = vec![0u32; roi.padded.len()];
+    for &p in &voxels {
+        planar[p] = far;
+    }
+    let (first, last) = (voxels[0], voxels[voxels.len() - 1]);
+    // Forward pass (neighbours before in memory order), then backward; the padding is outside.
+    for p in first..=last {
+        if inside[p] {
+            planar[p] = planar[p].min(planar[p - 1] + 1).min(planar[p - px] + 1);
         }
     }
-    while let Some(i) = queue.pop_front() {
-        for &o in &faces {
-            let j = (i as isize + o) as usize;
-            if inside[j] && dist[j] == 0 {
-                dist[j] = dist[i] + 1;
-                queue.push_back(j);
+    for p in (first..=last).rev() {
+        if inside[p] {
+            planar[p] = planar[p].min(planar[p + 1] + 1).min(planar[p + px] + 1);
+        }
+    }
+    // 3D: the in-plane distance is an upper bound; one pass each way along z finishes it.
+    let mut volume = planar.clone();
+    for p in first..=last {
+        if inside[p] {
+            volume[p] = volume[p].min(volume[p - plane] + 1);
+        }
+    }
+    for p in (first..=last).rev() {
+        if inside[p] {
+            volume[p] = volume[p].min(volume[p + plane] + 1);
+        }
+    }
+    (planar, volume)
+}
+
+/// The root of `p`'s tree, halving the path on the way.
+fn find(parent: &mut [u32], mut p: u32) -> u32 {
+    while parent[p as usize] != p {
+        let up = parent[parent[p as usize] as usize];
+        parent[p as usize] = up;
+        p = up;
+    }
+    p
+}
+
+/// Join the trees of `a` and `b`; the smaller root (the earlier voxel) stays the root.
+fn union(parent: &mut [u32], a: u32, b: u32) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    if ra != rb {
+        parent[ra.max(rb) as usize] = ra.min(rb);
+    }
+}
+
+/// The zones of every slice (8-connected in-plane, so no zone leaves its slice) and of the
+/// volume (26-connected), each in the memory order of their first voxels, with distances from
+/// [`edge_distances`].
+pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Vec<Zone>, Vec<Zone>) {
+    let in_plane: Vec<isize> = [[-1, 0, 0], [-1, -1, 0], [0, -1, 0], [1, -1, 0]].map(|o| roi.offset(o)).to_vec();
+    let below: Vec<isize> = neighbourhood(true, false).into_iter().chain([[0, 0, 0]]).map(|[x, y, _]| roi.offset([x, y, -1])).collect();
+    let n = roi.padded.len();
+    assert!(n < u32::MAX as usize, "the padded grid fits u32 indices");
+    let (mut flat, mut volume) = (vec![0u32; n], vec![0u32; n]);
+    for &p in &roi.padded_voxels {
+        let level = roi.padded[p];
+        let p32 = p as u32;
+        flat[p] = p32;
+        volume[p] = p32;
+        for &o in &in_plane {
+            let q = (p as isize + o) as usize;
+            if roi.padded[q] == level {
+                union(&mut flat, p32, q as u32);
+                union(&mut volume, p32, q as u32);
+            }
+        }
+        for &o in &below {
+            let q = (p as isize + o) as usize;
+            if roi.padded[q] == level {
+                union(&mut volume, p32, q as u32);
             }
         }
     }
-    dist
+    let plane = roi.padded_dims[0] * roi.padded_dims[1];
+    // Zone index of each root; every root is written before it is read.
+    let mut zone_of = vec![0u32; n];
+    let mut gather = |parent: &mut [u32], distance: &[u32]| -> Vec<Zone> {
+        let mut out: Vec<Zone> = Vec::new();
+        for &p in &roi.padded_voxels {
+            let r = find(parent, p as u32) as usize;
+            if r == p {
+                zone_of[p] = out.len() as u32;
+                out.push(Zone { level: roi.padded[p], size: 0, distance: u32::MAX, slice: p / plane - 1 });
+            }
+            let zone = &mut out[zone_of[r] as usize];
+            zone.size += 1;
+            zone.distance = zone.distance.min(distance[p]);
+        }
+        out
+    };
+    (gather(&mut flat, planar_distance), gather(&mut volume, volume_distance))
 }
 
-/// The size zone and distance zone matrices of some zones, counted over `voxels` voxels.
-fn zone_matrices<'a>(ng: u32, zs: impl Iterator<Item = &'a Zone> + Clone, voxels: usize) -> [Mat; 2] {
-    let largest = zs.clone().map(|z| z.size).max().unwrap_or(1);
-    let farthest = zs.clone().map(|z| z.distance as usize).max().unwrap_or(1);
-    let mut sizes = Mat::zeros(ng as usize, largest);
-    let mut distances = Mat::zeros(ng as usize, farthest);
-    for z in zs {
-        sizes.count(z.level, z.size);
-        distances.count(z.level, z.distance as usize);
-    }
-    sizes.voxels = voxels as f64;
-    distances.voxels = voxels as f64;
-    [sizes, distances]
-}
-
-/// Size zone feature names (in [`size_features`] order).
+/// Size zone feature names (in [`cell_features`] order).
 pub const GLSZM_NAMES: [&str; 16] = [
     "sze",
     "lze",
@@ -134,7 +172,7 @@ pub const GLSZM_NAMES: [&str; 16] = [
     "zs_entr",
 ];
 
-/// Distance zone feature names (in [`size_features`] order).
+/// Distance zone feature names (in [`cell_features`] order).
 pub const GLDZM_NAMES: [&str; 16] = [
     "sde",
     "lde",
@@ -154,29 +192,138 @@ pub const GLDZM_NAMES: [&str; 16] = [
     "zd_entr",
 ];
 
-fn push(out: &mut Features, prefix: &str, names: &[&str; 16], per_slice: &[Mat], volume: &Mat) {
-    let features = |m: &Mat| size_features(m).map(|f| f[..16].to_vec());
-    for (suffix, values) in planar(per_slice, |s| Mat::sum(s), volume, features) {
-        for (name, v) in names.iter().zip(values) {
-            out.push((format!("{prefix}_{name}_{suffix}"), v));
+/// The size zone and distance zone features of some zones counted over `voxels` voxels;
+/// `None` without zones.
+fn zone_features(ng: u32, zones: &[Zone], voxels: usize) -> Option<[Vec<f64>; 2]> {
+    let features = |key: &dyn Fn(&Zone) -> u64| {
+        let mut pairs: Vec<u64> = zones.iter().map(|z| key(z) << 32 | u64::from(z.level)).collect();
+        cell_features(ng as usize, &counted(&mut pairs), voxels as f64).map(|f| f[..16].to_vec())
+    };
+    Some([features(&|z| z.size as u64)?, features(&|z| u64::from(z.distance))?])
+}
+
+/// GLSZM and GLDZM features (`szm_*`, `dzm_*`, each `_2D`, `_2_5D`, `_3D`): per slice
+/// averaged, the slices' zones merged, and the volume's zones.
+pub fn zone_families(roi: &Roi, out: &mut Features) {
+    let (planar_distance, volume_distance) = edge_distances(roi);
+    let (flat, volume) = zones(roi, &planar_distance, &volume_distance);
+    let mut per_slice: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
+    let mut rest = &flat[..];
+    for (z, range) in &roi.slice_voxels {
+        let (these, tail) = rest.split_at(rest.partition_point(|zone| zone.slice == *z));
+        rest = tail;
+        if let Some([sizes, distances]) = zone_features(roi.ng, these, range.len()) {
+            per_slice[0].push(sizes);
+            per_slice[1].push(distances);
+        }
+    }
+    let voxels = roi.padded_voxels.len();
+    let merged = zone_features(roi.ng, &flat, voxels);
+    let whole = zone_features(roi.ng, &volume, voxels);
+    for (family, (prefix, names)) in [("szm", &GLSZM_NAMES), ("dzm", &GLDZM_NAMES)].into_iter().enumerate() {
+        for (suffix, values) in [
+            ("2D", mean_of(&per_slice[family])),
+            ("2_5D", merged.as_ref().map(|m| m[family].clone())),
+            ("3D", whole.as_ref().map(|m| m[family].clone())),
+        ] {
+            for (name, v) in names.iter().zip(values.into_iter().flatten()) {
+                out.push((format!("{prefix}_{name}_{suffix}"), v));
+            }
         }
     }
 }
 
-/// GLSZM and GLDZM features (`szm_*`, `dzm_*`, each `_2D`, `_2_5D`, `_3D`) from one pass over
-/// the zones of every slice and one over the volume's.
-pub fn zone_families(roi: &Roi, out: &mut Features) {
-    let flat = zones(roi, true, &edge_distance(roi, true));
-    let (s2, d2): (Vec<Mat>, Vec<Mat>) = roi
-        .slice_voxels
-        .iter()
-        .map(|(z, range)| {
-            let [a, b] = zone_matrices(roi.ng, flat.iter().filter(|zone| zone.slice == *z), range.len());
-            (a, b)
-        })
-        .unzip();
-    let volume = zones(roi, false, &edge_distance(roi, false));
-    let [sizes, distances] = zone_matrices(roi.ng, volume.iter(), roi.padded_voxels.len());
-    push(out, "szm", &GLSZM_NAMES, &s2, &sizes);
-    push(out, "dzm", &GLDZM_NAMES, &d2, &distances);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roi::Discretisation;
+    use std::collections::VecDeque;
+
+    /// Breadth-first face-step distances from the voxels touching the outside.
+    fn bfs_distance(roi: &Roi, planar: bool) -> Vec<u32> {
+        let faces: Vec<isize> = neighbourhood(planar, true).into_iter().map(|o| roi.offset(o)).collect();
+        let (inside, voxels) = roi.morphology_padded();
+        let mut dist = vec![0u32; roi.padded.len()];
+        let mut queue = VecDeque::new();
+        for &i in &voxels {
+            if faces.iter().any(|&o| !inside[(i as isize + o) as usize]) {
+                dist[i] = 1;
+                queue.push_back(i);
+            }
+        }
+        while let Some(i) = queue.pop_front() {
+            for &o in &faces {
+                let j = (i as isize + o) as usize;
+                if inside[j] && dist[j] == 0 {
+                    dist[j] = dist[i] + 1;
+                    queue.push_back(j);
+                }
+            }
+        }
+        dist
+    }
+
+    /// Zones by flood fill from each unvisited voxel in memory order.
+    fn flood_zones(roi: &Roi, planar: bool, dist: &[u32]) -> Vec<Zone> {
+        let offsets: Vec<isize> = neighbourhood(planar, false).into_iter().map(|o| roi.offset(o)).collect();
+        let plane = roi.padded_dims[0] * roi.padded_dims[1];
+        let mut seen = vec![false; roi.padded.len()];
+        let mut out = Vec::new();
+        for &start in &roi.padded_voxels {
+            if seen[start] {
+                continue;
+            }
+            let level = roi.padded[start];
+            let mut zone = Zone { level, size: 0, distance: u32::MAX, slice: start / plane - 1 };
+            seen[start] = true;
+            let mut stack = vec![start];
+            while let Some(i) = stack.pop() {
+                zone.size += 1;
+                zone.distance = zone.distance.min(dist[i]);
+                for &o in &offsets {
+                    let j = (i as isize + o) as usize;
+                    if !seen[j] && roi.padded[j] == level {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+            out.push(zone);
+        }
+        out
+    }
+
+    #[test]
+    fn union_find_zones_and_distance_transforms_match_flood_fill_and_breadth_first_search() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..40 {
+            let dims = [3 + (next() % 9) as usize, 3 + (next() % 9) as usize, 1 + (next() % 7) as usize];
+            let n: usize = dims.iter().product();
+            let levels = 1 + case % 4;
+            let image: Vec<f64> = (0..n).map(|_| (1 + next() % levels) as f64).collect();
+            let mut mask: Vec<bool> = (0..n).map(|_| next() % 5 != 0).collect();
+            mask[0] = true;
+            let mut roi = Roi::new(dims, [1.0; 3], image, mask.clone(), Discretisation::None).unwrap();
+            if case % 3 == 0 {
+                // A morphological mask larger than the intensity mask (as after re-segmentation).
+                let morphology: Vec<bool> = mask.iter().map(|&m| m || next() % 2 == 0).collect();
+                roi = roi.with_morphology_mask(morphology).unwrap();
+            }
+            let (planar, volume) = edge_distances(&roi);
+            let (want_planar, want_volume) = (bfs_distance(&roi, true), bfs_distance(&roi, false));
+            let (inside, _) = roi.morphology_padded();
+            for p in (0..inside.len()).filter(|&p| inside[p]) {
+                assert_eq!((planar[p], volume[p]), (want_planar[p], want_volume[p]), "case {case} voxel {p}");
+            }
+            let (flat, whole) = zones(&roi, &planar, &volume);
+            assert_eq!(flat, flood_zones(&roi, true, &want_planar), "2D zones, case {case}");
+            assert_eq!(whole, flood_zones(&roi, false, &want_volume), "3D zones, case {case}");
+        }
+    }
 }
