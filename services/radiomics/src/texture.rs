@@ -30,15 +30,20 @@ pub const DIRECTIONS_2D: [[i64; 3]; 4] = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, -
 /// the ROI; with `slice`, the first voxel in that slice).
 pub fn cooccurrence(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
     let ng = roi.ng as usize;
-    let mut m = Mat::zeros(ng, ng);
+    // Counted one way, with row and column 0 for a neighbour outside the ROI (so no branch),
+    // then folded into the symmetric matrix over levels 1..=Ng.
+    let w = ng + 1;
+    let mut counts = vec![0u32; w * w];
     let off = roi.offset(d);
     let voxels = roi.padded_in(slice);
     for &p in voxels {
-        let b = roi.padded[(p as isize + off) as usize];
-        if b != 0 {
-            let a = roi.padded[p];
-            m.count(a, b as usize);
-            m.count(b, a as usize);
+        let (a, b) = (roi.padded[p] as usize, roi.padded[(p as isize + off) as usize] as usize);
+        counts[a * w + b] += 1;
+    }
+    let mut m = Mat::zeros(ng, ng);
+    for a in 1..=ng {
+        for b in 1..=ng {
+            m.data[(a - 1) * ng + (b - 1)] = f64::from(counts[a * w + b] + counts[b * w + a]);
         }
     }
     m.voxels = voxels.len() as f64;
@@ -173,12 +178,13 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
 }
 
 /// Run length counts along `d` (runs of one grey level through ROI voxels; with `slice`, runs
-/// within that slice), over the voxels counted.
+/// within that slice), over the voxels counted; as many columns as the longest run.
 pub fn run_lengths(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
     let longest = *roi.dims.iter().max().expect("three axes");
     let mut m = Mat::zeros(roi.ng as usize, longest);
     let off = roi.offset(d);
     let voxels = roi.padded_in(slice);
+    let mut widest = 1;
     for &p in voxels {
         let level = roi.padded[p];
         // Not a run's first voxel: the one behind it has the same level (the padding is 0).
@@ -190,9 +196,11 @@ pub fn run_lengths(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
             length += 1;
             q = (q as isize + off) as usize;
         }
+        widest = widest.max(length);
         m.count(level, length);
     }
     m.voxels = voxels.len() as f64;
+    m.truncate_cols(widest);
     m
 }
 
@@ -216,10 +224,15 @@ pub const GLRLM_NAMES: [&str; 16] = [
     "rl_entr",
 ];
 
+/// Matrices per slice in the in-plane directions and for the volume in the 13 directions.
+/// The volume's in-plane matrices are the sums of the slices' (every in-plane pair lies in one
+/// slice), so only the 9 directions leaving the plane are counted again.
 fn per_slice_and_volume(roi: &Roi, build: impl Fn(&Roi, [i64; 3], Option<usize>) -> Mat) -> (Vec<Vec<Mat>>, Vec<Mat>) {
-    let per_slice =
+    debug_assert_eq!(DIRECTIONS_3D[..4], DIRECTIONS_2D);
+    let per_slice: Vec<Vec<Mat>> =
         roi.slices().into_iter().map(|z| DIRECTIONS_2D.iter().map(|&d| build(roi, d, Some(z))).collect()).collect();
-    let volume = DIRECTIONS_3D.iter().map(|&d| build(roi, d, None)).collect();
+    let in_plane = (0..DIRECTIONS_2D.len()).map(|d| Mat::sum(per_slice.iter().map(|s| &s[d])).expect("the ROI has a slice"));
+    let volume = in_plane.chain(DIRECTIONS_3D[4..].iter().map(|&d| build(roi, d, None))).collect();
     (per_slice, volume)
 }
 
