@@ -19,16 +19,16 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The features intensity statistics and the intensity histogram share, under `prefix`:
 /// mean, var, skew, kurt, median, min, p10, p90, max, iqr, range, mad, rmad, medad, cov, qcod.
-fn distribution(prefix: &str, values: &[f64], out: &mut Features) {
+/// `sorted` holds the values in ascending order.
+fn distribution(prefix: &str, sorted: &[f64], out: &mut Features) {
+    let values = sorted;
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let moment = |k: i32| values.iter().map(|v| (v - mean).powi(k)).sum::<f64>() / n;
     let var = moment(2);
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let q = |p: f64| percentile(&sorted, p);
+    let q = |p: f64| percentile(sorted, p);
     let (p10, p25, median, p75, p90) = (q(0.10), q(0.25), q(0.5), q(0.75), q(0.90));
-    let robust: Vec<f64> = values.iter().copied().filter(|&v| v >= p10 && v <= p90).collect();
+    let robust = &sorted[sorted.partition_point(|&v| v < p10)..sorted.partition_point(|&v| v <= p90)];
     let robust_mean = robust.iter().sum::<f64>() / robust.len() as f64;
     let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
     let mut put = |name: &str, v: f64| out.push((format!("{prefix}_{name}"), v));
@@ -54,7 +54,8 @@ fn distribution(prefix: &str, values: &[f64], out: &mut Features) {
 /// Intensity statistics (`stat_*`, IBSI 3.3) of the ROI's intensities: the shared distribution
 /// features plus energy `Σ x²` (`stat_energy`) and root mean square (`stat_rms`).
 pub fn statistics(roi: &Roi, out: &mut Features) {
-    let x = roi.intensities();
+    let mut x = roi.intensities();
+    x.sort_unstable_by(f64::total_cmp);
     distribution("stat", &x, out);
     let energy: f64 = x.iter().map(|v| v * v).sum();
     out.push(("stat_energy".into(), energy));
@@ -67,16 +68,16 @@ pub fn statistics(roi: &Roi, out: &mut Features) {
 /// uniformity `Σ p²`, and the largest and smallest histogram gradients with their levels (the
 /// gradient by central differences over levels 1..=Ng, one-sided at the ends).
 pub fn histogram(roi: &Roi, out: &mut Features) {
-    let levels = roi.grey_levels();
-    let values: Vec<f64> = levels.iter().map(|&l| f64::from(l)).collect();
+    let count = level_counts(roi);
+    // The levels in ascending order, from their counts.
+    let mut values = Vec::with_capacity(roi.padded_voxels.len());
+    for (l, &c) in count.iter().enumerate() {
+        values.resize(values.len() + c as usize, l as f64);
+    }
     distribution("ih", &values, out);
     let ng = roi.ng as usize;
-    let mut count = vec![0.0f64; ng + 1];
-    for &l in &levels {
-        count[l as usize] += 1.0;
-    }
-    let n = levels.len() as f64;
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
     let top = count.iter().copied().fold(0.0, f64::max);
     let mode = (1..=ng)
         .filter(|&l| count[l] == top)
@@ -116,16 +117,31 @@ pub fn histogram(roi: &Roi, out: &mut Features) {
     out.push(("ih_min_grad_g".into(), lmin as f64));
 }
 
+/// Voxels per grey level, index 0 (no ROI voxel has it) to Ng.
+fn level_counts(roi: &Roi) -> Vec<f64> {
+    let mut count = vec![0.0f64; roi.ng as usize + 1];
+    for &p in &roi.padded_voxels {
+        count[roi.padded[p] as usize] += 1.0;
+    }
+    count
+}
+
 /// Intensity-volume histogram (`ivh_*`, IBSI 3.5) over the grey levels from the ROI's lowest to
 /// its highest: fractional level `γ = (i - min) / (max - min)`, volume fraction `ν(i)` = share
 /// of voxels at level i or above. `V_x` is ν at the first level with γ ≥ x; `I_x` the lowest
 /// level with ν ≤ x. Reported: V10, V90, I10, I90 and the two differences. (The area under the
 /// curve is not standardised and not reported.)
 pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
-    let levels = roi.grey_levels();
-    let n = levels.len() as f64;
-    let (lo, hi) = (*levels.iter().min().expect("ROI not empty"), *levels.iter().max().expect("ROI not empty"));
-    let nu = |i: u32| levels.iter().filter(|&&l| l >= i).count() as f64 / n;
+    let count = level_counts(roi);
+    // at_least[i]: voxels at level i or above.
+    let mut at_least = vec![0.0f64; count.len() + 1];
+    for l in (0..count.len()).rev() {
+        at_least[l] = at_least[l + 1] + count[l];
+    }
+    let n = at_least[0];
+    let lo = count.iter().position(|&c| c > 0.0).expect("ROI not empty") as u32;
+    let hi = count.iter().rposition(|&c| c > 0.0).expect("ROI not empty") as u32;
+    let nu = |i: u32| at_least[i as usize] / n;
     let gamma = |i: u32| if hi == lo { 0.0 } else { f64::from(i - lo) / f64::from(hi - lo) };
     let v_at = |x: f64| (lo..=hi).find(|&i| gamma(i) >= x).map_or(0.0, nu);
     let i_at = |x: f64| (lo..=hi).find(|&i| nu(i) <= x).map_or(f64::from(hi) + 1.0, f64::from);

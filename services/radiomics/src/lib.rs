@@ -55,7 +55,6 @@ pub fn extract_binned(roi: &roi::Roi) -> Features {
     texture::glcm(roi, &mut out);
     texture::glrlm(roi, &mut out);
     zones::zone_families(roi, &mut out);
-    neighbourhood::ngtdm(roi, &mut out);
-    neighbourhood::ngldm(roi, &mut out);
+    neighbourhood::ngtdm_and_ngldm(roi, &mut out);
     out
 }

@@ -18,27 +18,69 @@ pub struct ToneDifference {
     pub s: Vec<f64>,
 }
 
-/// The NGTDM of a slice or the volume.
-pub fn tone_difference(roi: &Roi, slice: Option<usize>) -> ToneDifference {
-    let offsets: Vec<isize> = neighbourhood(slice.is_some(), false).into_iter().map(|o| roi.offset(o)).collect();
+/// The NGTDM and NGLDM of every slice (in-plane neighbours) and of the volume (all 26), from one
+/// pass over the ROI: per voxel, the sum, count and same-level count of its in-plane ROI
+/// neighbours, then of the 18 others.
+pub struct NeighbourMatrices {
+    /// NGTDM per slice holding ROI voxels.
+    pub tone_per_slice: Vec<ToneDifference>,
+    /// NGTDM of the volume.
+    pub tone: ToneDifference,
+    /// NGLDM per slice.
+    pub dependence_per_slice: Vec<Mat>,
+    /// NGLDM of the volume.
+    pub dependence: Mat,
+}
+
+/// Both matrices of every slice and of the volume.
+pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
+    let offsets = |planar: bool| -> Vec<isize> {
+        neighbourhood(planar, false).into_iter().filter(|o| planar || o[2] != 0).map(|o| roi.offset(o)).collect()
+    };
+    let (in_plane, across) = (offsets(true), offsets(false));
     let ng = roi.ng as usize;
-    let mut t = ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] };
-    for &i in roi.padded_in(slice) {
-        let (mut sum, mut count) = (0u32, 0u32);
-        for &o in &offsets {
-            let l = roi.padded[(i as isize + o) as usize];
-            if l != 0 {
-                sum += l;
-                count += 1;
-            }
+    let empty = || ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] };
+    let mut out = NeighbourMatrices {
+        tone_per_slice: Vec::new(),
+        tone: empty(),
+        dependence_per_slice: Vec::new(),
+        dependence: Mat::zeros(ng, 27),
+    };
+    out.dependence.voxels = roi.padded_voxels.len() as f64;
+    // Sum, count and same-level count of a voxel's ROI neighbours among `offsets`.
+    let tally = |p: usize, level: u32, offsets: &[isize]| -> (u32, u32, usize) {
+        let (mut sum, mut count, mut same) = (0, 0, 0);
+        for &o in offsets {
+            let l = roi.padded[(p as isize + o) as usize];
+            sum += l;
+            count += u32::from(l != 0);
+            same += usize::from(l == level);
         }
+        (sum, count, same)
+    };
+    let add_tone = |t: &mut ToneDifference, level: u32, sum: u32, count: u32| {
         if count > 0 {
-            let l = roi.padded[i] as usize - 1;
+            let l = level as usize - 1;
             t.n[l] += 1.0;
-            t.s[l] += ((l + 1) as f64 - f64::from(sum) / f64::from(count)).abs();
+            t.s[l] += (f64::from(level) - f64::from(sum) / f64::from(count)).abs();
         }
+    };
+    for (_, range) in &roi.slice_voxels {
+        let (mut tone, mut dependence) = (empty(), Mat::zeros(ng, 9));
+        dependence.voxels = range.len() as f64;
+        for &p in &roi.padded_voxels[range.clone()] {
+            let level = roi.padded[p];
+            let (sum, count, same) = tally(p, level, &in_plane);
+            add_tone(&mut tone, level, sum, count);
+            dependence.count(level, same + 1);
+            let (sum_z, count_z, same_z) = tally(p, level, &across);
+            add_tone(&mut out.tone, level, sum + sum_z, count + count_z);
+            out.dependence.count(level, same + same_z + 1);
+        }
+        out.tone_per_slice.push(tone);
+        out.dependence_per_slice.push(dependence);
     }
-    t
+    out
 }
 
 /// Coarseness `1 / Σ p_i s_i`, contrast `[Σ_i Σ_j p_i p_j (i-j)² / (Ng_p (Ng_p - 1))] Σ s_i / N`,
@@ -72,20 +114,6 @@ pub fn ngtdm_features(t: &ToneDifference) -> Option<Vec<f64>> {
     Some(vec![coarseness, contrast, busyness, complexity / nvc, strength])
 }
 
-/// NGLDM: per voxel, its level and `1 +` the number of ROI neighbours with the same level.
-pub fn dependence(roi: &Roi, slice: Option<usize>) -> Mat {
-    let offsets: Vec<isize> = neighbourhood(slice.is_some(), false).into_iter().map(|o| roi.offset(o)).collect();
-    let mut m = Mat::zeros(roi.ng as usize, offsets.len() + 1);
-    let voxels = roi.padded_in(slice);
-    for &i in voxels {
-        let level = roi.padded[i];
-        let same = offsets.iter().filter(|&&o| roi.padded[(i as isize + o) as usize] == level).count();
-        m.count(level, same + 1);
-    }
-    m.voxels = voxels.len() as f64;
-    m
-}
-
 /// NGTDM feature names.
 pub const NGTDM_NAMES: [&str; 5] = ["coarseness", "contrast", "busyness", "complexity", "strength"];
 
@@ -110,9 +138,9 @@ pub const NGLDM_NAMES: [&str; 17] = [
     "dc_energy",
 ];
 
-/// NGTDM features (`ngt_<name>_<2D|2_5D|3D>`).
-pub fn ngtdm(roi: &Roi, out: &mut Features) {
-    let per_slice: Vec<ToneDifference> = roi.slices().into_iter().map(|z| tone_difference(roi, Some(z))).collect();
+/// NGTDM and NGLDM features (`ngt_<name>_<2D|2_5D|3D>`, then `ngl_...`).
+pub fn ngtdm_and_ngldm(roi: &Roi, out: &mut Features) {
+    let m = neighbour_matrices(roi);
     let merge = |s: &[ToneDifference]| -> Option<ToneDifference> {
         let first = s.first()?;
         let mut acc = ToneDifference { n: vec![0.0; first.n.len()], s: vec![0.0; first.s.len()] };
@@ -122,18 +150,13 @@ pub fn ngtdm(roi: &Roi, out: &mut Features) {
         }
         Some(acc)
     };
-    for (suffix, values) in planar(&per_slice, merge, &tone_difference(roi, None), ngtdm_features) {
+    for (suffix, values) in planar(&m.tone_per_slice, merge, &m.tone, ngtdm_features) {
         for (name, v) in NGTDM_NAMES.iter().zip(values) {
             out.push((format!("ngt_{name}_{suffix}"), v));
         }
     }
-}
-
-/// NGLDM features (`ngl_<name>_<2D|2_5D|3D>`).
-pub fn ngldm(roi: &Roi, out: &mut Features) {
-    let per_slice: Vec<Mat> = roi.slices().into_iter().map(|z| dependence(roi, Some(z))).collect();
     let features = |m: &Mat| size_features(m).map(|f| f.to_vec());
-    for (suffix, values) in planar(&per_slice, |s| Mat::sum(s), &dependence(roi, None), features) {
+    for (suffix, values) in planar(&m.dependence_per_slice, |s| Mat::sum(s), &m.dependence, features) {
         for (name, v) in NGLDM_NAMES.iter().zip(values) {
             out.push((format!("ngl_{name}_{suffix}"), v));
         }
