@@ -186,14 +186,7 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
     let widest = rows.iter().map(|r| r.2).max().unwrap_or(0);
     // The ROI's bounding box.
     let voxels = roi.voxels();
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    for &i in &voxels {
-        let c = roi.coords(i);
-        for a in 0..3 {
-            lo[a] = lo[a].min(c[a]);
-            hi[a] = hi[a].max(c[a]);
-        }
-    }
+    let (lo, hi) = roi.bounding_box();
     let bx = hi[0] - lo[0] + 1;
     // Prefix rows for the image rows the spheres reach: y0..y1, z0..z1. Entry k of a row is the
     // sum of the row's intensities at x < k - widest (clipped to the row).

@@ -73,14 +73,15 @@ pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
 /// intensity mask.
 pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     let sp = roi.spacing_mm;
-    let position = |i: usize| -> [f64; 3] {
-        let c = roi.coords(i);
-        std::array::from_fn(|a| c[a] as f64 * sp[a])
+    let position = |c: &[usize; 3]| -> [f64; 3] { std::array::from_fn(|a| c[a] as f64 * sp[a]) };
+    let coords = roi.coords_of(&roi.mask);
+    let pos: Vec<[f64; 3]> = coords.iter().map(position).collect();
+    let shape: Vec<[f64; 3]> = match &roi.morphology_mask {
+        None => pos.clone(),
+        Some(m) => roi.coords_of(m).iter().map(position).collect(),
     };
-    let shape: Vec<[f64; 3]> = roi.morphology_voxels().into_iter().map(position).collect();
     let n = shape.len() as f64;
     let voxels = roi.voxels();
-    let pos: Vec<[f64; 3]> = voxels.iter().map(|&i| position(i)).collect();
     let x: Vec<f64> = voxels.iter().map(|&i| roi.image[i]).collect();
     let n_int = x.len() as f64;
 
@@ -147,7 +148,6 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
         let mu = total / n_int;
         let d: Vec<f64> = x.iter().map(|v| v - mu).collect();
         let ss: f64 = d.iter().map(|v| v * v).sum();
-        let coords: Vec<[usize; 3]> = voxels.iter().map(|&i| roi.coords(i)).collect();
         let (w_sum, moran, geary) = moran_geary_sums(&coords, &d, sp);
         if ss > 0.0 {
             out.push(("morph_moran_i".into(), n_int * moran / (w_sum * ss)));

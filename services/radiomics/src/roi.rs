@@ -77,6 +77,8 @@ pub struct Roi {
     pub padded_dims: [usize; 3],
     /// Padded indices of the ROI's voxels, in memory order (so grouped by slice).
     pub padded_voxels: Vec<usize>,
+    /// Indices of the same voxels on the grid (unpadded), in the same order.
+    pub voxel_index: Vec<usize>,
     /// Per slice holding ROI voxels: z and the range of `padded_voxels` in it.
     pub slice_voxels: Vec<(usize, std::ops::Range<usize>)>,
     /// The morphological mask when it differs from the intensity mask `mask` (IBSI: the ROI
@@ -101,6 +103,7 @@ impl Roi {
         let padded_dims = [dims[0] + 2, dims[1] + 2, dims[2] + 2];
         let mut padded = vec![0u32; padded_dims.iter().product()];
         let mut padded_voxels = Vec::new();
+        let mut voxel_index = Vec::new();
         let mut slice_voxels: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
         for z in 0..dims[2] {
             let start = padded_voxels.len();
@@ -111,6 +114,7 @@ impl Roi {
                         let p = (x + 1) + padded_dims[0] * ((y + 1) + padded_dims[1] * (z + 1));
                         padded[p] = levels[i];
                         padded_voxels.push(p);
+                        voxel_index.push(i);
                     }
                 }
             }
@@ -128,6 +132,7 @@ impl Roi {
             padded,
             padded_dims,
             padded_voxels,
+            voxel_index,
             slice_voxels,
             morphology_mask: None,
         })
@@ -136,11 +141,9 @@ impl Roi {
     /// The same ROI discretised another way (its grid, masks and intensities reused).
     pub fn rebinned(&self, discretisation: Discretisation) -> Result<Roi, RoiError> {
         let (levels, ng) = discretise(&self.image, &self.mask, discretisation)?;
-        let [px, py, _] = self.padded_dims;
         let mut padded = vec![0u32; self.padded.len()];
-        for &p in &self.padded_voxels {
-            let (x, y, z) = (p % px - 1, (p / px) % py - 1, p / (px * py) - 1);
-            padded[p] = levels[self.index(x, y, z)];
+        for (&p, &i) in self.padded_voxels.iter().zip(&self.voxel_index) {
+            padded[p] = levels[i];
         }
         Ok(Roi { levels, ng, padded, ..self.clone() })
     }
@@ -166,8 +169,46 @@ impl Roi {
 
     /// Indices of the morphological mask's voxels, in memory order.
     pub fn morphology_voxels(&self) -> Vec<usize> {
-        let m = self.morphology();
-        (0..m.len()).filter(|&i| m[i]).collect()
+        match &self.morphology_mask {
+            None => self.voxel_index.clone(),
+            Some(m) => (0..m.len()).filter(|&i| m[i]).collect(),
+        }
+    }
+
+    /// Grid coordinates of the voxels of `mask` (the grid's size), in memory order.
+    pub fn coords_of(&self, mask: &[bool]) -> Vec<[usize; 3]> {
+        let [nx, ny, nz] = self.dims;
+        let mut out = Vec::new();
+        let mut i = 0;
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    if mask[i] {
+                        out.push([x, y, z]);
+                    }
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The smallest and largest grid coordinate of the ROI's voxels along each axis.
+    pub fn bounding_box(&self) -> ([usize; 3], [usize; 3]) {
+        let [nx, ny, _] = self.dims;
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        for (z, _) in &self.slice_voxels {
+            for y in 0..ny {
+                let row = &self.mask[self.index(0, y, *z)..][..nx];
+                if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
+                    for (a, v) in [(0, first), (0, last), (1, y), (2, *z)] {
+                        lo[a] = lo[a].min(v);
+                        hi[a] = hi[a].max(v);
+                    }
+                }
+            }
+        }
+        (lo, hi)
     }
 
     /// The morphological mask on the padded grid, and the padded indices of its voxels in
@@ -219,8 +260,8 @@ impl Roi {
     }
 
     /// Indices of the ROI's voxels, in memory order.
-    pub fn voxels(&self) -> Vec<usize> {
-        (0..self.mask.len()).filter(|&i| self.mask[i]).collect()
+    pub fn voxels(&self) -> &[usize] {
+        &self.voxel_index
     }
 
     /// The z indices that hold ROI voxels.
@@ -230,12 +271,12 @@ impl Roi {
 
     /// Intensities of the ROI's voxels.
     pub fn intensities(&self) -> Vec<f64> {
-        self.voxels().into_iter().map(|i| self.image[i]).collect()
+        self.voxel_index.iter().map(|&i| self.image[i]).collect()
     }
 
     /// Grey levels of the ROI's voxels.
     pub fn grey_levels(&self) -> Vec<u32> {
-        self.voxels().into_iter().map(|i| self.levels[i]).collect()
+        self.padded_voxels.iter().map(|&p| self.padded[p]).collect()
     }
 }
 
