@@ -431,25 +431,32 @@ impl Hull {
     }
 }
 
-/// Points that are the least or greatest along each of their three axis-parallel lines.
+/// Points that are the least or greatest along each of their three axis-parallel lines (the
+/// points are distinct, so each line has one least and one greatest).
 fn line_extremes(pts: &[[i64; 3]]) -> Vec<u32> {
+    let Some(first) = pts.first() else { return Vec::new() };
+    let (mut lo, mut hi) = (*first, *first);
+    for q in pts {
+        for a in 0..3 {
+            lo[a] = lo[a].min(q[a]);
+            hi[a] = hi[a].max(q[a]);
+        }
+    }
     let mut keep = vec![true; pts.len()];
     for axis in 0..3 {
         let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
-        let mut order: Vec<u32> = (0..pts.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| {
-            let q = pts[i as usize];
-            (q[u], q[v], q[axis])
-        });
-        for group in order.chunk_by(|&i, &j| {
-            let (a, b) = (pts[i as usize], pts[j as usize]);
-            a[u] == b[u] && a[v] == b[v]
-        }) {
-            if group.len() > 2 {
-                for &i in &group[1..group.len() - 1] {
-                    keep[i as usize] = false;
-                }
-            }
+        let width = (hi[v] - lo[v] + 1) as usize;
+        let line = |q: &[i64; 3]| (q[u] - lo[u]) as usize * width + (q[v] - lo[v]) as usize;
+        let lines = (hi[u] - lo[u] + 1) as usize * width;
+        let (mut least, mut most) = (vec![i64::MAX; lines], vec![i64::MIN; lines]);
+        for q in pts {
+            let k = line(q);
+            least[k] = least[k].min(q[axis]);
+            most[k] = most[k].max(q[axis]);
+        }
+        for (q, keep) in pts.iter().zip(keep.iter_mut()) {
+            let k = line(q);
+            *keep &= q[axis] == least[k] || q[axis] == most[k];
         }
     }
     (0..pts.len() as u32).filter(|&i| keep[i as usize]).collect()
