@@ -167,11 +167,13 @@ pub fn mean_of(rows: &[Vec<f64>]) -> Option<Vec<f64>> {
 }
 
 /// The six IBSI aggregations of a directional family (GLCM, GLRLM): `per_slice[z][d]` are 2D
-/// matrices of slice z in in-plane direction d, `volume[d]` 3D matrices per direction;
-/// `features` maps a matrix to its feature vector (`None` when empty). Returns the vectors for
-/// the suffixes `2D_avg` (mean over every slice and direction), `2D_comb` (directions merged per
-/// slice, mean over slices), `2_5D_avg` (slices merged per direction, mean over directions),
-/// `2_5D_comb` (all merged), `3D_avg` (mean over directions) and `3D_comb` (merged).
+/// matrices of slice z in in-plane direction d, `volume[d]` 3D matrices per direction, the
+/// first `per_slice[z].len()` of them the in-plane directions (each the sum of the slices'
+/// matrices in that direction); `features` maps a matrix to its feature vector (`None` when
+/// empty). Returns the vectors for the suffixes `2D_avg` (mean over every slice and
+/// direction), `2D_comb` (directions merged per slice, mean over slices), `2_5D_avg` (slices
+/// merged per direction, mean over directions), `2_5D_comb` (all merged), `3D_avg` (mean
+/// over directions) and `3D_comb` (merged).
 pub fn directional(
     per_slice: &[Vec<Mat>],
     volume: &[Mat],
@@ -180,11 +182,11 @@ pub fn directional(
     let mut out = Vec::new();
     let all: Vec<Vec<f64>> = per_slice.iter().flatten().filter_map(&features).collect();
     let slice_merged: Vec<Vec<f64>> = per_slice.iter().filter_map(|s| Mat::sum(s).and_then(|m| features(&m))).collect();
-    let directions = per_slice.first().map_or(0, Vec::len);
-    let direction_merged: Vec<Vec<f64>> =
-        (0..directions).filter_map(|d| Mat::sum(per_slice.iter().map(|s| &s[d])).and_then(|m| features(&m))).collect();
-    let merged = Mat::sum(per_slice.iter().flatten()).and_then(|m| features(&m));
-    let volume_avg: Vec<Vec<f64>> = volume.iter().filter_map(&features).collect();
+    let planar = per_slice.first().map_or(0, Vec::len);
+    let per_direction: Vec<Option<Vec<f64>>> = volume.iter().map(&features).collect();
+    let direction_merged: Vec<Vec<f64>> = per_direction[..planar].iter().flatten().cloned().collect();
+    let merged = Mat::sum(&volume[..planar]).and_then(|m| features(&m));
+    let volume_avg: Vec<Vec<f64>> = per_direction.into_iter().flatten().collect();
     let volume_merged = Mat::sum(volume).and_then(|m| features(&m));
     for (suffix, v) in [
         ("2D_avg", mean_of(&all)),

@@ -99,8 +99,14 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let ng = m.rows;
     let lv = |i: usize| (i + 1) as f64;
     // The non-zero cells as (i, j, p_ij): per-slice matrices are mostly empty.
-    let cells: Vec<(usize, usize, f64)> =
-        m.data.iter().enumerate().filter(|(_, &c)| c != 0.0).map(|(k, &c)| (k / ng, k % ng, c / total)).collect();
+    let mut cells: Vec<(usize, usize, f64)> = Vec::with_capacity(m.data.len());
+    for (i, row) in m.data.chunks_exact(ng).enumerate() {
+        for (j, &c) in row.iter().enumerate() {
+            if c != 0.0 {
+                cells.push((i, j, c / total));
+            }
+        }
+    }
     let mut marg = vec![0.0; ng];
     let mut diff = vec![0.0; ng];
     let mut sum = vec![0.0; 2 * ng + 1];
