@@ -98,11 +98,13 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     }
     let ng = m.rows;
     let lv = |i: usize| (i + 1) as f64;
-    // The non-zero cells as (i, j, p_ij): per-slice matrices are mostly empty.
+    // The non-zero cells on and above the diagonal as (i, j, p_ij): the matrix is symmetric,
+    // so each cell off the diagonal stands for two. Per-slice matrices are mostly empty.
     let mut cells: Vec<(usize, usize, f64)> = Vec::with_capacity(m.data.len());
     for (i, row) in m.data.chunks_exact(ng).enumerate() {
-        for (j, &c) in row.iter().enumerate() {
+        for (j, &c) in row.iter().enumerate().skip(i) {
             if c != 0.0 {
+                debug_assert_eq!(c, m.data[j * ng + i], "a co-occurrence matrix is symmetric");
                 cells.push((i, j, c / total));
             }
         }
@@ -111,9 +113,11 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let mut diff = vec![0.0; ng];
     let mut sum = vec![0.0; 2 * ng + 1];
     for &(i, j, v) in &cells {
+        let twice = if i == j { v } else { 2.0 * v };
         marg[i] += v;
-        diff[i.abs_diff(j)] += v;
-        sum[i + j + 2] += v;
+        marg[j] += twice - v;
+        diff[j - i] += twice;
+        sum[i + j + 2] += twice;
     }
     let entropy = |v: &[f64]| -v.iter().filter(|&&x| x > 0.0).map(|x| x * x.log2()).sum::<f64>();
     let mu: f64 = (0..ng).map(|i| lv(i) * marg[i]).sum();
@@ -126,26 +130,30 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let g = ng as f64;
     let mut hxy = 0.0;
     for &(i, j, v) in &cells {
-        hxy -= v * v.log2();
+        // Sums over (i, j) and (j, i) together: `w` times the cell's term for the terms
+        // symmetric in i and j.
+        let w = if i == j { 1.0 } else { 2.0 };
+        let wv = w * v;
+        hxy -= wv * v.log2();
         let (a, b) = (lv(i), lv(j));
-        let d = (a - b).abs();
+        let d = b - a;
         joint_max = joint_max.max(v);
-        joint_var += (a - mu).powi(2) * v;
-        energy += v * v;
-        contrast += d * d * v;
-        dissim += d * v;
-        id += v / (1.0 + d);
-        idn += v / (1.0 + d / g);
-        idm += v / (1.0 + d * d);
-        idmn += v / (1.0 + d * d / (g * g));
+        joint_var += if i == j { (a - mu).powi(2) * v } else { ((a - mu).powi(2) + (b - mu).powi(2)) * v };
+        energy += wv * v;
+        contrast += d * d * wv;
+        dissim += d * wv;
+        id += wv / (1.0 + d);
+        idn += wv / (1.0 + d / g);
+        idm += wv / (1.0 + d * d);
+        idmn += wv / (1.0 + d * d / (g * g));
         if i != j {
-            inv_var += v / (d * d);
+            inv_var += wv / (d * d);
         }
-        auto += a * b * v;
+        auto += a * b * wv;
         let c = a + b - 2.0 * mu;
-        tend += c * c * v;
-        shade += c.powi(3) * v;
-        prom += c.powi(4) * v;
+        tend += c * c * wv;
+        shade += c.powi(3) * wv;
+        prom += c.powi(4) * wv;
     }
     let hx = entropy(&marg);
     // HXY1 = -Σ p_ij log2(p_i p_j) and HXY2 = -Σ p_i p_j log2(p_i p_j) both reduce to HX + HY
