@@ -2,6 +2,7 @@
 //! of every ROI voxel after discretisation (IBSI 1, §2.7).
 
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 
 /// How intensities become grey levels 1..=Ng.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -84,6 +85,20 @@ pub struct Roi {
     /// The morphological mask when it differs from the intensity mask `mask` (IBSI: the ROI
     /// before re-segmentation); morphology reads it, every other family reads `mask`.
     pub morphology_mask: Option<Vec<bool>>,
+    /// In-plane and 3D edge distances ([`crate::zones::edge_distances`]), computed once and
+    /// shared by the ROI's re-binned copies (they depend only on the morphological mask).
+    edge_distances: Cache,
+}
+
+/// A value computed on demand from the rest of the ROI: not part of the ROI's value, so it
+/// never makes two ROIs differ.
+#[derive(Debug, Clone, Default)]
+struct Cache(OnceLock<Arc<(Vec<u32>, Vec<u32>)>>);
+
+impl PartialEq for Cache {
+    fn eq(&self, _: &Cache) -> bool {
+        true
+    }
 }
 
 impl Roi {
@@ -135,11 +150,14 @@ impl Roi {
             voxel_index,
             slice_voxels,
             morphology_mask: None,
+            edge_distances: Cache::default(),
         })
     }
 
-    /// The same ROI discretised another way (its grid, masks and intensities reused).
+    /// The same ROI discretised another way (its grid, masks and intensities reused, and its
+    /// edge distances, computed here if they were not yet).
     pub fn rebinned(&self, discretisation: Discretisation) -> Result<Roi, RoiError> {
+        self.edge_distances.0.get_or_init(|| Arc::new(crate::zones::edge_distances(self)));
         let (levels, ng) = discretise(&self.image, &self.mask, discretisation)?;
         let mut padded = vec![0u32; self.padded.len()];
         for (&p, &i) in self.padded_voxels.iter().zip(&self.voxel_index) {
@@ -159,7 +177,18 @@ impl Roi {
             return Err(RoiError::Setting("the intensity mask reaches outside the morphological mask".into()));
         }
         self.morphology_mask = Some(morphology);
+        self.edge_distances = Cache::default();
         Ok(self)
+    }
+
+    /// In-plane and 3D distances of the morphological mask's voxels to its edge, on the padded
+    /// grid ([`crate::zones::edge_distances`]): computed here unless this ROI is a re-binned
+    /// copy, which shares its source's.
+    pub fn edge_distances(&self) -> Arc<(Vec<u32>, Vec<u32>)> {
+        match self.edge_distances.0.get() {
+            Some(d) => Arc::clone(d),
+            None => Arc::new(crate::zones::edge_distances(self)),
+        }
     }
 
     /// The morphological mask (the intensity mask unless one was given).
@@ -291,15 +320,27 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
         return Err(RoiError::NonFinite);
     }
     let (lo, hi) = inside.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    let sorted = if matches!(discretisation, Discretisation::EqualisedBinNumber { .. }) {
-        let mut sorted = inside.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted
-    } else {
-        Vec::new()
-    };
-    // Ranks #{v <= x} as whole numbers, so equal fractions bin exactly.
-    let rank = |x: f64| sorted.partition_point(|&v| v <= x) as u64;
+    // Equalisation: the rank #{ROI voxels with intensity <= x} of every ROI voxel, as a whole
+    // number so equal fractions bin exactly; r_lo is the rank of the minimum.
+    let mut rank = Vec::new();
+    let mut r_lo = 0u64;
+    if matches!(discretisation, Discretisation::EqualisedBinNumber { .. }) {
+        let mut order: Vec<(f64, u32)> =
+            (0..voxels).filter(|&i| mask[i]).map(|i| (image[i], i as u32)).collect();
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        rank = vec![0u64; voxels];
+        let mut end = 0;
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            end += group.len() as u64;
+            if r_lo == 0 {
+                r_lo = end;
+            }
+            for &(_, i) in group {
+                rank[i as usize] = end;
+            }
+        }
+    }
+    let n_inside = inside.len() as u64;
     let fbn = |bins: u32, x: f64, lo: f64, hi: f64| -> Result<u32, RoiError> {
         if bins == 0 {
             return Err(RoiError::Setting("a fixed bin number needs at least 1 bin".into()));
@@ -310,7 +351,8 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
         let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
         Ok(b.min(bins))
     };
-    let level = |x: f64| -> Result<u32, RoiError> {
+    let level = |i: usize| -> Result<u32, RoiError> {
+        let x = image[i];
         match discretisation {
             Discretisation::None => {
                 if x >= 1.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
@@ -321,11 +363,10 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
             }
             Discretisation::FixedBinNumber { bins } => fbn(bins, x, lo, hi),
             Discretisation::EqualisedBinNumber { bins } => {
-                let (r, r_lo, n) = (rank(x), rank(lo), sorted.len() as u64);
-                if bins == 0 || r_lo == n {
+                if bins == 0 || r_lo == n_inside {
                     return fbn(bins, 0.0, 0.0, 0.0);
                 }
-                Ok(((u64::from(bins) * (r - r_lo) / (n - r_lo)) as u32 + 1).min(bins))
+                Ok(((u64::from(bins) * (rank[i] - r_lo) / (n_inside - r_lo)) as u32 + 1).min(bins))
             }
             Discretisation::FixedBinSize { width, lower } => {
                 if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
@@ -338,7 +379,7 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
     let mut levels = vec![0u32; voxels];
     for i in 0..voxels {
         if mask[i] {
-            levels[i] = level(image[i])?;
+            levels[i] = level(i)?;
         }
     }
     let ng = match discretisation {

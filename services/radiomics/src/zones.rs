@@ -50,39 +50,46 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
 /// outside), in face steps: in-plane steps only (each slice on its own) and in 3D. The
 /// morphological mask, not the intensity mask, so holes that re-segmentation cuts do not
 /// count as edges (IBSI 3.11).
+///
+/// The city-block distance transform is separable: a forward and a backward pass along x,
+/// then along y, give the in-plane distances, and one more pair along z the 3D ones. A pass
+/// is `d[p] = min(d[p], d[p - step] + 1)` everywhere: outside voxels hold 0 and stay 0.
 pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
-    let [px, py, _] = roi.padded_dims;
+    let [px, py, pz] = roi.padded_dims;
     let plane = px * py;
-    let (inside, voxels) = roi.morphology_padded();
     let far = u32::MAX / 2;
     let mut planar = vec![0u32; roi.padded.len()];
-    for &p in &voxels {
-        planar[p] = far;
+    match &roi.morphology_mask {
+        None => roi.padded_voxels.iter().for_each(|&p| planar[p] = far),
+        Some(m) => (0..m.len()).filter(|&i| m[i]).for_each(|i| planar[roi.padded_index(i)] = far),
     }
-    let (first, last) = (voxels[0], voxels[voxels.len() - 1]);
-    // Forward pass (neighbours before in memory order), then backward; the padding is outside.
-    for p in first..=last {
-        if inside[p] {
-            planar[p] = planar[p].min(planar[p - 1] + 1).min(planar[p - px] + 1);
+    // Along a line of stride 1 (x): serial passes.
+    let along = |line: &mut [u32]| {
+        for k in 1..line.len() {
+            line[k] = line[k].min(line[k - 1] + 1);
         }
-    }
-    for p in (first..=last).rev() {
-        if inside[p] {
-            planar[p] = planar[p].min(planar[p + 1] + 1).min(planar[p + px] + 1);
+        for k in (0..line.len() - 1).rev() {
+            line[k] = line[k].min(line[k + 1] + 1);
         }
+    };
+    // Across rows (y) or planes (z): whole rows at a time, so the minima vectorise.
+    let across = |d: &mut [u32], step: usize, count: usize| {
+        for k in 1..count {
+            let (before, here) = d.split_at_mut(k * step);
+            here[..step].iter_mut().zip(&before[(k - 1) * step..]).for_each(|(a, &b)| *a = (*a).min(b + 1));
+        }
+        for k in (0..count - 1).rev() {
+            let (here, after) = d.split_at_mut((k + 1) * step);
+            here[k * step..].iter_mut().zip(&after[..step]).for_each(|(a, &b)| *a = (*a).min(b + 1));
+        }
+    };
+    // Every plane: the morphological mask may reach slices without intensity-mask voxels.
+    for slice in planar.chunks_exact_mut(plane) {
+        slice.chunks_exact_mut(px).for_each(along);
+        across(slice, px, py);
     }
-    // 3D: the in-plane distance is an upper bound; one pass each way along z finishes it.
     let mut volume = planar.clone();
-    for p in first..=last {
-        if inside[p] {
-            volume[p] = volume[p].min(volume[p - plane] + 1);
-        }
-    }
-    for p in (first..=last).rev() {
-        if inside[p] {
-            volume[p] = volume[p].min(volume[p + plane] + 1);
-        }
-    }
+    across(&mut volume, plane, pz);
     (planar, volume)
 }
 
@@ -205,8 +212,8 @@ fn zone_features(ng: u32, zones: &[Zone], voxels: usize) -> Option<[Vec<f64>; 2]
 /// GLSZM and GLDZM features (`szm_*`, `dzm_*`, each `_2D`, `_2_5D`, `_3D`): per slice
 /// averaged, the slices' zones merged, and the volume's zones.
 pub fn zone_families(roi: &Roi, out: &mut Features) {
-    let (planar_distance, volume_distance) = edge_distances(roi);
-    let (flat, volume) = zones(roi, &planar_distance, &volume_distance);
+    let distances = roi.edge_distances();
+    let (flat, volume) = zones(roi, &distances.0, &distances.1);
     let mut per_slice: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
     let mut rest = &flat[..];
     for (z, range) in &roi.slice_voxels {
@@ -311,9 +318,17 @@ mod tests {
             mask[0] = true;
             let mut roi = Roi::new(dims, [1.0; 3], image, mask.clone(), Discretisation::None).unwrap();
             if case % 3 == 0 {
-                // A morphological mask larger than the intensity mask (as after re-segmentation).
+                // A morphological mask larger than the intensity mask (as after re-segmentation),
+                // with the intensity mask's last slice emptied.
                 let morphology: Vec<bool> = mask.iter().map(|&m| m || next() % 2 == 0).collect();
-                roi = roi.with_morphology_mask(morphology).unwrap();
+                let plane = dims[0] * dims[1];
+                if dims[2] > 1 {
+                    mask[n - plane..].iter_mut().for_each(|m| *m = false);
+                }
+                roi = Roi::new(dims, [1.0; 3], roi.image.clone(), mask.clone(), Discretisation::None)
+                    .unwrap()
+                    .with_morphology_mask(morphology)
+                    .unwrap();
             }
             let (planar, volume) = edge_distances(&roi);
             let (want_planar, want_volume) = (bfs_distance(&roi, true), bfs_distance(&roi, false));
