@@ -67,8 +67,6 @@ pub struct Roi {
     pub image: Vec<f64>,
     /// Voxels in the ROI.
     pub mask: Vec<bool>,
-    /// Grey level of each ROI voxel, 1..=`ng`; 0 outside the ROI.
-    pub levels: Vec<u32>,
     /// Number of grey levels.
     pub ng: u32,
     /// The grey levels on the grid padded by one voxel on every side (0 outside the ROI and in
@@ -114,9 +112,7 @@ impl Roi {
         if image.len() != voxels || mask.len() != voxels {
             return Err(RoiError::Shape { dims, voxels, image: image.len(), mask: mask.len() });
         }
-        let (levels, ng) = discretise(&image, &mask, discretisation)?;
         let padded_dims = [dims[0] + 2, dims[1] + 2, dims[2] + 2];
-        let mut padded = vec![0u32; padded_dims.iter().product()];
         let mut padded_voxels = Vec::new();
         let mut voxel_index = Vec::new();
         let mut slice_voxels: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
@@ -126,9 +122,7 @@ impl Roi {
                 for x in 0..dims[0] {
                     let i = x + dims[0] * (y + dims[1] * z);
                     if mask[i] {
-                        let p = (x + 1) + padded_dims[0] * ((y + 1) + padded_dims[1] * (z + 1));
-                        padded[p] = levels[i];
-                        padded_voxels.push(p);
+                        padded_voxels.push((x + 1) + padded_dims[0] * ((y + 1) + padded_dims[1] * (z + 1)));
                         voxel_index.push(i);
                     }
                 }
@@ -137,12 +131,16 @@ impl Roi {
                 slice_voxels.push((z, start..padded_voxels.len()));
             }
         }
+        let (levels, ng) = discretise(&image, &voxel_index, discretisation)?;
+        let mut padded = vec![0u32; padded_dims.iter().product()];
+        for (&p, &l) in padded_voxels.iter().zip(&levels) {
+            padded[p] = l;
+        }
         Ok(Roi {
             dims,
             spacing_mm,
             image,
             mask,
-            levels,
             ng,
             padded,
             padded_dims,
@@ -158,12 +156,12 @@ impl Roi {
     /// edge distances, computed here if they were not yet).
     pub fn rebinned(&self, discretisation: Discretisation) -> Result<Roi, RoiError> {
         self.edge_distances.0.get_or_init(|| Arc::new(crate::zones::edge_distances(self)));
-        let (levels, ng) = discretise(&self.image, &self.mask, discretisation)?;
+        let (levels, ng) = discretise(&self.image, &self.voxel_index, discretisation)?;
         let mut padded = vec![0u32; self.padded.len()];
-        for (&p, &i) in self.padded_voxels.iter().zip(&self.voxel_index) {
-            padded[p] = levels[i];
+        for (&p, &l) in self.padded_voxels.iter().zip(&levels) {
+            padded[p] = l;
         }
-        Ok(Roi { levels, ng, padded, ..self.clone() })
+        Ok(Roi { ng, padded, ..self.clone() })
     }
 
     /// Use `morphology` as the morphological mask, `mask` staying the intensity mask (after
@@ -309,10 +307,9 @@ impl Roi {
     }
 }
 
-/// Grey levels of the masked voxels (0 elsewhere) and Ng.
-fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> Result<(Vec<u32>, u32), RoiError> {
-    let voxels = image.len();
-    let inside: Vec<f64> = image.iter().zip(mask).filter(|(_, &m)| m).map(|(&v, _)| v).collect();
+/// Grey levels of the ROI voxels `voxels` (grid indices) and Ng.
+fn discretise(image: &[f64], voxels: &[usize], discretisation: Discretisation) -> Result<(Vec<u32>, u32), RoiError> {
+    let inside: Vec<f64> = voxels.iter().map(|&i| image[i]).collect();
     if inside.is_empty() {
         return Err(RoiError::Empty);
     }
@@ -325,10 +322,9 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
     let mut rank = Vec::new();
     let mut r_lo = 0u64;
     if matches!(discretisation, Discretisation::EqualisedBinNumber { .. }) {
-        let mut order: Vec<(f64, u32)> =
-            (0..voxels).filter(|&i| mask[i]).map(|i| (image[i], i as u32)).collect();
+        let mut order: Vec<(f64, u32)> = inside.iter().enumerate().map(|(k, &v)| (v, k as u32)).collect();
         order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        rank = vec![0u64; voxels];
+        rank = vec![0u64; inside.len()];
         let mut end = 0;
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             end += group.len() as u64;
@@ -351,8 +347,8 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
         let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
         Ok(b.min(bins))
     };
-    let level = |i: usize| -> Result<u32, RoiError> {
-        let x = image[i];
+    let level = |k: usize| -> Result<u32, RoiError> {
+        let x = inside[k];
         match discretisation {
             Discretisation::None => {
                 if x >= 1.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
@@ -366,7 +362,7 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
                 if bins == 0 || r_lo == n_inside {
                     return fbn(bins, 0.0, 0.0, 0.0);
                 }
-                Ok(((u64::from(bins) * (rank[i] - r_lo) / (n_inside - r_lo)) as u32 + 1).min(bins))
+                Ok(((u64::from(bins) * (rank[k] - r_lo) / (n_inside - r_lo)) as u32 + 1).min(bins))
             }
             Discretisation::FixedBinSize { width, lower } => {
                 if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
@@ -376,12 +372,7 @@ fn discretise(image: &[f64], mask: &[bool], discretisation: Discretisation) -> R
             }
         }
     };
-    let mut levels = vec![0u32; voxels];
-    for i in 0..voxels {
-        if mask[i] {
-            levels[i] = level(i)?;
-        }
-    }
+    let levels = (0..inside.len()).map(level).collect::<Result<Vec<u32>, RoiError>>()?;
     let ng = match discretisation {
         Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins } => bins,
         _ => *levels.iter().max().expect("not empty"),
@@ -401,7 +392,7 @@ mod tests {
             Roi::new([6, 1, 1], [1.0; 3], image.clone(), mask.clone(), Discretisation::FixedBinNumber { bins: 4 })
                 .unwrap();
         // floor(4 x / 10) + 1, the maximum in bin 4.
-        assert_eq!(fbn.levels, vec![1, 2, 3, 4, 4, 0]);
+        assert_eq!(fbn.grey_levels(), vec![1, 2, 3, 4, 4]);
         assert_eq!(fbn.ng, 4);
         let fbs = Roi::new(
             [6, 1, 1],
@@ -411,14 +402,14 @@ mod tests {
             Discretisation::FixedBinSize { width: 3.0, lower: 0.0 },
         )
         .unwrap();
-        assert_eq!(fbs.levels, vec![1, 1, 2, 3, 4, 0]);
+        assert_eq!(fbs.grey_levels(), vec![1, 1, 2, 3, 4]);
         assert_eq!(fbs.ng, 4);
         // Equalised: rank fractions 1/5 .. 5/5 of skewed intensities, binned between 1/5 and 1
         // into 4 bins: floor(4 (F - 0.2) / 0.8) + 1 = 1, 2, 3, 4, 4 whatever the spacing.
         let skewed = vec![0.0, 0.1, 0.2, 50.0, 1000.0, 99.0];
         let eq = Roi::new([6, 1, 1], [1.0; 3], skewed, mask.clone(), Discretisation::EqualisedBinNumber { bins: 4 })
             .unwrap();
-        assert_eq!(eq.levels, vec![1, 2, 3, 4, 4, 0]);
+        assert_eq!(eq.grey_levels(), vec![1, 2, 3, 4, 4]);
         assert_eq!(eq.image[4], 1000.0, "intensities are kept");
         // Re-binning an ROI gives what building it with that discretisation gives.
         let block: Vec<f64> = (0..60).map(|i| f64::from((i * 37 % 11) as u32) * 1.5).collect();
