@@ -26,25 +26,20 @@ pub const DIRECTIONS_3D: [[i64; 3]; 13] = [
 /// The 4 unique in-plane directions.
 pub const DIRECTIONS_2D: [[i64; 3]; 4] = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, -1, 0]];
 
-/// Symmetric co-occurrence counts of ROI voxel pairs one step apart along `d` (both voxels in
-/// the ROI; with `slice`, the first voxel in that slice).
+/// Co-occurrence counts of ROI voxels one step apart along `d` (with `slice`, the first voxel
+/// in that slice), counted one way: a matrix over levels 0..=Ng where row i, column j counts
+/// voxels of level i whose neighbour along `d` has level j, level 0 standing for a neighbour
+/// outside the ROI (so counting needs no branch). The symmetric GLCM over levels 1..=Ng is
+/// this matrix plus its transpose, without row and column 0 ([`glcm_features`] reads it so).
+/// Matrices of one ROI add like the symmetric ones.
 pub fn cooccurrence(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
-    let ng = roi.ng as usize;
-    // Counted one way, with row and column 0 for a neighbour outside the ROI (so no branch),
-    // then folded into the symmetric matrix over levels 1..=Ng.
-    let w = ng + 1;
-    let mut counts = vec![0u32; w * w];
+    let w = roi.ng as usize + 1;
+    let mut m = Mat::zeros(w, w);
     let off = roi.offset(d);
     let voxels = roi.padded_in(slice);
     for &p in voxels {
         let (a, b) = (roi.padded[p] as usize, roi.padded[(p as isize + off) as usize] as usize);
-        counts[a * w + b] += 1;
-    }
-    let mut m = Mat::zeros(ng, ng);
-    for a in 1..=ng {
-        for b in 1..=ng {
-            m.data[(a - 1) * ng + (b - 1)] = f64::from(counts[a * w + b] + counts[b * w + a]);
-        }
+        m.data[a * w + b] += 1.0;
     }
     m.voxels = voxels.len() as f64;
     m
@@ -79,8 +74,8 @@ pub const GLCM_NAMES: [&str; 25] = [
     "info_corr2",
 ];
 
-/// The 25 GLCM features of one matrix (IBSI 3.6), with `p_ij` the normalised matrix over levels
-/// 1..=Ng, `p_i` its marginal (symmetric, so both marginals agree), `p_{x-y}(k)` and
+/// The 25 GLCM features of one co-occurrence matrix ([`cooccurrence`]), with `p_ij` the
+/// normalised symmetric matrix over levels 1..=Ng, `p_i` its marginal (symmetric, so both marginals agree), `p_{x-y}(k)` and
 /// `p_{x+y}(k)` the diagonal and anti-diagonal sums:
 /// joint maximum `max p`; joint average `μ = Σ i p`; joint variance `Σ (i-μ)² p`; joint entropy
 /// `-Σ p log2 p`; difference average `μ_d = Σ k p_{x-y}`, variance `Σ (k-μ_d)² p_{x-y}`,
@@ -92,20 +87,24 @@ pub const GLCM_NAMES: [&str; 25] = [
 /// prominence `Σ (i+j-μ_i-μ_j)^{2,3,4} p`; information correlation 1 `(HXY-HXY1)/HX` and 2
 /// `sqrt(1-exp(-2(HXY2-HXY)))`. `None` for an empty matrix.
 pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
-    let total = m.total();
+    // `m` holds one-way counts over levels 0..=Ng ([`cooccurrence`]); the symmetric matrix's
+    // cell (i, j) is m[i][j] + m[j][i].
+    let w = m.rows;
+    let ng = w - 1;
+    let total: f64 = 2.0 * m.data.chunks_exact(w).skip(1).map(|row| row[1..].iter().sum::<f64>()).sum::<f64>();
     if total == 0.0 {
         return None;
     }
-    let ng = m.rows;
     let lv = |i: usize| (i + 1) as f64;
-    // The non-zero cells on and above the diagonal as (i, j, p_ij): the matrix is symmetric,
-    // so each cell off the diagonal stands for two. Per-slice matrices are mostly empty.
-    let mut cells: Vec<(usize, usize, f64)> = Vec::with_capacity(m.data.len());
-    for (i, row) in m.data.chunks_exact(ng).enumerate() {
-        for (j, &c) in row.iter().enumerate().skip(i) {
+    // The non-zero cells on and above the diagonal as (i, j, p_ij), i and j from 0 for level
+    // 1: the matrix is symmetric, so each cell off the diagonal stands for two. Per-slice
+    // matrices are mostly empty.
+    let mut cells: Vec<(usize, usize, f64)> = Vec::with_capacity(ng * ng);
+    for i in 1..=ng {
+        for j in i..=ng {
+            let c = m.data[i * w + j] + m.data[j * w + i];
             if c != 0.0 {
-                debug_assert_eq!(c, m.data[j * ng + i], "a co-occurrence matrix is symmetric");
-                cells.push((i, j, c / total));
+                cells.push((i - 1, j - 1, c / total));
             }
         }
     }
@@ -245,7 +244,8 @@ fn per_slice_and_volume(roi: &Roi, build: impl Fn(&Roi, [i64; 3], Option<usize>)
     debug_assert_eq!(DIRECTIONS_3D[..4], DIRECTIONS_2D);
     let per_slice: Vec<Vec<Mat>> =
         roi.slices().into_iter().map(|z| DIRECTIONS_2D.iter().map(|&d| build(roi, d, Some(z))).collect()).collect();
-    let in_plane = (0..DIRECTIONS_2D.len()).map(|d| Mat::sum(per_slice.iter().map(|s| &s[d])).expect("the ROI has a slice"));
+    let in_plane =
+        (0..DIRECTIONS_2D.len()).map(|d| Mat::sum(per_slice.iter().map(|s| &s[d])).expect("the ROI has a slice"));
     let volume = in_plane.chain(DIRECTIONS_3D[4..].iter().map(|&d| build(roi, d, None))).collect();
     (per_slice, volume)
 }

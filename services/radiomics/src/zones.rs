@@ -116,7 +116,8 @@ fn union(parent: &mut [u32], a: u32, b: u32) {
 /// [`edge_distances`].
 pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Vec<Zone>, Vec<Zone>) {
     let in_plane: Vec<isize> = [[-1, 0, 0], [-1, -1, 0], [0, -1, 0], [1, -1, 0]].map(|o| roi.offset(o)).to_vec();
-    let below: Vec<isize> = neighbourhood(true, false).into_iter().chain([[0, 0, 0]]).map(|[x, y, _]| roi.offset([x, y, -1])).collect();
+    let below: Vec<isize> =
+        neighbourhood(true, false).into_iter().chain([[0, 0, 0]]).map(|[x, y, _]| roi.offset([x, y, -1])).collect();
     let n = roi.padded.len();
     assert!(n < u32::MAX as usize, "the padded grid fits u32 indices");
     let (mut flat, mut volume) = (vec![0u32; n], vec![0u32; n]);
