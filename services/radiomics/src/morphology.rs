@@ -224,7 +224,11 @@ pub fn moran_geary_sums(coords: &[[usize; 3]], d: &[f64], spacing_mm: [f64; 3]) 
         // intermediate may wrap; the sum does not).
         let base = centre.wrapping_sub(key[k]);
         let mut acc = Lanes::default();
-        acc.add(&table[base.wrapping_add(key[k]) + 1..][..runs[run].end - k - 1], &d[k + 1..runs[run].end], &d2[k + 1..]);
+        acc.add(
+            &table[base.wrapping_add(key[k]) + 1..][..runs[run].end - k - 1],
+            &d[k + 1..runs[run].end],
+            &d2[k + 1..],
+        );
         for r in &runs[run + 1..] {
             acc.add(&table[base.wrapping_add(key[r.start])..][..r.len()], &d[r.clone()], &d2[r.start..]);
         }
