@@ -55,9 +55,11 @@ impl Mat {
             wide.voxels = self.voxels;
             *self = wide;
         }
-        for r in 0..other.rows {
-            for c in 0..other.cols {
-                self.data[r * self.cols + c] += other.data[r * other.cols + c];
+        if other.cols == self.cols {
+            self.data.iter_mut().zip(&other.data).for_each(|(a, b)| *a += b);
+        } else {
+            for (mine, theirs) in self.data.chunks_exact_mut(self.cols).zip(other.data.chunks_exact(other.cols)) {
+                mine[..other.cols].iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
             }
         }
         self.voxels += other.voxels;
@@ -65,12 +67,24 @@ impl Mat {
 
     /// Merge of several matrices.
     pub fn sum<'a>(mats: impl IntoIterator<Item = &'a Mat>) -> Option<Mat> {
-        let mut it = mats.into_iter();
-        let mut acc = it.next()?.clone();
-        for m in it {
+        let mats: Vec<&Mat> = mats.into_iter().collect();
+        let first = mats.first()?;
+        let mut acc = Mat::zeros(first.rows, mats.iter().map(|m| m.cols).max().expect("not empty"));
+        for m in mats {
             acc.add(m);
         }
         Some(acc)
+    }
+}
+
+/// `log2 c` of a whole count `c >= 1`, from a table for counts below 4096.
+pub fn log2_count(c: f64) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..4096).map(|c| f64::from(c).log2()).collect());
+    if c < 4096.0 {
+        table[c as usize]
+    } else {
+        c.log2()
     }
 }
 
@@ -113,6 +127,7 @@ pub fn cell_features(rows: usize, cells: &[Cell], voxels: f64) -> Option<[f64; 1
         return None;
     }
     let mut f = [0.0f64; 17];
+    let log2_ns = ns.log2();
     let mut row_sum = vec![0.0; rows];
     let (mut mu_i, mut mu_j) = (0.0, 0.0);
     let (mut col_sq, mut col, mut col_j) = (0.0, 0.0, 0u32);
@@ -136,7 +151,7 @@ pub fn cell_features(rows: usize, cells: &[Cell], voxels: f64) -> Option<[f64; 1
         let p = s / ns;
         mu_i += i * p;
         mu_j += j * p;
-        f[15] -= p * p.log2();
+        f[15] -= p * (log2_count(s) - log2_ns);
         f[16] += p * p;
     }
     col_sq += col * col;

@@ -2,7 +2,7 @@
 //! (`rlm_*`, IBSI 3.7) matrices, at Chebyshev distance 1, in the 13 unique 3D directions and the
 //! 4 in-plane ones, aggregated the six IBSI ways ([`crate::matrix::directional`]).
 
-use crate::matrix::{directional, size_features, Mat};
+use crate::matrix::{directional, log2_count, size_features, Mat};
 use crate::roi::Roi;
 use crate::Features;
 
@@ -104,14 +104,18 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
         for j in i..=ng {
             let c = m.data[i * w + j] + m.data[j * w + i];
             if c != 0.0 {
-                cells.push((i - 1, j - 1, c / total));
+                cells.push((i - 1, j - 1, c));
             }
         }
     }
     let mut marg = vec![0.0; ng];
     let mut diff = vec![0.0; ng];
     let mut sum = vec![0.0; 2 * ng + 1];
-    for &(i, j, v) in &cells {
+    // (i, j, p_ij, log2 p_ij).
+    let log2_total = total.log2();
+    let cells: Vec<(usize, usize, f64, f64)> =
+        cells.into_iter().map(|(i, j, c)| (i, j, c / total, log2_count(c) - log2_total)).collect();
+    for &(i, j, v, _) in &cells {
         let twice = if i == j { v } else { 2.0 * v };
         marg[i] += v;
         marg[j] += twice - v;
@@ -123,36 +127,29 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let var_i: f64 = (0..ng).map(|i| (lv(i) - mu).powi(2) * marg[i]).sum();
     let mu_d: f64 = diff.iter().enumerate().map(|(k, v)| k as f64 * v).sum();
     let mu_s: f64 = sum.iter().enumerate().map(|(k, v)| k as f64 * v).sum();
-    let (mut joint_max, mut joint_var, mut energy, mut contrast, mut dissim) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
-    let (mut id, mut idn, mut idm, mut idmn, mut inv_var, mut auto) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let (mut tend, mut shade, mut prom) = (0.0, 0.0, 0.0);
+    // Terms that depend on |i - j| only come from p_{x-y}, those on i + j from p_{x+y}, and the
+    // joint variance is the marginal's; the rest are summed over the cells.
     let g = ng as f64;
-    let mut hxy = 0.0;
-    for &(i, j, v) in &cells {
-        // Sums over (i, j) and (j, i) together: `w` times the cell's term for the terms
-        // symmetric in i and j.
-        let w = if i == j { 1.0 } else { 2.0 };
-        let wv = w * v;
-        hxy -= wv * v.log2();
-        let (a, b) = (lv(i), lv(j));
-        let d = b - a;
+    let over_diff = |f: &dyn Fn(f64) -> f64| diff.iter().enumerate().map(|(k, v)| f(k as f64) * v).sum::<f64>();
+    let contrast = over_diff(&|d| d * d);
+    let dissim = over_diff(&|d| d);
+    let id = over_diff(&|d| 1.0 / (1.0 + d));
+    let idn = over_diff(&|d| 1.0 / (1.0 + d / g));
+    let idm = over_diff(&|d| 1.0 / (1.0 + d * d));
+    let idmn = over_diff(&|d| 1.0 / (1.0 + d * d / (g * g)));
+    let inv_var = over_diff(&|d| if d > 0.0 { 1.0 / (d * d) } else { 0.0 });
+    let over_sum =
+        |f: &dyn Fn(f64) -> f64| sum.iter().enumerate().map(|(k, v)| f(k as f64 - 2.0 * mu) * v).sum::<f64>();
+    let (tend, shade, prom) = (over_sum(&|c| c * c), over_sum(&|c| c.powi(3)), over_sum(&|c| c.powi(4)));
+    let joint_var = var_i;
+    let (mut joint_max, mut energy, mut auto, mut hxy) = (0.0f64, 0.0, 0.0, 0.0);
+    for &(i, j, v, log2_v) in &cells {
+        // Cells off the diagonal stand for (i, j) and (j, i).
+        let wv = if i == j { v } else { 2.0 * v };
+        hxy -= wv * log2_v;
         joint_max = joint_max.max(v);
-        joint_var += if i == j { (a - mu).powi(2) * v } else { ((a - mu).powi(2) + (b - mu).powi(2)) * v };
         energy += wv * v;
-        contrast += d * d * wv;
-        dissim += d * wv;
-        id += wv / (1.0 + d);
-        idn += wv / (1.0 + d / g);
-        idm += wv / (1.0 + d * d);
-        idmn += wv / (1.0 + d * d / (g * g));
-        if i != j {
-            inv_var += wv / (d * d);
-        }
-        auto += a * b * wv;
-        let c = a + b - 2.0 * mu;
-        tend += c * c * wv;
-        shade += c.powi(3) * wv;
-        prom += c.powi(4) * wv;
+        auto += lv(i) * lv(j) * wv;
     }
     let hx = entropy(&marg);
     // HXY1 = -Σ p_ij log2(p_i p_j) and HXY2 = -Σ p_i p_j log2(p_i p_j) both reduce to HX + HY
@@ -192,25 +189,31 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
 
 /// Run length counts along `d` (runs of one grey level through ROI voxels; with `slice`, runs
 /// within that slice), over the voxels counted; as many columns as the longest run.
+///
+/// The voxels are visited in memory order with the step taken forwards (a run read backwards
+/// has the same length), so the voxel behind each one has been visited: a voxel extends the
+/// run behind it when the levels match, and a run is counted at its last voxel. Both tests
+/// are arithmetic rather than branches (the levels of neighbours are unpredictable).
 pub fn run_lengths(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
+    run_lengths_in(roi, d, slice, &mut vec![0; roi.padded.len()])
+}
+
+/// [`run_lengths`] with a scratch array as long as the padded grid.
+fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, length: &mut [u32]) -> Mat {
     let longest = *roi.dims.iter().max().expect("three axes");
     let mut m = Mat::zeros(roi.ng as usize, longest);
-    let off = roi.offset(d);
+    let off = roi.offset(d).unsigned_abs();
     let voxels = roi.padded_in(slice);
+    // `length`: the length so far of the run through each voxel (stale outside the voxels
+    // just visited, and then multiplied by 0).
     let mut widest = 1;
     for &p in voxels {
         let level = roi.padded[p];
-        // Not a run's first voxel: the one behind it has the same level (the padding is 0).
-        if roi.padded[(p as isize - off) as usize] == level {
-            continue;
-        }
-        let (mut length, mut q) = (1, (p as isize + off) as usize);
-        while roi.padded[q] == level {
-            length += 1;
-            q = (q as isize + off) as usize;
-        }
-        widest = widest.max(length);
-        m.count(level, length);
+        let here = u32::from(roi.padded[p - off] == level) * length[p - off] + 1;
+        length[p] = here;
+        let ends = roi.padded[p + off] != level;
+        m.data[(level as usize - 1) * longest + here as usize - 1] += f64::from(u8::from(ends));
+        widest = widest.max(here as usize);
     }
     m.voxels = voxels.len() as f64;
     m.truncate_cols(widest);
@@ -240,7 +243,10 @@ pub const GLRLM_NAMES: [&str; 16] = [
 /// Matrices per slice in the in-plane directions and for the volume in the 13 directions.
 /// The volume's in-plane matrices are the sums of the slices' (every in-plane pair lies in one
 /// slice), so only the 9 directions leaving the plane are counted again.
-fn per_slice_and_volume(roi: &Roi, build: impl Fn(&Roi, [i64; 3], Option<usize>) -> Mat) -> (Vec<Vec<Mat>>, Vec<Mat>) {
+fn per_slice_and_volume(
+    roi: &Roi,
+    mut build: impl FnMut(&Roi, [i64; 3], Option<usize>) -> Mat,
+) -> (Vec<Vec<Mat>>, Vec<Mat>) {
     debug_assert_eq!(DIRECTIONS_3D[..4], DIRECTIONS_2D);
     let per_slice: Vec<Vec<Mat>> =
         roi.slices().into_iter().map(|z| DIRECTIONS_2D.iter().map(|&d| build(roi, d, Some(z))).collect()).collect();
@@ -264,11 +270,76 @@ pub fn glcm(roi: &Roi, out: &mut Features) {
 /// voxels once per merged direction, so the run percentage of a merge is runs over
 /// (directions x voxels).
 pub fn glrlm(roi: &Roi, out: &mut Features) {
-    let (per_slice, volume) = per_slice_and_volume(roi, run_lengths);
+    let mut scratch = vec![0; roi.padded.len()];
+    let (per_slice, volume) = per_slice_and_volume(roi, |roi, d, slice| run_lengths_in(roi, d, slice, &mut scratch));
     let features = |m: &Mat| size_features(m).map(|f| f[..16].to_vec());
     for (suffix, values) in directional(&per_slice, &volume, features) {
         for (name, v) in GLRLM_NAMES.iter().zip(values) {
             out.push((format!("rlm_{name}_{suffix}"), v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roi::Discretisation;
+
+    /// Run lengths by walking each run from its first voxel.
+    fn walked(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Vec<(u32, usize)> {
+        let off = roi.offset(d);
+        let mut runs = Vec::new();
+        for &p in roi.padded_in(slice) {
+            let level = roi.padded[p];
+            if roi.padded[(p as isize - off) as usize] == level {
+                continue;
+            }
+            let (mut length, mut q) = (1, (p as isize + off) as usize);
+            while roi.padded[q] == level {
+                length += 1;
+                q = (q as isize + off) as usize;
+            }
+            runs.push((level, length));
+        }
+        runs
+    }
+
+    #[test]
+    fn run_lengths_match_walked_runs_and_cooccurrences_count_every_pair() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..20 {
+            let dims = [2 + (next() % 8) as usize, 2 + (next() % 8) as usize, 1 + (next() % 5) as usize];
+            let n: usize = dims.iter().product();
+            let image: Vec<f64> = (0..n).map(|_| (1 + next() % (1 + case % 3)) as f64).collect();
+            let mut mask: Vec<bool> = (0..n).map(|_| next() % 4 != 0).collect();
+            mask[n - 1] = true;
+            let roi = Roi::new(dims, [1.0; 3], image, mask, Discretisation::None).unwrap();
+            let slices: Vec<Option<usize>> = roi.slices().into_iter().map(Some).chain([None]).collect();
+            for slice in slices {
+                let directions: &[[i64; 3]] = if slice.is_some() { &DIRECTIONS_2D } else { &DIRECTIONS_3D };
+                for &d in directions {
+                    let m = run_lengths(&roi, d, slice);
+                    let mut want = Mat::zeros(roi.ng as usize, m.cols);
+                    for (level, length) in walked(&roi, d, slice) {
+                        want.count(level, length);
+                    }
+                    want.voxels = roi.padded_in(slice).len() as f64;
+                    assert_eq!(m, want, "case {case}, direction {d:?}, slice {slice:?}");
+                    // Every ROI pair one step apart along d, counted once from its first voxel.
+                    let c = cooccurrence(&roi, d, slice);
+                    let w = c.rows;
+                    let pairs: f64 = c.data.chunks_exact(w).skip(1).map(|row| row[1..].iter().sum::<f64>()).sum();
+                    let off = roi.offset(d);
+                    let direct = roi.padded_in(slice).iter().filter(|&&p| roi.padded[(p as isize + off) as usize] != 0);
+                    assert_eq!(pairs, direct.count() as f64);
+                }
+            }
         }
     }
 }
