@@ -63,10 +63,11 @@ pub struct Roi {
     pub dims: [usize; 3],
     /// Voxel spacing, mm.
     pub spacing_mm: [f64; 3],
-    /// Every voxel's intensity (local intensity reads around the ROI too).
-    pub image: Vec<f64>,
+    /// Every voxel's intensity (local intensity reads around the ROI too); shared with
+    /// re-binned copies.
+    pub image: Arc<[f64]>,
     /// Voxels in the ROI.
-    pub mask: Vec<bool>,
+    pub mask: Arc<[bool]>,
     /// Number of grey levels.
     pub ng: u32,
     /// The grey levels on the grid padded by one voxel on every side (0 outside the ROI and in
@@ -83,15 +84,20 @@ pub struct Roi {
     /// The morphological mask when it differs from the intensity mask `mask` (IBSI: the ROI
     /// before re-segmentation); morphology reads it, every other family reads `mask`.
     pub morphology_mask: Option<Vec<bool>>,
-    /// In-plane and 3D edge distances ([`crate::zones::edge_distances`]), computed once and
-    /// shared by the ROI's re-binned copies (they depend only on the morphological mask).
-    edge_distances: Cache,
+    /// What re-binned copies share: computed once from the masks and intensities.
+    cache: Cache,
 }
 
-/// A value computed on demand from the rest of the ROI: not part of the ROI's value, so it
-/// never makes two ROIs differ.
+/// Values computed on demand from the rest of the ROI and shared by its re-binned copies: not
+/// part of the ROI's value, so they never make two ROIs differ.
 #[derive(Debug, Clone, Default)]
-struct Cache(OnceLock<Arc<(Vec<u32>, Vec<u32>)>>);
+struct Cache {
+    /// In-plane and 3D edge distances ([`crate::zones::edge_distances`]; they depend only on
+    /// the morphological mask).
+    edge_distances: OnceLock<Arc<(Vec<u32>, Vec<u32>)>>,
+    /// The intensities' ranks ([`ranks`]), for equalised binning.
+    ranks: OnceLock<Arc<Ranks>>,
+}
 
 impl PartialEq for Cache {
     fn eq(&self, _: &Cache) -> bool {
@@ -131,7 +137,7 @@ impl Roi {
                 slice_voxels.push((z, start..padded_voxels.len()));
             }
         }
-        let (levels, ng) = discretise(&image, &voxel_index, discretisation)?;
+        let (levels, ng) = discretise(&image, &voxel_index, discretisation, None)?;
         let mut padded = vec![0u32; padded_dims.iter().product()];
         for (&p, &l) in padded_voxels.iter().zip(&levels) {
             padded[p] = l;
@@ -139,8 +145,8 @@ impl Roi {
         Ok(Roi {
             dims,
             spacing_mm,
-            image,
-            mask,
+            image: image.into(),
+            mask: mask.into(),
             ng,
             padded,
             padded_dims,
@@ -148,15 +154,21 @@ impl Roi {
             voxel_index,
             slice_voxels,
             morphology_mask: None,
-            edge_distances: Cache::default(),
+            cache: Cache::default(),
         })
     }
 
     /// The same ROI discretised another way (its grid, masks and intensities reused, and its
     /// edge distances, computed here if they were not yet).
     pub fn rebinned(&self, discretisation: Discretisation) -> Result<Roi, RoiError> {
-        self.edge_distances.0.get_or_init(|| Arc::new(crate::zones::edge_distances(self)));
-        let (levels, ng) = discretise(&self.image, &self.voxel_index, discretisation)?;
+        self.cache.edge_distances.get_or_init(|| Arc::new(crate::zones::edge_distances(self)));
+        let ranks = match discretisation {
+            Discretisation::EqualisedBinNumber { .. } => {
+                Some(self.cache.ranks.get_or_init(|| Arc::new(ranks(&self.intensities()))).as_ref())
+            }
+            _ => None,
+        };
+        let (levels, ng) = discretise(&self.image, &self.voxel_index, discretisation, ranks)?;
         let mut padded = vec![0u32; self.padded.len()];
         for (&p, &l) in self.padded_voxels.iter().zip(&levels) {
             padded[p] = l;
@@ -175,7 +187,7 @@ impl Roi {
             return Err(RoiError::Setting("the intensity mask reaches outside the morphological mask".into()));
         }
         self.morphology_mask = Some(morphology);
-        self.edge_distances = Cache::default();
+        self.cache = Cache::default();
         Ok(self)
     }
 
@@ -183,7 +195,7 @@ impl Roi {
     /// grid ([`crate::zones::edge_distances`]): computed here unless this ROI is a re-binned
     /// copy, which shares its source's.
     pub fn edge_distances(&self) -> Arc<(Vec<u32>, Vec<u32>)> {
-        match self.edge_distances.0.get() {
+        match self.cache.edge_distances.get() {
             Some(d) => Arc::clone(d),
             None => Arc::new(crate::zones::edge_distances(self)),
         }
@@ -307,8 +319,40 @@ impl Roi {
     }
 }
 
-/// Grey levels of the ROI voxels `voxels` (grid indices) and Ng.
-fn discretise(image: &[f64], voxels: &[usize], discretisation: Discretisation) -> Result<(Vec<u32>, u32), RoiError> {
+/// Per ROI voxel (in order), the rank `#{ROI voxels with intensity <= x}` of its intensity x,
+/// as a whole number so equal fractions bin exactly, and the rank of the smallest intensity.
+#[derive(Debug)]
+struct Ranks {
+    rank: Vec<u64>,
+    lowest: u64,
+}
+
+/// The ranks of some intensities, by one sort.
+fn ranks(inside: &[f64]) -> Ranks {
+    let mut order: Vec<(f64, u32)> = inside.iter().enumerate().map(|(k, &v)| (v, k as u32)).collect();
+    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = Ranks { rank: vec![0u64; inside.len()], lowest: 0 };
+    let mut end = 0;
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        end += group.len() as u64;
+        if out.lowest == 0 {
+            out.lowest = end;
+        }
+        for &(_, i) in group {
+            out.rank[i as usize] = end;
+        }
+    }
+    out
+}
+
+/// Grey levels of the ROI voxels `voxels` (grid indices) and Ng; `ranks` of their intensities
+/// when already known (equalised binning computes them otherwise).
+fn discretise(
+    image: &[f64],
+    voxels: &[usize],
+    discretisation: Discretisation,
+    ranks_known: Option<&Ranks>,
+) -> Result<(Vec<u32>, u32), RoiError> {
     let inside: Vec<f64> = voxels.iter().map(|&i| image[i]).collect();
     if inside.is_empty() {
         return Err(RoiError::Empty);
@@ -317,25 +361,15 @@ fn discretise(image: &[f64], voxels: &[usize], discretisation: Discretisation) -
         return Err(RoiError::NonFinite);
     }
     let (lo, hi) = inside.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    // Equalisation: the rank #{ROI voxels with intensity <= x} of every ROI voxel, as a whole
-    // number so equal fractions bin exactly; r_lo is the rank of the minimum.
-    let mut rank = Vec::new();
-    let mut r_lo = 0u64;
-    if matches!(discretisation, Discretisation::EqualisedBinNumber { .. }) {
-        let mut order: Vec<(f64, u32)> = inside.iter().enumerate().map(|(k, &v)| (v, k as u32)).collect();
-        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        rank = vec![0u64; inside.len()];
-        let mut end = 0;
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            end += group.len() as u64;
-            if r_lo == 0 {
-                r_lo = end;
-            }
-            for &(_, i) in group {
-                rank[i as usize] = end;
-            }
+    let computed;
+    let (rank, r_lo): (&[u64], u64) = match (discretisation, ranks_known) {
+        (Discretisation::EqualisedBinNumber { .. }, Some(r)) => (&r.rank, r.lowest),
+        (Discretisation::EqualisedBinNumber { .. }, None) => {
+            computed = ranks(&inside);
+            (&computed.rank, computed.lowest)
         }
-    }
+        _ => (&[], 0),
+    };
     let n_inside = inside.len() as u64;
     let fbn = |bins: u32, x: f64, lo: f64, hi: f64| -> Result<u32, RoiError> {
         if bins == 0 {

@@ -99,15 +99,18 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     // The non-zero cells on and above the diagonal as (i, j, p_ij), i and j from 0 for level
     // 1: the matrix is symmetric, so each cell off the diagonal stands for two. Per-slice
     // matrices are mostly empty.
-    let mut cells: Vec<(usize, usize, f64)> = Vec::with_capacity(ng * ng);
+    // Written unconditionally and kept by advancing past non-zero ones: sparse matrices would
+    // mispredict a branch on every other cell.
+    let mut cells: Vec<(usize, usize, f64)> = vec![(0, 0, 0.0); ng * (ng + 1) / 2];
+    let mut kept = 0;
     for i in 1..=ng {
         for j in i..=ng {
             let c = m.data[i * w + j] + m.data[j * w + i];
-            if c != 0.0 {
-                cells.push((i - 1, j - 1, c));
-            }
+            cells[kept] = (i - 1, j - 1, c);
+            kept += usize::from(c != 0.0);
         }
     }
+    cells.truncate(kept);
     let mut marg = vec![0.0; ng];
     let mut diff = vec![0.0; ng];
     let mut sum = vec![0.0; 2 * ng + 1];
@@ -205,15 +208,25 @@ fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, length: &mut [u3
     let off = roi.offset(d).unsigned_abs();
     let voxels = roi.padded_in(slice);
     // `length`: the length so far of the run through each voxel (stale outside the voxels
-    // just visited, and then multiplied by 0).
+    // just visited, and then multiplied by 0). Along x the voxel behind is usually the one just
+    // visited, whose length is still at hand. Each ending run's cell is written to `ends` and
+    // kept by advancing past it, then counted.
     let mut widest = 1;
+    let mut ends = vec![0u32; voxels.len()];
+    let mut kept = 0;
+    let (mut last, mut last_length) = (usize::MAX, 0);
     for &p in voxels {
         let level = roi.padded[p];
-        let here = u32::from(roi.padded[p - off] == level) * length[p - off] + 1;
+        let behind = if p - off == last { last_length } else { length[p - off] };
+        let here = u32::from(roi.padded[p - off] == level) * behind + 1;
         length[p] = here;
-        let ends = roi.padded[p + off] != level;
-        m.data[(level as usize - 1) * longest + here as usize - 1] += f64::from(u8::from(ends));
+        (last, last_length) = (p, here);
+        ends[kept] = (level - 1) * longest as u32 + here - 1;
+        kept += usize::from(roi.padded[p + off] != level);
         widest = widest.max(here as usize);
+    }
+    for &cell in &ends[..kept] {
+        m.data[cell as usize] += 1.0;
     }
     m.voxels = voxels.len() as f64;
     m.truncate_cols(widest);

@@ -115,9 +115,10 @@ fn union(parent: &mut [u32], a: u32, b: u32) {
 /// volume (26-connected), each in the memory order of their first voxels, with distances from
 /// [`edge_distances`].
 pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Vec<Zone>, Vec<Zone>) {
-    let in_plane: Vec<isize> = [[-1, 0, 0], [-1, -1, 0], [0, -1, 0], [1, -1, 0]].map(|o| roi.offset(o)).to_vec();
-    let below: Vec<isize> =
-        neighbourhood(true, false).into_iter().chain([[0, 0, 0]]).map(|[x, y, _]| roi.offset([x, y, -1])).collect();
+    // The neighbours visited before a voxel: 4 in its slice, then 9 in the slice below.
+    let in_plane = [[-1, 0, 0], [-1, -1, 0], [0, -1, 0], [1, -1, 0]];
+    let below = neighbourhood(true, false).into_iter().chain([[0, 0, 0]]).map(|[x, y, _]| [x, y, -1]);
+    let offsets: Vec<isize> = in_plane.into_iter().chain(below).map(|o| roi.offset(o)).collect();
     let n = roi.padded.len();
     assert!(n < u32::MAX as usize, "the padded grid fits u32 indices");
     let (mut flat, mut volume) = (vec![0u32; n], vec![0u32; n]);
@@ -126,18 +127,20 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
         let p32 = p as u32;
         flat[p] = p32;
         volume[p] = p32;
-        for &o in &in_plane {
-            let q = (p as isize + o) as usize;
-            if roi.padded[q] == level {
-                union(&mut flat, p32, q as u32);
-                union(&mut volume, p32, q as u32);
-            }
+        // Which neighbours share the level, as bits (comparing without branching: the levels
+        // of neighbours are unpredictable), then one union per set bit.
+        let mut same = 0u32;
+        for (k, &o) in offsets.iter().enumerate() {
+            same |= u32::from(roi.padded[(p as isize + o) as usize] == level) << k;
         }
-        for &o in &below {
-            let q = (p as isize + o) as usize;
-            if roi.padded[q] == level {
-                union(&mut volume, p32, q as u32);
+        while same != 0 {
+            let k = same.trailing_zeros() as usize;
+            same &= same - 1;
+            let q = (p as isize + offsets[k]) as u32;
+            if k < in_plane.len() {
+                union(&mut flat, p32, q);
             }
+            union(&mut volume, p32, q);
         }
     }
     let plane = roi.padded_dims[0] * roi.padded_dims[1];
@@ -326,7 +329,7 @@ mod tests {
                 if dims[2] > 1 {
                     mask[n - plane..].iter_mut().for_each(|m| *m = false);
                 }
-                roi = Roi::new(dims, [1.0; 3], roi.image.clone(), mask.clone(), Discretisation::None)
+                roi = Roi::new(dims, [1.0; 3], roi.image.to_vec(), mask.clone(), Discretisation::None)
                     .unwrap()
                     .with_morphology_mask(morphology)
                     .unwrap();
