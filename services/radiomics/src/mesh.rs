@@ -297,14 +297,16 @@ fn orient(a: [i64; 3], b: [i64; 3], c: [i64; 3], p: [i64; 3]) -> i64 {
 
 impl Hull {
     /// Quickhull with exact integer predicates. Only vertices that are extreme along each of
-    /// their three axis-parallel lines can be hull vertices, so the others are dropped first.
+    /// their three axis-parallel lines, and corners of the convex hull of their own z-plane's
+    /// vertices, can be hull vertices (a point inside a plane's polygon is a mix of other
+    /// points), so the others are dropped first.
     /// Each remaining point waits on one face it lies above; the farthest point above a face
     /// is added next, the faces it sees (or holds in their plane) are replaced by a fan from
     /// the horizon to it, and their waiting points move to a new face they lie above or, above
     /// none, are inside and dropped. `None` when the vertices span no volume.
     pub fn of(mesh: &Mesh) -> Option<Hull> {
         let pts = &mesh.doubled;
-        let candidates = line_extremes(pts);
+        let candidates = plane_corners(pts, line_extremes(pts));
         if candidates.len() < 4 {
             return None;
         }
@@ -460,6 +462,45 @@ fn line_extremes(pts: &[[i64; 3]]) -> Vec<u32> {
         }
     }
     (0..pts.len() as u32).filter(|&i| keep[i as usize]).collect()
+}
+
+/// Of the points `among` (ascending indices), those that are corners of the 2D convex hull of
+/// the points among them in the same z-plane (monotone chain, exact; points on an edge are
+/// not corners).
+fn plane_corners(pts: &[[i64; 3]], mut among: Vec<u32>) -> Vec<u32> {
+    // Each plane's points in (x, y) order.
+    among.sort_unstable_by_key(|&i| {
+        let q = pts[i as usize];
+        (q[2], q[0], q[1])
+    });
+    let cross = |o: u32, a: u32, b: u32| {
+        let (o, a, b) = (pts[o as usize], pts[a as usize], pts[b as usize]);
+        (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+    };
+    let mut out = Vec::new();
+    let mut chain: Vec<u32> = Vec::new();
+    for plane in among.chunk_by(|&a, &b| pts[a as usize][2] == pts[b as usize][2]) {
+        if plane.len() < 3 {
+            out.extend_from_slice(plane);
+            continue;
+        }
+        // Lower then upper hull, strict left turns only.
+        let reversed: Vec<u32> = plane.iter().rev().copied().collect();
+        for pass in [plane, &reversed[..]] {
+            chain.clear();
+            for &p in pass {
+                while chain.len() >= 2 && cross(chain[chain.len() - 2], chain[chain.len() - 1], p) <= 0 {
+                    chain.pop();
+                }
+                chain.push(p);
+            }
+            chain.pop();
+            out.extend_from_slice(&chain);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The greatest distance between two of the given mesh vertices, mm.
