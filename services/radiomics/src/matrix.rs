@@ -27,17 +27,6 @@ impl Mat {
         self.data[(level as usize - 1) * self.cols + (value - 1)] += 1.0;
     }
 
-    /// Keep only the first `cols` columns.
-    pub fn truncate_cols(&mut self, cols: usize) {
-        if cols < self.cols {
-            let mut kept = Vec::with_capacity(self.rows * cols);
-            for r in 0..self.rows {
-                kept.extend_from_slice(&self.data[r * self.cols..r * self.cols + cols]);
-            }
-            (self.data, self.cols) = (kept, cols);
-        }
-    }
-
     /// Total count.
     pub fn total(&self) -> f64 {
         self.data.iter().sum()

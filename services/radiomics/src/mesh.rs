@@ -206,11 +206,16 @@ impl Mesh {
             x as usize + px * (y as usize + py * z as usize)
         });
         let inside = |p: usize| padded[p];
-        // Vertex id per (lower corner, axis) key, u32::MAX until the vertex is made.
-        let mut ids = vec![u32::MAX; padded.len() * 3];
+        // Vertex id per (edge's lower corner, axis), u32::MAX until the vertex is made. A cube
+        // layer touches two planes of corners, so two plane-sized tables suffice: plane k's
+        // in half k % 2, cleared when the layer below it is done with it.
+        let plane = px * py;
+        let mut ids = vec![u32::MAX; 2 * plane * 3];
         let mut doubled = Vec::new();
         let mut triangles = Vec::new();
         for z in lo[2] - 1..=hi[2] {
+            let upper = (z + 1) % 2 * plane * 3;
+            ids[upper..upper + plane * 3].iter_mut().for_each(|v| *v = u32::MAX);
             for y in lo[1] - 1..=hi[1] {
                 for x in lo[0] - 1..=hi[0] {
                     let base = x + px * (y + py * z);
@@ -223,7 +228,8 @@ impl Mesh {
                     for tri in &table[config] {
                         let t = tri.map(|e| {
                             let (c, axis) = edges[e as usize];
-                            let key = (base + corner_offset[c]) * 3 + axis;
+                            let cz = z + (c >> 2);
+                            let key = (base + corner_offset[c] - cz * plane) * 3 + axis + cz % 2 * plane * 3;
                             if ids[key] == u32::MAX {
                                 let [cx, cy, cz] = corner(c);
                                 let mut d = [2 * (x as i64 + cx), 2 * (y as i64 + cy), 2 * (z as i64 + cz)];

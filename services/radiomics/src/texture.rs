@@ -198,21 +198,32 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
 /// run behind it when the levels match, and a run is counted at its last voxel. Both tests
 /// are arithmetic rather than branches (the levels of neighbours are unpredictable).
 pub fn run_lengths(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
-    run_lengths_in(roi, d, slice, &mut vec![0; roi.padded.len()])
+    run_lengths_in(roi, d, slice, &mut RunScratch::for_roi(roi))
 }
 
-/// [`run_lengths`] with a scratch array as long as the padded grid.
-fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, length: &mut [u32]) -> Mat {
-    let longest = *roi.dims.iter().max().expect("three axes");
-    let mut m = Mat::zeros(roi.ng as usize, longest);
+/// Working arrays of [`run_lengths`], reused across directions and slices.
+struct RunScratch {
+    /// The length so far of the run through each voxel of the padded grid (stale outside the
+    /// voxels just visited, and then multiplied by 0).
+    length: Vec<u32>,
+    /// Ending runs as `level << 32 | length`.
+    ends: Vec<u64>,
+}
+
+impl RunScratch {
+    fn for_roi(roi: &Roi) -> RunScratch {
+        RunScratch { length: vec![0; roi.padded.len()], ends: vec![0; roi.padded_voxels.len()] }
+    }
+}
+
+/// [`run_lengths`] with working arrays sized for the ROI.
+fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, scratch: &mut RunScratch) -> Mat {
     let off = roi.offset(d).unsigned_abs();
     let voxels = roi.padded_in(slice);
-    // `length`: the length so far of the run through each voxel (stale outside the voxels
-    // just visited, and then multiplied by 0). Along x the voxel behind is usually the one just
-    // visited, whose length is still at hand. Each ending run's cell is written to `ends` and
-    // kept by advancing past it, then counted.
+    let RunScratch { length, ends } = scratch;
+    // Along x the voxel behind is usually the one just visited, whose length is still at
+    // hand. Each ending run is written to `ends` and kept by advancing past it, then counted.
     let mut widest = 1;
-    let mut ends = vec![0u32; voxels.len()];
     let mut kept = 0;
     let (mut last, mut last_length) = (usize::MAX, 0);
     for &p in voxels {
@@ -221,15 +232,15 @@ fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, length: &mut [u3
         let here = u32::from(roi.padded[p - off] == level) * behind + 1;
         length[p] = here;
         (last, last_length) = (p, here);
-        ends[kept] = (level - 1) * longest as u32 + here - 1;
+        ends[kept] = u64::from(level) << 32 | u64::from(here);
         kept += usize::from(roi.padded[p + off] != level);
-        widest = widest.max(here as usize);
+        widest = widest.max(here);
     }
-    for &cell in &ends[..kept] {
-        m.data[cell as usize] += 1.0;
+    let mut m = Mat::zeros(roi.ng as usize, widest as usize);
+    for &run in &ends[..kept] {
+        m.count((run >> 32) as u32, (run & u64::from(u32::MAX)) as usize);
     }
     m.voxels = voxels.len() as f64;
-    m.truncate_cols(widest);
     m
 }
 
@@ -283,7 +294,7 @@ pub fn glcm(roi: &Roi, out: &mut Features) {
 /// voxels once per merged direction, so the run percentage of a merge is runs over
 /// (directions x voxels).
 pub fn glrlm(roi: &Roi, out: &mut Features) {
-    let mut scratch = vec![0; roi.padded.len()];
+    let mut scratch = RunScratch::for_roi(roi);
     let (per_slice, volume) = per_slice_and_volume(roi, |roi, d, slice| run_lengths_in(roi, d, slice, &mut scratch));
     let features = |m: &Mat| size_features(m).map(|f| f[..16].to_vec());
     for (suffix, values) in directional(&per_slice, &volume, features) {
