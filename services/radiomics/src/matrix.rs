@@ -94,8 +94,26 @@ pub fn size_features(m: &Mat) -> Option<[f64; 17]> {
     cell_features(m.rows, &cells, m.voxels)
 }
 
-/// Cells of `(i, j)` pairs, each packed as `j << 32 | i`: sorts them and counts each pair once.
-pub fn counted(pairs: &mut [u64]) -> Vec<Cell> {
+/// Cells of `(i, j)` pairs, each packed as `j << 32 | i` with `1 <= i <= rows`, in [`Cell`]
+/// order (by j, then i). Counted in a dense table when it is small next to the pairs, else by
+/// sorting them.
+pub fn counted(pairs: &mut [u64], rows: u32) -> Vec<Cell> {
+    let cols = pairs.iter().map(|p| p >> 32).max().unwrap_or(0) as usize;
+    let rows = rows as usize;
+    if rows * cols <= 4 * pairs.len() + 4096 {
+        // Column-major, so the cells come out by j, then i.
+        let mut table = vec![0u32; rows * cols];
+        for &p in pairs.iter() {
+            table[((p >> 32) as usize - 1) * rows + (p as u32 as usize - 1)] += 1;
+        }
+        let mut cells = Vec::new();
+        for (k, &c) in table.iter().enumerate() {
+            if c > 0 {
+                cells.push(((k % rows + 1) as u32, (k / rows + 1) as u32, f64::from(c)));
+            }
+        }
+        return cells;
+    }
     pairs.sort_unstable();
     pairs.chunk_by(|a, b| a == b).map(|run| (run[0] as u32, (run[0] >> 32) as u32, run.len() as f64)).collect()
 }
@@ -230,6 +248,28 @@ pub fn planar<M>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_cells_match_a_map_in_both_the_table_and_the_sorting_path() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for (largest, n) in [(20u64, 500usize), (1_000_000, 300)] {
+            let mut pairs: Vec<u64> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let j = 1 + state % largest.min(1 + state % 37 * largest / 30);
+                    j << 32 | (1 + (state >> 40) % 8)
+                })
+                .collect();
+            let mut want = std::collections::BTreeMap::new();
+            for &p in &pairs {
+                *want.entry((p >> 32, p as u32)).or_insert(0.0) += 1.0;
+            }
+            let want: Vec<Cell> = want.into_iter().map(|((j, i), c)| (i, j as u32, c)).collect();
+            assert_eq!(counted(&mut pairs, 8), want, "largest second index {largest}");
+        }
+    }
 
     #[test]
     fn size_features_match_a_hand_computed_matrix() {

@@ -208,7 +208,7 @@ pub const GLDZM_NAMES: [&str; 16] = [
 fn zone_features(ng: u32, zones: &[Zone], voxels: usize) -> Option<[Vec<f64>; 2]> {
     let features = |key: &dyn Fn(&Zone) -> u64| {
         let mut pairs: Vec<u64> = zones.iter().map(|z| key(z) << 32 | u64::from(z.level)).collect();
-        cell_features(ng as usize, &counted(&mut pairs), voxels as f64).map(|f| f[..16].to_vec())
+        cell_features(ng as usize, &counted(&mut pairs, ng), voxels as f64).map(|f| f[..16].to_vec())
     };
     Some([features(&|z| z.size as u64)?, features(&|z| u64::from(z.distance))?])
 }
