@@ -65,9 +65,9 @@ pub struct Roi {
     pub spacing_mm: [f64; 3],
     /// Every voxel's intensity (local intensity reads around the ROI too); shared with
     /// re-binned copies.
-    pub image: Arc<[f64]>,
+    pub image: Arc<Vec<f64>>,
     /// Voxels in the ROI.
-    pub mask: Arc<[bool]>,
+    pub mask: Arc<Vec<bool>>,
     /// Number of grey levels.
     pub ng: u32,
     /// The grey levels on the grid padded by one voxel on every side (0 outside the ROI and in
@@ -145,8 +145,8 @@ impl Roi {
         Ok(Roi {
             dims,
             spacing_mm,
-            image: image.into(),
-            mask: mask.into(),
+            image: Arc::new(image),
+            mask: Arc::new(mask),
             ng,
             padded,
             padded_dims,
