@@ -87,14 +87,15 @@ impl Geometry {
 
     /// Fractional voxel index of a patient-space point (inverse of [`Geometry::to_patient`]).
     pub fn to_index(&self, p: Vec3) -> [f64; 3] {
-        let m = self.matrix();
-        let inv = invert3(m).expect("grid axes are linearly independent");
-        let d = sub(p, self.origin_mm);
-        let mut out = [0.0; 3];
-        for (r, o) in out.iter_mut().enumerate() {
-            *o = inv[r][0] * d[0] + inv[r][1] * d[1] + inv[r][2] * d[2];
+        self.index_map().apply(p)
+    }
+
+    /// [`Geometry::to_index`] with the matrix inverted once, for mapping many points.
+    pub fn index_map(&self) -> IndexMap {
+        IndexMap {
+            inverse: invert3(self.matrix()).expect("grid axes are linearly independent"),
+            origin_mm: self.origin_mm,
         }
-        out
     }
 
     /// Columns of this matrix map a unit index step along i, j, k to patient mm.
@@ -167,6 +168,25 @@ pub fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
         }
     }
     Some(inv)
+}
+
+/// A grid's patient-to-index map ([`Geometry::index_map`]).
+#[derive(Debug, Clone, Copy)]
+pub struct IndexMap {
+    inverse: [[f64; 3]; 3],
+    origin_mm: Vec3,
+}
+
+impl IndexMap {
+    /// Fractional voxel index of a patient-space point.
+    pub fn apply(&self, p: Vec3) -> [f64; 3] {
+        let d = sub(p, self.origin_mm);
+        let mut out = [0.0; 3];
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = self.inverse[r][0] * d[0] + self.inverse[r][1] * d[1] + self.inverse[r][2] * d[2];
+        }
+        out
+    }
 }
 
 #[cfg(test)]

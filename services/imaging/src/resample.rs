@@ -57,10 +57,11 @@ pub fn isotropic_grid(g: &Geometry, spacing_mm: f64) -> Geometry {
 /// Sample `v` at every voxel centre of `onto` (same orientation), trilinearly.
 pub fn resample(v: &Volume<f32>, onto: &Geometry) -> Volume<f32> {
     let mut data = Vec::with_capacity(onto.len());
+    let index = v.geometry.index_map();
     for k in 0..onto.dims[2] {
         for j in 0..onto.dims[1] {
             for i in 0..onto.dims[0] {
-                let x = v.geometry.to_index(onto.to_patient([i as f64, j as f64, k as f64]));
+                let x = index.apply(onto.to_patient([i as f64, j as f64, k as f64]));
                 data.push(trilinear(v, x) as f32);
             }
         }
@@ -76,10 +77,11 @@ pub fn resample_mask(mask: &Volume<u8>, onto: &Geometry) -> Volume<u8> {
         Volume { geometry: mask.geometry.clone(), data: mask.data.iter().map(|&m| f32::from(m.min(1))).collect() };
     let d = mask.geometry.dims;
     let mut data = Vec::with_capacity(onto.len());
+    let index = mask.geometry.index_map();
     for k in 0..onto.dims[2] {
         for j in 0..onto.dims[1] {
             for i in 0..onto.dims[0] {
-                let x = mask.geometry.to_index(onto.to_patient([i as f64, j as f64, k as f64]));
+                let x = index.apply(onto.to_patient([i as f64, j as f64, k as f64]));
                 let inside = (0..3).all(|a| x[a] >= -0.5 && x[a] <= d[a] as f64 - 0.5);
                 data.push(u8::from(inside && trilinear(&as_f, x) >= 0.5));
             }
