@@ -186,7 +186,9 @@ impl Roi {
         if self.mask.iter().zip(&morphology).any(|(&i, &m)| i && !m) {
             return Err(RoiError::Setting("the intensity mask reaches outside the morphological mask".into()));
         }
-        self.morphology_mask = Some(morphology);
+        // The same mask as the intensity mask (no re-segmentation) is kept as none, so the
+        // families take the intensity mask's precomputed voxel lists.
+        self.morphology_mask = if morphology[..] == self.mask[..] { None } else { Some(morphology) };
         self.cache = Cache::default();
         Ok(self)
     }
@@ -204,14 +206,6 @@ impl Roi {
     /// The morphological mask (the intensity mask unless one was given).
     pub fn morphology(&self) -> &[bool] {
         self.morphology_mask.as_deref().unwrap_or(&self.mask)
-    }
-
-    /// Indices of the morphological mask's voxels, in memory order.
-    pub fn morphology_voxels(&self) -> Vec<usize> {
-        match &self.morphology_mask {
-            None => self.voxel_index.clone(),
-            Some(m) => (0..m.len()).filter(|&i| m[i]).collect(),
-        }
     }
 
     /// Grid coordinates of the voxels of `mask` (the grid's size), in memory order.
@@ -250,25 +244,24 @@ impl Roi {
         (lo, hi)
     }
 
-    /// The morphological mask on the padded grid, and the padded indices of its voxels in
-    /// memory order (the intensity mask's own when there is no separate one).
-    pub fn morphology_padded(&self) -> (Vec<bool>, Vec<usize>) {
-        let voxels: Vec<usize> = match &self.morphology_mask {
+    /// Padded indices of the morphological mask's voxels, in memory order (the intensity
+    /// mask's own when there is no separate one).
+    pub fn morphology_padded_voxels(&self) -> Vec<usize> {
+        let [px, py, _] = self.padded_dims;
+        match &self.morphology_mask {
             None => self.padded_voxels.clone(),
-            Some(_) => self.morphology_voxels().into_iter().map(|i| self.padded_index(i)).collect(),
-        };
+            Some(m) => self.coords_of(m).into_iter().map(|[x, y, z]| (x + 1) + px * ((y + 1) + py * (z + 1))).collect(),
+        }
+    }
+
+    /// The morphological mask on the padded grid, and [`Roi::morphology_padded_voxels`].
+    pub fn morphology_padded(&self) -> (Vec<bool>, Vec<usize>) {
+        let voxels = self.morphology_padded_voxels();
         let mut inside = vec![false; self.padded.len()];
         for &p in &voxels {
             inside[p] = true;
         }
         (inside, voxels)
-    }
-
-    /// Index on the padded grid of voxel `i`.
-    pub fn padded_index(&self, i: usize) -> usize {
-        let [x, y, z] = self.coords(i);
-        let [px, py, _] = self.padded_dims;
-        (x + 1) + px * ((y + 1) + py * (z + 1))
     }
 
     /// Linear offset on the padded grid of a step of at most one voxel per axis.

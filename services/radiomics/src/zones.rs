@@ -60,10 +60,7 @@ pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
     let plane = px * py;
     let far = u32::MAX / 2;
     let mut planar = vec![0u32; roi.padded.len()];
-    match &roi.morphology_mask {
-        None => roi.padded_voxels.iter().for_each(|&p| planar[p] = far),
-        Some(m) => (0..m.len()).filter(|&i| m[i]).for_each(|i| planar[roi.padded_index(i)] = far),
-    }
+    roi.morphology_padded_voxels().into_iter().for_each(|p| planar[p] = far);
     // Along a line of stride 1 (x): serial passes.
     let along = |line: &mut [u32]| {
         for k in 1..line.len() {
