@@ -31,6 +31,17 @@ pub mod zones;
 /// this many voxels (8 million pairs); larger ROIs leave them out.
 pub const MORAN_GEARY_MAX_VOXELS: usize = 4000;
 
+/// A seeded xorshift64 generator, for the unit tests' random ROIs without a dependency.
+#[cfg(test)]
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// Features in computation order: (IBSI tag, value).
 pub type Features = Vec<(String, f64)>;
 

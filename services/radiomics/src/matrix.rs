@@ -251,13 +251,11 @@ mod tests {
 
     #[test]
     fn counted_cells_match_a_map_in_both_the_table_and_the_sorting_path() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1d);
         for (largest, n) in [(20u64, 500usize), (1_000_000, 300)] {
             let mut pairs: Vec<u64> = (0..n)
                 .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
+                    let state = next();
                     let j = 1 + state % largest.min(1 + state % 37 * largest / 30);
                     j << 32 | (1 + (state >> 40) % 8)
                 })

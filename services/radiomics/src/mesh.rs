@@ -575,17 +575,10 @@ mod tests {
 
     #[test]
     fn random_masks_give_closed_meshes_inside_their_hulls() {
-        // A small xorshift so the test needs no dependency.
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20 {
             let dims = [5, 4, 3];
-            let mask: Vec<bool> = (0..60).map(|_| next() % 3 != 0).collect();
+            let mask: Vec<bool> = (0..60).map(|_| !next().is_multiple_of(3)).collect();
             if !mask.iter().any(|&m| m) {
                 continue;
             }

@@ -330,18 +330,12 @@ mod tests {
 
     #[test]
     fn run_lengths_match_walked_runs_and_cooccurrences_count_every_pair() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1d);
         for case in 0..20 {
             let dims = [2 + (next() % 8) as usize, 2 + (next() % 8) as usize, 1 + (next() % 5) as usize];
             let n: usize = dims.iter().product();
             let image: Vec<f64> = (0..n).map(|_| (1 + next() % (1 + case % 3)) as f64).collect();
-            let mut mask: Vec<bool> = (0..n).map(|_| next() % 4 != 0).collect();
+            let mut mask: Vec<bool> = (0..n).map(|_| !next().is_multiple_of(4)).collect();
             mask[n - 1] = true;
             let roi = Roi::new(dims, [1.0; 3], image, mask, Discretisation::None).unwrap();
             let slices: Vec<Option<usize>> = roi.slices().into_iter().map(Some).chain([None]).collect();

@@ -304,25 +304,19 @@ mod tests {
 
     #[test]
     fn union_find_zones_and_distance_transforms_match_flood_fill_and_breadth_first_search() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
         for case in 0..40 {
             let dims = [3 + (next() % 9) as usize, 3 + (next() % 9) as usize, 1 + (next() % 7) as usize];
             let n: usize = dims.iter().product();
             let levels = 1 + case % 4;
             let image: Vec<f64> = (0..n).map(|_| (1 + next() % levels) as f64).collect();
-            let mut mask: Vec<bool> = (0..n).map(|_| next() % 5 != 0).collect();
+            let mut mask: Vec<bool> = (0..n).map(|_| !next().is_multiple_of(5)).collect();
             mask[0] = true;
             let mut roi = Roi::new(dims, [1.0; 3], image, mask.clone(), Discretisation::None).unwrap();
             if case % 3 == 0 {
                 // A morphological mask larger than the intensity mask (as after re-segmentation),
                 // with the intensity mask's last slice emptied.
-                let morphology: Vec<bool> = mask.iter().map(|&m| m || next() % 2 == 0).collect();
+                let morphology: Vec<bool> = mask.iter().map(|&m| m || next().is_multiple_of(2)).collect();
                 let plane = dims[0] * dims[1];
                 if dims[2] > 1 {
                     mask[n - plane..].iter_mut().for_each(|m| *m = false);
