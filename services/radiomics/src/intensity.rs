@@ -11,26 +11,84 @@ use crate::Features;
 
 /// Percentile `p` (0..1) of sorted values, linear between order statistics.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let pos = p * (sorted.len() - 1) as f64;
+    percentile_of(sorted.len(), |k| sorted[k], p)
+}
+
+/// Percentile `p` (0..1) of `n` values whose `k`-th smallest is `order(k)`, linear between
+/// order statistics.
+fn percentile_of(n: usize, order: impl Fn(usize) -> f64, p: f64) -> f64 {
+    let pos = p * (n - 1) as f64;
     let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
+    let hi = (lo + 1).min(n - 1);
+    order(lo) + (pos - lo as f64) * (order(hi) - order(lo))
+}
+
+/// The percentiles the distribution features use.
+const QUANTILES: [f64; 5] = [0.10, 0.25, 0.5, 0.75, 0.90];
+
+/// Order statistics of a distribution: minimum, the [`QUANTILES`] and maximum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Order {
+    min: f64,
+    quantiles: [f64; 5],
+    max: f64,
+}
+
+impl Order {
+    /// From values in ascending order.
+    fn of_sorted(sorted: &[f64]) -> Order {
+        let quantiles = QUANTILES.map(|p| percentile(sorted, p));
+        Order { min: sorted[0], quantiles, max: sorted[sorted.len() - 1] }
+    }
+
+    /// From values in any order, which are permuted: only the order statistics the
+    /// percentiles read are put in place (repeated selection, linear time), not a full sort.
+    fn of_unsorted(values: &mut [f64]) -> Order {
+        let n = values.len();
+        let mut ranks: Vec<usize> = vec![0, n - 1];
+        for p in QUANTILES {
+            let lo = (p * (n - 1) as f64).floor() as usize;
+            ranks.extend([lo, (lo + 1).min(n - 1)]);
+        }
+        ranks.sort_unstable();
+        ranks.dedup();
+        select_ranks(values, &ranks);
+        let quantiles = QUANTILES.map(|p| percentile_of(n, |k| values[k], p));
+        Order { min: values[0], quantiles, max: values[n - 1] }
+    }
+}
+
+/// Permute `values` so that `values[r]` is its `r`-th smallest for every `r` in `ranks`
+/// (ascending, in range): select the middle rank, then recurse on each side of it.
+fn select_ranks(values: &mut [f64], ranks: &[usize]) {
+    let Some(&mid) = ranks.get(ranks.len() / 2) else { return };
+    values.select_nth_unstable_by(mid, f64::total_cmp);
+    let (left, right) = values.split_at_mut(mid);
+    select_ranks(left, &ranks[..ranks.len() / 2]);
+    let above: Vec<usize> = ranks[ranks.len() / 2 + 1..].iter().map(|r| r - mid - 1).collect();
+    select_ranks(&mut right[1..], &above);
 }
 
 /// The features intensity statistics and the intensity histogram share, under `prefix`:
-/// mean, var, skew, kurt, median, min, p10, p90, max, iqr, range, mad, rmad, medad, cov, qcod.
-/// `sorted` holds the values in ascending order.
-fn distribution(prefix: &str, sorted: &[f64], out: &mut Features) {
-    let values = sorted;
+/// mean, var, skew, kurt, median, min, p10, p90, max, iqr, range, mad, rmad, medad, cov, qcod,
+/// of `values` (in any order) with order statistics `order`.
+fn distribution(prefix: &str, values: &[f64], order: Order, out: &mut Features) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let moment = |k: i32| values.iter().map(|v| (v - mean).powi(k)).sum::<f64>() / n;
     let var = moment(2);
-    let q = |p: f64| percentile(sorted, p);
-    let (p10, p25, median, p75, p90) = (q(0.10), q(0.25), q(0.5), q(0.75), q(0.90));
-    let robust = &sorted[sorted.partition_point(|&v| v < p10)..sorted.partition_point(|&v| v <= p90)];
-    let robust_mean = robust.iter().sum::<f64>() / robust.len() as f64;
-    let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+    let Order { min, quantiles: [p10, p25, median, p75, p90], max } = order;
+    // The robust subset: the values from p10 to p90, ends included.
+    let (mut robust_sum, mut robust_n) = (0.0, 0usize);
+    for &v in values {
+        if (p10..=p90).contains(&v) {
+            robust_sum += v;
+            robust_n += 1;
+        }
+    }
+    let robust_mean = robust_sum / robust_n as f64;
+    let robust_mad = values.iter().filter(|v| (p10..=p90).contains(*v)).map(|v| (v - robust_mean).abs()).sum::<f64>()
+        / robust_n as f64;
     let mut put = |name: &str, v: f64| out.push((format!("{prefix}_{name}"), v));
     put("mean", mean);
     put("var", var);
@@ -45,7 +103,7 @@ fn distribution(prefix: &str, sorted: &[f64], out: &mut Features) {
     put("iqr", p75 - p25);
     put("range", max - min);
     put("mad", values.iter().map(|v| (v - mean).abs()).sum::<f64>() / n);
-    put("rmad", robust.iter().map(|v| (v - robust_mean).abs()).sum::<f64>() / robust.len() as f64);
+    put("rmad", robust_mad);
     put("medad", values.iter().map(|v| (v - median).abs()).sum::<f64>() / n);
     put("cov", var.sqrt() / mean);
     put("qcod", (p75 - p25) / (p75 + p25));
@@ -55,8 +113,8 @@ fn distribution(prefix: &str, sorted: &[f64], out: &mut Features) {
 /// features plus energy `Σ x²` (`stat_energy`) and root mean square (`stat_rms`).
 pub fn statistics(roi: &Roi, out: &mut Features) {
     let mut x = roi.intensities();
-    x.sort_unstable_by(f64::total_cmp);
-    distribution("stat", &x, out);
+    let order = Order::of_unsorted(&mut x);
+    distribution("stat", &x, order, out);
     let energy: f64 = x.iter().map(|v| v * v).sum();
     out.push(("stat_energy".into(), energy));
     out.push(("stat_rms".into(), (energy / x.len() as f64).sqrt()));
@@ -74,7 +132,7 @@ pub fn histogram(roi: &Roi, out: &mut Features) {
     for (l, &c) in count.iter().enumerate() {
         values.resize(values.len() + c as usize, l as f64);
     }
-    distribution("ih", &values, out);
+    distribution("ih", &values, Order::of_sorted(&values), out);
     let ng = roi.ng as usize;
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
@@ -265,4 +323,24 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
     }
     out.push(("loc_peak_loc".into(), local));
     out.push(("loc_peak_glob".into(), global));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_order_statistics_equal_the_sorted_ones() {
+        let mut next = crate::xorshift(0x5eed_0001);
+        for n in [1usize, 2, 3, 4, 7, 10, 11, 100, 1001, 4096] {
+            // Few distinct values, so ties straddle the selected ranks.
+            let values: Vec<f64> = (0..n).map(|_| (next() % 37) as f64 * 0.5 - 4.0).collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            let mut permuted = values.clone();
+            assert_eq!(Order::of_unsorted(&mut permuted), Order::of_sorted(&sorted), "n = {n}");
+            permuted.sort_unstable_by(f64::total_cmp);
+            assert_eq!(permuted, sorted, "selection only permutes");
+        }
+    }
 }
