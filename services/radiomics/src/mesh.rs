@@ -40,10 +40,25 @@ fn edges() -> Vec<(usize, usize)> {
     e
 }
 
-/// Triangles (edge index triples, outward-facing) for each of the 256 corner configurations.
-fn triangulation() -> &'static [Vec<[u8; 3]>] {
-    static TABLE: OnceLock<Vec<Vec<[u8; 3]>>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..256).map(cube_triangles).collect())
+/// Triangles (edge index triples, outward-facing) for each of the 256 corner configurations,
+/// in one flat list: configuration `c`'s are `edges[start[c]..start[c + 1]]`.
+struct Triangulation {
+    start: [usize; 257],
+    edges: Vec<[u8; 3]>,
+}
+
+impl Triangulation {
+    fn get() -> &'static Triangulation {
+        static TABLE: OnceLock<Triangulation> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            let mut table = Triangulation { start: [0; 257], edges: Vec::new() };
+            for config in 0..256 {
+                table.edges.extend(cube_triangles(config));
+                table.start[config + 1] = table.edges.len();
+            }
+            table
+        })
+    }
 }
 
 fn cube_triangles(config: usize) -> Vec<[u8; 3]> {
@@ -188,54 +203,76 @@ pub struct Mesh {
 
 impl Mesh {
     /// Marching cubes over the ROI's morphological mask.
+    ///
+    /// The cubes are visited row by row along x. A cube's configuration is two columns of four
+    /// corners, so each column's bits are read once per row and shared by the two cubes on
+    /// either side of it.
     pub fn of(roi: &Roi) -> Mesh {
-        let table = triangulation();
+        let table = Triangulation::get();
         let edges = edges();
-        let [px, py, _] = roi.padded_dims;
-        let (padded, voxels) = roi.morphology_padded();
+        let [px, py, pz] = roi.padded_dims;
+        let plane = px * py;
+        let (padded, _) = roi.morphology_padded();
+        // The mask's bounding box on the padded grid (the padding keeps it off the grid's edge).
         let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for p in voxels {
-            let c = [p % px, (p / px) % py, p / (px * py)];
-            for a in 0..3 {
-                lo[a] = lo[a].min(c[a]);
-                hi[a] = hi[a].max(c[a]);
+        for z in 0..pz {
+            for y in 0..py {
+                let row = &padded[(y + py * z) * px..][..px];
+                if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
+                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
+                        lo[a] = lo[a].min(v);
+                        hi[a] = hi[a].max(v);
+                    }
+                }
             }
         }
-        let corner_offset: [usize; 8] = std::array::from_fn(|c| {
-            let [x, y, z] = corner(c);
-            x as usize + px * (y as usize + py * z as usize)
+        if lo[0] == usize::MAX {
+            return Mesh { doubled: Vec::new(), triangles: Vec::new(), spacing_mm: roi.spacing_mm };
+        }
+        // Per cube edge: its vertex's slot in a plane's table (before the cube's row offset),
+        // the z step of its lower corner, and its doubled offset from the cube's first corner.
+        // A cube layer touches two planes of corners, so two plane-sized tables suffice: plane
+        // k's in half k % 2, cleared when the layer below it is done with it.
+        let slot: [usize; 12] = std::array::from_fn(|e| {
+            let (c, axis) = edges[e];
+            let [cx, cy, _] = corner(c);
+            (cx as usize + px * cy as usize) * 3 + axis
         });
-        let inside = |p: usize| padded[p];
-        // Vertex id per (edge's lower corner, axis), u32::MAX until the vertex is made. A cube
-        // layer touches two planes of corners, so two plane-sized tables suffice: plane k's
-        // in half k % 2, cleared when the layer below it is done with it.
-        let plane = px * py;
+        let step_z: [usize; 12] = std::array::from_fn(|e| corner(edges[e].0)[2] as usize);
+        let offset: [[i64; 3]; 12] = std::array::from_fn(|e| {
+            let (c, axis) = edges[e];
+            let mut d = corner(c).map(|v| 2 * v);
+            d[axis] += 1;
+            d
+        });
         let mut ids = vec![u32::MAX; 2 * plane * 3];
         let mut doubled = Vec::new();
         let mut triangles = Vec::new();
+        // Column bits at each x: corner (x, y, z) in bit 0, (x, y+1, z) in bit 2, (x, y, z+1)
+        // in bit 4, (x, y+1, z+1) in bit 6 (the cube corner numbering with the x bit clear).
+        let mut column = vec![0u8; px];
         for z in lo[2] - 1..=hi[2] {
             let upper = (z + 1) % 2 * plane * 3;
             ids[upper..upper + plane * 3].iter_mut().for_each(|v| *v = u32::MAX);
             for y in lo[1] - 1..=hi[1] {
+                let row = |dy: usize, dz: usize| &padded[(y + dy + py * (z + dz)) * px..][..px];
+                let (r00, r10, r01, r11) = (row(0, 0), row(1, 0), row(0, 1), row(1, 1));
+                for x in lo[0] - 1..=hi[0] + 1 {
+                    column[x] =
+                        u8::from(r00[x]) | u8::from(r10[x]) << 2 | u8::from(r01[x]) << 4 | u8::from(r11[x]) << 6;
+                }
                 for x in lo[0] - 1..=hi[0] {
-                    let base = x + px * (y + py * z);
-                    let mut config = 0;
-                    for (c, off) in corner_offset.iter().enumerate() {
-                        if inside(base + off) {
-                            config |= 1 << c;
-                        }
-                    }
-                    for tri in &table[config] {
+                    let config = usize::from(column[x] | column[x + 1] << 1);
+                    let cube = &table.edges[table.start[config]..table.start[config + 1]];
+                    for tri in cube {
                         let t = tri.map(|e| {
-                            let (c, axis) = edges[e as usize];
-                            let cz = z + (c >> 2);
-                            let key = (base + corner_offset[c] - cz * plane) * 3 + axis + cz % 2 * plane * 3;
+                            let e = usize::from(e);
+                            let cz = z + step_z[e];
+                            let key = (x + px * y) * 3 + slot[e] + cz % 2 * plane * 3;
                             if ids[key] == u32::MAX {
-                                let [cx, cy, cz] = corner(c);
-                                let mut d = [2 * (x as i64 + cx), 2 * (y as i64 + cy), 2 * (z as i64 + cz)];
-                                d[axis] += 1;
                                 ids[key] = doubled.len() as u32;
-                                doubled.push(d);
+                                let o = offset[e];
+                                doubled.push([2 * x as i64 + o[0], 2 * y as i64 + o[1], 2 * z as i64 + o[2]]);
                             }
                             ids[key]
                         });
@@ -303,16 +340,17 @@ fn orient(a: [i64; 3], b: [i64; 3], c: [i64; 3], p: [i64; 3]) -> i64 {
 
 impl Hull {
     /// Quickhull with exact integer predicates. Only vertices that are extreme along each of
-    /// their three axis-parallel lines, and corners of the convex hull of their own z-plane's
-    /// vertices, can be hull vertices (a point inside a plane's polygon is a mix of other
-    /// points), so the others are dropped first.
+    /// their three axis-parallel lines, and corners of the convex hull of the vertices left in
+    /// each of their three axis-parallel planes, can be hull vertices (a point inside a plane's
+    /// polygon is a mix of other points), so the others are dropped first: on the bench's
+    /// ellipsoid 680 of 7,280 vertices remain.
     /// Each remaining point waits on one face it lies above; the farthest point above a face
     /// is added next, the faces it sees (or holds in their plane) are replaced by a fan from
     /// the horizon to it, and their waiting points move to a new face they lie above or, above
     /// none, are inside and dropped. `None` when the vertices span no volume.
     pub fn of(mesh: &Mesh) -> Option<Hull> {
         let pts = &mesh.doubled;
-        let candidates = plane_corners(pts, line_extremes(pts));
+        let candidates = [2, 0, 1].into_iter().fold(line_extremes(pts), |among, axis| plane_corners(pts, among, axis));
         if candidates.len() < 4 {
             return None;
         }
@@ -471,37 +509,45 @@ fn line_extremes(pts: &[[i64; 3]]) -> Vec<u32> {
 }
 
 /// Of the points `among` (ascending indices), those that are corners of the 2D convex hull of
-/// the points among them in the same z-plane (monotone chain, exact; points on an edge are
-/// not corners).
-fn plane_corners(pts: &[[i64; 3]], mut among: Vec<u32>) -> Vec<u32> {
-    // Each plane's points in (x, y) order.
-    among.sort_unstable_by_key(|&i| {
-        let q = pts[i as usize];
-        (q[2], q[0], q[1])
-    });
-    let cross = |o: u32, a: u32, b: u32| {
-        let (o, a, b) = (pts[o as usize], pts[a as usize], pts[b as usize]);
-        (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+/// the points among them in the same plane across `axis` (monotone chain, exact; points on an
+/// edge are not corners).
+fn plane_corners(pts: &[[i64; 3]], among: Vec<u32>, axis: usize) -> Vec<u32> {
+    let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
+    // Each plane's points in (u, v) order, coordinates copied so the sort reads no table.
+    let mut sorted: Vec<(i64, i64, i64, u32)> = among
+        .into_iter()
+        .map(|i| {
+            let q = pts[i as usize];
+            (q[axis], q[u], q[v], i)
+        })
+        .collect();
+    sorted.sort_unstable();
+    let cross = |o: &(i64, i64, i64, u32), a: &(i64, i64, i64, u32), b: &(i64, i64, i64, u32)| {
+        (a.1 - o.1) * (b.2 - o.2) - (a.2 - o.2) * (b.1 - o.1)
     };
     let mut out = Vec::new();
-    let mut chain: Vec<u32> = Vec::new();
-    for plane in among.chunk_by(|&a, &b| pts[a as usize][2] == pts[b as usize][2]) {
+    let mut chain: Vec<(i64, i64, i64, u32)> = Vec::new();
+    for plane in sorted.chunk_by(|a, b| a.0 == b.0) {
         if plane.len() < 3 {
-            out.extend_from_slice(plane);
+            out.extend(plane.iter().map(|p| p.3));
             continue;
         }
         // Lower then upper hull, strict left turns only.
-        let reversed: Vec<u32> = plane.iter().rev().copied().collect();
-        for pass in [plane, &reversed[..]] {
+        for reversed in [false, true] {
             chain.clear();
-            for &p in pass {
-                while chain.len() >= 2 && cross(chain[chain.len() - 2], chain[chain.len() - 1], p) <= 0 {
+            let mut step = |p: &(i64, i64, i64, u32)| {
+                while chain.len() >= 2 && cross(&chain[chain.len() - 2], &chain[chain.len() - 1], p) <= 0 {
                     chain.pop();
                 }
-                chain.push(p);
+                chain.push(*p);
+            };
+            if reversed {
+                plane.iter().rev().for_each(&mut step);
+            } else {
+                plane.iter().for_each(&mut step);
             }
             chain.pop();
-            out.extend_from_slice(&chain);
+            out.extend(chain.iter().map(|p| p.3));
         }
     }
     out.sort_unstable();
@@ -556,6 +602,50 @@ mod tests {
                 edges().iter().filter(|&&(c, axis)| (config >> c & 1) != (config >> (c | 1 << axis) & 1)).count();
             let used: HashSet<u8> = tris.iter().flatten().copied().collect();
             assert_eq!(used.len(), crossing, "config {config}: every crossing edge carries a vertex");
+        }
+    }
+
+    #[test]
+    fn the_mesh_is_what_cube_by_cube_marching_gives() {
+        // Reference: every cube of the padded grid, its 8 corners read one by one, vertices
+        // found by position. The same triangles (as positions) in the same order.
+        let mut next = crate::xorshift(0x00C0_FFEE);
+        for round in 0..12 {
+            let dims = [6 + round % 3, 5, 4];
+            let n = dims.iter().product();
+            let mask: Vec<bool> = (0..n).map(|_| next() % 5 < 3).collect();
+            if !mask.iter().any(|&m| m) {
+                continue;
+            }
+            let r = roi(dims, [1.0, 0.7, 1.5], mask);
+            let m = Mesh::of(&r);
+            let (inside, _) = r.morphology_padded();
+            let [px, py, pz] = r.padded_dims;
+            let mut want: Vec<[[i64; 3]; 3]> = Vec::new();
+            for z in 0..pz - 1 {
+                for y in 0..py - 1 {
+                    for x in 0..px - 1 {
+                        let config = (0..8)
+                            .filter(|&c| {
+                                let [cx, cy, cz] = corner(c).map(|v| v as usize);
+                                inside[(x + cx) + px * ((y + cy) + py * (z + cz))]
+                            })
+                            .fold(0, |acc, c| acc | 1 << c);
+                        for tri in cube_triangles(config) {
+                            want.push(tri.map(|e| {
+                                let (c, axis) = edges()[e as usize];
+                                let mut d = corner(c).map(|v| 2 * v);
+                                d[axis] += 1;
+                                [2 * x as i64 + d[0], 2 * y as i64 + d[1], 2 * z as i64 + d[2]]
+                            }));
+                        }
+                    }
+                }
+            }
+            let got: Vec<[[i64; 3]; 3]> = m.triangles.iter().map(|t| t.map(|i| m.doubled[i as usize])).collect();
+            assert_eq!(got, want, "round {round}");
+            let distinct: HashSet<[i64; 3]> = m.doubled.iter().copied().collect();
+            assert_eq!(distinct.len(), m.doubled.len(), "each vertex made once");
         }
     }
 
