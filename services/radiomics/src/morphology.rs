@@ -73,17 +73,15 @@ pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
 /// intensity mask.
 pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     let sp = roi.spacing_mm;
-    let position = |c: &[usize; 3]| -> [f64; 3] { std::array::from_fn(|a| c[a] as f64 * sp[a]) };
-    let coords = roi.coords_of(&roi.mask);
-    let pos: Vec<[f64; 3]> = coords.iter().map(position).collect();
-    let shape: Vec<[f64; 3]> = match &roi.morphology_mask {
-        None => pos.clone(),
-        Some(m) => roi.coords_of(m).iter().map(position).collect(),
+    let intensity = Moments::of(roi.dims, &roi.mask, Some(&roi.image));
+    let shape = match &roi.morphology_mask {
+        None => intensity,
+        Some(m) => Moments::of(roi.dims, m, None),
     };
-    let n = shape.len() as f64;
+    let n = shape.n as f64;
     let voxels = roi.voxels();
-    let x: Vec<f64> = voxels.iter().map(|&i| roi.image[i]).collect();
-    let n_int = x.len() as f64;
+    let n_int = intensity.n as f64;
+    let total = intensity.weight;
 
     let mesh = Mesh::of(roi);
     let (v, area) = (mesh.volume_mm3(), mesh.area_mm2());
@@ -98,20 +96,12 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     out.push(("morph_sphericity".into(), sphere / area));
     out.push(("morph_asphericity".into(), area / sphere - 1.0));
 
-    let centre: [f64; 3] = std::array::from_fn(|a| shape.iter().map(|p| p[a]).sum::<f64>() / n);
-    let total: f64 = x.iter().sum();
-    let weighted: [f64; 3] = std::array::from_fn(|a| pos.iter().zip(&x).map(|(p, v)| p[a] * v).sum::<f64>() / total);
+    // Centres in mm: the geometric one of the morphological mask, the intensity-weighted one of
+    // the intensity mask.
+    let centre: [f64; 3] = std::array::from_fn(|a| shape.sum[a] as f64 / n * sp[a]);
+    let weighted: [f64; 3] = std::array::from_fn(|a| intensity.weighted[a] / total * sp[a]);
     out.push(("morph_com".into(), (0..3).map(|a| (centre[a] - weighted[a]).powi(2)).sum::<f64>().sqrt()));
-
-    let mut cov = [[0.0f64; 3]; 3];
-    for p in &shape {
-        for a in 0..3 {
-            for b in 0..3 {
-                cov[a][b] += (p[a] - centre[a]) * (p[b] - centre[b]);
-            }
-        }
-    }
-    cov.iter_mut().flatten().for_each(|c| *c /= (n - 1.0).max(1.0));
+    let cov = shape.covariance_mm2(sp);
     let hull = Hull::of(&mesh);
     let hull_vertices = hull.as_ref().map_or_else(|| (0..mesh.doubled.len() as u32).collect(), Hull::vertices);
     out.push(("morph_diam".into(), max_distance_mm(&mesh, &hull_vertices)));
@@ -142,17 +132,102 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
         out.push(("morph_vol_dens_conv_hull".into(), v / hull.volume_mm3(&mesh)));
         out.push(("morph_area_dens_conv_hull".into(), area / hull.area_mm2(&mesh)));
     }
-    out.push(("morph_integ_int".into(), v * x.iter().sum::<f64>() / n_int));
+    out.push(("morph_integ_int".into(), v * total / n_int));
 
     if voxels.len() <= max_pairs_voxels && voxels.len() > 1 {
         let mu = total / n_int;
-        let d: Vec<f64> = x.iter().map(|v| v - mu).collect();
+        let coords = roi.coords_of(&roi.mask);
+        let d: Vec<f64> = voxels.iter().map(|&i| roi.image[i] - mu).collect();
         let ss: f64 = d.iter().map(|v| v * v).sum();
         let (w_sum, moran, geary) = moran_geary_sums(&coords, &d, sp);
         if ss > 0.0 {
             out.push(("morph_moran_i".into(), n_int * moran / (w_sum * ss)));
             out.push(("morph_geary_c".into(), (n_int - 1.0) * geary / (2.0 * w_sum * ss)));
         }
+    }
+}
+
+/// Sums over the voxels of a mask, in grid units: the voxel count, the coordinates' sums and
+/// their products' sums (whole numbers, so exact), and with intensities their total and the
+/// intensity-weighted coordinate sums.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Moments {
+    n: u64,
+    /// Σ x, Σ y, Σ z.
+    sum: [u64; 3],
+    /// Σ c_a c_b, a ≤ b, in the order xx, xy, xz, yy, yz, zz.
+    products: [u64; 6],
+    /// Σ intensity.
+    weight: f64,
+    /// Σ intensity · coordinate.
+    weighted: [f64; 3],
+}
+
+impl Moments {
+    /// Row by row: per row the count, Σ x, Σ x², Σ v and Σ v x, which the row's y and z then
+    /// scale (Σ x y over a row is y Σ x, and so on).
+    fn of(dims: [usize; 3], mask: &[bool], image: Option<&[f64]>) -> Moments {
+        let [nx, ny, nz] = dims;
+        let mut m = Moments { n: 0, sum: [0; 3], products: [0; 6], weight: 0.0, weighted: [0.0; 3] };
+        for z in 0..nz {
+            for y in 0..ny {
+                let start = nx * (y + ny * z);
+                let row = &mask[start..start + nx];
+                let (mut k, mut sx, mut sxx) = (0u64, 0u64, 0u64);
+                for (x, &inside) in row.iter().enumerate() {
+                    let b = u64::from(inside);
+                    k += b;
+                    sx += b * x as u64;
+                    sxx += b * (x * x) as u64;
+                }
+                if k == 0 {
+                    continue;
+                }
+                let (y, z) = (y as u64, z as u64);
+                m.n += k;
+                m.sum[0] += sx;
+                m.sum[1] += k * y;
+                m.sum[2] += k * z;
+                let [xx, xy, xz, yy, yz, zz] = &mut m.products;
+                *xx += sxx;
+                *xy += sx * y;
+                *xz += sx * z;
+                *yy += k * y * y;
+                *yz += k * y * z;
+                *zz += k * z * z;
+                if let Some(image) = image {
+                    let (mut sv, mut svx) = (0.0, 0.0);
+                    for (x, (&inside, &v)) in row.iter().zip(&image[start..start + nx]).enumerate() {
+                        if inside {
+                            sv += v;
+                            svx += v * x as f64;
+                        }
+                    }
+                    m.weight += sv;
+                    m.weighted[0] += svx;
+                    m.weighted[1] += sv * y as f64;
+                    m.weighted[2] += sv * z as f64;
+                }
+            }
+        }
+        m
+    }
+
+    /// The positions' sample covariance (1/(N-1)), mm²: `(N Σ ab - Σa Σb) / (N (N-1))`, the
+    /// numerator in exact integer arithmetic.
+    fn covariance_mm2(&self, spacing_mm: [f64; 3]) -> [[f64; 3]; 3] {
+        let n = i128::from(self.n);
+        let index = |a: usize, b: usize| {
+            let (a, b) = (a.min(b), a.max(b));
+            [[0, 1, 2], [1, 3, 4], [2, 4, 5]][a][b]
+        };
+        std::array::from_fn(|a| {
+            std::array::from_fn(|b| {
+                let centred =
+                    n * i128::from(self.products[index(a, b)]) - i128::from(self.sum[a]) * i128::from(self.sum[b]);
+                centred as f64 / (n as f64 * (n as f64 - 1.0).max(1.0)) * spacing_mm[a] * spacing_mm[b]
+            })
+        })
     }
 }
 
@@ -336,6 +411,40 @@ mod tests {
         let want_w = 2.0 * (w01 + w02 + w12);
         let want_m = 2.0 * (w01 * dd[0] * dd[1] + w02 * dd[0] * dd[2] + w12 * dd[1] * dd[2]);
         assert!((got.0 - want_w).abs() < 1e-15 && (got.1 - want_m).abs() < 1e-15, "{got:?}");
+    }
+
+    #[test]
+    fn row_moments_give_the_two_pass_centre_and_covariance() {
+        let mut next = crate::xorshift(0xA11C_E5ED);
+        let dims = [7, 5, 4];
+        let sp = [0.8, 1.3, 2.5];
+        for _ in 0..10 {
+            let mask: Vec<bool> = (0..140).map(|_| !next().is_multiple_of(3)).collect();
+            // Intensities outside the mask are never read: NaN there must not leak in.
+            let image: Vec<f64> =
+                mask.iter().map(|&m| if m { (next() % 1000) as f64 * 0.37 - 50.0 } else { f64::NAN }).collect();
+            let m = Moments::of(dims, &mask, Some(&image));
+            let pos: Vec<([f64; 3], f64)> = (0..140)
+                .filter(|&i| mask[i])
+                .map(|i| ([i % 7, (i / 7) % 5, i / 35].map(|c| c as f64), image[i]))
+                .map(|(c, v)| (std::array::from_fn(|a| c[a] * sp[a]), v))
+                .collect();
+            let n = pos.len() as f64;
+            assert_eq!(m.n as usize, pos.len());
+            let centre: [f64; 3] = std::array::from_fn(|a| pos.iter().map(|p| p.0[a]).sum::<f64>() / n);
+            let total: f64 = pos.iter().map(|p| p.1).sum();
+            assert!((m.weight - total).abs() < 1e-9 * total.abs().max(1.0));
+            let cov = m.covariance_mm2(sp);
+            for a in 0..3 {
+                assert!((m.sum[a] as f64 / n * sp[a] - centre[a]).abs() < 1e-12);
+                let weighted = pos.iter().map(|p| p.0[a] * p.1).sum::<f64>() / total;
+                assert!((m.weighted[a] / total * sp[a] - weighted).abs() < 1e-9 * weighted.abs().max(1.0));
+                for b in 0..3 {
+                    let want = pos.iter().map(|p| (p.0[a] - centre[a]) * (p.0[b] - centre[b])).sum::<f64>() / (n - 1.0);
+                    assert!((cov[a][b] - want).abs() < 1e-12 * want.abs().max(1.0), "{a}{b}: {} vs {want}", cov[a][b]);
+                }
+            }
+        }
     }
 
     #[test]
