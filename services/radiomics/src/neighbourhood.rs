@@ -37,7 +37,9 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
     let offsets = |planar: bool| -> Vec<isize> {
         neighbourhood(planar, false).into_iter().filter(|o| planar || o[2] != 0).map(|o| roi.offset(o)).collect()
     };
-    let (in_plane, across) = (offsets(true), offsets(false));
+    // Fixed-size, so the neighbour loops unroll.
+    let in_plane: [isize; 8] = offsets(true).try_into().expect("8 in-plane neighbours");
+    let across: [isize; 18] = offsets(false).try_into().expect("18 neighbours off the plane");
     let ng = roi.ng as usize;
     let empty = || ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] };
     let mut out = NeighbourMatrices {
@@ -48,16 +50,16 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
     };
     out.dependence.voxels = roi.padded_voxels.len() as f64;
     // Sum, count and same-level count of a voxel's ROI neighbours among `offsets`.
-    let tally = |p: usize, level: u32, offsets: &[isize]| -> (u32, u32, usize) {
+    fn tally<const N: usize>(padded: &[u32], p: usize, level: u32, offsets: &[isize; N]) -> (u32, u32, usize) {
         let (mut sum, mut count, mut same) = (0, 0, 0);
         for &o in offsets {
-            let l = roi.padded[(p as isize + o) as usize];
+            let l = padded[(p as isize + o) as usize];
             sum += l;
             count += u32::from(l != 0);
             same += usize::from(l == level);
         }
         (sum, count, same)
-    };
+    }
     let add_tone = |t: &mut ToneDifference, level: u32, sum: u32, count: u32| {
         if count > 0 {
             let l = level as usize - 1;
@@ -70,10 +72,10 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
         dependence.voxels = range.len() as f64;
         for &p in &roi.padded_voxels[range.clone()] {
             let level = roi.padded[p];
-            let (sum, count, same) = tally(p, level, &in_plane);
+            let (sum, count, same) = tally(&roi.padded, p, level, &in_plane);
             add_tone(&mut tone, level, sum, count);
             dependence.count(level, same + 1);
-            let (sum_z, count_z, same_z) = tally(p, level, &across);
+            let (sum_z, count_z, same_z) = tally(&roi.padded, p, level, &across);
             add_tone(&mut out.tone, level, sum + sum_z, count + count_z);
             out.dependence.count(level, same + same_z + 1);
         }
