@@ -221,9 +221,9 @@ pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
 /// `loc_peak_loc`: around the ROI's brightest voxel (the highest such mean when several tie);
 /// `loc_peak_glob`: the highest such mean around any ROI voxel.
 ///
-/// The sphere is cut into rows along x. Every image row near the ROI gets prefix sums, padded
-/// with the row's first and last prefix so that a run clipped by the image's edge needs no
-/// branch; the sum of the run of half-width w at x is then `P[x + w + 1] - P[x - w]`, and the
+/// The sphere is cut into rows along x. Every row near the ROI gets prefix sums, padded with the
+/// row's first and last prefix so that a run clipped by the image's edge needs no branch (and
+/// rows off the image are all 0, so they need none either); the sum of the run of half-width w at x is then `P[x + w + 1] - P[x - w]`, and the
 /// sphere's sum at a voxel is the sum of about 120 such differences (at 1 mm), added a whole
 /// x-row of the ROI at a time. The voxel counts come the same way from the clipped run lengths.
 pub fn local_intensity(roi: &Roi, out: &mut Features) {
@@ -246,17 +246,18 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
     let voxels = roi.voxels();
     let (lo, hi) = roi.bounding_box();
     let bx = hi[0] - lo[0] + 1;
-    // Prefix rows for the image rows the spheres reach: y0..y1, z0..z1. Entry k of a row is the
-    // sum of the row's intensities at x < k - widest (clipped to the row).
-    let (y0, y1) = (lo[1].saturating_sub(ry as usize), (hi[1] + ry as usize).min(ny - 1));
-    let (z0, z1) = (lo[2].saturating_sub(rz as usize), (hi[2] + rz as usize).min(nz - 1));
+    let (ry, rz) = (ry as usize, rz as usize);
+    // Prefix rows for every row the spheres reach, y from lo[1] - ry and z from lo[2] - rz
+    // (rows off the image stay 0, so they add nothing). Entry k of a row is the sum of the
+    // row's intensities at x < k - widest (clipped to the row).
     let stride = nx + 2 * widest + 1;
-    let wy = y1 - y0 + 1;
-    let mut prefix = vec![0.0f64; (z1 - z0 + 1) * wy * stride];
-    for z in z0..=z1 {
-        for y in y0..=y1 {
+    let (wy, wz) = (hi[1] - lo[1] + 1 + 2 * ry, hi[2] - lo[2] + 1 + 2 * rz);
+    let row_of = |y: usize, z: usize| ((z + rz - lo[2]) * wy + (y + ry - lo[1])) * stride;
+    let mut prefix = vec![0.0f64; wz * wy * stride];
+    for z in lo[2].saturating_sub(rz)..=(hi[2] + rz).min(nz - 1) {
+        for y in lo[1].saturating_sub(ry)..=(hi[1] + ry).min(ny - 1) {
             let row = &roi.image[roi.index(0, y, z)..][..nx];
-            let p = &mut prefix[((z - z0) * wy + (y - y0)) * stride..][..stride];
+            let p = &mut prefix[row_of(y, z)..][..stride];
             let mut acc = 0.0;
             for x in 0..nx {
                 acc += row[x];
@@ -265,6 +266,9 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
             p[widest + nx + 1..].iter_mut().for_each(|v| *v = acc);
         }
     }
+    // Each sphere row's prefix row, relative to the centre's (never before the first row).
+    let steps: Vec<(isize, usize)> =
+        rows.iter().map(|&(dy, dz, w)| ((dz as isize * wy as isize + dy as isize) * stride as isize, w)).collect();
     // Voxels in the run of half-width w at x (x from lo[0]), clipped to the row.
     let counts: Vec<Vec<f64>> = (0..=widest)
         .map(|w| (lo[0]..=hi[0]).map(|x| ((x + w).min(nx - 1) - x.saturating_sub(w) + 1) as f64).collect())
@@ -285,31 +289,31 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
             let span = first..last + 1;
             let acc = &mut acc[..span.len()];
             acc.iter_mut().for_each(|v| *v = 0.0);
-            let inside = rows.iter().all(|&(dy, dz, _)| {
-                let (yy, zz) = (y as i64 + dy, z as i64 + dz);
-                yy >= 0 && yy < ny as i64 && zz >= 0 && zz < nz as i64
-            });
-            let cnt = &mut cnt[..span.len()];
-            if !inside {
-                cnt.iter_mut().for_each(|v| *v = 0.0);
-            }
-            for &(dy, dz, w) in &rows {
-                let (yy, zz) = (y as i64 + dy, z as i64 + dz);
-                if yy < 0 || yy >= ny as i64 || zz < 0 || zz >= nz as i64 {
-                    continue;
-                }
-                let p = &prefix[((zz as usize - z0) * wy + (yy as usize - y0)) * stride..][..stride];
-                // P[x + w + 1] - P[x - w], both shifted by `widest`.
-                let ahead = &p[first + widest + w + 1..][..acc.len()];
-                let behind = &p[first + widest - w..][..acc.len()];
+            // P[x + w + 1] - P[x - w], both shifted by `widest`, summed over the sphere's rows.
+            let centre = row_of(y, z) + first + widest;
+            for &(step, w) in &steps {
+                let p = centre.wrapping_add_signed(step);
+                let ahead = &prefix[p + w + 1..][..acc.len()];
+                let behind = &prefix[p - w..][..acc.len()];
                 for ((a, &b), &c) in acc.iter_mut().zip(ahead).zip(behind) {
                     *a += b - c;
                 }
-                if !inside {
-                    cnt.iter_mut().zip(&counts[w][first - lo[0]..]).for_each(|(a, v)| *a += v);
-                }
             }
-            let counts_here = if inside { &full[first - lo[0]..] } else { &cnt[..] };
+            // The sphere's rows reach y ± ry and z ± rz.
+            let inside = y >= ry && y + ry < ny && z >= rz && z + rz < nz;
+            let counts_here = if inside {
+                &full[first - lo[0]..]
+            } else {
+                let cnt = &mut cnt[..span.len()];
+                cnt.iter_mut().for_each(|v| *v = 0.0);
+                for &(dy, dz, w) in &rows {
+                    let (yy, zz) = (y as i64 + dy, z as i64 + dz);
+                    if yy >= 0 && yy < ny as i64 && zz >= 0 && zz < nz as i64 {
+                        cnt.iter_mut().zip(&counts[w][first - lo[0]..]).for_each(|(a, v)| *a += v);
+                    }
+                }
+                &cnt[..]
+            };
             for (k, x) in span.enumerate() {
                 if roi.mask[row_start + x] {
                     let mean = acc[k] / counts_here[k];
@@ -328,6 +332,61 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Local intensity peaks by direct summation: every image voxel within 6.2 mm of each ROI
+    /// voxel's centre.
+    fn peaks_directly(roi: &Roi) -> (f64, f64) {
+        let radius = 10.0 * (3.0 / (4.0 * std::f64::consts::PI)).cbrt();
+        let [nx, ny, nz] = roi.dims;
+        let sp = roi.spacing_mm;
+        let brightest = roi.intensities().into_iter().fold(f64::NEG_INFINITY, f64::max);
+        let (mut local, mut global) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for &i in roi.voxels() {
+            let c = roi.coords(i);
+            let (mut sum, mut count) = (0.0, 0.0);
+            for z in 0..nz {
+                for y in 0..ny {
+                    for x in 0..nx {
+                        let d2: f64 = [x, y, z]
+                            .iter()
+                            .zip(c)
+                            .zip(sp)
+                            .map(|((&a, b), s)| ((a as f64 - b as f64) * s).powi(2))
+                            .sum();
+                        if d2 <= radius * radius {
+                            sum += roi.image[roi.index(x, y, z)];
+                            count += 1.0;
+                        }
+                    }
+                }
+            }
+            global = global.max(sum / count);
+            if roi.image[i] == brightest {
+                local = local.max(sum / count);
+            }
+        }
+        (local, global)
+    }
+
+    #[test]
+    fn local_intensity_peaks_equal_direct_summation() {
+        let mut next = crate::xorshift(0x10CA_1000);
+        for (round, sp) in [[1.0, 1.0, 1.0], [0.9, 1.7, 2.3], [2.1, 0.6, 1.2]].into_iter().enumerate() {
+            let dims = [13, 11, 7];
+            let n: usize = dims.iter().product();
+            // Ties at the top, so several voxels hold the brightest intensity.
+            let image: Vec<f64> = (0..n).map(|_| (next() % 50) as f64 * 1.5).collect();
+            // ROI voxels up to the image's edges, where spheres are clipped.
+            let mask: Vec<bool> = (0..n).map(|_| !next().is_multiple_of(4)).collect();
+            let roi = Roi::new(dims, sp, image, mask, crate::roi::Discretisation::FixedBinNumber { bins: 8 }).unwrap();
+            let mut out = Features::new();
+            local_intensity(&roi, &mut out);
+            let (local, global) = peaks_directly(&roi);
+            assert_eq!(out[0].0, "loc_peak_loc");
+            assert!((out[0].1 - local).abs() < 1e-9 * local.abs(), "round {round}: {} vs {local}", out[0].1);
+            assert!((out[1].1 - global).abs() < 1e-9 * global.abs(), "round {round}: {} vs {global}", out[1].1);
+        }
+    }
 
     #[test]
     fn selected_order_statistics_equal_the_sorted_ones() {
