@@ -228,13 +228,26 @@ impl Roi {
 
     /// The smallest and largest grid coordinate of the ROI's voxels along each axis.
     pub fn bounding_box(&self) -> ([usize; 3], [usize; 3]) {
+        self.box_of(&self.mask, self.slice_voxels.iter().map(|(z, _)| *z))
+    }
+
+    /// [`Roi::bounding_box`] of the morphological mask.
+    pub fn morphology_bounding_box(&self) -> ([usize; 3], [usize; 3]) {
+        match &self.morphology_mask {
+            None => self.bounding_box(),
+            Some(m) => self.box_of(m, 0..self.dims[2]),
+        }
+    }
+
+    /// The bounding box of the voxels of `mask` (the grid's size) in the slices `planes`.
+    fn box_of(&self, mask: &[bool], planes: impl IntoIterator<Item = usize>) -> ([usize; 3], [usize; 3]) {
         let [nx, ny, _] = self.dims;
         let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for (z, _) in &self.slice_voxels {
+        for z in planes {
             for y in 0..ny {
-                let row = &self.mask[self.index(0, y, *z)..][..nx];
+                let row = &mask[self.index(0, y, z)..][..nx];
                 if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
-                    for (a, v) in [(0, first), (0, last), (1, y), (2, *z)] {
+                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
                         lo[a] = lo[a].min(v);
                         hi[a] = hi[a].max(v);
                     }

@@ -56,38 +56,60 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
 /// then along y, give the in-plane distances, and one more pair along z the 3D ones. A pass
 /// is `d[p] = min(d[p], d[p - step] + 1)` everywhere: outside voxels hold 0 and stay 0.
 pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
-    let [px, py, pz] = roi.padded_dims;
-    let plane = px * py;
+    let [px, py, _] = roi.padded_dims;
     let far = u32::MAX / 2;
     let mut planar = vec![0u32; roi.padded.len()];
     roi.morphology_padded_voxels().into_iter().for_each(|p| planar[p] = far);
-    // Along a line of stride 1 (x): serial passes.
-    let along = |line: &mut [u32]| {
-        for k in 1..line.len() {
-            line[k] = line[k].min(line[k - 1] + 1);
+    // Only lines through the mask's bounding box change; the passes start and end on the 0s
+    // just outside it (the padding keeps those on the grid).
+    let (lo, hi) = roi.morphology_bounding_box();
+    let [x0, y0, z0] = lo.map(|v| v + 1);
+    let [x1, y1, z1] = hi.map(|v| v + 1);
+    let index = |x: usize, y: usize, z: usize| x + px * (y + py * z);
+    let width = x1 - x0 + 1;
+    // Along x: serial passes.
+    for z in z0..=z1 {
+        for y in y0..=y1 {
+            let line = &mut planar[index(x0 - 1, y, z)..=index(x1 + 1, y, z)];
+            for k in 1..line.len() {
+                line[k] = line[k].min(line[k - 1] + 1);
+            }
+            for k in (0..line.len() - 1).rev() {
+                line[k] = line[k].min(line[k + 1] + 1);
+            }
         }
-        for k in (0..line.len() - 1).rev() {
-            line[k] = line[k].min(line[k + 1] + 1);
-        }
+    }
+    // Across rows (y) or planes (z): a row of the box at a time, so the minima vectorise.
+    // `from` is the row stepped from, `to` the row updated.
+    let step = |d: &mut [u32], from: usize, to: usize| {
+        let (a, b) = (from.min(to), from.max(to));
+        let (head, tail) = d.split_at_mut(b);
+        let (src, dst) = if from < to {
+            (&head[a..a + width], &mut tail[..width])
+        } else {
+            (&tail[..width], &mut head[a..a + width])
+        };
+        dst.iter_mut().zip(src).for_each(|(v, &u)| *v = (*v).min(u + 1));
     };
-    // Across rows (y) or planes (z): whole rows at a time, so the minima vectorise.
-    let across = |d: &mut [u32], step: usize, count: usize| {
-        for k in 1..count {
-            let (before, here) = d.split_at_mut(k * step);
-            here[..step].iter_mut().zip(&before[(k - 1) * step..]).for_each(|(a, &b)| *a = (*a).min(b + 1));
+    for z in z0..=z1 {
+        for y in y0..=y1 {
+            step(&mut planar, index(x0, y - 1, z), index(x0, y, z));
         }
-        for k in (0..count - 1).rev() {
-            let (here, after) = d.split_at_mut((k + 1) * step);
-            here[k * step..].iter_mut().zip(&after[..step]).for_each(|(a, &b)| *a = (*a).min(b + 1));
+        for y in (y0..=y1).rev() {
+            step(&mut planar, index(x0, y + 1, z), index(x0, y, z));
         }
-    };
-    // Every plane: the morphological mask may reach slices without intensity-mask voxels.
-    for slice in planar.chunks_exact_mut(plane) {
-        slice.chunks_exact_mut(px).for_each(along);
-        across(slice, px, py);
     }
     let mut volume = planar.clone();
-    across(&mut volume, plane, pz);
+    for z in z0..=z1 {
+        for y in y0..=y1 {
+            step(&mut volume, index(x0, y, z - 1), index(x0, y, z));
+        }
+    }
+    for z in (z0..=z1).rev() {
+        for y in y0..=y1 {
+            step(&mut volume, index(x0, y, z + 1), index(x0, y, z));
+        }
+    }
     (planar, volume)
 }
 
