@@ -74,27 +74,41 @@ fn select_ranks(values: &mut [f64], ranks: &[usize]) {
 /// of `values` (in any order) with order statistics `order`.
 fn distribution(prefix: &str, values: &[f64], order: Order, out: &mut Features) {
     let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let moment = |k: i32| values.iter().map(|v| (v - mean).powi(k)).sum::<f64>() / n;
-    let var = moment(2);
     let Order { min, quantiles: [p10, p25, median, p75, p90], max } = order;
-    // The robust subset: the values from p10 to p90, ends included.
-    let (mut robust_sum, mut robust_n) = (0.0, 0usize);
+    // Two passes: the mean and the robust subset's mean (the values from p10 to p90, ends
+    // included), then every sum of deviations from them.
+    let robust = |v: f64| (p10..=p90).contains(&v);
+    let (mut total, mut robust_sum, mut robust_n) = (0.0, 0.0, 0usize);
     for &v in values {
-        if (p10..=p90).contains(&v) {
+        total += v;
+        if robust(v) {
             robust_sum += v;
             robust_n += 1;
         }
     }
+    let mean = total / n;
     let robust_mean = robust_sum / robust_n as f64;
-    let robust_mad = values.iter().filter(|v| (p10..=p90).contains(*v)).map(|v| (v - robust_mean).abs()).sum::<f64>()
-        / robust_n as f64;
+    let (mut m2, mut m3, mut m4, mut mad, mut medad, mut rmad) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for &v in values {
+        let d = v - mean;
+        let d2 = d * d;
+        m2 += d2;
+        m3 += d2 * d;
+        m4 += d2 * d2;
+        mad += d.abs();
+        medad += (v - median).abs();
+        if robust(v) {
+            rmad += (v - robust_mean).abs();
+        }
+    }
+    let var = m2 / n;
+    let (m3, m4) = (m3 / n, m4 / n);
     let mut put = |name: &str, v: f64| out.push((format!("{prefix}_{name}"), v));
     put("mean", mean);
     put("var", var);
     // Skewness and kurtosis of a constant ROI are 0 (IBSI's convention).
-    put("skew", if var > 0.0 { moment(3) / var.powf(1.5) } else { 0.0 });
-    put("kurt", if var > 0.0 { moment(4) / (var * var) - 3.0 } else { 0.0 });
+    put("skew", if var > 0.0 { m3 / var.powf(1.5) } else { 0.0 });
+    put("kurt", if var > 0.0 { m4 / (var * var) - 3.0 } else { 0.0 });
     put("median", median);
     put("min", min);
     put("p10", p10);
@@ -102,9 +116,9 @@ fn distribution(prefix: &str, values: &[f64], order: Order, out: &mut Features) 
     put("max", max);
     put("iqr", p75 - p25);
     put("range", max - min);
-    put("mad", values.iter().map(|v| (v - mean).abs()).sum::<f64>() / n);
-    put("rmad", robust_mad);
-    put("medad", values.iter().map(|v| (v - median).abs()).sum::<f64>() / n);
+    put("mad", mad / n);
+    put("rmad", rmad / robust_n as f64);
+    put("medad", medad / n);
     put("cov", var.sqrt() / mean);
     put("qcod", (p75 - p25) / (p75 + p25));
 }
