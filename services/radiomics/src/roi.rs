@@ -81,6 +81,8 @@ pub struct Roi {
     pub voxel_index: Vec<usize>,
     /// Per slice holding ROI voxels: z and the range of `padded_voxels` in it.
     pub slice_voxels: Vec<(usize, std::ops::Range<usize>)>,
+    /// The smallest and largest grid coordinate of the ROI's voxels along each axis.
+    bbox: ([usize; 3], [usize; 3]),
     /// The morphological mask when it differs from the intensity mask `mask` (IBSI: the ROI
     /// before re-segmentation); morphology reads it, every other family reads `mask`.
     pub morphology_mask: Option<Vec<bool>>,
@@ -122,14 +124,24 @@ impl Roi {
         let mut padded_voxels = Vec::new();
         let mut voxel_index = Vec::new();
         let mut slice_voxels: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
         for z in 0..dims[2] {
             let start = padded_voxels.len();
             for y in 0..dims[1] {
+                let row = padded_voxels.len();
                 for x in 0..dims[0] {
                     let i = x + dims[0] * (y + dims[1] * z);
                     if mask[i] {
                         padded_voxels.push((x + 1) + padded_dims[0] * ((y + 1) + padded_dims[1] * (z + 1)));
                         voxel_index.push(i);
+                    }
+                }
+                if padded_voxels.len() > row {
+                    // The row's first and last voxels.
+                    let (first, last) = (voxel_index[row] % dims[0], voxel_index[padded_voxels.len() - 1] % dims[0]);
+                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
+                        lo[a] = lo[a].min(v);
+                        hi[a] = hi[a].max(v);
                     }
                 }
             }
@@ -153,6 +165,7 @@ impl Roi {
             padded_voxels,
             voxel_index,
             slice_voxels,
+            bbox: (lo, hi),
             morphology_mask: None,
             cache: Cache::default(),
         })
@@ -228,22 +241,22 @@ impl Roi {
 
     /// The smallest and largest grid coordinate of the ROI's voxels along each axis.
     pub fn bounding_box(&self) -> ([usize; 3], [usize; 3]) {
-        self.box_of(&self.mask, self.slice_voxels.iter().map(|(z, _)| *z))
+        self.bbox
     }
 
     /// [`Roi::bounding_box`] of the morphological mask.
     pub fn morphology_bounding_box(&self) -> ([usize; 3], [usize; 3]) {
         match &self.morphology_mask {
             None => self.bounding_box(),
-            Some(m) => self.box_of(m, 0..self.dims[2]),
+            Some(m) => self.box_of(m),
         }
     }
 
-    /// The bounding box of the voxels of `mask` (the grid's size) in the slices `planes`.
-    fn box_of(&self, mask: &[bool], planes: impl IntoIterator<Item = usize>) -> ([usize; 3], [usize; 3]) {
-        let [nx, ny, _] = self.dims;
+    /// The bounding box of the voxels of `mask` (the grid's size).
+    fn box_of(&self, mask: &[bool]) -> ([usize; 3], [usize; 3]) {
+        let [nx, ny, nz] = self.dims;
         let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for z in planes {
+        for z in 0..nz {
             for y in 0..ny {
                 let row = &mask[self.index(0, y, z)..][..nx];
                 if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
@@ -423,6 +436,23 @@ fn discretise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bounding_box_kept_at_construction_is_the_masks() {
+        let mut next = crate::xorshift(0xB0B0_CAFE);
+        for _ in 0..20 {
+            let dims = [1 + (next() % 9) as usize, 1 + (next() % 7) as usize, 1 + (next() % 5) as usize];
+            let n: usize = dims.iter().product();
+            let mut mask: Vec<bool> = (0..n).map(|_| next().is_multiple_of(5)).collect();
+            mask[(next() % n as u64) as usize] = true;
+            let r = Roi::new(dims, [1.0; 3], vec![1.0; n], mask.clone(), Discretisation::None).unwrap();
+            let coords: Vec<[usize; 3]> = (0..n).filter(|&i| mask[i]).map(|i| r.coords(i)).collect();
+            let lo: [usize; 3] = std::array::from_fn(|a| coords.iter().map(|c| c[a]).min().unwrap());
+            let hi: [usize; 3] = std::array::from_fn(|a| coords.iter().map(|c| c[a]).max().unwrap());
+            assert_eq!(r.bounding_box(), (lo, hi));
+            assert_eq!(r.box_of(&mask), (lo, hi));
+        }
+    }
 
     #[test]
     fn discretisation_follows_the_ibsi_formulas() {
