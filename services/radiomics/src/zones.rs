@@ -4,10 +4,10 @@
 //! voxel's distance to the ROI's edge: 1 for a voxel with a face on a non-ROI voxel or on the
 //! grid's edge, counted in face steps (6-connected in 3D, 4-connected in 2D).
 //!
-//! Zones are labelled in one raster pass with two union-find forests (in-plane and 3D): each
-//! voxel is joined to its already-visited neighbours of the same level, the 4 in-plane ones
-//! in both forests and the 9 in the slice below in the 3D one; a zone's root is its first
-//! voxel in memory order. Edge distances are city-block distance transforms (a forward and a
+//! Zones are labelled in one raster pass with two union-find forests (in-plane and 3D) over
+//! the ROI's voxels: each voxel is joined to its already-visited neighbours of the same level,
+//! the 4 in-plane ones in both forests and the 9 in the slice below in the 3D one; a zone's
+//! root is its first voxel in memory order. Edge distances are city-block distance transforms (a forward and a
 //! backward pass along each axis), which equal the breadth-first face-step distances: the
 //! nearest outside voxel in city-block distance is reached by a monotone path whose voxels
 //! before it are all inside.
@@ -139,39 +139,43 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
     let in_plane = [[-1, 0, 0], [-1, -1, 0], [0, -1, 0], [1, -1, 0]];
     let below = neighbourhood(true, false).into_iter().chain([[0, 0, 0]]).map(|[x, y, _]| [x, y, -1]);
     let offsets: Vec<isize> = in_plane.into_iter().chain(below).map(|o| roi.offset(o)).collect();
-    let n = roi.padded.len();
-    assert!(n < u32::MAX as usize, "the padded grid fits u32 indices");
-    let (mut flat, mut volume) = (vec![0u32; n], vec![0u32; n]);
-    for &p in &roi.padded_voxels {
+    let voxels = &roi.padded_voxels;
+    assert!(voxels.len() < u32::MAX as usize, "the ROI's voxels fit u32 indices");
+    // The forests are over the voxels' ranks (their order in memory), so they stay small; a
+    // neighbour's rank is looked up on the padded grid (only ROI voxels are read there).
+    let mut rank = vec![0u32; roi.padded.len()];
+    for (k, &p) in voxels.iter().enumerate() {
+        rank[p] = k as u32;
+    }
+    let mut flat: Vec<u32> = (0..voxels.len() as u32).collect();
+    let mut volume = flat.clone();
+    for (k, &p) in voxels.iter().enumerate() {
         let level = roi.padded[p];
-        let p32 = p as u32;
-        flat[p] = p32;
-        volume[p] = p32;
         // Which neighbours share the level, as bits (comparing without branching: the levels
         // of neighbours are unpredictable), then one union per set bit.
         let mut same = 0u32;
-        for (k, &o) in offsets.iter().enumerate() {
-            same |= u32::from(roi.padded[(p as isize + o) as usize] == level) << k;
+        for (b, &o) in offsets.iter().enumerate() {
+            same |= u32::from(roi.padded[(p as isize + o) as usize] == level) << b;
         }
         while same != 0 {
-            let k = same.trailing_zeros() as usize;
+            let b = same.trailing_zeros() as usize;
             same &= same - 1;
-            let q = (p as isize + offsets[k]) as u32;
-            if k < in_plane.len() {
-                union(&mut flat, p32, q);
+            let q = rank[(p as isize + offsets[b]) as usize];
+            if b < in_plane.len() {
+                union(&mut flat, k as u32, q);
             }
-            union(&mut volume, p32, q);
+            union(&mut volume, k as u32, q);
         }
     }
     let plane = roi.padded_dims[0] * roi.padded_dims[1];
     // Zone index of each root; every root is written before it is read.
-    let mut zone_of = vec![0u32; n];
+    let mut zone_of = vec![0u32; voxels.len()];
     let mut gather = |parent: &mut [u32], distance: &[u32]| -> Vec<Zone> {
         let mut out: Vec<Zone> = Vec::new();
-        for &p in &roi.padded_voxels {
-            let r = find(parent, p as u32) as usize;
-            if r == p {
-                zone_of[p] = out.len() as u32;
+        for (k, &p) in voxels.iter().enumerate() {
+            let r = find(parent, k as u32) as usize;
+            if r == k {
+                zone_of[k] = out.len() as u32;
                 out.push(Zone { level: roi.padded[p], size: 0, distance: u32::MAX, slice: p / plane - 1 });
             }
             let zone = &mut out[zone_of[r] as usize];
