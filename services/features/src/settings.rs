@@ -8,7 +8,7 @@
 //! an optional `"resegmentation": {"range_min": 0, "range_max": 800, "outlier_sigma": 3}`
 //! (every field optional) re-segments the intensity mask ([`Resegmentation`]).
 
-use renal_radiomics::roi::Discretisation;
+use renal_radiomics::roi::{Discretisation, MAX_GREY_LEVELS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -113,9 +113,9 @@ impl Setting {
         }
         match self.discretisation {
             Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins }
-                if !(1..=1024).contains(&bins) =>
+                if !(1..=MAX_GREY_LEVELS).contains(&bins) =>
             {
-                Err(SettingsError::Invalid(format!("{bins} bins is outside 1-1024")))
+                Err(SettingsError::Invalid(format!("{bins} bins is outside 1-{MAX_GREY_LEVELS}")))
             }
             Discretisation::FixedBinSize { width, lower }
                 if !(width > 0.0 && width.is_finite() && lower.is_finite()) =>

@@ -50,11 +50,11 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
     };
     out.dependence.voxels = roi.padded_voxels.len() as f64;
     // Sum, count and same-level count of a voxel's ROI neighbours among `offsets`.
-    fn tally<const N: usize>(padded: &[u32], p: usize, level: u32, offsets: &[isize; N]) -> (u32, u32, usize) {
+    fn tally<const N: usize>(padded: &[u16], p: usize, level: u16, offsets: &[isize; N]) -> (u32, u32, usize) {
         let (mut sum, mut count, mut same) = (0, 0, 0);
         for &o in offsets {
             let l = padded[(p as isize + o) as usize];
-            sum += l;
+            sum += u32::from(l);
             count += u32::from(l != 0);
             same += usize::from(l == level);
         }
@@ -71,11 +71,12 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
         let (mut tone, mut dependence) = (empty(), Mat::zeros(ng, 9));
         dependence.voxels = range.len() as f64;
         for &p in &roi.padded_voxels[range.clone()] {
-            let level = roi.padded[p];
-            let (sum, count, same) = tally(&roi.padded, p, level, &in_plane);
+            let grey = roi.padded[p];
+            let level = u32::from(grey);
+            let (sum, count, same) = tally(&roi.padded, p, grey, &in_plane);
             add_tone(&mut tone, level, sum, count);
             dependence.count(level, same + 1);
-            let (sum_z, count_z, same_z) = tally(&roi.padded, p, level, &across);
+            let (sum_z, count_z, same_z) = tally(&roi.padded, p, grey, &across);
             add_tone(&mut out.tone, level, sum + sum_z, count + count_z);
             out.dependence.count(level, same + same_z + 1);
         }

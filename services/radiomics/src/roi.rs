@@ -54,7 +54,15 @@ pub enum RoiError {
     /// A setting that cannot be used.
     #[error("discretisation: {0}")]
     Setting(String),
+    /// The discretisation gives more grey levels than the texture matrices can hold.
+    #[error("{ng} grey levels; at most {MAX_GREY_LEVELS} are supported (choose fewer bins or a wider bin size)")]
+    TooManyLevels { ng: u32 },
 }
+
+/// The most grey levels an ROI may have. Texture matrices are dense over levels: a per-slice
+/// co-occurrence matrix takes (Ng+1)² x 8 bytes, and the 2D aggregations keep 4 per slice
+/// (at this limit, 33 MB per slice). IBSI's settings and the study's grid use at most 64.
+pub const MAX_GREY_LEVELS: u32 = 1024;
 
 /// The grid, the intensities, the mask and the grey levels.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +80,8 @@ pub struct Roi {
     pub ng: u32,
     /// The grey levels on the grid padded by one voxel on every side (0 outside the ROI and in
     /// the padding), so a neighbour at Chebyshev distance 1 is `p + offset` with no bounds check.
-    pub padded: Vec<u32>,
+    /// Two bytes a voxel (at most [`MAX_GREY_LEVELS`]), so the grid of a lesion stays in cache.
+    pub padded: Vec<u16>,
     /// Dimensions of the padded grid.
     pub padded_dims: [usize; 3],
     /// Padded indices of the ROI's voxels, in memory order (so grouped by slice).
@@ -150,7 +159,7 @@ impl Roi {
             }
         }
         let (levels, ng) = discretise(&image, &voxel_index, discretisation, None)?;
-        let mut padded = vec![0u32; padded_dims.iter().product()];
+        let mut padded = vec![0u16; padded_dims.iter().product()];
         for (&p, &l) in padded_voxels.iter().zip(&levels) {
             padded[p] = l;
         }
@@ -182,7 +191,7 @@ impl Roi {
             _ => None,
         };
         let (levels, ng) = discretise(&self.image, &self.voxel_index, discretisation, ranks)?;
-        let mut padded = vec![0u32; self.padded.len()];
+        let mut padded = vec![0u16; self.padded.len()];
         for (&p, &l) in self.padded_voxels.iter().zip(&levels) {
             padded[p] = l;
         }
@@ -334,7 +343,7 @@ impl Roi {
 
     /// Grey levels of the ROI's voxels.
     pub fn grey_levels(&self) -> Vec<u32> {
-        self.padded_voxels.iter().map(|&p| self.padded[p]).collect()
+        self.padded_voxels.iter().map(|&p| u32::from(self.padded[p])).collect()
     }
 }
 
@@ -364,14 +373,14 @@ fn ranks(inside: &[f64]) -> Ranks {
     out
 }
 
-/// Grey levels of the ROI voxels `voxels` (grid indices) and Ng; `ranks` of their intensities
-/// when already known (equalised binning computes them otherwise).
+/// Grey levels of the ROI voxels `voxels` (grid indices) and Ng, at most [`MAX_GREY_LEVELS`];
+/// `ranks` of their intensities when already known (equalised binning computes them otherwise).
 fn discretise(
     image: &[f64],
     voxels: &[usize],
     discretisation: Discretisation,
     ranks_known: Option<&Ranks>,
-) -> Result<(Vec<u32>, u32), RoiError> {
+) -> Result<(Vec<u16>, u32), RoiError> {
     let inside: Vec<f64> = voxels.iter().map(|&i| image[i]).collect();
     if inside.is_empty() {
         return Err(RoiError::Empty);
@@ -430,7 +439,11 @@ fn discretise(
         Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins } => bins,
         _ => *levels.iter().max().expect("not empty"),
     };
-    Ok((levels, ng))
+    if ng > MAX_GREY_LEVELS {
+        return Err(RoiError::TooManyLevels { ng });
+    }
+    // Every level is at most Ng, so it fits.
+    Ok((levels.into_iter().map(|l| l as u16).collect(), ng))
 }
 
 #[cfg(test)]
@@ -497,9 +510,20 @@ mod tests {
             RoiError::NotALevel(0.0)
         );
         assert_eq!(
-            Roi::new([6, 1, 1], [1.0; 3], image, vec![false; 6], Discretisation::None).unwrap_err(),
+            Roi::new([6, 1, 1], [1.0; 3], image.clone(), vec![false; 6], Discretisation::None).unwrap_err(),
             RoiError::Empty
         );
+        // More levels than the matrices can hold: a clear error, not a huge allocation.
+        let fine = Discretisation::FixedBinSize { width: 0.001, lower: 0.0 };
+        assert_eq!(
+            Roi::new([6, 1, 1], [1.0; 3], image, mask.clone(), fine).unwrap_err(),
+            RoiError::TooManyLevels { ng: 10001 }
+        );
+        assert_eq!(
+            first.rebinned(fbn(MAX_GREY_LEVELS + 1)).unwrap_err(),
+            RoiError::TooManyLevels { ng: MAX_GREY_LEVELS + 1 }
+        );
+        assert_eq!(first.rebinned(fbn(MAX_GREY_LEVELS)).unwrap().ng, MAX_GREY_LEVELS);
         let r = Roi::new([2, 3, 4], [1.0; 3], vec![1.0; 24], vec![true; 24], Discretisation::None).unwrap();
         assert_eq!(r.coords(r.index(1, 2, 3)), [1, 2, 3]);
         // A step on the padded grid: the neighbour's level, or 0 off the grid.

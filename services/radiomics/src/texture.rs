@@ -323,7 +323,7 @@ mod tests {
                 length += 1;
                 q = (q as isize + off) as usize;
             }
-            runs.push((level, length));
+            runs.push((u32::from(level), length));
         }
         runs
     }

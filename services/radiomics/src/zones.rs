@@ -176,7 +176,7 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
             let r = find(parent, k as u32) as usize;
             if r == k {
                 zone_of[k] = out.len() as u32;
-                out.push(Zone { level: roi.padded[p], size: 0, distance: u32::MAX, slice: p / plane - 1 });
+                out.push(Zone { level: u32::from(roi.padded[p]), size: 0, distance: u32::MAX, slice: p / plane - 1 });
             }
             let zone = &mut out[zone_of[r] as usize];
             zone.size += 1;
@@ -309,7 +309,7 @@ mod tests {
                 continue;
             }
             let level = roi.padded[start];
-            let mut zone = Zone { level, size: 0, distance: u32::MAX, slice: start / plane - 1 };
+            let mut zone = Zone { level: u32::from(level), size: 0, distance: u32::MAX, slice: start / plane - 1 };
             seen[start] = true;
             let mut stack = vec![start];
             while let Some(i) = stack.pop() {
