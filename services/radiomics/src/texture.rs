@@ -111,21 +111,29 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
         }
     }
     cells.truncate(kept);
+    // The marginal, diagonal and anti-diagonal sums as counts first: they are whole numbers,
+    // so their entropies take log2 from the count table.
     let mut marg = vec![0.0; ng];
     let mut diff = vec![0.0; ng];
     let mut sum = vec![0.0; 2 * ng + 1];
-    // (i, j, p_ij, log2 p_ij).
-    let log2_total = total.log2();
-    let cells: Vec<(usize, usize, f64, f64)> =
-        cells.into_iter().map(|(i, j, c)| (i, j, c / total, log2_count(c) - log2_total)).collect();
-    for &(i, j, v, _) in &cells {
-        let twice = if i == j { v } else { 2.0 * v };
-        marg[i] += v;
-        marg[j] += twice - v;
+    for &(i, j, c) in &cells {
+        let twice = if i == j { c } else { 2.0 * c };
+        marg[i] += c;
+        marg[j] += twice - c;
         diff[j - i] += twice;
         sum[i + j + 2] += twice;
     }
-    let entropy = |v: &[f64]| -v.iter().filter(|&&x| x > 0.0).map(|x| x * x.log2()).sum::<f64>();
+    let log2_total = total.log2();
+    let entropy = |counts: &[f64]| {
+        -counts.iter().filter(|&&c| c > 0.0).map(|&c| c / total * (log2_count(c) - log2_total)).sum::<f64>()
+    };
+    let (hx, h_diff, h_sum) = (entropy(&marg), entropy(&diff), entropy(&sum));
+    for v in marg.iter_mut().chain(diff.iter_mut()).chain(sum.iter_mut()) {
+        *v /= total;
+    }
+    // (i, j, p_ij, log2 p_ij).
+    let cells: Vec<(usize, usize, f64, f64)> =
+        cells.into_iter().map(|(i, j, c)| (i, j, c / total, log2_count(c) - log2_total)).collect();
     let mu: f64 = (0..ng).map(|i| lv(i) * marg[i]).sum();
     let var_i: f64 = (0..ng).map(|i| (lv(i) - mu).powi(2) * marg[i]).sum();
     let mu_d: f64 = diff.iter().enumerate().map(|(k, v)| k as f64 * v).sum();
@@ -133,17 +141,31 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     // Terms that depend on |i - j| only come from p_{x-y}, those on i + j from p_{x+y}, and the
     // joint variance is the marginal's; the rest are summed over the cells.
     let g = ng as f64;
-    let over_diff = |f: &dyn Fn(f64) -> f64| diff.iter().enumerate().map(|(k, v)| f(k as f64) * v).sum::<f64>();
-    let contrast = over_diff(&|d| d * d);
-    let dissim = over_diff(&|d| d);
-    let id = over_diff(&|d| 1.0 / (1.0 + d));
-    let idn = over_diff(&|d| 1.0 / (1.0 + d / g));
-    let idm = over_diff(&|d| 1.0 / (1.0 + d * d));
-    let idmn = over_diff(&|d| 1.0 / (1.0 + d * d / (g * g)));
-    let inv_var = over_diff(&|d| if d > 0.0 { 1.0 / (d * d) } else { 0.0 });
-    let over_sum =
-        |f: &dyn Fn(f64) -> f64| sum.iter().enumerate().map(|(k, v)| f(k as f64 - 2.0 * mu) * v).sum::<f64>();
-    let (tend, shade, prom) = (over_sum(&|c| c * c), over_sum(&|c| c.powi(3)), over_sum(&|c| c.powi(4)));
+    let (mut contrast, mut dissim, mut id, mut idn, mut idm, mut idmn, mut inv_var) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (k, &v) in diff.iter().enumerate() {
+        if v == 0.0 {
+            continue;
+        }
+        let d = k as f64;
+        contrast += d * d * v;
+        dissim += d * v;
+        id += v / (1.0 + d);
+        idn += v / (1.0 + d / g);
+        idm += v / (1.0 + d * d);
+        idmn += v / (1.0 + d * d / (g * g));
+        if k > 0 {
+            inv_var += v / (d * d);
+        }
+    }
+    let (mut tend, mut shade, mut prom) = (0.0, 0.0, 0.0);
+    for (k, &v) in sum.iter().enumerate() {
+        let c = k as f64 - 2.0 * mu;
+        let c2 = c * c;
+        tend += c2 * v;
+        shade += c2 * c * v;
+        prom += c2 * c2 * v;
+    }
     let joint_var = var_i;
     let (mut joint_max, mut energy, mut auto, mut hxy) = (0.0f64, 0.0, 0.0, 0.0);
     for &(i, j, v, log2_v) in &cells {
@@ -154,7 +176,6 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
         energy += wv * v;
         auto += lv(i) * lv(j) * wv;
     }
-    let hx = entropy(&marg);
     // HXY1 = -Σ p_ij log2(p_i p_j) and HXY2 = -Σ p_i p_j log2(p_i p_j) both reduce to HX + HY
     // (split the logarithm and sum out one index), which is 2 HX for a symmetric matrix.
     let (hxy1, hxy2) = (2.0 * hx, 2.0 * hx);
@@ -168,10 +189,10 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
         hxy,
         mu_d,
         diff.iter().enumerate().map(|(k, v)| (k as f64 - mu_d).powi(2) * v).sum(),
-        entropy(&diff),
+        h_diff,
         mu_s,
         sum.iter().enumerate().map(|(k, v)| (k as f64 - mu_s).powi(2) * v).sum(),
-        entropy(&sum),
+        h_sum,
         energy,
         contrast,
         dissim,
