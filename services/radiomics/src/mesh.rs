@@ -19,7 +19,6 @@
 //! corners inside (a hexagonal loop) or an ambiguous face is split the other way.
 
 use crate::roi::Roi;
-use rustc_hash::FxHashMap;
 use std::sync::OnceLock;
 
 /// Cube corner `c` (bits: x, y, z) as a unit offset.
@@ -379,27 +378,30 @@ impl Hull {
 
         struct Face {
             v: [u32; 3],
+            /// The face across each edge: `adj[k]` shares edge `v[k] -> v[k + 1]`, reversed.
+            adj: [usize; 3],
             alive: bool,
             waiting: Vec<u32>,
         }
-        let mut faces: Vec<Face> = Vec::new();
-        // Directed edge -> the live face that has it.
-        let mut edge_face: FxHashMap<(u32, u32), usize> = FxHashMap::default();
-        let add = |faces: &mut Vec<Face>, edge_face: &mut FxHashMap<(u32, u32), usize>, v: [u32; 3]| {
-            for k in 0..3 {
-                edge_face.insert((v[k], v[(k + 1) % 3]), faces.len());
-            }
-            faces.push(Face { v, alive: true, waiting: Vec::new() });
-            faces.len() - 1
+        // The face across edge k of `v`, among `faces`, by the edge's reverse.
+        let across = |faces: &[Face], range: std::ops::Range<usize>, v: [u32; 3], k: usize| {
+            let (a, b) = (v[k], v[(k + 1) % 3]);
+            range
+                .into_iter()
+                .find(|&g| (0..3).any(|e| faces[g].v[e] == b && faces[g].v[(e + 1) % 3] == a))
+                .expect("a closed surface")
         };
-        for f in first {
-            add(&mut faces, &mut edge_face, f);
+        let mut faces: Vec<Face> =
+            first.iter().map(|&v| Face { v, adj: [0; 3], alive: true, waiting: Vec::new() }).collect();
+        for f in 0..4 {
+            faces[f].adj = std::array::from_fn(|k| across(&faces, 0..4, faces[f].v, k));
         }
         for &q in &candidates {
             if let Some(f) = (0..4).find(|&f| above(faces[f].v, q) > 0) {
                 faces[f].waiting.push(q);
             }
         }
+        let (mut visible, mut horizon) = (Vec::new(), Vec::new());
         let mut next = 0;
         while next < faces.len() {
             let start = next;
@@ -410,41 +412,47 @@ impl Hull {
             let fv = faces[start].v;
             let q = *faces[start].waiting.iter().max_by_key(|&&w| above(fv, w)).expect("not empty");
             // The faces q sees, found by walking across edges from one it sees.
-            let mut visible = vec![start];
+            visible.clear();
+            visible.push(start);
             faces[start].alive = false;
             let mut k = 0;
             while k < visible.len() {
-                let v = faces[visible[k]].v;
+                let f = visible[k];
                 k += 1;
                 for e in 0..3 {
-                    let twin = edge_face[&(v[(e + 1) % 3], v[e])];
+                    let twin = faces[f].adj[e];
                     if faces[twin].alive && above(faces[twin].v, q) >= 0 {
                         faces[twin].alive = false;
                         visible.push(twin);
                     }
                 }
             }
-            let mut horizon = Vec::new();
+            // The horizon: edges of seen faces whose neighbour stays, with that neighbour.
+            horizon.clear();
             for &f in &visible {
-                let v = faces[f].v;
                 for e in 0..3 {
-                    let (u, w) = (v[e], v[(e + 1) % 3]);
-                    if faces[edge_face[&(w, u)]].alive {
-                        horizon.push((u, w));
+                    let outer = faces[f].adj[e];
+                    if faces[outer].alive {
+                        horizon.push((faces[f].v[e], faces[f].v[(e + 1) % 3], outer));
                     }
                 }
             }
-            for &f in &visible {
-                let v = faces[f].v;
-                for e in 0..3 {
-                    if edge_face.get(&(v[e], v[(e + 1) % 3])) == Some(&f) {
-                        edge_face.remove(&(v[e], v[(e + 1) % 3]));
-                    }
-                }
-            }
+            // A fan from the horizon to q. Face [u, w, q] keeps the outer neighbour across
+            // u -> w; its edges w -> q and q -> u meet the fan faces on the horizon edges that
+            // start at w and end at u.
             let first_new = faces.len();
-            for (u, w) in horizon {
-                add(&mut faces, &mut edge_face, [u, w, q]);
+            for &(u, w, outer) in &horizon {
+                let new = faces.len();
+                let k =
+                    (0..3).find(|&k| faces[outer].v[k] == w && faces[outer].v[(k + 1) % 3] == u).expect("shared edge");
+                faces[outer].adj[k] = new;
+                faces.push(Face { v: [u, w, q], adj: [outer, 0, 0], alive: true, waiting: Vec::new() });
+            }
+            for (h, &(u, w, _)) in horizon.iter().enumerate() {
+                let after = horizon.iter().position(|&(s, _, _)| s == w).expect("the horizon is a cycle");
+                let before = horizon.iter().position(|&(_, e, _)| e == u).expect("the horizon is a cycle");
+                faces[first_new + h].adj[1] = first_new + after;
+                faces[first_new + h].adj[2] = first_new + before;
             }
             let orphans: Vec<u32> =
                 visible.iter().flat_map(|&f| std::mem::take(&mut faces[f].waiting)).filter(|&w| w != q).collect();
