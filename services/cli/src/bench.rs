@@ -346,16 +346,22 @@ pub fn ellipsoid_lesion() -> (Vec<f64>, Vec<bool>) {
             for x in 0..dims[0] {
                 let d = [x as f64 - centre[0], y as f64 - centre[1], z as f64 - centre[2]];
                 let r = (d[0] / 22.0).powi(2) + (d[1] / 22.0).powi(2) + (d[2] / 15.3).powi(2);
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let noise = (state >> 11) as f64 / (1u64 << 53) as f64;
+                let noise = unit_noise(&mut state);
                 image.push(300.0 + 4.0 * d[0] + 60.0 * (0.4 * d[1]).sin() * (0.3 * d[2]).cos() + 80.0 * noise);
                 mask.push(r <= 1.0);
             }
         }
     }
     (image, mask)
+}
+
+/// The next value of a xorshift64 generator as a uniform number in [0, 1) (the bench's noise;
+/// `tests/reference/mirp_bench.py` draws the same sequence).
+fn unit_noise(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// MIRP's time for one setting on the bench lesion (`tests/reference/mirp_bench.py`, run by the
@@ -440,15 +446,8 @@ pub fn bench_radiomics(bins: u32, repeat: usize, grid: bool, mirp: bool) -> Resu
         // The lesion's two series: the bench image (T2-like) and a second contrast with its own
         // noise, on the same grid and mask (T1C-like).
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let second: Vec<f32> = image
-            .iter()
-            .map(|&v| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (900.0 - 0.8 * v + 60.0 * (state >> 11) as f64 / (1u64 << 53) as f64) as f32
-            })
-            .collect();
+        let second: Vec<f32> =
+            image.iter().map(|&v| (900.0 - 0.8 * v + 60.0 * unit_noise(&mut state)) as f32).collect();
         let series = [
             renal_imaging::Volume { geometry: g.clone(), data: image.iter().map(|&v| v as f32).collect() },
             renal_imaging::Volume { geometry: g.clone(), data: second },

@@ -209,25 +209,12 @@ impl Mesh {
     pub fn of(roi: &Roi) -> Mesh {
         let table = Triangulation::get();
         let edges = edges();
-        let [px, py, pz] = roi.padded_dims;
+        let [px, py, _] = roi.padded_dims;
         let plane = px * py;
         let (padded, _) = roi.morphology_padded();
         // The mask's bounding box on the padded grid (the padding keeps it off the grid's edge).
-        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for z in 0..pz {
-            for y in 0..py {
-                let row = &padded[(y + py * z) * px..][..px];
-                if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
-                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
-                        lo[a] = lo[a].min(v);
-                        hi[a] = hi[a].max(v);
-                    }
-                }
-            }
-        }
-        if lo[0] == usize::MAX {
-            return Mesh { doubled: Vec::new(), triangles: Vec::new(), spacing_mm: roi.spacing_mm };
-        }
+        let (lo, hi) = roi.morphology_bounding_box();
+        let (lo, hi) = (lo.map(|v| v + 1), hi.map(|v| v + 1));
         // Per cube edge: its vertex's slot in a plane's table (before the cube's row offset),
         // the z step of its lower corner, and its doubled offset from the cube's first corner.
         // A cube layer touches two planes of corners, so two plane-sized tables suffice: plane

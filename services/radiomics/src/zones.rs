@@ -7,10 +7,10 @@
 //! Zones are labelled in one raster pass with two union-find forests (in-plane and 3D) over
 //! the ROI's voxels: each voxel is joined to its already-visited neighbours of the same level,
 //! the 4 in-plane ones in both forests and the 9 in the slice below in the 3D one; a zone's
-//! root is its first voxel in memory order. Edge distances are city-block distance transforms (a forward and a
-//! backward pass along each axis), which equal the breadth-first face-step distances: the
-//! nearest outside voxel in city-block distance is reached by a monotone path whose voxels
-//! before it are all inside.
+//! root is its first voxel in memory order. Edge distances are city-block distance transforms
+//! (a forward and a backward pass along each axis), which equal the breadth-first face-step
+//! distances: the nearest outside voxel in city-block distance is reached by a monotone path
+//! whose voxels before it are all inside.
 
 use crate::matrix::{cell_features, counted, mean_of};
 use crate::roi::Roi;
