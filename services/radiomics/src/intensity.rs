@@ -230,6 +230,9 @@ pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
     }
 }
 
+/// Voxels of one x-row whose sphere sums [`local_intensity`] accumulates together.
+const LANES: usize = 16;
+
 /// Local intensity peaks (IBSI 3.2): the mean intensity of every image voxel (inside the ROI or
 /// not) whose centre lies within a sphere of 1 cm³ (radius 6.2 mm) around a voxel.
 /// `loc_peak_loc`: around the ROI's brightest voxel (the highest such mean when several tie);
@@ -238,8 +241,8 @@ pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
 /// The sphere is cut into rows along x. Every row near the ROI gets prefix sums, padded with the
 /// row's first and last prefix so that a run clipped by the image's edge needs no branch (and
 /// rows off the image are all 0, so they need none either); the sum of the run of half-width w at x is then `P[x + w + 1] - P[x - w]`, and the
-/// sphere's sum at a voxel is the sum of about 120 such differences (at 1 mm), added a whole
-/// x-row of the ROI at a time. The voxel counts come the same way from the clipped run lengths.
+/// sphere's sum at a voxel is the sum of about 120 such differences (at 1 mm), added for
+/// [`LANES`] voxels of an x-row at a time. The voxel counts come the same way from the clipped run lengths.
 pub fn local_intensity(roi: &Roi, out: &mut Features) {
     let radius = 10.0 * (3.0 / (4.0 * std::f64::consts::PI)).cbrt();
     let [nx, ny, nz] = roi.dims;
@@ -267,7 +270,8 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
     let stride = nx + 2 * widest + 1;
     let (wy, wz) = (hi[1] - lo[1] + 1 + 2 * ry, hi[2] - lo[2] + 1 + 2 * rz);
     let row_of = |y: usize, z: usize| ((z + rz - lo[2]) * wy + (y + ry - lo[1])) * stride;
-    let mut prefix = vec![0.0f64; wz * wy * stride];
+    // (LANES spare entries at the end: the last block of a row reads past the row.)
+    let mut prefix = vec![0.0f64; wz * wy * stride + LANES];
     for z in lo[2].saturating_sub(rz)..=(hi[2] + rz).min(nz - 1) {
         for y in lo[1].saturating_sub(ry)..=(hi[1] + ry).min(ny - 1) {
             let row = &roi.image[roi.index(0, y, z)..][..nx];
@@ -283,6 +287,15 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
     // Each sphere row's prefix row, relative to the centre's (never before the first row).
     let steps: Vec<(isize, usize)> =
         rows.iter().map(|&(dy, dz, w)| ((dz as isize * wy as isize + dy as isize) * stride as isize, w)).collect();
+    // The same as offsets of both ends into a window starting `reach` entries before the centre.
+    let reach = steps.iter().map(|&(step, w)| w as isize - step).max().unwrap_or(0) as usize;
+    let ends: Vec<(usize, usize)> = steps
+        .iter()
+        .map(|&(step, w)| {
+            ((reach as isize + step + w as isize + 1) as usize, (reach as isize + step - w as isize) as usize)
+        })
+        .collect();
+    let window_len = ends.iter().map(|e| e.0).max().unwrap_or(0) + LANES;
     // Voxels in the run of half-width w at x (x from lo[0]), clipped to the row.
     let counts: Vec<Vec<f64>> = (0..=widest)
         .map(|w| (lo[0]..=hi[0]).map(|x| ((x + w).min(nx - 1) - x.saturating_sub(w) + 1) as f64).collect())
@@ -294,24 +307,27 @@ pub fn local_intensity(roi: &Roi, out: &mut Features) {
     }
     let (mut local, mut global) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
     let brightest = voxels.iter().map(|&i| roi.image[i]).fold(f64::NEG_INFINITY, f64::max);
-    let (mut acc, mut cnt) = (vec![0.0f64; bx], vec![0.0f64; bx]);
+    let (mut acc, mut cnt) = (vec![0.0f64; bx.next_multiple_of(LANES)], vec![0.0f64; bx]);
     for z in lo[2]..=hi[2] {
         for y in lo[1]..=hi[1] {
             let row_start = roi.index(0, y, z);
             let Some(first) = (lo[0]..=hi[0]).find(|&x| roi.mask[row_start + x]) else { continue };
             let last = (lo[0]..=hi[0]).rev().find(|&x| roi.mask[row_start + x]).expect("found one");
             let span = first..last + 1;
-            let acc = &mut acc[..span.len()];
-            acc.iter_mut().for_each(|v| *v = 0.0);
-            // P[x + w + 1] - P[x - w], both shifted by `widest`, summed over the sphere's rows.
+            // P[x + w + 1] - P[x - w], both shifted by `widest`, summed over the sphere's rows,
+            // for LANES voxels at a time: the sums stay in registers across the rows. Lanes past
+            // the span read the next prefix row and are not used.
             let centre = row_of(y, z) + first + widest;
-            for &(step, w) in &steps {
-                let p = centre.wrapping_add_signed(step);
-                let ahead = &prefix[p + w + 1..][..acc.len()];
-                let behind = &prefix[p - w..][..acc.len()];
-                for ((a, &b), &c) in acc.iter_mut().zip(ahead).zip(behind) {
-                    *a += b - c;
+            for (block, a) in acc[..span.len().next_multiple_of(LANES)].chunks_exact_mut(LANES).enumerate() {
+                let mut sums = [0.0f64; LANES];
+                let window = &prefix[centre + block * LANES - reach..][..window_len];
+                for &(ahead, behind) in &ends {
+                    let (ahead, behind) = (&window[ahead..ahead + LANES], &window[behind..behind + LANES]);
+                    for k in 0..LANES {
+                        sums[k] += ahead[k] - behind[k];
+                    }
                 }
+                a.copy_from_slice(&sums);
             }
             // The sphere's rows reach y ± ry and z ± rz.
             let inside = y >= ry && y + ry < ny && z >= rz && z + rz < nz;
@@ -385,11 +401,19 @@ mod tests {
     #[test]
     fn local_intensity_peaks_equal_direct_summation() {
         let mut next = crate::xorshift(0x10CA_1000);
-        for (round, sp) in [[1.0, 1.0, 1.0], [0.9, 1.7, 2.3], [2.1, 0.6, 1.2]].into_iter().enumerate() {
-            let dims = [13, 11, 7];
+        // Rows of 37 voxels span several blocks of LANES; a slope along x puts the peaks in the
+        // last block or the first.
+        let cases = [
+            ([1.0, 1.0, 1.0], [13, 11, 7], 0.0),
+            ([0.9, 1.7, 2.3], [13, 11, 7], 0.0),
+            ([2.1, 0.6, 1.2], [13, 11, 7], 0.0),
+            ([1.0, 1.0, 1.0], [37, 6, 5], 4.0),
+            ([0.7, 1.1, 1.9], [37, 6, 5], -4.0),
+        ];
+        for (round, (sp, dims, slope)) in cases.into_iter().enumerate() {
             let n: usize = dims.iter().product();
             // Ties at the top, so several voxels hold the brightest intensity.
-            let image: Vec<f64> = (0..n).map(|_| (next() % 50) as f64 * 1.5).collect();
+            let image: Vec<f64> = (0..n).map(|i| (next() % 50) as f64 * 1.5 + slope * (i % dims[0]) as f64).collect();
             // ROI voxels up to the image's edges, where spheres are clipped.
             let mask: Vec<bool> = (0..n).map(|_| !next().is_multiple_of(4)).collect();
             let roi = Roi::new(dims, sp, image, mask, crate::roi::Discretisation::FixedBinNumber { bins: 8 }).unwrap();
