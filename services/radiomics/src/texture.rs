@@ -229,39 +229,86 @@ struct RunScratch {
     length: Vec<u32>,
     /// Ending runs as `level << 32 | length`.
     ends: Vec<u64>,
+    /// The ROI's voxels as padded index ranges of consecutive voxels (pieces of x-rows), in
+    /// memory order.
+    segments: Vec<std::ops::Range<usize>>,
+    /// Per slice holding ROI voxels: z and its range of `segments`.
+    slices: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 impl RunScratch {
     fn for_roi(roi: &Roi) -> RunScratch {
-        RunScratch { length: vec![0; roi.padded.len()], ends: vec![0; roi.padded_voxels.len()] }
+        let mut segments: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut slices = Vec::new();
+        for (z, range) in &roi.slice_voxels {
+            let first = segments.len();
+            for &p in &roi.padded_voxels[range.clone()] {
+                // (The padding keeps segments within a row, so within a slice.)
+                match segments.last_mut() {
+                    Some(s) if s.end == p => s.end += 1,
+                    _ => segments.push(p..p + 1),
+                }
+            }
+            slices.push((*z, first..segments.len()));
+        }
+        RunScratch { length: vec![0; roi.padded.len()], ends: vec![0; roi.padded_voxels.len()], segments, slices }
     }
 }
 
 /// [`run_lengths`] with working arrays sized for the ROI.
+///
+/// Each segment of consecutive voxels is one pass over three aligned slices of levels (the
+/// voxels, those behind and those ahead). Along x the run behind is the previous voxel's, kept
+/// in a register; along any other direction the voxels behind lie in earlier rows (the step
+/// is at least a padded row less one voxel, longer than any segment), so their lengths are a
+/// slice before the segment's.
 fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, scratch: &mut RunScratch) -> Mat {
     let off = roi.offset(d).unsigned_abs();
-    let voxels = roi.padded_in(slice);
-    let RunScratch { length, ends } = scratch;
-    // Along x the voxel behind is usually the one just visited, whose length is still at
-    // hand. Each ending run is written to `ends` and kept by advancing past it, then counted.
+    let RunScratch { length, ends, segments, slices } = scratch;
+    let segments = match slice {
+        None => &segments[..],
+        Some(z) => slices.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &segments[r.clone()]),
+    };
+    let padded = &roi.padded[..];
     let mut widest = 1;
     let mut kept = 0;
-    let (mut last, mut last_length) = (usize::MAX, 0);
-    for &p in voxels {
-        let level = roi.padded[p];
-        let behind = if p - off == last { last_length } else { length[p - off] };
-        let here = u32::from(roi.padded[p - off] == level) * behind + 1;
-        length[p] = here;
-        (last, last_length) = (p, here);
-        ends[kept] = u64::from(level) << 32 | u64::from(here);
-        kept += usize::from(roi.padded[p + off] != level);
-        widest = widest.max(here);
+    let mut voxels = 0;
+    for segment in segments {
+        let (start, n) = (segment.start, segment.len());
+        voxels += n;
+        let level = &padded[start..start + n];
+        let behind = &padded[start - off..start - off + n];
+        let ahead = &padded[start + off..start + off + n];
+        if off == 1 {
+            let mut here = 0;
+            for k in 0..n {
+                here = u32::from(behind[k] == level[k]) * here + 1;
+                ends[kept] = u64::from(level[k]) << 32 | u64::from(here);
+                kept += usize::from(ahead[k] != level[k]);
+                widest = widest.max(here);
+            }
+        } else {
+            assert!(off >= n, "a step off the row is longer than a segment");
+            let (before, from_start) = length.split_at_mut(start);
+            let behind_length = &before[start - off..start - off + n];
+            let here = &mut from_start[..n];
+            // Lengths first (no dependence between voxels, so this loop vectorises), then the
+            // ending runs.
+            for k in 0..n {
+                here[k] = u32::from(behind[k] == level[k]) * behind_length[k] + 1;
+                widest = widest.max(here[k]);
+            }
+            for k in 0..n {
+                ends[kept] = u64::from(level[k]) << 32 | u64::from(here[k]);
+                kept += usize::from(ahead[k] != level[k]);
+            }
+        }
     }
     let mut m = Mat::zeros(roi.ng as usize, widest as usize);
     for &run in &ends[..kept] {
         m.count((run >> 32) as u32, (run & u64::from(u32::MAX)) as usize);
     }
-    m.voxels = voxels.len() as f64;
+    m.voxels = voxels as f64;
     m
 }
 
