@@ -19,8 +19,8 @@ pub struct ToneDifference {
 }
 
 /// The NGTDM and NGLDM of every slice (in-plane neighbours) and of the volume (all 26), from one
-/// pass over the ROI: per voxel, the sum, count and same-level count of its in-plane ROI
-/// neighbours, then of the 18 others.
+/// pass over the ROI's segments ([`Roi::segments`]): per voxel, the sum, count and same-level
+/// count of its in-plane ROI neighbours, then of the 18 others.
 pub struct NeighbourMatrices {
     /// NGTDM per slice holding ROI voxels.
     pub tone_per_slice: Vec<ToneDifference>,
@@ -32,12 +32,47 @@ pub struct NeighbourMatrices {
     pub dependence: Mat,
 }
 
+/// Per voxel of a segment: the sum, count and same-level count of its ROI neighbours among
+/// some offsets. Counts reach at most 26 and sums 26 levels of at most
+/// [`crate::roi::MAX_GREY_LEVELS`], so two bytes hold them.
+struct Tally {
+    sum: Vec<u16>,
+    count: Vec<u16>,
+    same: Vec<u16>,
+}
+
+impl Tally {
+    fn new(voxels: usize) -> Tally {
+        Tally { sum: vec![0; voxels], count: vec![0; voxels], same: vec![0; voxels] }
+    }
+
+    /// Tally the segment of `levels.len()` voxels from padded index `start` (its neighbours
+    /// along each offset are one slice of `padded`, so the loop over voxels vectorises).
+    fn of_segment<const N: usize>(&mut self, padded: &[u16], start: usize, levels: &[u16], offsets: &[isize; N]) {
+        let n = levels.len();
+        let (sum, count, same) = (&mut self.sum[..n], &mut self.count[..n], &mut self.same[..n]);
+        sum.fill(0);
+        count.fill(0);
+        same.fill(0);
+        for &o in offsets {
+            let from = start.wrapping_add_signed(o);
+            let neighbours = &padded[from..from + n];
+            for k in 0..n {
+                let l = neighbours[k];
+                sum[k] += l;
+                count[k] += u16::from(l != 0);
+                same[k] += u16::from(l == levels[k]);
+            }
+        }
+    }
+}
+
 /// Both matrices of every slice and of the volume.
 pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
     let offsets = |planar: bool| -> Vec<isize> {
         neighbourhood(planar, false).into_iter().filter(|o| planar || o[2] != 0).map(|o| roi.offset(o)).collect()
     };
-    // Fixed-size, so the neighbour loops unroll.
+    // Fixed-size, so the loops over offsets unroll.
     let in_plane: [isize; 8] = offsets(true).try_into().expect("8 in-plane neighbours");
     let across: [isize; 18] = offsets(false).try_into().expect("18 neighbours off the plane");
     let ng = roi.ng as usize;
@@ -49,36 +84,31 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
         dependence: Mat::zeros(ng, 27),
     };
     out.dependence.voxels = roi.padded_voxels.len() as f64;
-    // Sum, count and same-level count of a voxel's ROI neighbours among `offsets`.
-    fn tally<const N: usize>(padded: &[u16], p: usize, level: u16, offsets: &[isize; N]) -> (u32, u32, usize) {
-        let (mut sum, mut count, mut same) = (0, 0, 0);
-        for &o in offsets {
-            let l = padded[(p as isize + o) as usize];
-            sum += u32::from(l);
-            count += u32::from(l != 0);
-            same += usize::from(l == level);
-        }
-        (sum, count, same)
-    }
-    let add_tone = |t: &mut ToneDifference, level: u32, sum: u32, count: u32| {
+    let add_tone = |t: &mut ToneDifference, level: u32, sum: u16, count: u16| {
         if count > 0 {
             let l = level as usize - 1;
             t.n[l] += 1.0;
             t.s[l] += (f64::from(level) - f64::from(sum) / f64::from(count)).abs();
         }
     };
-    for (_, range) in &roi.slice_voxels {
+    let widest = roi.segments.iter().map(|s| s.len()).max().unwrap_or(0);
+    let (mut near, mut far) = (Tally::new(widest), Tally::new(widest));
+    for (_, segments) in &roi.slice_segments {
         let (mut tone, mut dependence) = (empty(), Mat::zeros(ng, 9));
-        dependence.voxels = range.len() as f64;
-        for &p in &roi.padded_voxels[range.clone()] {
-            let grey = roi.padded[p];
-            let level = u32::from(grey);
-            let (sum, count, same) = tally(&roi.padded, p, grey, &in_plane);
-            add_tone(&mut tone, level, sum, count);
-            dependence.count(level, same + 1);
-            let (sum_z, count_z, same_z) = tally(&roi.padded, p, grey, &across);
-            add_tone(&mut out.tone, level, sum + sum_z, count + count_z);
-            out.dependence.count(level, same + same_z + 1);
+        for segment in &roi.segments[segments.clone()] {
+            let (start, n) = (segment.start, segment.len());
+            dependence.voxels += n as f64;
+            let levels = &roi.padded[start..start + n];
+            near.of_segment(&roi.padded, start, levels, &in_plane);
+            far.of_segment(&roi.padded, start, levels, &across);
+            for k in 0..n {
+                let level = u32::from(levels[k]);
+                let (sum, count, same) = (near.sum[k], near.count[k], near.same[k]);
+                add_tone(&mut tone, level, sum, count);
+                dependence.count(level, usize::from(same) + 1);
+                add_tone(&mut out.tone, level, sum + far.sum[k], count + far.count[k]);
+                out.dependence.count(level, usize::from(same + far.same[k]) + 1);
+            }
         }
         out.tone_per_slice.push(tone);
         out.dependence_per_slice.push(dependence);
@@ -162,6 +192,92 @@ pub fn ngtdm_and_ngldm(roi: &Roi, out: &mut Features) {
     for (suffix, values) in planar(&m.dependence_per_slice, |s| Mat::sum(s), &m.dependence, features) {
         for (name, v) in NGLDM_NAMES.iter().zip(values) {
             out.push((format!("ngl_{name}_{suffix}"), v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roi::Discretisation;
+
+    /// Both matrices by visiting every voxel's 26 neighbours by their coordinates.
+    fn direct(roi: &Roi) -> NeighbourMatrices {
+        let [nx, ny, nz] = roi.dims;
+        let ng = roi.ng as usize;
+        let level_at = |x: i64, y: i64, z: i64| -> u32 {
+            if x < 0 || y < 0 || z < 0 || x >= nx as i64 || y >= ny as i64 || z >= nz as i64 {
+                return 0;
+            }
+            let (x, y, z) = (x as usize, y as usize, z as usize);
+            u32::from(roi.padded[(x + 1) + roi.padded_dims[0] * ((y + 1) + roi.padded_dims[1] * (z + 1))])
+        };
+        let tone = |t: &mut ToneDifference, level: u32, sum: u32, count: u32| {
+            if count > 0 {
+                t.n[level as usize - 1] += 1.0;
+                t.s[level as usize - 1] += (f64::from(level) - f64::from(sum) / f64::from(count)).abs();
+            }
+        };
+        let empty = || ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] };
+        let mut out = NeighbourMatrices {
+            tone_per_slice: Vec::new(),
+            tone: empty(),
+            dependence_per_slice: Vec::new(),
+            dependence: Mat::zeros(ng, 27),
+        };
+        for z in 0..nz as i64 {
+            let (mut t, mut d) = (empty(), Mat::zeros(ng, 9));
+            for y in 0..ny as i64 {
+                for x in 0..nx as i64 {
+                    let level = level_at(x, y, z);
+                    if level == 0 {
+                        continue;
+                    }
+                    // [in-plane, all 26] x (sum, count, same).
+                    let mut tally = [[0u32; 3]; 2];
+                    for o in neighbourhood(false, false) {
+                        let l = level_at(x + o[0], y + o[1], z + o[2]);
+                        for (k, counted) in tally.iter_mut().enumerate() {
+                            if k == 1 || o[2] == 0 {
+                                counted[0] += l;
+                                counted[1] += u32::from(l != 0);
+                                counted[2] += u32::from(l == level);
+                            }
+                        }
+                    }
+                    tone(&mut t, level, tally[0][0], tally[0][1]);
+                    d.count(level, tally[0][2] as usize + 1);
+                    d.voxels += 1.0;
+                    tone(&mut out.tone, level, tally[1][0], tally[1][1]);
+                    out.dependence.count(level, tally[1][2] as usize + 1);
+                    out.dependence.voxels += 1.0;
+                }
+            }
+            if d.voxels > 0.0 {
+                out.tone_per_slice.push(t);
+                out.dependence_per_slice.push(d);
+            }
+        }
+        out
+    }
+
+    /// Same voxels in the same order, so the sums agree exactly.
+    #[test]
+    fn neighbour_matrices_equal_direct_visits() {
+        let mut next = crate::xorshift(0x4e67_7464);
+        for case in 0..30 {
+            let dims = [2 + (next() % 11) as usize, 2 + (next() % 9) as usize, 1 + (next() % 6) as usize];
+            let n: usize = dims.iter().product();
+            let image: Vec<f64> = (0..n).map(|_| (next() % 7) as f64).collect();
+            // Holes split rows into several segments.
+            let mut mask: Vec<bool> = (0..n).map(|_| !next().is_multiple_of(5)).collect();
+            mask[n / 2] = true;
+            let roi = Roi::new(dims, [1.0; 3], image, mask, Discretisation::FixedBinNumber { bins: 5 }).unwrap();
+            let (got, want) = (neighbour_matrices(&roi), direct(&roi));
+            assert_eq!(got.tone_per_slice, want.tone_per_slice, "case {case}");
+            assert_eq!(got.tone, want.tone, "case {case}");
+            assert_eq!(got.dependence_per_slice, want.dependence_per_slice, "case {case}");
+            assert_eq!(got.dependence, want.dependence, "case {case}");
         }
     }
 }

@@ -2,7 +2,11 @@
 //! of every ROI voxel after discretisation (IBSI 1, §2.7).
 
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
+
+/// Per slice holding ROI voxels: its z and a range of one of the ROI's lists.
+pub type PerSlice = Vec<(usize, Range<usize>)>;
 
 /// How intensities become grey levels 1..=Ng.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -89,7 +93,13 @@ pub struct Roi {
     /// Indices of the same voxels on the grid (unpadded), in the same order.
     pub voxel_index: Vec<usize>,
     /// Per slice holding ROI voxels: z and the range of `padded_voxels` in it.
-    pub slice_voxels: Vec<(usize, std::ops::Range<usize>)>,
+    pub slice_voxels: PerSlice,
+    /// The same voxels as ranges of consecutive padded indices (pieces of x-rows: the padding
+    /// keeps each within a row), in memory order. A pass over a segment reads its neighbours
+    /// along any offset as one slice of `padded`.
+    pub segments: Vec<Range<usize>>,
+    /// Per slice holding ROI voxels: z and its range of `segments`.
+    pub slice_segments: PerSlice,
     /// The smallest and largest grid coordinate of the ROI's voxels along each axis.
     bbox: ([usize; 3], [usize; 3]),
     /// The morphological mask when it differs from the intensity mask `mask` (IBSI: the ROI
@@ -108,6 +118,24 @@ struct Cache {
     edge_distances: OnceLock<Arc<(Vec<u32>, Vec<u32>)>>,
     /// The intensities' ranks ([`ranks`]), for equalised binning.
     ranks: OnceLock<Arc<Ranks>>,
+}
+
+/// Runs of consecutive padded indices in `voxels` (sorted), and per slice of `slices` its
+/// range of runs.
+fn segments_of(voxels: &[usize], slices: &PerSlice) -> (Vec<Range<usize>>, PerSlice) {
+    let mut segments: Vec<Range<usize>> = Vec::new();
+    let mut per_slice = Vec::new();
+    for (z, range) in slices {
+        let first = segments.len();
+        for &p in &voxels[range.clone()] {
+            match segments.last_mut() {
+                Some(s) if s.end == p => s.end += 1,
+                _ => segments.push(p..p + 1),
+            }
+        }
+        per_slice.push((*z, first..segments.len()));
+    }
+    (segments, per_slice)
 }
 
 impl PartialEq for Cache {
@@ -132,7 +160,7 @@ impl Roi {
         let padded_dims = [dims[0] + 2, dims[1] + 2, dims[2] + 2];
         let mut padded_voxels = Vec::new();
         let mut voxel_index = Vec::new();
-        let mut slice_voxels: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        let mut slice_voxels: PerSlice = Vec::new();
         let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
         for z in 0..dims[2] {
             let start = padded_voxels.len();
@@ -158,6 +186,7 @@ impl Roi {
                 slice_voxels.push((z, start..padded_voxels.len()));
             }
         }
+        let (segments, slice_segments) = segments_of(&padded_voxels, &slice_voxels);
         let (levels, ng) = discretise(&image, &voxel_index, discretisation, None)?;
         let mut padded = vec![0u16; padded_dims.iter().product()];
         for (&p, &l) in padded_voxels.iter().zip(&levels) {
@@ -174,6 +203,8 @@ impl Roi {
             padded_voxels,
             voxel_index,
             slice_voxels,
+            segments,
+            slice_segments,
             bbox: (lo, hi),
             morphology_mask: None,
             cache: Cache::default(),
@@ -311,6 +342,16 @@ impl Roi {
             None => &self.padded_voxels,
             Some(z) => {
                 self.slice_voxels.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &self.padded_voxels[r.clone()])
+            }
+        }
+    }
+
+    /// [`Roi::segments`] of slice `z` (`Some`) or of the whole ROI.
+    pub fn segments_in(&self, slice: Option<usize>) -> &[Range<usize>] {
+        match slice {
+            None => &self.segments,
+            Some(z) => {
+                self.slice_segments.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &self.segments[r.clone()])
             }
         }
     }
@@ -464,6 +505,29 @@ mod tests {
             let hi: [usize; 3] = std::array::from_fn(|a| coords.iter().map(|c| c[a]).max().unwrap());
             assert_eq!(r.bounding_box(), (lo, hi));
             assert_eq!(r.box_of(&mask), (lo, hi));
+        }
+    }
+
+    #[test]
+    fn segments_are_the_voxels_in_maximal_runs_within_rows() {
+        let mut next = crate::xorshift(0x5E6_3E47);
+        for _ in 0..20 {
+            let dims = [1 + (next() % 9) as usize, 1 + (next() % 7) as usize, 1 + (next() % 5) as usize];
+            let n: usize = dims.iter().product();
+            let mut mask: Vec<bool> = (0..n).map(|_| !next().is_multiple_of(3)).collect();
+            mask[(next() % n as u64) as usize] = true;
+            let r = Roi::new(dims, [1.0; 3], vec![1.0; n], mask, Discretisation::None).unwrap();
+            let flat: Vec<usize> = r.segments.iter().flat_map(|s| s.clone()).collect();
+            assert_eq!(flat, r.padded_voxels);
+            for s in &r.segments {
+                // Maximal: the padded voxels either side are outside the ROI.
+                assert_eq!((r.padded[s.start - 1], r.padded[s.end]), (0, 0));
+                assert_eq!(s.start / r.padded_dims[0], (s.end - 1) / r.padded_dims[0], "one row");
+            }
+            for (z, range) in &r.slice_segments {
+                let want: Vec<usize> = r.padded_in(Some(*z)).to_vec();
+                assert_eq!(r.segments[range.clone()].iter().flat_map(|s| s.clone()).collect::<Vec<_>>(), want);
+            }
         }
     }
 

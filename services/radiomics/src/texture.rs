@@ -229,51 +229,29 @@ struct RunScratch {
     length: Vec<u32>,
     /// Ending runs as `level << 32 | length`.
     ends: Vec<u64>,
-    /// The ROI's voxels as padded index ranges of consecutive voxels (pieces of x-rows), in
-    /// memory order.
-    segments: Vec<std::ops::Range<usize>>,
-    /// Per slice holding ROI voxels: z and its range of `segments`.
-    slices: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 impl RunScratch {
     fn for_roi(roi: &Roi) -> RunScratch {
-        let mut segments: Vec<std::ops::Range<usize>> = Vec::new();
-        let mut slices = Vec::new();
-        for (z, range) in &roi.slice_voxels {
-            let first = segments.len();
-            for &p in &roi.padded_voxels[range.clone()] {
-                // (The padding keeps segments within a row, so within a slice.)
-                match segments.last_mut() {
-                    Some(s) if s.end == p => s.end += 1,
-                    _ => segments.push(p..p + 1),
-                }
-            }
-            slices.push((*z, first..segments.len()));
-        }
-        RunScratch { length: vec![0; roi.padded.len()], ends: vec![0; roi.padded_voxels.len()], segments, slices }
+        RunScratch { length: vec![0; roi.padded.len()], ends: vec![0; roi.padded_voxels.len()] }
     }
 }
 
 /// [`run_lengths`] with working arrays sized for the ROI.
 ///
-/// Each segment of consecutive voxels is one pass over three aligned slices of levels (the
+/// Each segment of consecutive voxels ([`Roi::segments`]) is one pass over three aligned slices of levels (the
 /// voxels, those behind and those ahead). Along x the run behind is the previous voxel's, kept
 /// in a register; along any other direction the voxels behind lie in earlier rows (the step
 /// is at least a padded row less one voxel, longer than any segment), so their lengths are a
 /// slice before the segment's.
 fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, scratch: &mut RunScratch) -> Mat {
     let off = roi.offset(d).unsigned_abs();
-    let RunScratch { length, ends, segments, slices } = scratch;
-    let segments = match slice {
-        None => &segments[..],
-        Some(z) => slices.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &segments[r.clone()]),
-    };
+    let RunScratch { length, ends } = scratch;
     let padded = &roi.padded[..];
     let mut widest = 1;
     let mut kept = 0;
     let mut voxels = 0;
-    for segment in segments {
+    for segment in roi.segments_in(slice) {
         let (start, n) = (segment.start, segment.len());
         voxels += n;
         let level = &padded[start..start + n];
