@@ -27,21 +27,25 @@ pub const DIRECTIONS_3D: [[i64; 3]; 13] = [
 pub const DIRECTIONS_2D: [[i64; 3]; 4] = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, -1, 0]];
 
 /// Co-occurrence counts of ROI voxels one step apart along `d` (with `slice`, the first voxel
-/// in that slice), counted one way: a matrix over levels 0..=Ng where row i, column j counts
-/// voxels of level i whose neighbour along `d` has level j, level 0 standing for a neighbour
-/// outside the ROI (so counting needs no branch). The symmetric GLCM over levels 1..=Ng is
+/// in that slice), counted one way over the ROI's segments: a matrix over levels 0..=Ng where
+/// row i, column j counts voxels of level i whose neighbour along `d` has level j, level 0
+/// standing for a neighbour outside the ROI (so counting needs no branch). The symmetric GLCM over levels 1..=Ng is
 /// this matrix plus its transpose, without row and column 0 ([`glcm_features`] reads it so).
 /// Matrices of one ROI add like the symmetric ones.
 pub fn cooccurrence(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
     let w = roi.ng as usize + 1;
     let mut m = Mat::zeros(w, w);
     let off = roi.offset(d);
-    let voxels = roi.padded_in(slice);
-    for &p in voxels {
-        let (a, b) = (roi.padded[p] as usize, roi.padded[(p as isize + off) as usize] as usize);
-        m.data[a * w + b] += 1.0;
+    let mut voxels = 0;
+    for segment in roi.segments_in(slice) {
+        let n = segment.len();
+        let ahead = segment.start.wrapping_add_signed(off);
+        for (&a, &b) in roi.padded[segment.clone()].iter().zip(&roi.padded[ahead..ahead + n]) {
+            m.data[a as usize * w + b as usize] += 1.0;
+        }
+        voxels += n;
     }
-    m.voxels = voxels.len() as f64;
+    m.voxels = voxels as f64;
     m
 }
 
