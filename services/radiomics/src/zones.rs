@@ -149,22 +149,35 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
     }
     let mut flat: Vec<u32> = (0..voxels.len() as u32).collect();
     let mut volume = flat.clone();
-    for (k, &p) in voxels.iter().enumerate() {
-        let level = roi.padded[p];
-        // Which neighbours share the level, as bits (comparing without branching: the levels
-        // of neighbours are unpredictable), then one union per set bit.
-        let mut same = 0u32;
+    let widest = roi.segments.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut same_of = vec![0u16; widest];
+    let mut k = 0u32;
+    for segment in &roi.segments {
+        let (start, n) = (segment.start, segment.len());
+        let levels = &roi.padded[start..start + n];
+        // Which neighbours share each voxel's level, as bits: the neighbours along an offset
+        // are one slice of the padded grid, so the comparisons vectorise (and do not branch
+        // on the unpredictable levels). Then one union per set bit.
+        let same_of = &mut same_of[..n];
+        same_of.fill(0);
         for (b, &o) in offsets.iter().enumerate() {
-            same |= u32::from(roi.padded[(p as isize + o) as usize] == level) << b;
-        }
-        while same != 0 {
-            let b = same.trailing_zeros() as usize;
-            same &= same - 1;
-            let q = rank[(p as isize + offsets[b]) as usize];
-            if b < in_plane.len() {
-                union(&mut flat, k as u32, q);
+            let from = start.wrapping_add_signed(o);
+            for (same, (&l, &m)) in same_of.iter_mut().zip(levels.iter().zip(&roi.padded[from..from + n])) {
+                *same |= u16::from(l == m) << b;
             }
-            union(&mut volume, k as u32, q);
+        }
+        for (j, &bits) in same_of.iter().enumerate() {
+            let mut same = bits;
+            while same != 0 {
+                let b = same.trailing_zeros() as usize;
+                same &= same - 1;
+                let q = rank[(start + j).wrapping_add_signed(offsets[b])];
+                if b < in_plane.len() {
+                    union(&mut flat, k, q);
+                }
+                union(&mut volume, k, q);
+            }
+            k += 1;
         }
     }
     let plane = roi.padded_dims[0] * roi.padded_dims[1];
