@@ -219,76 +219,92 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
 /// within that slice), over the voxels counted; as many columns as the longest run.
 ///
 /// The voxels are visited in memory order with the step taken forwards (a run read backwards
-/// has the same length), so the voxel behind each one has been visited: a voxel extends the
-/// run behind it when the levels match, and a run is counted at its last voxel. Both tests
-/// are arithmetic rather than branches (the levels of neighbours are unpredictable).
+/// has the same length), so the voxel behind each one has been visited: a voxel's position
+/// in its run is one more than the position of the voxel behind when their levels match, and
+/// 1 when not. A run of length at least h has exactly one voxel at position h, so with
+/// `E(i, h)` the number of voxels of level i at position h, the runs of level i and length h
+/// number `E(i, h) - E(i, h + 1)`: no voxel needs to know whether its run ends there.
 pub fn run_lengths(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
     run_lengths_in(roi, d, slice, &mut RunScratch::for_roi(roi))
 }
 
 /// Working arrays of [`run_lengths`], reused across directions and slices.
 struct RunScratch {
-    /// The length so far of the run through each voxel of the padded grid (stale outside the
-    /// voxels just visited, and then multiplied by 0).
-    length: Vec<u32>,
-    /// Ending runs as `level << 32 | length`.
-    ends: Vec<u64>,
+    /// Each voxel's position in its run along the current direction, on the padded grid (stale
+    /// outside the voxels just visited, and then multiplied by 0).
+    position: Vec<u32>,
+    /// `E(i, h)` in two interleaved tables ([`run_lengths_in`]).
+    table: Vec<u32>,
 }
 
 impl RunScratch {
     fn for_roi(roi: &Roi) -> RunScratch {
-        RunScratch { length: vec![0; roi.padded.len()], ends: vec![0; roi.padded_voxels.len()] }
+        RunScratch { position: vec![0; roi.padded.len()], table: Vec::new() }
     }
 }
 
 /// [`run_lengths`] with working arrays sized for the ROI.
 ///
-/// Each segment of consecutive voxels ([`Roi::segments`]) is one pass over three aligned slices of levels (the
-/// voxels, those behind and those ahead). Along x the run behind is the previous voxel's, kept
-/// in a register; along any other direction the voxels behind lie in earlier rows (the step
-/// is at least a padded row less one voxel, longer than any segment), so their lengths are a
-/// slice before the segment's.
+/// Positions come one segment ([`Roi::segments`]) at a time from aligned slices of levels (the
+/// segment's and those behind). Along x the position behind is the previous voxel's, kept in
+/// a register; along any other direction the voxels behind lie in earlier rows (the step is at
+/// least a padded row less one voxel, longer than any segment), so their positions are a slice
+/// before the segment's and the loop vectorises. `E` is then counted in two tables, even and
+/// odd voxels apart, so that counts of one cell by neighbouring voxels (common in smooth
+/// regions) do not wait on each other.
 fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, scratch: &mut RunScratch) -> Mat {
     let off = roi.offset(d).unsigned_abs();
-    let RunScratch { length, ends } = scratch;
+    let RunScratch { position, table } = scratch;
     let padded = &roi.padded[..];
+    let segments = roi.segments_in(slice);
     let mut widest = 1;
-    let mut kept = 0;
     let mut voxels = 0;
-    for segment in roi.segments_in(slice) {
+    for segment in segments {
         let (start, n) = (segment.start, segment.len());
         voxels += n;
         let level = &padded[start..start + n];
         let behind = &padded[start - off..start - off + n];
-        let ahead = &padded[start + off..start + off + n];
+        let (before, from_start) = position.split_at_mut(start);
+        let here = &mut from_start[..n];
         if off == 1 {
-            let mut here = 0;
+            let mut h = 0;
             for k in 0..n {
-                here = u32::from(behind[k] == level[k]) * here + 1;
-                ends[kept] = u64::from(level[k]) << 32 | u64::from(here);
-                kept += usize::from(ahead[k] != level[k]);
-                widest = widest.max(here);
+                h = u32::from(behind[k] == level[k]) * h + 1;
+                here[k] = h;
             }
         } else {
             assert!(off >= n, "a step off the row is longer than a segment");
-            let (before, from_start) = length.split_at_mut(start);
-            let behind_length = &before[start - off..start - off + n];
-            let here = &mut from_start[..n];
-            // Lengths first (no dependence between voxels, so this loop vectorises), then the
-            // ending runs.
+            let behind_position = &before[start - off..start - off + n];
             for k in 0..n {
-                here[k] = u32::from(behind[k] == level[k]) * behind_length[k] + 1;
-                widest = widest.max(here[k]);
+                here[k] = u32::from(behind[k] == level[k]) * behind_position[k] + 1;
             }
-            for k in 0..n {
-                ends[kept] = u64::from(level[k]) << 32 | u64::from(here[k]);
-                kept += usize::from(ahead[k] != level[k]);
-            }
+        }
+        widest = here.iter().fold(widest, |w, &h| w.max(h));
+    }
+    // E(i, h) for levels 0..=Ng and positions 0..=widest + 1 (the last column stays 0).
+    let cols = widest as usize + 2;
+    let cells = (roi.ng as usize + 1) * cols;
+    table.clear();
+    table.resize(2 * cells, 0);
+    let (even, odd) = table.split_at_mut(cells);
+    for segment in segments {
+        let level = &padded[segment.clone()];
+        let here = &position[segment.clone()];
+        let mut pairs = level.chunks_exact(2).zip(here.chunks_exact(2));
+        for (l, h) in &mut pairs {
+            even[usize::from(l[0]) * cols + h[0] as usize] += 1;
+            odd[usize::from(l[1]) * cols + h[1] as usize] += 1;
+        }
+        if level.len() % 2 == 1 {
+            even[usize::from(level[level.len() - 1]) * cols + here[here.len() - 1] as usize] += 1;
         }
     }
     let mut m = Mat::zeros(roi.ng as usize, widest as usize);
-    for &run in &ends[..kept] {
-        m.count((run >> 32) as u32, (run & u64::from(u32::MAX)) as usize);
+    for i in 1..=roi.ng as usize {
+        let e = |h: usize| even[i * cols + h] + odd[i * cols + h];
+        for h in 1..=widest as usize {
+            m.data[(i - 1) * m.cols + h - 1] = f64::from(e(h) - e(h + 1));
+        }
     }
     m.voxels = voxels as f64;
     m
