@@ -270,38 +270,40 @@ impl Mesh {
         Mesh { doubled, triangles, spacing_mm: roi.spacing_mm }
     }
 
-    /// Vertex `i` in mm.
-    pub fn position_mm(&self, i: usize) -> [f64; 3] {
-        std::array::from_fn(|a| self.doubled[i][a] as f64 * 0.5 * self.spacing_mm[a])
+    /// Every vertex in mm.
+    pub fn positions_mm(&self) -> Vec<[f64; 3]> {
+        self.doubled.iter().map(|d| std::array::from_fn(|a| d[a] as f64 * 0.5 * self.spacing_mm[a])).collect()
     }
 
     /// Enclosed volume `Σ a·(b×c) / 6` over the triangles (divergence theorem), mm³.
     pub fn volume_mm3(&self) -> f64 {
-        enclosed_volume(&self.triangles, |i| self.position_mm(i))
+        enclosed_volume_mm3(&self.triangles, &self.positions_mm())
     }
 
     /// Surface area `Σ |(b-a)×(c-a)| / 2`, mm².
     pub fn area_mm2(&self) -> f64 {
-        surface_area(&self.triangles, |i| self.position_mm(i))
+        surface_area_mm2(&self.triangles, &self.positions_mm())
     }
 }
 
-fn enclosed_volume(triangles: &[[u32; 3]], pos: impl Fn(usize) -> [f64; 3]) -> f64 {
+/// Volume enclosed by closed, outward-facing triangles over vertices at `pos` (mm), mm³.
+pub fn enclosed_volume_mm3(triangles: &[[u32; 3]], pos: &[[f64; 3]]) -> f64 {
     triangles
         .iter()
         .map(|t| {
-            let [a, b, c] = t.map(|i| pos(i as usize));
+            let [a, b, c] = t.map(|i| pos[i as usize]);
             a[0] * (b[1] * c[2] - b[2] * c[1]) + a[1] * (b[2] * c[0] - b[0] * c[2]) + a[2] * (b[0] * c[1] - b[1] * c[0])
         })
         .sum::<f64>()
         / 6.0
 }
 
-fn surface_area(triangles: &[[u32; 3]], pos: impl Fn(usize) -> [f64; 3]) -> f64 {
+/// Total area of triangles over vertices at `pos` (mm), mm².
+pub fn surface_area_mm2(triangles: &[[u32; 3]], pos: &[[f64; 3]]) -> f64 {
     triangles
         .iter()
         .map(|t| {
-            let [a, b, c] = t.map(|i| pos(i as usize));
+            let [a, b, c] = t.map(|i| pos[i as usize]);
             let (u, v) = ([b[0] - a[0], b[1] - a[1], b[2] - a[2]], [c[0] - a[0], c[1] - a[1], c[2] - a[2]]);
             let n = [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
             (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt()
@@ -461,14 +463,14 @@ impl Hull {
         v
     }
 
-    /// Volume, mm³.
-    pub fn volume_mm3(&self, mesh: &Mesh) -> f64 {
-        enclosed_volume(&self.triangles, |i| mesh.position_mm(i))
+    /// Volume, mm³, with the mesh's vertices at `pos` ([`Mesh::positions_mm`]).
+    pub fn volume_mm3(&self, pos: &[[f64; 3]]) -> f64 {
+        enclosed_volume_mm3(&self.triangles, pos)
     }
 
-    /// Surface area, mm².
-    pub fn area_mm2(&self, mesh: &Mesh) -> f64 {
-        surface_area(&self.triangles, |i| mesh.position_mm(i))
+    /// Surface area, mm², with the mesh's vertices at `pos`.
+    pub fn area_mm2(&self, pos: &[[f64; 3]]) -> f64 {
+        surface_area_mm2(&self.triangles, pos)
     }
 }
 
@@ -550,14 +552,16 @@ fn plane_corners(pts: &[[i64; 3]], among: Vec<u32>, axis: usize) -> Vec<u32> {
     out
 }
 
-/// The greatest distance between two of the given mesh vertices, mm.
-pub fn max_distance_mm(mesh: &Mesh, vertices: &[u32]) -> f64 {
-    let pos: Vec<[f64; 3]> = vertices.iter().map(|&i| mesh.position_mm(i as usize)).collect();
+/// The greatest distance between two of the given vertices (indices into `pos`, mm), mm.
+/// The coordinates are split by axis so that the inner loop over pairs vectorises.
+pub fn max_distance_mm(pos: &[[f64; 3]], vertices: &[u32]) -> f64 {
+    let [xs, ys, zs]: [Vec<f64>; 3] = std::array::from_fn(|a| vertices.iter().map(|&i| pos[i as usize][a]).collect());
     let mut best = 0.0f64;
-    for i in 0..pos.len() {
-        for j in i + 1..pos.len() {
-            let d = (0..3).map(|a| (pos[i][a] - pos[j][a]).powi(2)).sum::<f64>();
-            best = best.max(d);
+    for i in 0..xs.len() {
+        let (x, y, z) = (xs[i], ys[i], zs[i]);
+        for ((&u, &v), &w) in xs[i + 1..].iter().zip(&ys[i + 1..]).zip(&zs[i + 1..]) {
+            let d = (u - x) * (u - x) + (v - y) * (v - y) + (w - z) * (w - z);
+            best = if d > best { d } else { best };
         }
     }
     best.sqrt()
@@ -654,8 +658,8 @@ mod tests {
         assert!((m.volume_mm3() - 4.0 * r.powi(3) / 3.0).abs() < 1e-12, "{}", m.volume_mm3());
         assert!((m.area_mm2() - 8.0 * 3f64.sqrt() / 4.0 * 2.0 * r * r).abs() < 1e-12, "{}", m.area_mm2());
         let hull = Hull::of(&m).unwrap();
-        assert!((hull.volume_mm3(&m) - m.volume_mm3()).abs() < 1e-12);
-        assert_eq!(max_distance_mm(&m, &hull.vertices()), 2.0);
+        assert!((hull.volume_mm3(&m.positions_mm()) - m.volume_mm3()).abs() < 1e-12);
+        assert_eq!(max_distance_mm(&m.positions_mm(), &hull.vertices()), 2.0);
     }
 
     #[test]
@@ -680,10 +684,11 @@ mod tests {
                     assert!(orient(a, b, c, q) <= 0);
                 }
             }
-            assert!(hull.volume_mm3(&m) >= v - 1e-9);
+            assert!(hull.volume_mm3(&m.positions_mm()) >= v - 1e-9);
             // The diameter over hull vertices is the diameter over all vertices.
             let all: Vec<u32> = (0..m.doubled.len() as u32).collect();
-            assert_eq!(max_distance_mm(&m, &hull.vertices()), max_distance_mm(&m, &all));
+            let pos = m.positions_mm();
+            assert_eq!(max_distance_mm(&pos, &hull.vertices()), max_distance_mm(&pos, &all));
         }
     }
 

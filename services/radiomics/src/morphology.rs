@@ -8,7 +8,7 @@
 //! Positions are voxel centres in mm on the ROI's grid (axes scaled by the spacing); the
 //! morphological and intensity masks are the same ROI.
 
-use crate::mesh::{max_distance_mm, Hull, Mesh};
+use crate::mesh::{enclosed_volume_mm3, max_distance_mm, surface_area_mm2, Hull, Mesh};
 use crate::roi::Roi;
 use crate::Features;
 use std::f64::consts::PI;
@@ -84,7 +84,8 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     let total = intensity.weight;
 
     let mesh = Mesh::of(roi);
-    let (v, area) = (mesh.volume_mm3(), mesh.area_mm2());
+    let pos = mesh.positions_mm();
+    let (v, area) = (enclosed_volume_mm3(&mesh.triangles, &pos), surface_area_mm2(&mesh.triangles, &pos));
     let sphere = (36.0 * PI * v * v).cbrt();
     out.push(("morph_volume".into(), v));
     out.push(("morph_vol_approx".into(), n * sp[0] * sp[1] * sp[2]));
@@ -104,7 +105,7 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     let cov = shape.covariance_mm2(sp);
     let hull = Hull::of(&mesh);
     let hull_vertices = hull.as_ref().map_or_else(|| (0..mesh.doubled.len() as u32).collect(), Hull::vertices);
-    out.push(("morph_diam".into(), max_distance_mm(&mesh, &hull_vertices)));
+    out.push(("morph_diam".into(), max_distance_mm(&pos, &hull_vertices)));
     let [l1, l2, l3] = eigenvalues_sym3(cov);
     out.push(("morph_pca_maj_axis".into(), 4.0 * l1.max(0.0).sqrt()));
     out.push(("morph_pca_min_axis".into(), 4.0 * l2.max(0.0).sqrt()));
@@ -113,8 +114,7 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     out.push(("morph_pca_flatness".into(), if l1 > 0.0 { (l3 / l1).max(0.0).sqrt() } else { 0.0 }));
 
     let (mut lo, mut hi) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
-    for i in 0..mesh.doubled.len() {
-        let p = mesh.position_mm(i);
+    for p in &pos {
         for a in 0..3 {
             lo[a] = lo[a].min(p[a]);
             hi[a] = hi[a].max(p[a]);
@@ -129,8 +129,8 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
         out.push(("morph_area_dens_aee".into(), area / ellipsoid_area(a, b, c)));
     }
     if let Some(hull) = &hull {
-        out.push(("morph_vol_dens_conv_hull".into(), v / hull.volume_mm3(&mesh)));
-        out.push(("morph_area_dens_conv_hull".into(), area / hull.area_mm2(&mesh)));
+        out.push(("morph_vol_dens_conv_hull".into(), v / hull.volume_mm3(&pos)));
+        out.push(("morph_area_dens_conv_hull".into(), area / hull.area_mm2(&pos)));
     }
     out.push(("morph_integ_int".into(), v * total / n_int));
 
