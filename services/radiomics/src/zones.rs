@@ -180,20 +180,21 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
             k += 1;
         }
     }
-    let plane = roi.padded_dims[0] * roi.padded_dims[1];
     // Zone index of each root; every root is written before it is read.
     let mut zone_of = vec![0u32; voxels.len()];
     let mut gather = |parent: &mut [u32], distance: &[u32]| -> Vec<Zone> {
         let mut out: Vec<Zone> = Vec::new();
-        for (k, &p) in voxels.iter().enumerate() {
-            let r = find(parent, k as u32) as usize;
-            if r == k {
-                zone_of[k] = out.len() as u32;
-                out.push(Zone { level: u32::from(roi.padded[p]), size: 0, distance: u32::MAX, slice: p / plane - 1 });
+        for (z, range) in &roi.slice_voxels {
+            for (k, &p) in voxels.iter().enumerate().take(range.end).skip(range.start) {
+                let r = find(parent, k as u32) as usize;
+                if r == k {
+                    zone_of[k] = out.len() as u32;
+                    out.push(Zone { level: u32::from(roi.padded[p]), size: 0, distance: u32::MAX, slice: *z });
+                }
+                let zone = &mut out[zone_of[r] as usize];
+                zone.size += 1;
+                zone.distance = zone.distance.min(distance[p]);
             }
-            let zone = &mut out[zone_of[r] as usize];
-            zone.size += 1;
-            zone.distance = zone.distance.min(distance[p]);
         }
         out
     };
