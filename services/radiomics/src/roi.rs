@@ -440,42 +440,52 @@ fn discretise(
         _ => (&[], 0),
     };
     let n_inside = inside.len() as u64;
-    let fbn = |bins: u32, x: f64, lo: f64, hi: f64| -> Result<u32, RoiError> {
+    // Settings are checked once, then each discretisation is one loop over the voxels. The
+    // bin formulas take the floor of non-negative numbers, which the cast to u32 does
+    // (it truncates), so no call to `floor` is needed per voxel.
+    let fixed_bins = |bins: u32| {
         if bins == 0 {
             return Err(RoiError::Setting("a fixed bin number needs at least 1 bin".into()));
         }
-        if hi == lo {
-            return Ok(1);
-        }
-        let b = (f64::from(bins) * (x - lo) / (hi - lo)).floor() as u32 + 1;
-        Ok(b.min(bins))
+        Ok(bins)
     };
-    let level = |k: usize| -> Result<u32, RoiError> {
-        let x = inside[k];
-        match discretisation {
-            Discretisation::None => {
+    let levels: Vec<u32> = match discretisation {
+        Discretisation::None => inside
+            .iter()
+            .map(|&x| {
                 if x >= 1.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
                     Ok(x as u32)
                 } else {
                     Err(RoiError::NotALevel(x))
                 }
-            }
-            Discretisation::FixedBinNumber { bins } => fbn(bins, x, lo, hi),
-            Discretisation::EqualisedBinNumber { bins } => {
-                if bins == 0 || r_lo == n_inside {
-                    return fbn(bins, 0.0, 0.0, 0.0);
-                }
-                Ok(((u64::from(bins) * (rank[k] - r_lo) / (n_inside - r_lo)) as u32 + 1).min(bins))
-            }
-            Discretisation::FixedBinSize { width, lower } => {
-                if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
-                    return Err(RoiError::Setting(format!("bin width {width} and lower bound {lower}")));
-                }
-                Ok(((x - lower) / width).floor().max(0.0) as u32 + 1)
+            })
+            .collect::<Result<_, _>>()?,
+        Discretisation::FixedBinNumber { bins } => {
+            let bins = fixed_bins(bins)?;
+            if hi == lo {
+                vec![1; inside.len()]
+            } else {
+                inside.iter().map(|&x| ((f64::from(bins) * (x - lo) / (hi - lo)) as u32 + 1).min(bins)).collect()
             }
         }
+        Discretisation::EqualisedBinNumber { bins } => {
+            let bins = fixed_bins(bins)?;
+            if r_lo == n_inside {
+                vec![1; inside.len()]
+            } else {
+                rank.iter()
+                    .map(|&r| ((u64::from(bins) * (r - r_lo) / (n_inside - r_lo)) as u32 + 1).min(bins))
+                    .collect()
+            }
+        }
+        Discretisation::FixedBinSize { width, lower } => {
+            if !(width > 0.0 && width.is_finite() && lower.is_finite()) {
+                return Err(RoiError::Setting(format!("bin width {width} and lower bound {lower}")));
+            }
+            // Below `lower`, level 1; far above, a level past any bound (the cast saturates).
+            inside.iter().map(|&x| (((x - lower) / width).max(0.0) as u32).saturating_add(1)).collect()
+        }
     };
-    let levels = (0..inside.len()).map(level).collect::<Result<Vec<u32>, RoiError>>()?;
     let ng = match discretisation {
         Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins } => bins,
         _ => *levels.iter().max().expect("not empty"),
