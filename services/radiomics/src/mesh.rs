@@ -211,7 +211,7 @@ impl Mesh {
         let edges = edges();
         let [px, py, _] = roi.padded_dims;
         let plane = px * py;
-        let (padded, _) = roi.morphology_padded();
+        let padded = roi.morphology_inside();
         // The mask's bounding box on the padded grid (the padding keeps it off the grid's edge).
         let (lo, hi) = roi.morphology_bounding_box();
         let (lo, hi) = (lo.map(|v| v + 1), hi.map(|v| v + 1));

@@ -322,12 +322,18 @@ impl Roi {
 
     /// The morphological mask on the padded grid, and [`Roi::morphology_padded_voxels`].
     pub fn morphology_padded(&self) -> (Vec<bool>, Vec<usize>) {
-        let voxels = self.morphology_padded_voxels();
+        (self.morphology_inside(), self.morphology_padded_voxels())
+    }
+
+    /// The morphological mask on the padded grid (without the voxel list: for the intensity
+    /// mask, filled segment by segment).
+    pub fn morphology_inside(&self) -> Vec<bool> {
         let mut inside = vec![false; self.padded.len()];
-        for &p in &voxels {
-            inside[p] = true;
+        match &self.morphology_mask {
+            None => self.segments.iter().for_each(|s| inside[s.clone()].fill(true)),
+            Some(_) => self.morphology_padded_voxels().into_iter().for_each(|p| inside[p] = true),
         }
-        (inside, voxels)
+        inside
     }
 
     /// Linear offset on the padded grid of a step of at most one voxel per axis.
