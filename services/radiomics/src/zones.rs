@@ -123,12 +123,12 @@ fn find(parent: &mut [u32], mut p: u32) -> u32 {
     p
 }
 
-/// Join the trees of `a` and `b`; the smaller root (the earlier voxel) stays the root.
-fn union(parent: &mut [u32], a: u32, b: u32) {
-    let (ra, rb) = (find(parent, a), find(parent, b));
-    if ra != rb {
-        parent[ra.max(rb) as usize] = ra.min(rb);
-    }
+/// Join the tree with root `root` and the tree of `b`; the smaller root (the earlier voxel)
+/// stays the root, which is returned.
+fn union(parent: &mut [u32], root: u32, b: u32) -> u32 {
+    let rb = find(parent, b);
+    parent[root.max(rb) as usize] = root.min(rb);
+    root.min(rb)
 }
 
 /// The zones of every slice (8-connected in-plane, so no zone leaves its slice) and of the
@@ -166,16 +166,19 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
                 *same |= u16::from(l == m) << b;
             }
         }
+        // Earlier voxels never join later ones, so voxel k starts as its own root in both
+        // forests, and its roots are carried along its unions rather than found again.
         for (j, &bits) in same_of.iter().enumerate() {
+            let (mut flat_root, mut volume_root) = (k, k);
             let mut same = bits;
             while same != 0 {
                 let b = same.trailing_zeros() as usize;
                 same &= same - 1;
                 let q = rank[(start + j).wrapping_add_signed(offsets[b])];
                 if b < in_plane.len() {
-                    union(&mut flat, k, q);
+                    flat_root = union(&mut flat, flat_root, q);
                 }
-                union(&mut volume, k, q);
+                volume_root = union(&mut volume, volume_root, q);
             }
             k += 1;
         }
@@ -183,10 +186,16 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
     // Zone index of each root; every root is written before it is read.
     let mut zone_of = vec![0u32; voxels.len()];
     let mut gather = |parent: &mut [u32], distance: &[u32]| -> Vec<Zone> {
+        // Every parent precedes its child (a root is its tree's earliest voxel, and halving
+        // only points a voxel further up), so one pass in order leaves each voxel pointing at
+        // its root.
+        for k in 0..parent.len() {
+            parent[k] = parent[parent[k] as usize];
+        }
         let mut out: Vec<Zone> = Vec::new();
         for (z, range) in &roi.slice_voxels {
             for (k, &p) in voxels.iter().enumerate().take(range.end).skip(range.start) {
-                let r = find(parent, k as u32) as usize;
+                let r = parent[k] as usize;
                 if r == k {
                     zone_of[k] = out.len() as u32;
                     out.push(Zone { level: u32::from(roi.padded[p]), size: 0, distance: u32::MAX, slice: *z });
