@@ -302,8 +302,9 @@ fn has_avx2() -> bool {
 /// row's first and last prefix so that a run clipped by the image's edge needs no branch (and
 /// rows off the image are all 0, so they need none either); the sum of the run of half-width w
 /// at x is then `P[x + w + 1] - P[x - w]`, and the sphere's sum at a voxel is the sum of about
-/// 120 such differences (at 1 mm), added for [`LANES`] voxels of an x-row at a time
-/// ([`SphereRows`]). The voxel counts come the same way from the clipped run lengths.
+/// 120 such differences (at 1 mm), added for 16 voxels of an x-row at a time in registers
+/// (with an AVX2 build where the CPU has it). The voxel counts come the same way from the
+/// clipped run lengths.
 pub fn local_intensity(roi: &Roi, out: &mut Features) {
     let (local, global) = local_peaks(roi, has_avx2());
     out.push(("loc_peak_loc".into(), local));

@@ -16,7 +16,11 @@
 //!
 //! Speed: `renal bench radiomics [--grid]` prints a table per family. The hot loops avoid
 //! unpredictable branches (neighbour comparisons become bit masks or arithmetic), integer
-//! division per voxel, and full-grid scratch arrays per call.
+//! division per voxel, and full-grid scratch arrays per call. Neighbour passes walk the ROI's
+//! segments (runs of consecutive voxels, [`roi::Roi::segments`]): a segment's neighbours along
+//! any offset are one slice of the padded grid, so the per-voxel loops vectorise. The local
+//! intensity sphere sums, the one loop where wider vectors pay, also have an AVX2 build chosen
+//! at run time (same additions in the same order, so the same bits).
 
 pub mod intensity;
 pub mod matrix;
