@@ -237,9 +237,11 @@ impl Mesh {
         // Column bits at each x: corner (x, y, z) in bit 0, (x, y+1, z) in bit 2, (x, y, z+1)
         // in bit 4, (x, y+1, z+1) in bit 6 (the cube corner numbering with the x bit clear).
         let mut column = vec![0u8; px];
+        // The rows of a plane's table that cubes reach (corner rows lo[1] - 1 to hi[1] + 1).
+        let used = (lo[1] - 1) * px * 3..(hi[1] + 2) * px * 3;
         for z in lo[2] - 1..=hi[2] {
             let upper = (z + 1) % 2 * plane * 3;
-            ids[upper..upper + plane * 3].iter_mut().for_each(|v| *v = u32::MAX);
+            ids[upper + used.start..upper + used.end].fill(u32::MAX);
             for y in lo[1] - 1..=hi[1] {
                 let row = |dy: usize, dz: usize| &padded[(y + dy + py * (z + dz)) * px..][..px];
                 let (r00, r10, r01, r11) = (row(0, 0), row(1, 0), row(0, 1), row(1, 1));

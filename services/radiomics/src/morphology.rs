@@ -73,10 +73,10 @@ pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
 /// intensity mask.
 pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     let sp = roi.spacing_mm;
-    let intensity = Moments::of(roi.dims, &roi.mask, Some(&roi.image));
+    let intensity = Moments::of(roi.dims, roi.bounding_box(), &roi.mask, Some(&roi.image));
     let shape = match &roi.morphology_mask {
         None => intensity,
-        Some(m) => Moments::of(roi.dims, m, None),
+        Some(m) => Moments::of(roi.dims, roi.morphology_bounding_box(), m, None),
     };
     let n = shape.n as f64;
     let voxels = roi.voxels();
@@ -166,15 +166,17 @@ struct Moments {
 impl Moments {
     /// Row by row: per row the count, Σ x, Σ x², Σ v and Σ v x, which the row's y and z then
     /// scale (Σ x y over a row is y Σ x, and so on).
-    fn of(dims: [usize; 3], mask: &[bool], image: Option<&[f64]>) -> Moments {
-        let [nx, ny, nz] = dims;
+    /// `bbox` bounds the mask's voxels (rows and columns outside it hold none).
+    fn of(dims: [usize; 3], bbox: ([usize; 3], [usize; 3]), mask: &[bool], image: Option<&[f64]>) -> Moments {
+        let [nx, ny, _] = dims;
+        let (lo, hi) = bbox;
         let mut m = Moments { n: 0, sum: [0; 3], products: [0; 6], weight: 0.0, weighted: [0.0; 3] };
-        for z in 0..nz {
-            for y in 0..ny {
-                let start = nx * (y + ny * z);
-                let row = &mask[start..start + nx];
+        for z in lo[2]..=hi[2] {
+            for y in lo[1]..=hi[1] {
+                let start = lo[0] + nx * (y + ny * z);
+                let row = &mask[start..start + hi[0] - lo[0] + 1];
                 let (mut k, mut sx, mut sxx) = (0u64, 0u64, 0u64);
-                for (x, &inside) in row.iter().enumerate() {
+                for (x, &inside) in (lo[0]..).zip(row) {
                     let b = u64::from(inside);
                     k += b;
                     sx += b * x as u64;
@@ -197,7 +199,7 @@ impl Moments {
                 *zz += k * z * z;
                 if let Some(image) = image {
                     let (mut sv, mut svx) = (0.0, 0.0);
-                    for (x, (&inside, &v)) in row.iter().zip(&image[start..start + nx]).enumerate() {
+                    for (x, (&inside, &v)) in (lo[0]..).zip(row.iter().zip(&image[start..start + row.len()])) {
                         if inside {
                             sv += v;
                             svx += v * x as f64;
@@ -423,7 +425,12 @@ mod tests {
             // Intensities outside the mask are never read: NaN there must not leak in.
             let image: Vec<f64> =
                 mask.iter().map(|&m| if m { (next() % 1000) as f64 * 0.37 - 50.0 } else { f64::NAN }).collect();
-            let m = Moments::of(dims, &mask, Some(&image));
+            let coords: Vec<[usize; 3]> = (0..140).filter(|&i| mask[i]).map(|i| [i % 7, (i / 7) % 5, i / 35]).collect();
+            let lo: [usize; 3] = std::array::from_fn(|a| coords.iter().map(|c| c[a]).min().unwrap());
+            let hi: [usize; 3] = std::array::from_fn(|a| coords.iter().map(|c| c[a]).max().unwrap());
+            let m = Moments::of(dims, (lo, hi), &mask, Some(&image));
+            // Rows and columns outside the box add nothing: the whole grid as the box agrees.
+            assert_eq!(m, Moments::of(dims, ([0; 3], [6, 4, 3]), &mask, Some(&image)));
             let pos: Vec<([f64; 3], f64)> = (0..140)
                 .filter(|&i| mask[i])
                 .map(|i| ([i % 7, (i / 7) % 5, i / 35].map(|c| c as f64), image[i]))
