@@ -32,6 +32,25 @@ pub struct NeighbourMatrices {
     pub dependence: Mat,
 }
 
+impl ToneDifference {
+    /// No voxels, over `ng` levels.
+    fn empty(ng: usize) -> ToneDifference {
+        ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] }
+    }
+}
+
+impl NeighbourMatrices {
+    /// No slices, and empty volume matrices over `ng` levels.
+    fn empty(ng: usize) -> NeighbourMatrices {
+        NeighbourMatrices {
+            tone_per_slice: Vec::new(),
+            tone: ToneDifference::empty(ng),
+            dependence_per_slice: Vec::new(),
+            dependence: Mat::zeros(ng, 27),
+        }
+    }
+}
+
 /// Per voxel of a segment: the sum, count and same-level count of its ROI neighbours among
 /// some offsets. Counts reach at most 26 and sums 26 levels of at most
 /// [`crate::roi::MAX_GREY_LEVELS`], so two bytes hold them.
@@ -76,13 +95,8 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
     let in_plane: [isize; 8] = offsets(true).try_into().expect("8 in-plane neighbours");
     let across: [isize; 18] = offsets(false).try_into().expect("18 neighbours off the plane");
     let ng = roi.ng as usize;
-    let empty = || ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] };
-    let mut out = NeighbourMatrices {
-        tone_per_slice: Vec::new(),
-        tone: empty(),
-        dependence_per_slice: Vec::new(),
-        dependence: Mat::zeros(ng, 27),
-    };
+    let empty = || ToneDifference::empty(ng);
+    let mut out = NeighbourMatrices::empty(ng);
     out.dependence.voxels = roi.padded_voxels.len() as f64;
     let add_tone = |t: &mut ToneDifference, level: u32, sum: u16, count: u16| {
         if count > 0 {
@@ -176,7 +190,7 @@ pub fn ngtdm_and_ngldm(roi: &Roi, out: &mut Features) {
     let m = neighbour_matrices(roi);
     let merge = |s: &[ToneDifference]| -> Option<ToneDifference> {
         let first = s.first()?;
-        let mut acc = ToneDifference { n: vec![0.0; first.n.len()], s: vec![0.0; first.s.len()] };
+        let mut acc = ToneDifference::empty(first.n.len());
         for t in s {
             acc.n.iter_mut().zip(&t.n).for_each(|(a, b)| *a += b);
             acc.s.iter_mut().zip(&t.s).for_each(|(a, b)| *a += b);
@@ -218,13 +232,8 @@ mod tests {
                 t.s[level as usize - 1] += (f64::from(level) - f64::from(sum) / f64::from(count)).abs();
             }
         };
-        let empty = || ToneDifference { n: vec![0.0; ng], s: vec![0.0; ng] };
-        let mut out = NeighbourMatrices {
-            tone_per_slice: Vec::new(),
-            tone: empty(),
-            dependence_per_slice: Vec::new(),
-            dependence: Mat::zeros(ng, 27),
-        };
+        let empty = || ToneDifference::empty(ng);
+        let mut out = NeighbourMatrices::empty(ng);
         for z in 0..nz as i64 {
             let (mut t, mut d) = (empty(), Mat::zeros(ng, 9));
             for y in 0..ny as i64 {
