@@ -114,7 +114,7 @@ pub struct Roi {
 #[derive(Debug, Clone, Default)]
 struct Cache {
     /// In-plane and 3D edge distances ([`crate::zones::edge_distances`]; they depend only on
-    /// the morphological mask).
+    /// the masks).
     edge_distances: OnceLock<Arc<(Vec<u32>, Vec<u32>)>>,
     /// The intensities' ranks ([`ranks`]), for equalised binning.
     ranks: OnceLock<Arc<Ranks>>,
@@ -246,9 +246,9 @@ impl Roi {
         Ok(self)
     }
 
-    /// In-plane and 3D distances of the morphological mask's voxels to its edge, on the padded
-    /// grid ([`crate::zones::edge_distances`]): computed here unless this ROI is a re-binned
-    /// copy, which shares its source's.
+    /// In-plane and 3D distances of the ROI's voxels to the morphological mask's edge
+    /// ([`crate::zones::edge_distances`]): computed here unless this ROI is a re-binned copy,
+    /// which shares its source's.
     pub fn edge_distances(&self) -> Arc<(Vec<u32>, Vec<u32>)> {
         match self.cache.edge_distances.get() {
             Some(d) => Arc::clone(d),
@@ -360,6 +360,12 @@ impl Roi {
                 self.slice_segments.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &self.segments[r.clone()])
             }
         }
+    }
+
+    /// Grid coordinates of the voxel at a padded index (inside the padding).
+    pub fn padded_coords(&self, p: usize) -> [usize; 3] {
+        let [px, py, _] = self.padded_dims;
+        [p % px - 1, (p / px) % py - 1, p / (px * py) - 1]
     }
 
     /// Index of voxel (x, y, z).

@@ -47,25 +47,35 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
     out
 }
 
-/// Distance of every voxel of the morphological mask to its edge on the padded grid (0
-/// outside), in face steps: in-plane steps only (each slice on its own) and in 3D. The
-/// morphological mask, not the intensity mask, so holes that re-segmentation cuts do not
+/// Distance of each ROI voxel (in [`Roi::padded_voxels`] order) to the edge of the
+/// morphological mask, in face steps: in-plane steps only (each slice on its own) and in 3D.
+/// The morphological mask, not the intensity mask, so holes that re-segmentation cuts do not
 /// count as edges (IBSI 3.11).
 ///
 /// The city-block distance transform is separable: a forward and a backward pass along x,
 /// then along y, give the in-plane distances, and one more pair along z the 3D ones. A pass
-/// is `d[p] = min(d[p], d[p - step] + 1)` everywhere: outside voxels hold 0 and stay 0.
+/// is `d[p] = min(d[p], d[p - step] + 1)` everywhere: outside voxels hold 0 and stay 0. The
+/// passes run on a grid over the mask's bounding box with a border of 0s, where they start
+/// and end.
 pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
-    let [px, py, _] = roi.padded_dims;
     let far = u32::MAX / 2;
-    let mut planar = vec![0u32; roi.padded.len()];
-    roi.morphology_padded_voxels().into_iter().for_each(|p| planar[p] = far);
-    // Only lines through the mask's bounding box change; the passes start and end on the 0s
-    // just outside it (the padding keeps those on the grid).
     let (lo, hi) = roi.morphology_bounding_box();
-    let [x0, y0, z0] = lo.map(|v| v + 1);
-    let [x1, y1, z1] = hi.map(|v| v + 1);
-    let index = |x: usize, y: usize, z: usize| x + px * (y + py * z);
+    let [gx, gy, gz] = std::array::from_fn(|a| hi[a] - lo[a] + 3);
+    let index = |x: usize, y: usize, z: usize| x + gx * (y + gy * z);
+    // Image coordinates to the box grid.
+    let local = |c: [usize; 3]| index(c[0] + 1 - lo[0], c[1] + 1 - lo[1], c[2] + 1 - lo[2]);
+    let mut planar = vec![0u32; gx * gy * gz];
+    match &roi.morphology_mask {
+        None => {
+            for s in &roi.segments {
+                let start = local(roi.padded_coords(s.start));
+                planar[start..start + s.len()].fill(far);
+            }
+        }
+        Some(m) => roi.coords_of(m).into_iter().for_each(|c| planar[local(c)] = far),
+    }
+    let [x0, y0, z0] = [1; 3];
+    let [x1, y1, z1] = [gx - 2, gy - 2, gz - 2];
     let width = x1 - x0 + 1;
     // Along x: serial passes.
     for z in z0..=z1 {
@@ -110,7 +120,15 @@ pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
             step(&mut volume, index(x0, y, z + 1), index(x0, y, z));
         }
     }
-    (planar, volume)
+    // The ROI's voxels, a segment at a time (each a run along x on the box grid too).
+    let (mut planar_of, mut volume_of) = (Vec::with_capacity(roi.padded_voxels.len()), Vec::new());
+    volume_of.reserve(roi.padded_voxels.len());
+    for s in &roi.segments {
+        let start = local(roi.padded_coords(s.start));
+        planar_of.extend_from_slice(&planar[start..start + s.len()]);
+        volume_of.extend_from_slice(&volume[start..start + s.len()]);
+    }
+    (planar_of, volume_of)
 }
 
 /// The root of `p`'s tree, halving the path on the way.
@@ -132,8 +150,8 @@ fn union(parent: &mut [u32], root: u32, b: u32) -> u32 {
 }
 
 /// The zones of every slice (8-connected in-plane, so no zone leaves its slice) and of the
-/// volume (26-connected), each in the memory order of their first voxels, with distances from
-/// [`edge_distances`].
+/// volume (26-connected), each in the memory order of their first voxels, with the voxels'
+/// distances from [`edge_distances`].
 pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Vec<Zone>, Vec<Zone>) {
     // The neighbours visited before a voxel: 4 in its slice, then 9 in the slice below.
     let in_plane = [[-1, 0, 0], [-1, -1, 0], [0, -1, 0], [1, -1, 0]];
@@ -202,7 +220,7 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
                 }
                 let zone = &mut out[zone_of[r] as usize];
                 zone.size += 1;
-                zone.distance = zone.distance.min(distance[p]);
+                zone.distance = zone.distance.min(distance[k]);
             }
         }
         out
@@ -377,9 +395,9 @@ mod tests {
             }
             let (planar, volume) = edge_distances(&roi);
             let (want_planar, want_volume) = (bfs_distance(&roi, true), bfs_distance(&roi, false));
-            let (inside, _) = roi.morphology_padded();
-            for p in (0..inside.len()).filter(|&p| inside[p]) {
-                assert_eq!((planar[p], volume[p]), (want_planar[p], want_volume[p]), "case {case} voxel {p}");
+            assert_eq!(planar.len(), roi.padded_voxels.len());
+            for (k, &p) in roi.padded_voxels.iter().enumerate() {
+                assert_eq!((planar[k], volume[k]), (want_planar[p], want_volume[p]), "case {case} voxel {p}");
             }
             let (flat, whole) = zones(&roi, &planar, &volume);
             assert_eq!(flat, flood_zones(&roi, true, &want_planar), "2D zones, case {case}");
