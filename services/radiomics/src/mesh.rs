@@ -252,8 +252,11 @@ impl Mesh {
                 for x in lo[0] - 1..=hi[0] {
                     let config = usize::from(column[x] | column[x + 1] << 1);
                     let cube = &table.edges[table.start[config]..table.start[config + 1]];
+                    // (Plain loops rather than `map` closures on the arrays, which the
+                    // compiler does not always inline.)
                     for tri in cube {
-                        let t = tri.map(|e| {
+                        let mut t = [0u32; 3];
+                        for (id, &e) in t.iter_mut().zip(tri) {
                             let e = usize::from(e);
                             let cz = z + step_z[e];
                             let key = (x + px * y) * 3 + slot[e] + cz % 2 * plane * 3;
@@ -262,8 +265,8 @@ impl Mesh {
                                 let o = offset[e];
                                 doubled.push([2 * x as i64 + o[0], 2 * y as i64 + o[1], 2 * z as i64 + o[2]]);
                             }
-                            ids[key]
-                        });
+                            *id = ids[key];
+                        }
                         triangles.push(t);
                     }
                 }
@@ -293,7 +296,7 @@ pub fn enclosed_volume_mm3(triangles: &[[u32; 3]], pos: &[[f64; 3]]) -> f64 {
     triangles
         .iter()
         .map(|t| {
-            let [a, b, c] = t.map(|i| pos[i as usize]);
+            let (a, b, c) = (pos[t[0] as usize], pos[t[1] as usize], pos[t[2] as usize]);
             a[0] * (b[1] * c[2] - b[2] * c[1]) + a[1] * (b[2] * c[0] - b[0] * c[2]) + a[2] * (b[0] * c[1] - b[1] * c[0])
         })
         .sum::<f64>()
@@ -305,7 +308,7 @@ pub fn surface_area_mm2(triangles: &[[u32; 3]], pos: &[[f64; 3]]) -> f64 {
     triangles
         .iter()
         .map(|t| {
-            let [a, b, c] = t.map(|i| pos[i as usize]);
+            let (a, b, c) = (pos[t[0] as usize], pos[t[1] as usize], pos[t[2] as usize]);
             let (u, v) = ([b[0] - a[0], b[1] - a[1], b[2] - a[2]], [c[0] - a[0], c[1] - a[1], c[2] - a[2]]);
             let n = [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
             (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt()
