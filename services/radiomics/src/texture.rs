@@ -29,9 +29,9 @@ pub const DIRECTIONS_2D: [[i64; 3]; 4] = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, -
 /// Co-occurrence counts of ROI voxels one step apart along `d` (with `slice`, the first voxel
 /// in that slice), counted one way over the ROI's segments: a matrix over levels 0..=Ng where
 /// row i, column j counts voxels of level i whose neighbour along `d` has level j, level 0
-/// standing for a neighbour outside the ROI (so counting needs no branch). The symmetric GLCM over levels 1..=Ng is
-/// this matrix plus its transpose, without row and column 0 ([`glcm_features`] reads it so).
-/// Matrices of one ROI add like the symmetric ones.
+/// standing for a neighbour outside the ROI (so counting needs no branch). The symmetric GLCM
+/// over levels 1..=Ng is this matrix plus its transpose, without row and column 0
+/// ([`glcm_features`] reads it so). Matrices of one ROI add like the symmetric ones.
 pub fn cooccurrence(roi: &Roi, d: [i64; 3], slice: Option<usize>) -> Mat {
     let w = roi.ng as usize + 1;
     let mut m = Mat::zeros(w, w);
@@ -250,8 +250,9 @@ impl RunScratch {
 /// a register; along any other direction the voxels behind lie in earlier rows (the step is at
 /// least a padded row less one voxel, longer than any segment), so their positions are a slice
 /// before the segment's and the loop vectorises. `E` is then counted in two tables, even and
-/// odd voxels apart, so that counts of one cell by neighbouring voxels (common in smooth
-/// regions) do not wait on each other.
+/// odd voxels apart, so that neighbouring voxels counting one cell (common in smooth regions)
+/// need not wait on each other's increments (four tables measured slower: more to clear and
+/// add up).
 fn run_lengths_in(roi: &Roi, d: [i64; 3], slice: Option<usize>, scratch: &mut RunScratch) -> Mat {
     let off = roi.offset(d).unsigned_abs();
     let RunScratch { position, table } = scratch;

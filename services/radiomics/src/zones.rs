@@ -121,8 +121,8 @@ pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
         }
     }
     // The ROI's voxels, a segment at a time (each a run along x on the box grid too).
-    let (mut planar_of, mut volume_of) = (Vec::with_capacity(roi.padded_voxels.len()), Vec::new());
-    volume_of.reserve(roi.padded_voxels.len());
+    let n = roi.padded_voxels.len();
+    let (mut planar_of, mut volume_of) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for s in &roi.segments {
         let start = local(roi.padded_coords(s.start));
         planar_of.extend_from_slice(&planar[start..start + s.len()]);
