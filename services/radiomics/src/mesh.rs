@@ -623,7 +623,7 @@ mod tests {
             }
             let r = roi(dims, [1.0, 0.7, 1.5], mask);
             let m = Mesh::of(&r);
-            let (inside, _) = r.morphology_padded();
+            let inside = r.morphology_inside();
             let [px, py, pz] = r.padded_dims;
             let mut want: Vec<[[i64; 3]; 3]> = Vec::new();
             for z in 0..pz - 1 {

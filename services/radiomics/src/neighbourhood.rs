@@ -105,7 +105,7 @@ pub fn neighbour_matrices(roi: &Roi) -> NeighbourMatrices {
             t.s[l] += (f64::from(level) - f64::from(sum) / f64::from(count)).abs();
         }
     };
-    let widest = roi.segments.iter().map(|s| s.len()).max().unwrap_or(0);
+    let widest = roi.longest_segment();
     let (mut near, mut far) = (Tally::new(widest), Tally::new(widest));
     for (_, segments) in &roi.slice_segments {
         let (mut tone, mut dependence) = (empty(), Mat::zeros(ng, 9));

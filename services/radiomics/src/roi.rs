@@ -138,6 +138,15 @@ fn segments_of(voxels: &[usize], slices: &PerSlice) -> (Vec<Range<usize>>, PerSl
     (segments, per_slice)
 }
 
+/// The part of `all` in slice `z` (`Some`, by the slice's range in `per_slice`; empty when the
+/// slice holds no ROI voxel) or all of it.
+fn in_slice<'a, T>(all: &'a [T], per_slice: &PerSlice, slice: Option<usize>) -> &'a [T] {
+    match slice {
+        None => all,
+        Some(z) => per_slice.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &all[r.clone()]),
+    }
+}
+
 impl PartialEq for Cache {
     fn eq(&self, _: &Cache) -> bool {
         true
@@ -320,11 +329,6 @@ impl Roi {
         }
     }
 
-    /// The morphological mask on the padded grid, and [`Roi::morphology_padded_voxels`].
-    pub fn morphology_padded(&self) -> (Vec<bool>, Vec<usize>) {
-        (self.morphology_inside(), self.morphology_padded_voxels())
-    }
-
     /// The morphological mask on the padded grid (without the voxel list: for the intensity
     /// mask, filled segment by segment).
     pub fn morphology_inside(&self) -> Vec<bool> {
@@ -344,22 +348,17 @@ impl Roi {
 
     /// Padded indices of the ROI voxels of slice `z` (`Some`) or of the whole ROI.
     pub fn padded_in(&self, slice: Option<usize>) -> &[usize] {
-        match slice {
-            None => &self.padded_voxels,
-            Some(z) => {
-                self.slice_voxels.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &self.padded_voxels[r.clone()])
-            }
-        }
+        in_slice(&self.padded_voxels, &self.slice_voxels, slice)
     }
 
     /// [`Roi::segments`] of slice `z` (`Some`) or of the whole ROI.
     pub fn segments_in(&self, slice: Option<usize>) -> &[Range<usize>] {
-        match slice {
-            None => &self.segments,
-            Some(z) => {
-                self.slice_segments.iter().find(|(s, _)| *s == z).map_or(&[][..], |(_, r)| &self.segments[r.clone()])
-            }
-        }
+        in_slice(&self.segments, &self.slice_segments, slice)
+    }
+
+    /// The most voxels in one segment (the length scratch rows over segments need).
+    pub fn longest_segment(&self) -> usize {
+        self.segments.iter().map(|s| s.len()).max().unwrap_or(0)
     }
 
     /// Grid coordinates of the voxel at a padded index (inside the padding).

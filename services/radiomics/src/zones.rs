@@ -167,7 +167,7 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
     }
     let mut flat: Vec<u32> = (0..voxels.len() as u32).collect();
     let mut volume = flat.clone();
-    let widest = roi.segments.iter().map(|s| s.len()).max().unwrap_or(0);
+    let widest = roi.longest_segment();
     let mut same_of = vec![0u16; widest];
     let mut k = 0u32;
     for segment in &roi.segments {
@@ -318,7 +318,7 @@ mod tests {
     /// Breadth-first face-step distances from the voxels touching the outside.
     fn bfs_distance(roi: &Roi, planar: bool) -> Vec<u32> {
         let faces: Vec<isize> = neighbourhood(planar, true).into_iter().map(|o| roi.offset(o)).collect();
-        let (inside, voxels) = roi.morphology_padded();
+        let (inside, voxels) = (roi.morphology_inside(), roi.morphology_padded_voxels());
         let mut dist = vec![0u32; roi.padded.len()];
         let mut queue = VecDeque::new();
         for &i in &voxels {
