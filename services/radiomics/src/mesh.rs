@@ -209,12 +209,11 @@ impl Mesh {
     pub fn of(roi: &Roi) -> Mesh {
         let table = Triangulation::get();
         let edges = edges();
-        let [px, py, _] = roi.padded_dims;
+        // The padded grid is the mask's bounding box with one voxel of padding, so every cube
+        // of it (from each corner but the last along each axis) may cross the surface.
+        let [px, py, pz] = roi.padded_dims;
         let plane = px * py;
         let padded = roi.morphology_inside();
-        // The mask's bounding box on the padded grid (the padding keeps it off the grid's edge).
-        let (lo, hi) = roi.morphology_bounding_box();
-        let (lo, hi) = (lo.map(|v| v + 1), hi.map(|v| v + 1));
         // Per cube edge: its vertex's slot in a plane's table (before the cube's row offset),
         // the z step of its lower corner, and its doubled offset from the cube's first corner.
         // A cube layer touches two planes of corners, so two plane-sized tables suffice: plane
@@ -237,19 +236,17 @@ impl Mesh {
         // Column bits at each x: corner (x, y, z) in bit 0, (x, y+1, z) in bit 2, (x, y, z+1)
         // in bit 4, (x, y+1, z+1) in bit 6 (the cube corner numbering with the x bit clear).
         let mut column = vec![0u8; px];
-        // The rows of a plane's table that cubes reach (corner rows lo[1] - 1 to hi[1] + 1).
-        let used = (lo[1] - 1) * px * 3..(hi[1] + 2) * px * 3;
-        for z in lo[2] - 1..=hi[2] {
+        for z in 0..pz - 1 {
             let upper = (z + 1) % 2 * plane * 3;
-            ids[upper + used.start..upper + used.end].fill(u32::MAX);
-            for y in lo[1] - 1..=hi[1] {
+            ids[upper..upper + plane * 3].fill(u32::MAX);
+            for y in 0..py - 1 {
                 let row = |dy: usize, dz: usize| &padded[(y + dy + py * (z + dz)) * px..][..px];
                 let (r00, r10, r01, r11) = (row(0, 0), row(1, 0), row(0, 1), row(1, 1));
-                for x in lo[0] - 1..=hi[0] + 1 {
+                for x in 0..px {
                     column[x] =
                         u8::from(r00[x]) | u8::from(r10[x]) << 2 | u8::from(r01[x]) << 4 | u8::from(r11[x]) << 6;
                 }
-                for x in lo[0] - 1..=hi[0] {
+                for x in 0..px - 1 {
                     let config = usize::from(column[x] | column[x + 1] << 1);
                     let cube = &table.edges[table.start[config]..table.start[config + 1]];
                     // (Plain loops rather than `map` closures on the arrays, which the

@@ -223,8 +223,11 @@ mod tests {
             if x < 0 || y < 0 || z < 0 || x >= nx as i64 || y >= ny as i64 || z >= nz as i64 {
                 return 0;
             }
-            let (x, y, z) = (x as usize, y as usize, z as usize);
-            u32::from(roi.padded[(x + 1) + roi.padded_dims[0] * ((y + 1) + roi.padded_dims[1] * (z + 1))])
+            let c = [x as usize, y as usize, z as usize];
+            if !roi.mask[roi.index(c[0], c[1], c[2])] {
+                return 0;
+            }
+            u32::from(roi.padded[roi.padded_index(c)])
         };
         let tone = |t: &mut ToneDifference, level: u32, sum: u32, count: u32| {
             if count > 0 {

@@ -82,12 +82,16 @@ pub struct Roi {
     pub mask: Arc<Vec<bool>>,
     /// Number of grey levels.
     pub ng: u32,
-    /// The grey levels on the grid padded by one voxel on every side (0 outside the ROI and in
-    /// the padding), so a neighbour at Chebyshev distance 1 is `p + offset` with no bounds check.
-    /// Two bytes a voxel (at most [`MAX_GREY_LEVELS`]), so the grid of a lesion stays in cache.
+    /// The grey levels on the padded grid: the morphological mask's bounding box (which holds
+    /// the intensity mask's) with one voxel of padding on every side, 0 outside the ROI and in
+    /// the padding, so a neighbour at Chebyshev distance 1 is `p + offset` with no bounds check.
+    /// Two bytes a voxel (at most [`MAX_GREY_LEVELS`]), and the size of the lesion, not of the
+    /// image, so it stays in cache.
     pub padded: Vec<u16>,
     /// Dimensions of the padded grid.
     pub padded_dims: [usize; 3],
+    /// Grid coordinates of the bounding box's lowest corner (padded voxel (1, 1, 1)).
+    pub padded_origin: [usize; 3],
     /// Padded indices of the ROI's voxels, in memory order (so grouped by slice).
     pub padded_voxels: Vec<usize>,
     /// Indices of the same voxels on the grid (unpadded), in the same order.
@@ -101,7 +105,9 @@ pub struct Roi {
     /// Per slice holding ROI voxels: z and its range of `segments`.
     pub slice_segments: PerSlice,
     /// The smallest and largest grid coordinate of the ROI's voxels along each axis.
-    bbox: ([usize; 3], [usize; 3]),
+    bbox: Bounds,
+    /// The same for the morphological mask (the padded grid's box).
+    morphology_bbox: Bounds,
     /// The morphological mask when it differs from the intensity mask `mask` (IBSI: the ROI
     /// before re-segmentation); morphology reads it, every other family reads `mask`.
     pub morphology_mask: Option<Vec<bool>>,
@@ -118,6 +124,101 @@ struct Cache {
     edge_distances: OnceLock<Arc<(Vec<u32>, Vec<u32>)>>,
     /// The intensities' ranks ([`ranks`]), for equalised binning.
     ranks: OnceLock<Arc<Ranks>>,
+}
+
+/// The smallest and largest grid coordinate along each axis of a set of voxels.
+type Bounds = ([usize; 3], [usize; 3]);
+
+/// The intensity mask's voxels on a padded grid ([`Roi::padded`]), as [`Roi`] keeps them.
+struct Layout {
+    padded_dims: [usize; 3],
+    padded_origin: [usize; 3],
+    padded_voxels: Vec<usize>,
+    voxel_index: Vec<usize>,
+    slice_voxels: PerSlice,
+    segments: Vec<Range<usize>>,
+    slice_segments: PerSlice,
+    /// The mask's bounding box.
+    bbox: Bounds,
+}
+
+impl Layout {
+    /// The voxels of `mask` on the padded grid over `grid_box` (the mask's own bounding box
+    /// when `None`; otherwise it must hold the mask). Rows are scanned once for the voxels and
+    /// the box; their padded indices follow from each row's place in the box.
+    fn of(dims: [usize; 3], mask: &[bool], grid_box: Option<Bounds>) -> Result<Layout, RoiError> {
+        let mut voxel_index = Vec::new();
+        // Per row holding voxels: y, z and its first entry in `voxel_index`.
+        let mut rows: Vec<(usize, usize, usize)> = Vec::new();
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        for z in 0..dims[2] {
+            for y in 0..dims[1] {
+                let start = voxel_index.len();
+                let row_index = dims[0] * (y + dims[1] * z);
+                for (x, &m) in mask[row_index..row_index + dims[0]].iter().enumerate() {
+                    if m {
+                        voxel_index.push(row_index + x);
+                    }
+                }
+                if voxel_index.len() > start {
+                    // The row's first and last voxels.
+                    let (first, last) =
+                        (voxel_index[start] - row_index, voxel_index[voxel_index.len() - 1] - row_index);
+                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
+                        lo[a] = lo[a].min(v);
+                        hi[a] = hi[a].max(v);
+                    }
+                    rows.push((y, z, start));
+                }
+            }
+        }
+        if voxel_index.is_empty() {
+            return Err(RoiError::Empty);
+        }
+        let (origin, top) = grid_box.unwrap_or((lo, hi));
+        let padded_dims: [usize; 3] = std::array::from_fn(|a| top[a] - origin[a] + 3);
+        let mut padded_voxels = Vec::with_capacity(voxel_index.len());
+        let mut slice_voxels: PerSlice = Vec::new();
+        for (r, &(y, z, start)) in rows.iter().enumerate() {
+            let end = rows.get(r + 1).map_or(voxel_index.len(), |next| next.2);
+            let row_index = dims[0] * (y + dims[1] * z);
+            let padded_row = padded_dims[0] * ((y + 1 - origin[1]) + padded_dims[1] * (z + 1 - origin[2]));
+            padded_voxels.extend(voxel_index[start..end].iter().map(|&i| padded_row + i - row_index + 1 - origin[0]));
+            match slice_voxels.last_mut() {
+                Some((last, range)) if *last == z => range.end = end,
+                _ => slice_voxels.push((z, start..end)),
+            }
+        }
+        let (segments, slice_segments) = segments_of(&padded_voxels, &slice_voxels);
+        Ok(Layout {
+            padded_dims,
+            padded_origin: origin,
+            padded_voxels,
+            voxel_index,
+            slice_voxels,
+            segments,
+            slice_segments,
+            bbox: (lo, hi),
+        })
+    }
+}
+
+/// The bounding box of the voxels of `mask` on a grid of `dims` (`None` when it has none).
+fn box_of(dims: [usize; 3], mask: &[bool]) -> Option<Bounds> {
+    let [nx, ny, nz] = dims;
+    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = &mask[nx * (y + ny * z)..][..nx];
+            if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
+                for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
+                    lo[a] = lo[a].min(v);
+                    hi[a] = hi[a].max(v);
+                }
+            }
+        }
+    }
+    (lo[0] != usize::MAX).then_some((lo, hi))
 }
 
 /// Runs of consecutive padded indices in `voxels` (sorted), and per slice of `slices` its
@@ -166,39 +267,10 @@ impl Roi {
         if image.len() != voxels || mask.len() != voxels {
             return Err(RoiError::Shape { dims, voxels, image: image.len(), mask: mask.len() });
         }
-        let padded_dims = [dims[0] + 2, dims[1] + 2, dims[2] + 2];
-        let mut padded_voxels = Vec::new();
-        let mut voxel_index = Vec::new();
-        let mut slice_voxels: PerSlice = Vec::new();
-        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for z in 0..dims[2] {
-            let start = padded_voxels.len();
-            for y in 0..dims[1] {
-                let row = padded_voxels.len();
-                for x in 0..dims[0] {
-                    let i = x + dims[0] * (y + dims[1] * z);
-                    if mask[i] {
-                        padded_voxels.push((x + 1) + padded_dims[0] * ((y + 1) + padded_dims[1] * (z + 1)));
-                        voxel_index.push(i);
-                    }
-                }
-                if padded_voxels.len() > row {
-                    // The row's first and last voxels.
-                    let (first, last) = (voxel_index[row] % dims[0], voxel_index[padded_voxels.len() - 1] % dims[0]);
-                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
-                        lo[a] = lo[a].min(v);
-                        hi[a] = hi[a].max(v);
-                    }
-                }
-            }
-            if padded_voxels.len() > start {
-                slice_voxels.push((z, start..padded_voxels.len()));
-            }
-        }
-        let (segments, slice_segments) = segments_of(&padded_voxels, &slice_voxels);
-        let (levels, ng) = discretise(&image, &voxel_index, discretisation, None)?;
-        let mut padded = vec![0u16; padded_dims.iter().product()];
-        for (&p, &l) in padded_voxels.iter().zip(&levels) {
+        let layout = Layout::of(dims, &mask, None)?;
+        let (levels, ng) = discretise(&image, &layout.voxel_index, discretisation, None)?;
+        let mut padded = vec![0u16; layout.padded_dims.iter().product()];
+        for (&p, &l) in layout.padded_voxels.iter().zip(&levels) {
             padded[p] = l;
         }
         Ok(Roi {
@@ -208,13 +280,15 @@ impl Roi {
             mask: Arc::new(mask),
             ng,
             padded,
-            padded_dims,
-            padded_voxels,
-            voxel_index,
-            slice_voxels,
-            segments,
-            slice_segments,
-            bbox: (lo, hi),
+            padded_dims: layout.padded_dims,
+            padded_origin: layout.padded_origin,
+            padded_voxels: layout.padded_voxels,
+            voxel_index: layout.voxel_index,
+            slice_voxels: layout.slice_voxels,
+            segments: layout.segments,
+            slice_segments: layout.slice_segments,
+            bbox: layout.bbox,
+            morphology_bbox: layout.bbox,
             morphology_mask: None,
             cache: Cache::default(),
         })
@@ -250,7 +324,25 @@ impl Roi {
         }
         // The same mask as the intensity mask (no re-segmentation) is kept as none, so the
         // families take the intensity mask's precomputed voxel lists.
-        self.morphology_mask = if morphology[..] == self.mask[..] { None } else { Some(morphology) };
+        let same = morphology[..] == self.mask[..];
+        let grid_box = if same { self.bbox } else { box_of(self.dims, &morphology).expect("it holds the ROI") };
+        if grid_box != self.morphology_bbox {
+            // Another box: the same voxels and levels on another padded grid.
+            let levels = self.grey_levels();
+            let layout = Layout::of(self.dims, &self.mask, Some(grid_box))?;
+            self.padded = vec![0u16; layout.padded_dims.iter().product()];
+            for (&p, &l) in layout.padded_voxels.iter().zip(&levels) {
+                self.padded[p] = l as u16;
+            }
+            self.padded_dims = layout.padded_dims;
+            self.padded_origin = layout.padded_origin;
+            self.padded_voxels = layout.padded_voxels;
+            self.slice_voxels = layout.slice_voxels;
+            self.segments = layout.segments;
+            self.slice_segments = layout.slice_segments;
+        }
+        self.morphology_bbox = grid_box;
+        self.morphology_mask = (!same).then_some(morphology);
         self.cache = Cache::default();
         Ok(self)
     }
@@ -295,37 +387,15 @@ impl Roi {
 
     /// [`Roi::bounding_box`] of the morphological mask.
     pub fn morphology_bounding_box(&self) -> ([usize; 3], [usize; 3]) {
-        match &self.morphology_mask {
-            None => self.bounding_box(),
-            Some(m) => self.box_of(m),
-        }
-    }
-
-    /// The bounding box of the voxels of `mask` (the grid's size).
-    fn box_of(&self, mask: &[bool]) -> ([usize; 3], [usize; 3]) {
-        let [nx, ny, nz] = self.dims;
-        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for z in 0..nz {
-            for y in 0..ny {
-                let row = &mask[self.index(0, y, z)..][..nx];
-                if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
-                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
-                        lo[a] = lo[a].min(v);
-                        hi[a] = hi[a].max(v);
-                    }
-                }
-            }
-        }
-        (lo, hi)
+        self.morphology_bbox
     }
 
     /// Padded indices of the morphological mask's voxels, in memory order (the intensity
     /// mask's own when there is no separate one).
     pub fn morphology_padded_voxels(&self) -> Vec<usize> {
-        let [px, py, _] = self.padded_dims;
         match &self.morphology_mask {
             None => self.padded_voxels.clone(),
-            Some(m) => self.coords_of(m).into_iter().map(|[x, y, z]| (x + 1) + px * ((y + 1) + py * (z + 1))).collect(),
+            Some(m) => self.coords_of(m).into_iter().map(|c| self.padded_index(c)).collect(),
         }
     }
 
@@ -363,8 +433,14 @@ impl Roi {
 
     /// Grid coordinates of the voxel at a padded index (inside the padding).
     pub fn padded_coords(&self, p: usize) -> [usize; 3] {
-        let [px, py, _] = self.padded_dims;
-        [p % px - 1, (p / px) % py - 1, p / (px * py) - 1]
+        let ([px, py, _], o) = (self.padded_dims, self.padded_origin);
+        [p % px + o[0] - 1, (p / px) % py + o[1] - 1, p / (px * py) + o[2] - 1]
+    }
+
+    /// Padded index of the voxel at grid coordinates `c` (in the morphological mask's box).
+    pub fn padded_index(&self, c: [usize; 3]) -> usize {
+        let ([px, py, _], o) = (self.padded_dims, self.padded_origin);
+        (c[0] + 1 - o[0]) + px * ((c[1] + 1 - o[1]) + py * (c[2] + 1 - o[2]))
     }
 
     /// Index of voxel (x, y, z).
@@ -525,7 +601,28 @@ mod tests {
             let lo: [usize; 3] = std::array::from_fn(|a| coords.iter().map(|c| c[a]).min().unwrap());
             let hi: [usize; 3] = std::array::from_fn(|a| coords.iter().map(|c| c[a]).max().unwrap());
             assert_eq!(r.bounding_box(), (lo, hi));
-            assert_eq!(r.box_of(&mask), (lo, hi));
+            assert_eq!(box_of(dims, &mask), Some((lo, hi)));
+            // The padded grid is that box and its padding.
+            assert_eq!(r.padded_dims, std::array::from_fn(|a| hi[a] - lo[a] + 3));
+            for (&p, &i) in r.padded_voxels.iter().zip(r.voxels()) {
+                assert_eq!(r.padded_coords(p), r.coords(i));
+                assert_eq!(r.padded_index(r.coords(i)), p);
+            }
+            // A larger morphological mask moves the ROI onto its box; the intensity mask again
+            // moves it back.
+            let levels = r.grey_levels();
+            let wider: Vec<bool> = mask.iter().map(|&m| m || next().is_multiple_of(4)).collect();
+            let (wlo, whi) = box_of(dims, &wider).unwrap();
+            let w = r.clone().with_morphology_mask(wider.clone()).unwrap();
+            assert_eq!((w.bounding_box(), w.morphology_bounding_box()), ((lo, hi), (wlo, whi)));
+            assert_eq!(w.padded_dims, std::array::from_fn(|a| whi[a] - wlo[a] + 3));
+            assert_eq!(w.grey_levels(), levels);
+            for (&p, &i) in w.padded_voxels.iter().zip(w.voxels()) {
+                assert_eq!(w.padded_coords(p), w.coords(i));
+            }
+            let inside = w.morphology_inside();
+            assert_eq!(inside.iter().filter(|&&m| m).count(), wider.iter().filter(|&&m| m).count());
+            assert_eq!(w.with_morphology_mask(mask.clone()).unwrap(), r);
         }
     }
 
@@ -612,7 +709,7 @@ mod tests {
         let r = Roi::new([2, 3, 4], [1.0; 3], vec![1.0; 24], vec![true; 24], Discretisation::None).unwrap();
         assert_eq!(r.coords(r.index(1, 2, 3)), [1, 2, 3]);
         // A step on the padded grid: the neighbour's level, or 0 off the grid.
-        let p = |x: usize, y: usize, z: usize| (x + 1) + r.padded_dims[0] * ((y + 1) + r.padded_dims[1] * (z + 1));
+        let p = |x: usize, y: usize, z: usize| r.padded_index([x, y, z]);
         assert_eq!(r.padded[(p(1, 2, 3) as isize + r.offset([1, 0, 0])) as usize], 0);
         assert_eq!((p(0, 2, 3) as isize + r.offset([1, -1, -1])) as usize, p(1, 1, 2));
         assert_eq!(r.padded[p(1, 1, 2)], 1);

@@ -55,24 +55,16 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
 /// The city-block distance transform is separable: a forward and a backward pass along x,
 /// then along y, give the in-plane distances, and one more pair along z the 3D ones. A pass
 /// is `d[p] = min(d[p], d[p - step] + 1)` everywhere: outside voxels hold 0 and stay 0. The
-/// passes run on a grid over the mask's bounding box with a border of 0s, where they start
-/// and end.
+/// passes run on the padded grid (the mask's bounding box with a border of 0s, where they
+/// start and end).
 pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
     let far = u32::MAX / 2;
-    let (lo, hi) = roi.morphology_bounding_box();
-    let [gx, gy, gz] = std::array::from_fn(|a| hi[a] - lo[a] + 3);
+    let [gx, gy, gz] = roi.padded_dims;
     let index = |x: usize, y: usize, z: usize| x + gx * (y + gy * z);
-    // Image coordinates to the box grid.
-    let local = |c: [usize; 3]| index(c[0] + 1 - lo[0], c[1] + 1 - lo[1], c[2] + 1 - lo[2]);
-    let mut planar = vec![0u32; gx * gy * gz];
+    let mut planar = vec![0u32; roi.padded.len()];
     match &roi.morphology_mask {
-        None => {
-            for s in &roi.segments {
-                let start = local(roi.padded_coords(s.start));
-                planar[start..start + s.len()].fill(far);
-            }
-        }
-        Some(m) => roi.coords_of(m).into_iter().for_each(|c| planar[local(c)] = far),
+        None => roi.segments.iter().for_each(|s| planar[s.clone()].fill(far)),
+        Some(_) => roi.morphology_padded_voxels().into_iter().for_each(|p| planar[p] = far),
     }
     let [x0, y0, z0] = [1; 3];
     let [x1, y1, z1] = [gx - 2, gy - 2, gz - 2];
@@ -120,13 +112,12 @@ pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
             step(&mut volume, index(x0, y, z + 1), index(x0, y, z));
         }
     }
-    // The ROI's voxels, a segment at a time (each a run along x on the box grid too).
+    // The ROI's voxels, a segment at a time.
     let n = roi.padded_voxels.len();
     let (mut planar_of, mut volume_of) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for s in &roi.segments {
-        let start = local(roi.padded_coords(s.start));
-        planar_of.extend_from_slice(&planar[start..start + s.len()]);
-        volume_of.extend_from_slice(&volume[start..start + s.len()]);
+        planar_of.extend_from_slice(&planar[s.clone()]);
+        volume_of.extend_from_slice(&volume[s.clone()]);
     }
     (planar_of, volume_of)
 }
@@ -206,11 +197,13 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
     let mut gather = |parent: &mut [u32], distance: &[u32]| -> Vec<Zone> {
         // Every parent precedes its child (a root is its tree's earliest voxel, and halving
         // only points a voxel further up), so one pass in order leaves each voxel pointing at
-        // its root.
+        // its root; it counts the roots (the zones) too, so their list is allocated once.
+        let mut roots = 0;
         for k in 0..parent.len() {
             parent[k] = parent[parent[k] as usize];
+            roots += usize::from(parent[k] as usize == k);
         }
-        let mut out: Vec<Zone> = Vec::new();
+        let mut out: Vec<Zone> = Vec::with_capacity(roots);
         for (z, range) in &roi.slice_voxels {
             for (k, &p) in voxels.iter().enumerate().take(range.end).skip(range.start) {
                 let r = parent[k] as usize;
@@ -342,7 +335,6 @@ mod tests {
     /// Zones by flood fill from each unvisited voxel in memory order.
     fn flood_zones(roi: &Roi, planar: bool, dist: &[u32]) -> Vec<Zone> {
         let offsets: Vec<isize> = neighbourhood(planar, false).into_iter().map(|o| roi.offset(o)).collect();
-        let plane = roi.padded_dims[0] * roi.padded_dims[1];
         let mut seen = vec![false; roi.padded.len()];
         let mut out = Vec::new();
         for &start in &roi.padded_voxels {
@@ -350,7 +342,8 @@ mod tests {
                 continue;
             }
             let level = roi.padded[start];
-            let mut zone = Zone { level: u32::from(level), size: 0, distance: u32::MAX, slice: start / plane - 1 };
+            let mut zone =
+                Zone { level: u32::from(level), size: 0, distance: u32::MAX, slice: roi.padded_coords(start)[2] };
             seen[start] = true;
             let mut stack = vec![start];
             while let Some(i) = stack.pop() {
