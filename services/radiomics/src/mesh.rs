@@ -518,10 +518,10 @@ impl Hull {
 /// The points that are corners of the 2D convex hull of the points in each of their three
 /// axis-parallel planes (in ascending order; points on an edge are not corners).
 ///
-/// In a plane across `axis`, with in-plane axes u and v, only the least and greatest v of each
-/// column (points with one u) can be corners, and listing them column by column gives them in
-/// (u, v) order with no sort: a monotone chain over that list (lower then upper hull, strict
-/// turns only) finds the corners.
+/// In a plane across `axis`, with in-plane axes u and v, the lower hull's corners are among
+/// each column's (points with one u) least v and the upper hull's among its greatest, and
+/// listing those column by column gives them in u order with no sort: a monotone chain over
+/// each list (strict turns only) finds the corners.
 fn plane_corners(pts: &[[i64; 3]]) -> Vec<u32> {
     let Some(first) = pts.first() else { return Vec::new() };
     let (mut lo, mut hi) = (*first, *first);
@@ -532,14 +532,14 @@ fn plane_corners(pts: &[[i64; 3]]) -> Vec<u32> {
         }
     }
     let none = u32::MAX;
-    // Per point, in how many of its planes it is a corner.
-    let mut corner_in = vec![0u8; pts.len()];
-    // One plane's column extremes as (u, v, point).
-    let mut column_order: Vec<(i64, i64, u32)> = Vec::new();
-    let mut chain: Vec<(i64, i64, u32)> = Vec::new();
-    let cross = |o: &(i64, i64, u32), a: &(i64, i64, u32), b: &(i64, i64, u32)| {
-        (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0)
-    };
+    // Per point, in how many of its planes it is a corner, and the last plane that counted it
+    // (a point can close both chains).
+    let (mut corner_in, mut counted_in) = (vec![0u8; pts.len()], vec![usize::MAX; pts.len()]);
+    // One plane's column extremes as (u, v, point), and a chain over them.
+    type Extreme = (i64, i64, u32);
+    let (mut extremes, mut chain): (Vec<Extreme>, Vec<Extreme>) = (Vec::new(), Vec::new());
+    let turn = |o: &Extreme, a: &Extreme, b: &Extreme| (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0);
+    let mut plane_id = 0;
     for axis in 0..3 {
         let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
         let columns = (hi[u] - lo[u] + 1) as usize;
@@ -557,42 +557,36 @@ fn plane_corners(pts: &[[i64; 3]]) -> Vec<u32> {
             }
         }
         for plane in 0..planes {
-            column_order.clear();
-            for c in plane * columns..(plane + 1) * columns {
-                let (l, m) = (least[c], most[c]);
-                if l.1 != none {
-                    let u = lo[u] + (c - plane * columns) as i64;
-                    column_order.push((u, l.0, l.1));
-                    if m.1 != l.1 {
-                        column_order.push((u, m.0, m.1));
+            plane_id += 1;
+            let columns_here = plane * columns..(plane + 1) * columns;
+            // The lower chain over the least v left to right, then the upper chain over the
+            // greatest v right to left: each turns left only.
+            for upper in [false, true] {
+                extremes.clear();
+                for c in columns_here.clone() {
+                    let (value, point) = if upper { most[c] } else { least[c] };
+                    if point != none {
+                        extremes.push((lo[u] + (c - plane * columns) as i64, value, point));
                     }
                 }
-            }
-            if column_order.len() < 3 {
-                column_order.iter().for_each(|p| corner_in[p.2 as usize] += 1);
-                continue;
-            }
-            // Lower then upper hull; a point may close one and open the other, so count it once.
-            let mut marked: Vec<u32> = Vec::new();
-            for reversed in [false, true] {
+                if upper {
+                    extremes.reverse();
+                }
                 chain.clear();
-                let mut step = |p: &(i64, i64, u32)| {
-                    while chain.len() >= 2 && cross(&chain[chain.len() - 2], &chain[chain.len() - 1], p) <= 0 {
+                for p in &extremes {
+                    while chain.len() >= 2 && turn(&chain[chain.len() - 2], &chain[chain.len() - 1], p) <= 0 {
                         chain.pop();
                     }
                     chain.push(*p);
-                };
-                if reversed {
-                    column_order.iter().rev().for_each(&mut step);
-                } else {
-                    column_order.iter().for_each(&mut step);
                 }
-                chain.pop();
-                marked.extend(chain.iter().map(|p| p.2));
+                for p in &chain {
+                    let i = p.2 as usize;
+                    if counted_in[i] != plane_id {
+                        counted_in[i] = plane_id;
+                        corner_in[i] += 1;
+                    }
+                }
             }
-            marked.sort_unstable();
-            marked.dedup();
-            marked.iter().for_each(|&i| corner_in[i as usize] += 1);
         }
     }
     (0..pts.len() as u32).filter(|&i| corner_in[i as usize] == 3).collect()
