@@ -105,12 +105,12 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     // matrices are mostly empty.
     // Written unconditionally and kept by advancing past non-zero ones: sparse matrices would
     // mispredict a branch on every other cell.
-    let mut cells: Vec<(usize, usize, f64)> = vec![(0, 0, 0.0); ng * (ng + 1) / 2];
+    let mut cells: Vec<(u32, u32, f64)> = vec![(0, 0, 0.0); ng * (ng + 1) / 2];
     let mut kept = 0;
     for i in 1..=ng {
         for j in i..=ng {
             let c = m.data[i * w + j] + m.data[j * w + i];
-            cells[kept] = (i - 1, j - 1, c);
+            cells[kept] = (i as u32 - 1, j as u32 - 1, c);
             kept += usize::from(c != 0.0);
         }
     }
@@ -121,6 +121,7 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     let mut diff = vec![0.0; ng];
     let mut sum = vec![0.0; 2 * ng + 1];
     for &(i, j, c) in &cells {
+        let (i, j) = (i as usize, j as usize);
         let twice = if i == j { c } else { 2.0 * c };
         marg[i] += c;
         marg[j] += twice - c;
@@ -135,9 +136,6 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     for v in marg.iter_mut().chain(diff.iter_mut()).chain(sum.iter_mut()) {
         *v /= total;
     }
-    // (i, j, p_ij, log2 p_ij).
-    let cells: Vec<(usize, usize, f64, f64)> =
-        cells.into_iter().map(|(i, j, c)| (i, j, c / total, log2_count(c) - log2_total)).collect();
     let mu: f64 = (0..ng).map(|i| lv(i) * marg[i]).sum();
     let var_i: f64 = (0..ng).map(|i| (lv(i) - mu).powi(2) * marg[i]).sum();
     let mu_d: f64 = diff.iter().enumerate().map(|(k, v)| k as f64 * v).sum();
@@ -172,8 +170,9 @@ pub fn glcm_features(m: &Mat) -> Option<Vec<f64>> {
     }
     let joint_var = var_i;
     let (mut joint_max, mut energy, mut auto, mut hxy) = (0.0f64, 0.0, 0.0, 0.0);
-    for &(i, j, v, log2_v) in &cells {
-        // Cells off the diagonal stand for (i, j) and (j, i).
+    for &(i, j, c) in &cells {
+        // p_ij and log2 p_ij; cells off the diagonal stand for (i, j) and (j, i).
+        let (i, j, v, log2_v) = (i as usize, j as usize, c / total, log2_count(c) - log2_total);
         let wv = if i == j { v } else { 2.0 * v };
         hxy -= wv * log2_v;
         joint_max = joint_max.max(v);
