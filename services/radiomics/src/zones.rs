@@ -197,23 +197,24 @@ pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Ve
     let mut gather = |parent: &mut [u32], distance: &[u32]| -> Vec<Zone> {
         // Every parent precedes its child (a root is its tree's earliest voxel, and halving
         // only points a voxel further up), so one pass in order leaves each voxel pointing at
-        // its root; it counts the roots (the zones) too, so their list is allocated once.
-        let mut roots = 0;
+        // its root and numbers the roots (the zones) in order: a root's number is the count
+        // of roots before it (written for every voxel, read only for roots).
+        let mut zones = 0u32;
         for k in 0..parent.len() {
             parent[k] = parent[parent[k] as usize];
-            roots += usize::from(parent[k] as usize == k);
+            zone_of[k] = zones;
+            zones += u32::from(parent[k] as usize == k);
         }
-        let mut out: Vec<Zone> = Vec::with_capacity(roots);
+        // Then each voxel adds to its zone without a branch: a zone's level is any voxel's,
+        // and its slice the least of its voxels' (its first voxel's).
+        let mut out = vec![Zone { level: 0, size: 0, distance: u32::MAX, slice: usize::MAX }; zones as usize];
         for (z, range) in &roi.slice_voxels {
-            for (k, &p) in voxels.iter().enumerate().take(range.end).skip(range.start) {
-                let r = parent[k] as usize;
-                if r == k {
-                    zone_of[k] = out.len() as u32;
-                    out.push(Zone { level: u32::from(roi.padded[p]), size: 0, distance: u32::MAX, slice: *z });
-                }
-                let zone = &mut out[zone_of[r] as usize];
+            for k in range.clone() {
+                let zone = &mut out[zone_of[parent[k] as usize] as usize];
+                zone.level = u32::from(roi.padded[voxels[k]]);
                 zone.size += 1;
                 zone.distance = zone.distance.min(distance[k]);
+                zone.slice = zone.slice.min(*z);
             }
         }
         out
