@@ -334,9 +334,10 @@ impl Hull {
     /// point inside or on the edge of a plane's polygon is a mix of other points), so the
     /// others are dropped first (`plane_corners`): on the bench's ellipsoid 592 of 7,280
     /// vertices remain.
-    /// Each remaining point waits on one face it lies above (faces keep their planes, so a
-    /// height is one dot product, and their farthest waiting point); that point is added next, the faces it sees (or holds in their plane) are replaced by a fan from
-    /// the horizon to it, and their waiting points move to a new face they lie above or, above
+    /// Each remaining point waits on one face it lies above. A face keeps its plane (so a
+    /// point's height above it is one dot product) and its farthest waiting point, which is
+    /// added next: the faces it sees (or holds in their plane) are replaced by a fan from the
+    /// horizon to it, and their waiting points move to a new face they lie above or, above
     /// none, are inside and dropped. `None` when the vertices span no volume.
     pub fn of(mesh: &Mesh) -> Option<Hull> {
         let pts = &mesh.doubled;
@@ -414,9 +415,12 @@ impl Hull {
             faces[f].adj = std::array::from_fn(|k| across(&faces, 0..4, faces[f].v, k));
         }
         for &q in &candidates {
-            if let Some(f) = (0..4).find(|&f| height(&faces[f], q) > 0) {
-                let h = height(&faces[f], q);
-                wait(&mut faces[f], q, h);
+            for f in &mut faces {
+                let h = height(f, q);
+                if h > 0 {
+                    wait(f, q, h);
+                    break;
+                }
             }
         }
         let (mut visible, mut horizon, mut orphans) = (Vec::new(), Vec::new(), Vec::new());
