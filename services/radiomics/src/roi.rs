@@ -129,6 +129,26 @@ struct Cache {
 /// The smallest and largest grid coordinate along each axis of a set of voxels.
 type Bounds = ([usize; 3], [usize; 3]);
 
+/// The bounds of no voxel, which [`include_run`] widens.
+const NO_BOUNDS: Bounds = ([usize::MAX; 3], [0; 3]);
+
+/// Widen `bounds` to hold the voxels of row (y, z) from x `first` to `last`.
+fn include_run(bounds: &mut Bounds, first: usize, last: usize, y: usize, z: usize) {
+    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
+        bounds.0[a] = bounds.0[a].min(v);
+        bounds.1[a] = bounds.1[a].max(v);
+    }
+}
+
+/// A padded grid of `len` voxels holding `levels` at the padded indices `voxels`, 0 elsewhere.
+fn levels_on_grid(len: usize, voxels: &[usize], levels: &[u16]) -> Vec<u16> {
+    let mut padded = vec![0u16; len];
+    for (&p, &l) in voxels.iter().zip(levels) {
+        padded[p] = l;
+    }
+    padded
+}
+
 /// The intensity mask's voxels on a padded grid ([`Roi::padded`]), as [`Roi`] keeps them.
 struct Layout {
     padded_dims: [usize; 3],
@@ -150,7 +170,7 @@ impl Layout {
         let mut voxel_index = Vec::new();
         // Per row holding voxels: y, z and its first entry in `voxel_index`.
         let mut rows: Vec<(usize, usize, usize)> = Vec::new();
-        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        let mut bounds = NO_BOUNDS;
         for z in 0..dims[2] {
             for y in 0..dims[1] {
                 let start = voxel_index.len();
@@ -164,10 +184,7 @@ impl Layout {
                     // The row's first and last voxels.
                     let (first, last) =
                         (voxel_index[start] - row_index, voxel_index[voxel_index.len() - 1] - row_index);
-                    for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
-                        lo[a] = lo[a].min(v);
-                        hi[a] = hi[a].max(v);
-                    }
+                    include_run(&mut bounds, first, last, y, z);
                     rows.push((y, z, start));
                 }
             }
@@ -175,7 +192,7 @@ impl Layout {
         if voxel_index.is_empty() {
             return Err(RoiError::Empty);
         }
-        let (origin, top) = grid_box.unwrap_or((lo, hi));
+        let (origin, top) = grid_box.unwrap_or(bounds);
         let padded_dims: [usize; 3] = std::array::from_fn(|a| top[a] - origin[a] + 3);
         let mut padded_voxels = Vec::with_capacity(voxel_index.len());
         let mut slice_voxels: PerSlice = Vec::new();
@@ -198,7 +215,7 @@ impl Layout {
             slice_voxels,
             segments,
             slice_segments,
-            bbox: (lo, hi),
+            bbox: bounds,
         })
     }
 }
@@ -206,19 +223,16 @@ impl Layout {
 /// The bounding box of the voxels of `mask` on a grid of `dims` (`None` when it has none).
 fn box_of(dims: [usize; 3], mask: &[bool]) -> Option<Bounds> {
     let [nx, ny, nz] = dims;
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    let mut bounds = NO_BOUNDS;
     for z in 0..nz {
         for y in 0..ny {
             let row = &mask[nx * (y + ny * z)..][..nx];
             if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
-                for (a, v) in [(0, first), (0, last), (1, y), (2, z)] {
-                    lo[a] = lo[a].min(v);
-                    hi[a] = hi[a].max(v);
-                }
+                include_run(&mut bounds, first, last, y, z);
             }
         }
     }
-    (lo[0] != usize::MAX).then_some((lo, hi))
+    (bounds != NO_BOUNDS).then_some(bounds)
 }
 
 /// Runs of consecutive padded indices in `voxels` (sorted), and per slice of `slices` its
@@ -269,10 +283,7 @@ impl Roi {
         }
         let layout = Layout::of(dims, &mask, None)?;
         let (levels, ng) = discretise(&image, &layout.voxel_index, discretisation, None)?;
-        let mut padded = vec![0u16; layout.padded_dims.iter().product()];
-        for (&p, &l) in layout.padded_voxels.iter().zip(&levels) {
-            padded[p] = l;
-        }
+        let padded = levels_on_grid(layout.padded_dims.iter().product(), &layout.padded_voxels, &levels);
         Ok(Roi {
             dims,
             spacing_mm,
@@ -305,10 +316,7 @@ impl Roi {
             _ => None,
         };
         let (levels, ng) = discretise(&self.image, &self.voxel_index, discretisation, ranks)?;
-        let mut padded = vec![0u16; self.padded.len()];
-        for (&p, &l) in self.padded_voxels.iter().zip(&levels) {
-            padded[p] = l;
-        }
+        let padded = levels_on_grid(self.padded.len(), &self.padded_voxels, &levels);
         Ok(Roi { ng, padded, ..self.clone() })
     }
 
@@ -328,12 +336,9 @@ impl Roi {
         let grid_box = if same { self.bbox } else { box_of(self.dims, &morphology).expect("it holds the ROI") };
         if grid_box != self.morphology_bbox {
             // Another box: the same voxels and levels on another padded grid.
-            let levels = self.grey_levels();
+            let levels: Vec<u16> = self.padded_voxels.iter().map(|&p| self.padded[p]).collect();
             let layout = Layout::of(self.dims, &self.mask, Some(grid_box))?;
-            self.padded = vec![0u16; layout.padded_dims.iter().product()];
-            for (&p, &l) in layout.padded_voxels.iter().zip(&levels) {
-                self.padded[p] = l as u16;
-            }
+            self.padded = levels_on_grid(layout.padded_dims.iter().product(), &layout.padded_voxels, &levels);
             self.padded_dims = layout.padded_dims;
             self.padded_origin = layout.padded_origin;
             self.padded_voxels = layout.padded_voxels;
