@@ -108,7 +108,7 @@ composite_size = 96
         // partitions and is never expired, so the restarted worker would idle with no
         // assignment for good (seen in its group log: SyncGroup answered with an empty
         // assignment, then heartbeats answered "ok").
-        std::thread::sleep(Duration::from_secs(8));
+        tokio::time::sleep(Duration::from_secs(8)).await;
 
         let worker = start_worker("preprocess", &config, &log);
         let deadline = Instant::now() + Duration::from_secs(180);
