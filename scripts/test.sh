@@ -13,5 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 # Tests run in parallel on 2 cores; more than one OpenMP thread each makes libtorch 2-5x slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cd "$REPO_ROOT"
-cargo build --locked --workspace --all-targets
+# One build: the test profile for every target (the e2e tests run the `renal` binary built here),
+# then the tests, which find everything already built.
+cargo build --locked --profile test --workspace --all-targets
 cargo test --locked --workspace --no-fail-fast

@@ -5,7 +5,7 @@
 
 use renal_bus::InProcessBus;
 use renal_e2e::S3Server;
-use renal_ingest::worker::{run, IngestConfig, Mode, SiteConfig};
+use renal_ingest::{run, IngestConfig, Mode, SiteConfig};
 use renal_messages::{topics, CaseV1, Message};
 use renal_store::{sha256_hex, BlobStore, ObjectBlobStore};
 use renal_synth::{generate, SynthConfig};

@@ -196,4 +196,57 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     let bundle: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("models/clinical.json")).unwrap()).unwrap();
     assert_eq!(bundle["fits"][0]["calibration"]["method"], "platt");
+
+    // The ensemble rows came through the inference and ensemble stages; the bundles called
+    // directly on the same lesions give the same probabilities (to 1e-6).
+    let version =
+        |kind: &str| std::fs::read_dir(out.join("models").join(kind)).unwrap().next().unwrap().unwrap().file_name();
+    let (cnn_version, ens_version) = (version("cnn"), version("ensemble"));
+    let checked = direct_predictions_agree(
+        &out,
+        cnn_version.to_str().unwrap(),
+        ens_version.to_str().unwrap(),
+        &all_rows.iter().map(|r| (r[0].to_string(), r[1].to_string(), r[2].parse().unwrap())).collect::<Vec<_>>(),
+    );
+    assert_eq!(checked, all_rows.iter().filter(|r| r[1].starts_with("ensemble")).count());
+    // The radiomics stage ran too: one feature file per lesion.
+    assert_eq!(count_files(&out.join("store/features"), "parquet"), lesions.len());
+}
+
+/// Recompute every `ensemble`/`ensemble@<reader>` row of `rows` (case, model, probability) by
+/// calling the saved bundles directly (the networks through `Scorer`, the ensemble through
+/// `Content::call`) and check each is within 1e-6; returns how many rows were checked.
+fn direct_predictions_agree(out: &std::path::Path, cnn: &str, ensemble: &str, rows: &[(String, String, f64)]) -> usize {
+    use renal_messages::LesionV1;
+    tch::set_num_threads(1);
+    let registry = out.join("models");
+    let scorer = renal_cnn::score::Scorer::load(&registry, cnn, tch::Device::Cpu).unwrap();
+    let bundle = renal_ensemble::bundle::load(&registry, ensemble).unwrap();
+    let store = renal_store::open(out.join("blobs").to_str().unwrap()).unwrap();
+    let lesions: std::collections::BTreeMap<String, LesionV1> = std::fs::read_to_string(out.join("lesions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<LesionV1>(l).unwrap())
+        .map(|l| (l.case_id.clone(), l))
+        .collect();
+    let composite = |blob| renal_imaging::composite::decode_blob(&store.get(blob).unwrap()).unwrap().1;
+    let mut checked = 0;
+    for (case, model, p) in rows.iter().filter(|r| r.1.starts_with("ensemble")) {
+        let l = &lesions[case];
+        let (composites, volume) = match model.split_once('@') {
+            None | Some((_, "primary")) => (&l.composites, l.tumour_volume_ml),
+            Some((_, reader)) => {
+                let rc = l.other_readers.iter().find(|r| r.reader == reader).unwrap();
+                (&rc.composites, rc.tumour_volume_ml)
+            }
+        };
+        let (t2, t1c) = (composite(&composites[0]), composite(&composites[1]));
+        let s = &scorer.score(&[[&t2, &t1c]])[0];
+        let (age, sex) = renal_ensemble::join::recorded(&l.clinical);
+        let (x, _) = bundle.content.fill.features(age, sex, volume);
+        let direct = bundle.content.call(s.probability[0], s.probability[1], &x).probability;
+        assert!((p - direct).abs() <= 1e-6, "{case} {model}: through the stages {p}, direct {direct}");
+        checked += 1;
+    }
+    checked
 }

@@ -5,12 +5,12 @@
 
 use renal_bus::{Bus, InProcessBus};
 use renal_e2e::{as_stored, lesion_with_volumes as lesion, put_series, synthetic_lesion};
-use renal_features::extract::extract_series;
-use renal_features::settings::Setting;
-use renal_features::worker::{self, RadiomicsConfig};
+use renal_ibsi::roi::Discretisation;
 use renal_imaging::Volume;
 use renal_messages::{topics, DeadLetterV1, FeaturesV1, Message};
-use renal_radiomics::roi::Discretisation;
+use renal_radiomics::extract::extract_series;
+use renal_radiomics::settings::Setting;
+use renal_radiomics::{Extractor, RadiomicsConfig};
 use renal_store::{BlobStore, LocalBlobStore};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -78,12 +78,10 @@ fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
         bus.send(topics::LESIONS, &again.case_id, again.encode()).await.unwrap();
     });
     let stats = rt
-        .block_on(worker::run(
-            &cfg,
-            settings.clone(),
-            store.clone(),
+        .block_on(renal_radiomics::run(
+            Extractor::new(store.clone(), renal_store::TableWriter::new(&cfg.table_root), settings.clone()),
             bus.clone(),
-            bus.drained(worker::GROUP, topics::LESIONS),
+            bus.drained(renal_radiomics::GROUP, topics::LESIONS),
             &|_| {},
         ))
         .unwrap();
@@ -109,7 +107,7 @@ fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
     assert_eq!(first.case_id, "MAY-0001");
     assert!(first.file.starts_with("features/site=MAY/date=") && first.file.ends_with("/MAY-0001-r1.parquet"));
     assert!(dir.path().join("store").join(&first.file).exists());
-    assert_eq!(first.settings_sha256, renal_features::settings::sha256(&settings));
+    assert_eq!(first.settings_sha256, renal_radiomics::settings::sha256(&settings));
 
     // pyarrow, reading the store as a Hive-partitioned dataset.
     let out = std::process::Command::new(renal_e2e::venv_bin("python"))

@@ -1,4 +1,4 @@
-//! renal-radiomics on the IBSI-1 digital phantom, against the consensus reference values
+//! renal-ibsi on the IBSI-1 digital phantom, against the consensus reference values
 //! (`tests/reference/ibsi/`, read directly from the IBSI table as CSV).
 //!
 //! IBSI's rule: a value matches when `|signif(x, 3) - reference| <= tolerance` (tolerance 0 for
@@ -6,7 +6,7 @@
 //! over the features that have a reference value, per family, and the features we do not
 //! report yet.
 
-use renal_radiomics::roi::{Discretisation, Roi};
+use renal_ibsi::roi::{Discretisation, Roi};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -39,7 +39,7 @@ fn phantom() -> Roi {
 fn ibsi_digital_phantom_features_match_the_reference_values() {
     let roi = phantom();
     assert_eq!(roi.voxels().len(), 74, "the phantom's ROI");
-    let ours: BTreeMap<String, f64> = renal_radiomics::extract(&roi).into_iter().collect();
+    let ours: BTreeMap<String, f64> = renal_ibsi::extract(&roi).into_iter().collect();
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/ibsi/ibsi_1_reference_values_digital_phantom.csv");
     let text = std::fs::read_to_string(path).unwrap();
@@ -95,7 +95,7 @@ fn the_radiomics_benchmark_prints_its_table() {
 }
 
 #[test]
-fn renal_radiomics_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input() {
+fn renal_ibsi_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let csv_path = dir.path().join("phantom.csv");
     let out = renal_e2e::renal(&["radiomics", "--ibsi-phantom", "--out", csv_path.to_str().unwrap()]);
@@ -151,14 +151,14 @@ fn renal_radiomics_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input
     let header = reader.headers().unwrap().clone();
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!((rows.len(), header.len()), (2, 6 + 482));
-    let settings = renal_features::settings::read(&settings_path).unwrap();
+    let settings = renal_radiomics::settings::read(&settings_path).unwrap();
     let roi = phantom();
     let volume = renal_imaging::nifti::decode(include_bytes!("reference/ibsi/phantom.nii.gz")).unwrap().volume;
     let phantom_mask = renal_imaging::Volume {
         geometry: volume.geometry.clone(),
         data: roi.mask.iter().map(|&m| u8::from(m)).collect(),
     };
-    let direct = renal_features::extract::extract_series(&volume, &phantom_mask, &settings).unwrap();
+    let direct = renal_radiomics::extract::extract_series(&volume, &phantom_mask, &settings).unwrap();
     for (row, want) in rows.iter().zip(&direct) {
         assert_eq!(&row[4], serde_json::to_string(&want.setting).unwrap());
         for (tag, v) in want.features.as_ref().unwrap() {

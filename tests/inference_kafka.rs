@@ -15,8 +15,8 @@
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
 use renal_cnn::bundle::{self, DataManifest, SeriesToSave};
 use renal_cnn::net::{Backbone, Head, Net, NetConfig};
+use renal_cnn::score::Scorer;
 use renal_cnn::train::{EpochLog, TrainConfig};
-use renal_cnn::worker::Scorer;
 use renal_e2e::{fitted_ensemble, interrupt, renal_bin, start_worker, Broker};
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1,

@@ -1,6 +1,6 @@
 //! The bus on a real Kafka-protocol broker (tansu, see scripts/install-tansu.sh).
 
-use renal_bus::{run_stage, Bus, Consumer, KafkaBus, KafkaConfig, Outcome, Output, Record, StageConfig};
+use renal_bus::{run_stage, Backoff, Bus, Consumer, KafkaBus, KafkaConfig, Outcome, Output, Record, StageConfig};
 use renal_e2e::Broker;
 use renal_messages::{topics, DeadLetterV1, Message};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,8 +72,7 @@ fn stage_loop_delivers_outputs_and_dead_letters_over_kafka() {
             stage: "ingest",
             group: "stage-test".into(),
             inputs: vec![topics::LABELS],
-            retry_initial_ms: 10,
-            retry_max_ms: 100,
+            backoff: Backoff { initial_ms: 10, max_ms: 100 },
             commit_interval_ms: 0,
         };
         let watcher = bus.clone();

@@ -1,4 +1,4 @@
-//! renal-radiomics against MIRP (PyPI `mirp`, by the IBSI lead author; it matches all 3D
+//! renal-ibsi against MIRP (PyPI `mirp`, by the IBSI lead author; it matches all 3D
 //! values of the IBSI-1 phantom) on synthetic lesions with resampling and discretisation
 //! switched on, which the phantom does not exercise: anisotropic native grids resampled to
 //! isotropic 2 mm (trilinear image; trilinear mask kept at >= 0.5; grids aligned on the
@@ -12,10 +12,10 @@
 //! -0.03. Per family the largest relative difference is printed.
 
 use renal_e2e::synthetic_lesion as lesion;
-use renal_features::extract::extract_series;
-use renal_features::settings::{Resegmentation, Setting};
+use renal_ibsi::roi::Discretisation;
 use renal_imaging::nifti;
-use renal_radiomics::roi::Discretisation;
+use renal_radiomics::extract::extract_series;
+use renal_radiomics::settings::{Resegmentation, Setting};
 use serde_json::Value;
 use std::collections::BTreeMap;
 

@@ -21,7 +21,7 @@ pub fn renal_bin() -> PathBuf {
         // cargo sets for a test run are removed too: build scripts that watch one of them (ring
         // watches CARGO_MANIFEST_DIR) would otherwise see a change and rebuild half the tree.
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--workspace", "--all-targets"]);
+        build.args(["build", "--quiet", "--profile", "test", "--workspace", "--all-targets"]);
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
             let set_for_tests = [
@@ -324,7 +324,7 @@ impl Drop for S3Server {
 /// Every file under `root` with extension `ext` (any extension when `None`), recursively,
 /// skipping hidden entries; sorted (the ingest worker's own walk).
 pub fn files_under(root: &Path, ext: Option<&str>) -> Vec<PathBuf> {
-    renal_ingest::worker::list_files(root)
+    renal_ingest::drop_folder::list_files(root)
         .into_iter()
         .filter(|p| ext.is_none_or(|x| p.extension().is_some_and(|e| e == x)))
         .collect()

@@ -3,6 +3,7 @@
 use crate::{Bus, BusError, Consumer, Delivery, Record};
 use renal_messages::topics::Topic;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -21,6 +22,8 @@ struct Inner {
     partitions: usize,
     state: Mutex<State>,
     arrived: Notify,
+    /// False while a test simulates a broker outage.
+    reachable: AtomicBool,
 }
 
 /// Partitioned in-memory logs shared by every producer and consumer made from one instance.
@@ -43,7 +46,29 @@ impl InProcessBus {
     /// A bus whose topics have `partitions` partitions each.
     pub fn new(partitions: usize) -> Self {
         assert!(partitions > 0, "a topic needs at least one partition");
-        InProcessBus { inner: Arc::new(Inner { partitions, state: Mutex::default(), arrived: Notify::new() }) }
+        InProcessBus {
+            inner: Arc::new(Inner {
+                partitions,
+                state: Mutex::default(),
+                arrived: Notify::new(),
+                reachable: AtomicBool::new(true),
+            }),
+        }
+    }
+
+    /// Simulate a broker outage (`false`) and its end (`true`): while unreachable, sends, reads
+    /// and commits fail with [`BusError::Transient`], as Kafka's do when every broker is down.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.inner.reachable.store(reachable, Ordering::SeqCst);
+        self.inner.arrived.notify_waiters();
+    }
+
+    fn check_reachable(&self) -> Result<(), BusError> {
+        if self.inner.reachable.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(BusError::Transient("all brokers down (simulated)".into()))
+        }
     }
 
     /// Every record of a topic, partition by partition (for tests and the embedded run's report).
@@ -99,6 +124,7 @@ impl Bus for InProcessBus {
     type Consumer = InProcessConsumer;
 
     async fn send(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<Delivery, BusError> {
+        self.check_reachable()?;
         let delivery = {
             let mut state = self.inner.state.lock().expect("bus state lock");
             let parts =
@@ -179,6 +205,7 @@ impl Consumer for InProcessConsumer {
             tokio::pin!(arrived);
             // Register interest before looking, so a send between the look and the wait is seen.
             arrived.as_mut().enable();
+            self.bus.check_reachable()?;
             if let Some(r) = self.try_next() {
                 return Ok(r);
             }
@@ -193,6 +220,7 @@ impl Consumer for InProcessConsumer {
     }
 
     fn commit(&mut self) -> Result<(), BusError> {
+        self.bus.check_reachable()?;
         let mut state = self.bus.inner.state.lock().expect("bus state lock");
         for ((topic, partition), next) in &self.stored {
             let slot = state.committed.entry((self.group.clone(), topic.clone(), *partition)).or_insert(0);

@@ -17,21 +17,44 @@ use renal_messages::topics::Topic;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How to reach and use the broker.
-#[derive(Debug, Clone)]
+/// How to reach and use the broker: the `[kafka]` section of every worker file.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port[,host:port]`.
     pub bootstrap_servers: String,
-    /// Client id prefix (the worker name), shown in broker logs.
+    /// Client id (the worker name), shown in broker logs; each worker sets its own.
+    #[serde(default = "default_client_id")]
     pub client_id: String,
-    /// Partitions for topics this client creates.
+    /// Partitions of topics this client creates (default 3).
+    #[serde(default = "default_partitions")]
     pub partitions: i32,
-    /// Replication factor for topics this client creates.
+    /// Replication factor of topics this client creates (default 1).
+    #[serde(default = "default_replication")]
     pub replication: i32,
-    /// How long a send may wait for acknowledgement before it counts as failed, ms.
+    /// How long one send may wait for acknowledgement before it counts as failed (and is
+    /// retried), ms (default 30,000).
+    #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
-    /// Consumer session timeout, ms.
+    /// Consumer session timeout, ms (default 6,000).
+    #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+}
+
+fn default_client_id() -> String {
+    "renal".into()
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_delivery_timeout_ms() -> u64 {
+    30_000
+}
+fn default_session_timeout_ms() -> u64 {
+    6_000
 }
 
 impl KafkaConfig {
@@ -40,11 +63,29 @@ impl KafkaConfig {
         KafkaConfig {
             bootstrap_servers: bootstrap_servers.into(),
             client_id: client_id.into(),
-            partitions: 3,
-            replication: 1,
-            delivery_timeout_ms: 30_000,
-            session_timeout_ms: 6_000,
+            partitions: default_partitions(),
+            replication: default_replication(),
+            delivery_timeout_ms: default_delivery_timeout_ms(),
+            session_timeout_ms: default_session_timeout_ms(),
         }
+    }
+
+    /// Check the settings at start-up.
+    pub fn validate(&self) -> Result<(), BusError> {
+        let bad = |what: String| Err(BusError::Fatal(format!("[kafka] {what}")));
+        if self.bootstrap_servers.trim().is_empty() {
+            return bad("bootstrap_servers is empty".into());
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return bad(format!(
+                "partitions {} and replication {} must be at least 1",
+                self.partitions, self.replication
+            ));
+        }
+        if self.delivery_timeout_ms == 0 || self.session_timeout_ms == 0 {
+            return bad("delivery_timeout_ms and session_timeout_ms must be positive".into());
+        }
+        Ok(())
     }
 
     fn base(&self) -> ClientConfig {
@@ -126,6 +167,26 @@ impl KafkaBus {
     }
 }
 
+/// Connect a worker to the broker as `client_id` and create `topics` where missing, waiting
+/// (with back-off) while the broker cannot be reached, so workers may start before it.
+pub async fn connect(config: &KafkaConfig, client_id: &str, topics: &[Topic]) -> Result<KafkaBus, BusError> {
+    config.validate()?;
+    let bus = KafkaBus::new(KafkaConfig { client_id: client_id.into(), ..config.clone() })?;
+    let backoff = crate::Backoff::WORKER;
+    let mut delay = backoff.initial_ms;
+    loop {
+        match bus.ensure_topics(topics).await {
+            Ok(()) => return Ok(bus),
+            Err(BusError::Transient(why)) => {
+                eprintln!("{client_id}: broker {} not reachable yet ({why}); retrying", config.bootstrap_servers);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                delay = backoff.next(delay);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Bus for KafkaBus {
     type Consumer = KafkaConsumer;
 
@@ -173,8 +234,12 @@ impl Consumer for KafkaConsumer {
     }
 
     fn store(&mut self, record: &Record) -> Result<(), BusError> {
-        // librdkafka stores offset + 1, the next one to read.
-        self.consumer.store_offset(&record.topic, record.partition, record.offset).map_err(classify)?;
+        // librdkafka stores offset + 1, the next one to read. It refuses a partition this member
+        // no longer holds (the group rebalanced while the broker was away): the new holder reads
+        // the record again, so the refusal is transient for the stage, never fatal.
+        self.consumer
+            .store_offset(&record.topic, record.partition, record.offset)
+            .map_err(|e| BusError::Transient(e.to_string()))?;
         self.stored_any = true;
         Ok(())
     }

@@ -8,7 +8,9 @@
 //! [`run_stage`] is the delivery contract in one place: a record's offset is stored only after
 //! every output it caused is acknowledged; an input that can never succeed goes to the stage's
 //! dead-letter topic (and is then stored); a transient failure is retried with backoff and its
-//! offset is not stored.
+//! offset is not stored; a broker that goes away is waited for, not given up on. Stages answer
+//! with typed errors that know their dead-letter reason ([`Failure`]); every dead letter is
+//! built by [`dead_letter`], and every send outside the loop goes through [`send_with_retry`].
 //!
 //! ```
 //! use renal_bus::{Bus, Consumer, InProcessBus};
@@ -25,12 +27,14 @@
 //! # });
 //! ```
 
+mod delivery;
 mod in_process;
 mod kafka;
 mod stage;
 
+pub use delivery::{dead_letter, send_with_retry, Backoff, Failure};
 pub use in_process::{InProcessBus, InProcessConsumer};
-pub use kafka::{KafkaBus, KafkaConfig, KafkaConsumer};
+pub use kafka::{connect, KafkaBus, KafkaConfig, KafkaConsumer};
 pub use stage::{run_batched_stage, run_stage, Batching, Outcome, Output, StageConfig, StageStats};
 
 use renal_messages::topics::Topic;
@@ -100,4 +104,14 @@ pub trait Consumer: Send {
     fn store(&mut self, record: &Record) -> Result<(), BusError>;
     /// Commit stored offsets to the group.
     fn commit(&mut self) -> Result<(), BusError>;
+}
+
+/// A heartbeat for operators (per-lesion detail lives in the messages): prints the first input
+/// begun and every 25th, as `<stage>: <n> <noun> begun`.
+pub fn heartbeat(stage: &'static str, noun: &'static str) -> impl Fn(u64) + Sync {
+    move |n| {
+        if n == 1 || n % 25 == 0 {
+            eprintln!("{stage}: {n} {noun} begun");
+        }
+    }
 }

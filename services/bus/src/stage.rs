@@ -1,9 +1,9 @@
 //! The at-least-once loop shared by every stage.
 
+use crate::delivery::{dead_letter, send_with_retry, Backoff};
 use crate::{Bus, BusError, Consumer, Record};
-use renal_messages::civil::now_rfc3339;
 use renal_messages::topics::{self, Topic};
-use renal_messages::{DeadLetterSource, DeadLetterV1, Message};
+use renal_messages::Message;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -44,10 +44,8 @@ pub struct StageConfig {
     pub group: String,
     /// Input topics.
     pub inputs: Vec<Topic>,
-    /// First retry delay, ms; doubles per attempt.
-    pub retry_initial_ms: u64,
-    /// Largest retry delay, ms.
-    pub retry_max_ms: u64,
+    /// Delays between retries of an input, of a send and of a read from an unreachable bus.
+    pub backoff: Backoff,
     /// Commit stored offsets at least this often, ms (and always at shutdown).
     pub commit_interval_ms: u64,
 }
@@ -56,14 +54,7 @@ impl StageConfig {
     /// A worker's usual delivery settings: retries from 200 ms, doubling up to 10 s; offsets
     /// committed at least every second.
     pub fn new(stage: &'static str, group: &str, inputs: Vec<Topic>) -> StageConfig {
-        StageConfig {
-            stage,
-            group: group.into(),
-            inputs,
-            retry_initial_ms: 200,
-            retry_max_ms: 10_000,
-            commit_interval_ms: 1_000,
-        }
+        StageConfig { stage, group: group.into(), inputs, backoff: Backoff::WORKER, commit_interval_ms: 1_000 }
     }
 }
 
@@ -76,45 +67,8 @@ pub struct StageStats {
     pub outputs: u64,
     /// Dead letters acknowledged.
     pub dead_letters: u64,
-    /// Retries after transient failures.
+    /// Retries after transient failures (of processing, sending, reading or committing).
     pub retries: u64,
-}
-
-fn dead_letter(stage: &str, record: &Record, code: String, reason: String) -> DeadLetterV1 {
-    DeadLetterV1 {
-        version: 1,
-        stage: stage.into(),
-        reason_code: code,
-        reason,
-        source: DeadLetterSource {
-            topic: Some(record.topic.clone()),
-            partition: Some(record.partition),
-            offset: Some(record.offset),
-            key: record.key.clone(),
-        },
-        input_sha256: renal_messages::lower_hex(&Sha256::digest(&record.payload)),
-        at: now_rfc3339(),
-    }
-}
-
-async fn send_with_retry<B: Bus>(
-    bus: &B,
-    out: &Output,
-    cfg: &StageConfig,
-    stats: &mut StageStats,
-) -> Result<(), BusError> {
-    let mut delay = cfg.retry_initial_ms;
-    loop {
-        match bus.send(out.topic, &out.key, out.payload.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(BusError::Transient(_)) => {
-                stats.retries += 1;
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                delay = (delay * 2).min(cfg.retry_max_ms);
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Consume `cfg.inputs`, hand each record to `process`, and deliver what it decides, until
@@ -154,11 +108,35 @@ pub struct Batching {
     pub max_wait_ms: u64,
 }
 
+/// Offsets stored since the last commit, and when that was.
+struct Commits {
+    interval: Duration,
+    last: Instant,
+    uncommitted: bool,
+}
+
+impl Commits {
+    /// Commit now. A transient failure (the broker is away) keeps the offsets for the next try:
+    /// until then a restart would redeliver them, which at-least-once allows.
+    fn commit<C: Consumer>(&mut self, consumer: &mut C, stats: &mut StageStats) -> Result<(), BusError> {
+        match consumer.commit() {
+            Ok(()) => self.uncommitted = false,
+            Err(BusError::Transient(_)) => stats.retries += 1,
+            Err(e) => return Err(e),
+        }
+        self.last = Instant::now();
+        Ok(())
+    }
+}
+
 /// [`run_stage`] over batches: gather up to `batching.max_records` records (waiting at most
 /// `max_wait_ms` after the first), hand them to `process` together, which answers one
 /// [`Outcome`] per record in the same order. Done and rejected records are delivered; records
 /// answered with `Retry` are processed again, as a batch of their own, after a back-off. Offsets
 /// are stored once every record of the batch is delivered, in arrival order.
+///
+/// The loop outlasts an unreachable broker: reads, sends and commits that fail transiently are
+/// retried with the stage's back-off. Only failures that retrying cannot fix end it.
 pub async fn run_batched_stage<B, F, Fut>(
     bus: B,
     cfg: StageConfig,
@@ -175,35 +153,54 @@ where
         .ok_or_else(|| BusError::Fatal(format!("stage {} has no dead-letter topic", cfg.stage)))?;
     let mut consumer = bus.consumer(&cfg.group, &cfg.inputs)?;
     let mut stats = StageStats::default();
-    let mut last_commit = Instant::now();
-    // Offsets stored since the last commit: committed on the interval even when no input
-    // arrives, so a quiet topic does not leave the last inputs uncommitted.
-    let mut uncommitted = false;
+    let mut commits =
+        Commits { interval: Duration::from_millis(cfg.commit_interval_ms), last: Instant::now(), uncommitted: false };
+    // Delay before the next read after the bus could not be read.
+    let mut read_delay = cfg.backoff.initial_ms;
     tokio::pin!(shutdown);
     loop {
-        let idle_commit = tokio::time::sleep(Duration::from_millis(cfg.commit_interval_ms.max(1)));
+        // Offsets stored since the last commit are committed on the interval even when no input
+        // arrives, so a quiet topic does not leave the last inputs uncommitted.
+        let idle_commit = tokio::time::sleep(commits.interval.max(Duration::from_millis(1)));
         let first = tokio::select! {
             _ = &mut shutdown => break,
-            r = consumer.recv() => r?,
-            _ = idle_commit, if uncommitted => {
-                consumer.commit()?;
-                uncommitted = false;
-                last_commit = Instant::now();
+            r = consumer.recv() => r,
+            _ = idle_commit, if commits.uncommitted => {
+                commits.commit(&mut consumer, &mut stats)?;
                 continue;
             }
         };
+        let first = match first {
+            Ok(r) => r,
+            Err(BusError::Transient(_)) => {
+                stats.retries += 1;
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(Duration::from_millis(read_delay)) => {}
+                }
+                read_delay = cfg.backoff.next(read_delay);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        read_delay = cfg.backoff.initial_ms;
         let mut batch = vec![first];
         if batching.max_records > 1 {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(batching.max_wait_ms);
             while batch.len() < batching.max_records {
                 tokio::select! {
-                    r = consumer.recv() => batch.push(r?),
+                    r = consumer.recv() => match r {
+                        Ok(r) => batch.push(r),
+                        // Process what has arrived; the next read backs off.
+                        Err(BusError::Transient(_)) => break,
+                        Err(e) => return Err(e),
+                    },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
         }
         let mut pending: Vec<usize> = (0..batch.len()).collect();
-        let mut delay = cfg.retry_initial_ms;
+        let mut delay = cfg.backoff.initial_ms;
         while !pending.is_empty() {
             let outcomes = process(pending.iter().map(|&i| batch[i].clone()).collect()).await;
             if outcomes.len() != pending.len() {
@@ -220,14 +217,17 @@ where
                 match outcome {
                     Outcome::Done(outputs) => {
                         for out in &outputs {
-                            send_with_retry(&bus, out, &cfg, &mut stats).await?;
+                            let (_, failed) = send_with_retry(&bus, out, cfg.backoff).await?;
+                            stats.retries += failed;
                             stats.outputs += 1;
                         }
                     }
                     Outcome::Reject { code, reason } => {
-                        let letter = dead_letter(cfg.stage, record, code, reason);
+                        let input = renal_messages::lower_hex(&Sha256::digest(&record.payload));
+                        let letter = dead_letter(cfg.stage, record.source(), &code, reason, input);
                         let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
-                        send_with_retry(&bus, &out, &cfg, &mut stats).await?;
+                        let (_, failed) = send_with_retry(&bus, &out, cfg.backoff).await?;
+                        stats.retries += failed;
                         stats.dead_letters += 1;
                     }
                     Outcome::Retry(_) => again.push(i),
@@ -241,35 +241,44 @@ where
                         // Store only the delivered prefix: a later record's offset must not be
                         // stored past an undelivered earlier one.
                         for record in batch.iter().take(pending[0]) {
-                            consumer.store(record)?;
+                            store(&mut consumer, record)?;
                         }
-                        consumer.commit()?;
+                        commits.commit(&mut consumer, &mut stats)?;
                         return Ok(stats);
                     }
                     _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
                 }
-                delay = (delay * 2).min(cfg.retry_max_ms);
+                delay = cfg.backoff.next(delay);
             }
         }
         for record in &batch {
-            consumer.store(record)?;
+            store(&mut consumer, record)?;
             stats.inputs += 1;
         }
-        uncommitted = true;
-        if last_commit.elapsed() >= Duration::from_millis(cfg.commit_interval_ms) {
-            consumer.commit()?;
-            uncommitted = false;
-            last_commit = Instant::now();
+        commits.uncommitted = true;
+        if commits.last.elapsed() >= commits.interval {
+            commits.commit(&mut consumer, &mut stats)?;
         }
     }
-    consumer.commit()?;
+    commits.commit(&mut consumer, &mut stats)?;
     Ok(stats)
+}
+
+/// Store a delivered record's offset. A transient refusal (the partition moved to another
+/// member while the broker was away) leaves the record to be redelivered there: at least once.
+fn store<C: Consumer>(consumer: &mut C, record: &Record) -> Result<(), BusError> {
+    match consumer.store(record) {
+        Ok(()) | Err(BusError::Transient(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::InProcessBus;
+    use renal_messages::civil::now_rfc3339;
+    use renal_messages::DeadLetterV1;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -278,8 +287,7 @@ mod tests {
             stage: "ingest",
             group: "ingest".into(),
             inputs: vec![topics::LABELS],
-            retry_initial_ms: 1,
-            retry_max_ms: 4,
+            backoff: Backoff { initial_ms: 1, max_ms: 4 },
             commit_interval_ms: 0,
         }
     }
@@ -399,6 +407,50 @@ mod tests {
             assert_eq!(got, vec![vec!["a", "b", "flaky"], vec!["flaky"], vec!["c", "d"]]);
             assert_eq!(stats, StageStats { inputs: 5, outputs: 5, dead_letters: 0, retries: 1 });
             assert_eq!(bus.committed("ingest", topics::LABELS).iter().sum::<i64>(), 5);
+        });
+    }
+
+    #[test]
+    fn the_loop_waits_out_an_unreachable_bus_and_loses_nothing() {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let bus = InProcessBus::new(2);
+            for n in 0..6u8 {
+                bus.send(topics::LABELS, &format!("k{n}"), vec![n]).await.unwrap();
+            }
+            let outage = bus.clone();
+            let watcher = bus.clone();
+            let stop = async move {
+                while !(watcher.records(topics::CASES).len() == 6 && watcher.caught_up("ingest", topics::LABELS)) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            };
+            let mut seen = 0;
+            let stats = run_stage(
+                bus.clone(),
+                config(),
+                move |r: Record| {
+                    seen += 1;
+                    if seen == 3 {
+                        // The broker goes away while the third input is processed: its output,
+                        // the next reads and the commits all fail until it is back.
+                        outage.set_reachable(false);
+                        let back = outage.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(60)).await;
+                            back.set_reachable(true);
+                        });
+                    }
+                    async move { Outcome::Done(vec![Output { topic: topics::CASES, key: r.key, payload: r.payload }]) }
+                },
+                stop,
+            )
+            .await
+            .unwrap();
+            assert_eq!((stats.inputs, stats.outputs, stats.dead_letters), (6, 6, 0));
+            assert!(stats.retries > 0, "the outage was waited out: {stats:?}");
+            let mut got: Vec<u8> = bus.records(topics::CASES).iter().map(|r| r.payload[0]).collect();
+            got.sort();
+            assert_eq!(got, vec![0, 1, 2, 3, 4, 5], "each input's output once");
         });
     }
 

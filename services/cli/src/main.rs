@@ -14,12 +14,11 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod arms;
-mod bench;
-mod cnn;
+mod embedded;
 mod eval;
-mod imaging;
-mod pipeline;
+mod files;
+mod train;
+mod worker;
 
 #[derive(Parser)]
 #[command(
@@ -57,12 +56,12 @@ enum Command {
         /// lesion predicted by a model trained on the other folds), loio:SITE (test on one site,
         /// train on the others).
         #[arg(long, default_value = "split")]
-        protocol: arms::Protocol,
+        protocol: renal_trainer::Protocol,
         /// Skip the T2 and T1C networks (clinical model only).
         #[arg(long)]
         no_cnn: bool,
         #[command(flatten)]
-        cnn: cnn::CnnArgs,
+        cnn: train::CnnArgs,
     },
     /// Train models outside `renal run`.
     Train {
@@ -272,7 +271,7 @@ enum TrainModel {
         #[arg(long, value_delimiter = ',', default_value = "0.7,0.2,0.1")]
         parts: Vec<f64>,
         #[command(flatten)]
-        cnn: cnn::CnnArgs,
+        cnn: train::CnnArgs,
     },
 }
 
@@ -421,6 +420,8 @@ enum BenchStage {
 fn main() {
     // Before any libtorch call: registers the CUDA backend when the install has one.
     renal_cnn::device::load_cuda_backend();
+    // Every message, table row and bundle this process writes names this build's commit.
+    renal_messages::set_code_version(env!("RENAL_GIT_COMMIT"));
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -432,24 +433,24 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth(args),
         Command::Run { input, out, protocol, no_cnn, cnn } => {
-            pipeline::run_embedded(&input, &out, &protocol, (!no_cnn).then_some(&cnn))
+            embedded::run(&input, &out, &protocol, (!no_cnn).then_some(&cnn))
         }
         Command::Train { model: TrainModel::Cnn { run, labels, registry, checkpoint, parts, cnn } } => {
             let parts: [f64; 3] =
                 parts.try_into().map_err(|_| anyhow::anyhow!("--parts: want three fractions, e.g. 0.7,0.2,0.1"))?;
-            cnn::train_command(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
+            train::train_cnn(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
         }
         Command::Radiomics { image, mask, ibsi_phantom, bins, bin_width, settings, out } => {
-            let binning = imaging::Binning { bins, bin_width, settings };
-            imaging::run_radiomics(image.as_deref(), mask.as_deref(), ibsi_phantom, &binning, &out)
+            let binning = files::Binning { bins, bin_width, settings };
+            files::run_radiomics(image.as_deref(), mask.as_deref(), ibsi_phantom, &binning, &out)
         }
         Command::Bench { stage: BenchStage::Radiomics { bins, repeat, grid, mirp } } => {
-            bench::bench_radiomics(bins, repeat, grid, mirp)
+            renal_bench::radiomics(bins, repeat, grid, mirp)
         }
         Command::Bench { stage: BenchStage::Cnn { backbones, batches, devices, repeat, parity, train_steps } } => {
-            cnn::bench(&backbones, &batches, &devices, repeat, parity, train_steps)
+            renal_bench::cnn(&backbones, &batches, &devices, repeat, parity, train_steps)
         }
-        Command::Worker { name, config } => pipeline::run_worker(&name, &config),
+        Command::Worker { name, config } => worker::run(&name, &config),
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             bench_synth(lesions, seed, threads, dir)
         }
@@ -460,7 +461,7 @@ fn run(cli: Cli) -> Result<()> {
                 convergence_threshold: convergence,
                 ..Default::default()
             };
-            imaging::run_n4(&image, &out, mask.as_deref(), field.as_deref(), &settings)
+            files::run_n4(&image, &out, mask.as_deref(), field.as_deref(), &settings)
         }
         Command::Histmatch { image, reference, out, levels, match_points, no_threshold_at_mean } => {
             let settings = renal_imaging::histmatch::MatchSettings {
@@ -468,22 +469,22 @@ fn run(cli: Cli) -> Result<()> {
                 match_points,
                 threshold_at_mean: !no_threshold_at_mean,
             };
-            imaging::run_histmatch(&image, &reference, &out, &settings)
+            files::run_histmatch(&image, &reference, &out, &settings)
         }
         Command::Preprocess { image, mask, out, match_to, preview, size, channel_order, shrink } => {
             let order = if channel_order == "array_axes" { ChannelOrder::ArrayAxes } else { ChannelOrder::Anatomical };
             let n4 = renal_imaging::n4::N4Settings { shrink_factor: shrink, ..Default::default() };
-            let options = imaging::PreprocessOptions { n4, match_to, size, order, preview };
-            imaging::run_preprocess(&image, &mask, &out, &options)
+            let options = files::PreprocessOptions { n4, match_to, size, order, preview };
+            files::run_preprocess(&image, &mask, &out, &options)
         }
         Command::Eval { predictions, labels, experts, embeddings, out, threshold, bootstrap, seed, ece_bins } => {
             let settings = renal_eval::report::Settings { threshold, bootstrap_resamples: bootstrap, seed, ece_bins };
             eval::run(&predictions, &labels, experts.as_deref(), embeddings.as_deref(), &out, &settings)
         }
-        Command::Bench { stage: BenchStage::Preprocess { shrink, repeat } } => bench::bench_preprocess(&shrink, repeat),
-        Command::Bench { stage: BenchStage::Ingest { input, repeat } } => bench::bench_ingest(&input, repeat),
+        Command::Bench { stage: BenchStage::Preprocess { shrink, repeat } } => renal_bench::preprocess(&shrink, repeat),
+        Command::Bench { stage: BenchStage::Ingest { input, repeat } } => renal_bench::ingest(&input, repeat),
         Command::Bench { stage: BenchStage::Cstore { input, associations, limit, baseline_files, dir } } => {
-            bench::bench_cstore(&input, associations, limit, baseline_files, dir.as_deref())
+            renal_bench::cstore(&input, associations, limit, baseline_files, dir.as_deref())
         }
     }
 }

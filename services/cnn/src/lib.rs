@@ -1,7 +1,7 @@
 //! The CNN arm on libtorch (through `tch`): the study's ResNet + dense head ([`net`]),
 //! torchvision weight import ([`weights`]), live augmentation ([`augment`]), checkpointable
-//! optimisers ([`optim`]), training ([`train`]), model bundles ([`bundle`]) and the inference
-//! worker ([`worker`]).
+//! optimisers ([`optim`]), training ([`train`]), model bundles ([`bundle`]) and a loaded
+//! bundle's scorer ([`score`]), which the inference stage (`renal-inference`) serves.
 //!
 //! libtorch comes from PyPI's torch 2.13.0 wheel (`scripts/install-libtorch.sh`). One binary
 //! serves CPU and GPU machines: [`device::select`] loads `libtorch_cuda.so` when the install has
@@ -14,9 +14,9 @@ pub mod device;
 pub mod net;
 pub mod optim;
 pub mod parity;
+pub mod score;
 pub mod train;
 pub mod weights;
-pub mod worker;
 
 /// libtorch's CPU random generator is one per process: tests that seed it or draw from it hold
 /// this lock so a parallel test cannot reseed or advance it between their draws.

@@ -53,6 +53,12 @@ impl Backbone {
     }
 }
 
+impl std::fmt::Display for Backbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Backbone {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

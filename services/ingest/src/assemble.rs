@@ -60,8 +60,6 @@ pub struct AssemblyConfig {
     pub pseudonym_secret: Vec<u8>,
     /// Classification rules per site code (missing sites use the defaults).
     pub rules: BTreeMap<String, Rules>,
-    /// Version written into provenance.
-    pub code_version: String,
 }
 
 #[derive(Debug)]
@@ -352,7 +350,7 @@ fn build_case(study: &mut Study, cfg: &AssemblyConfig, store: &dyn BlobStore) ->
         clinical: Clinical { age_years: parse_age(&first.age, &first.birth_date, &first.study_date), sex },
         series: series_refs,
         segmentations: seg_refs,
-        provenance: Provenance { code_version: cfg.code_version.clone(), produced_at: String::new(), input_sha256 },
+        provenance: Provenance::now(input_sha256),
     })
 }
 

@@ -1,17 +1,28 @@
 //! DICOM ingest: from instances as scanners send them to `renal.cases`.
 //!
-//! The pure part lives here and is tested without a bus: [`instance::parse`] reads an
-//! instance's header (never its pixels) and refuses what can never be used with a reason code;
-//! [`classify::classify`] tells T2 from T1C by the site's rules; [`assemble::Assembler`] groups
-//! instances into series and series into lesion cases, decides completeness from what the
-//! segmentations promise plus a quiet period, and emits revisions when late instances change a
-//! case; [`pseudonym::pseudonym`] replaces the patient ID with a keyed hash. The drop-folder
-//! watcher, the C-STORE SCP and the bus loop wire these together.
+//! The same five parts as every stage: [`config`] (`[ingest]`), the processing step, [`run`]
+//! (the drop-folder loop) and [`serve`] (start-up on Kafka with the C-STORE receivers). Ingest's
+//! inputs are files, not topic records, so its step is in three pure parts, each tested
+//! without a bus and each refusing what can never be used with a reason code:
+//! [`instance::parse`] reads an instance's header (never its pixels); [`classify::classify`]
+//! tells T2 from T1C by the site's rules; [`assemble::Assembler`] groups instances into series
+//! and series into lesion cases, decides completeness from what the segmentations promise plus
+//! a quiet period, and emits revisions when late instances change a case, replacing the
+//! patient ID with a keyed hash ([`pseudonym::pseudonym`]). [`table`] is the `cases` table,
+//! [`drop_folder`] the folder handling, [`scp`] and [`scu`] the DICOM network ends.
 
 pub mod assemble;
 pub mod classify;
+pub mod config;
+pub mod drop_folder;
 pub mod instance;
 pub mod pseudonym;
+pub mod run;
 pub mod scp;
 pub mod scu;
-pub mod worker;
+pub mod serve;
+pub mod table;
+
+pub use config::{ConfigError, IngestConfig, ScpConfig, SiteConfig};
+pub use run::{run, IngestError, IngestStats, Mode};
+pub use serve::{serve, ServeError};

@@ -3,9 +3,10 @@
 //! lesion into a case. `echoscu` gets a C-ECHO answer.
 
 use renal_bus::InProcessBus;
+use renal_ingest::drop_folder::list_files;
 use renal_ingest::instance;
 use renal_ingest::scp::Scp;
-use renal_ingest::worker::{list_files, run, IngestConfig, Mode, SiteConfig};
+use renal_ingest::{run, IngestConfig, Mode, SiteConfig};
 use renal_synth::{generate, SynthConfig};
 use std::collections::BTreeSet;
 use std::process::Command;

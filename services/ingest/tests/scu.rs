@@ -3,9 +3,9 @@
 //! clear errors, and the SCU and our SCP agree with each other too.
 
 use dicom_object::meta::FileMetaTable;
+use renal_ingest::drop_folder::list_files;
 use renal_ingest::scp::{Scp, ACCEPTED};
 use renal_ingest::scu::{ScuError, StoreScu};
-use renal_ingest::worker::list_files;
 use renal_synth::{generate, SynthConfig};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};

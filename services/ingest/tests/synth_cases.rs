@@ -6,8 +6,8 @@
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use renal_ingest::assemble::{Added, Assembler, AssemblyConfig, CaseError};
+use renal_ingest::drop_folder::list_files;
 use renal_ingest::instance::{self, InstanceError};
-use renal_ingest::worker::list_files;
 use renal_messages::{CaseV1, Role};
 use renal_store::{BlobStore, LocalBlobStore};
 use renal_synth::{generate, SynthConfig};
@@ -48,7 +48,6 @@ fn config() -> AssemblyConfig {
         incomplete_timeout_ms: 60_000,
         pseudonym_secret: b"test-secret".to_vec(),
         rules: BTreeMap::new(),
-        code_version: "test".into(),
     }
 }
 

@@ -4,7 +4,8 @@
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use renal_bus::InProcessBus;
-use renal_ingest::worker::{list_files, run, IngestConfig, Mode, SiteConfig};
+use renal_ingest::drop_folder::list_files;
+use renal_ingest::{run, IngestConfig, Mode, SiteConfig};
 use renal_messages::{topics, CaseV1, DeadLetterV1, Message};
 use renal_synth::{generate, SynthConfig};
 use std::collections::BTreeSet;

@@ -61,12 +61,34 @@ pub struct BlobRef {
 /// How a message was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
-    /// Version of the code that produced it.
+    /// Version of the code that produced it: the build's git commit ([`code_version`]).
     pub code_version: String,
     /// RFC 3339 UTC time of production.
     pub produced_at: String,
     /// SHA-256 over the inputs that determined it.
     pub input_sha256: String,
+}
+
+impl Provenance {
+    /// The one provenance builder: made now, by this build, from inputs that hash to
+    /// `input_sha256`.
+    pub fn now(input_sha256: String) -> Provenance {
+        Provenance { code_version: code_version().into(), produced_at: civil::now_rfc3339(), input_sha256 }
+    }
+}
+
+static CODE_VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Record the build's git commit, once, at start-up (the `renal` binary does, from what its
+/// build script read). Later calls are ignored, so every message of a process names one build.
+pub fn set_code_version(commit: &str) {
+    let _ = CODE_VERSION.set(commit.to_string());
+}
+
+/// What provenance and bundles name as the code that made them: the commit given to
+/// [`set_code_version`], or the crate version marked `+unknown` where none was (library tests).
+pub fn code_version() -> &'static str {
+    CODE_VERSION.get().map(String::as_str).unwrap_or(concat!(env!("CARGO_PKG_VERSION"), "+unknown"))
 }
 
 /// Series role within a case.

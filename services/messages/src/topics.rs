@@ -64,6 +64,8 @@ pub const DEAD_INFERENCE: Topic = dead("renal.dead.inference", "inference");
 pub const DEAD_ENSEMBLE: Topic = dead("renal.dead.ensemble", "ensemble");
 /// Dead letters of the trainer.
 pub const DEAD_TRAINER: Topic = dead("renal.dead.trainer", "trainer");
+/// Dead letters of label intake (rows that are not labels).
+pub const DEAD_LABELS: Topic = dead("renal.dead.labels", "labels");
 
 const fn dead(name: &'static str, producer: &'static str) -> Topic {
     Topic { name, producer, consumers: &["replay", "monitor"], payload: "DeadLetterV1" }
@@ -84,6 +86,7 @@ pub const ALL: &[Topic] = &[
     DEAD_INFERENCE,
     DEAD_ENSEMBLE,
     DEAD_TRAINER,
+    DEAD_LABELS,
 ];
 
 /// The dead-letter topic of a stage.
@@ -119,7 +122,7 @@ mod tests {
 
     #[test]
     fn every_stage_that_consumes_has_a_dead_letter_topic() {
-        for stage in ["ingest", "preprocess", "radiomics", "inference", "ensemble", "trainer"] {
+        for stage in ["ingest", "preprocess", "radiomics", "inference", "ensemble", "trainer", "labels"] {
             assert!(dead_letters_of(stage).is_some(), "{stage}");
         }
         assert_eq!(by_name("renal.cases"), Some(CASES));

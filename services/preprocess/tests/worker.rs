@@ -5,9 +5,9 @@
 
 use renal_bus::{Bus, InProcessBus};
 use renal_imaging::nifti;
-use renal_ingest::worker::{IngestConfig, Mode, SiteConfig};
+use renal_ingest::{IngestConfig, Mode, SiteConfig};
 use renal_messages::{topics, BlobRef, CaseV1, DeadLetterV1, LesionV1, Message, VolumeBlobs};
-use renal_preprocess::{worker, PreprocessConfig};
+use renal_preprocess::PreprocessSettings;
 use renal_store::{BlobStore, LocalBlobStore};
 use renal_synth::{generate, SynthConfig};
 use std::collections::BTreeMap;
@@ -41,15 +41,8 @@ fn cases_become_lesions_and_bad_input_becomes_dead_letters() {
     };
     let bus = InProcessBus::new(2);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(renal_ingest::worker::run(
-        &ingest,
-        b"k".to_vec(),
-        bus.clone(),
-        Mode::Batch,
-        std::future::pending(),
-        &|_| {},
-    ))
-    .unwrap();
+    rt.block_on(renal_ingest::run(&ingest, b"k".to_vec(), bus.clone(), Mode::Batch, std::future::pending(), &|_| {}))
+        .unwrap();
     let cases: Vec<CaseV1> = bus.records(topics::CASES).iter().map(|r| CaseV1::decode(&r.payload).unwrap()).collect();
     assert_eq!(cases.len(), 4);
 
@@ -70,11 +63,11 @@ fn cases_become_lesions_and_bad_input_becomes_dead_letters() {
     });
 
     let stats = rt
-        .block_on(worker::run(
-            PreprocessConfig::default(),
+        .block_on(renal_preprocess::run(
+            PreprocessSettings::default(),
             store.clone(),
             bus.clone(),
-            bus.drained(worker::GROUP, topics::CASES),
+            bus.drained(renal_preprocess::GROUP, topics::CASES),
             &|_| {},
         ))
         .unwrap();

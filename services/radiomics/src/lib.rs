@@ -1,81 +1,28 @@
-//! Radiomics features as the Image Biomarker Standardisation Initiative defines them (IBSI 1,
-//! Zwanenburg et al., Radiology 2020; reference manual arXiv:1612.07003), named by the tags of
-//! the IBSI reference tables (`stat_mean`, `cm_joint_max_3D_avg`, `szm_sze_3D`, ...).
+//! The radiomics stage: IBSI features of each lesion's T2 and T1C volumes under the study's
+//! 32 extraction settings, committed to the Parquet feature store.
 //!
-//! [`roi::Roi`] holds a discretised ROI; each family is a module of pure functions:
-//! [`intensity`] (local intensity, statistics, histogram, intensity-volume histogram),
-//! [`texture`] (co-occurrence and run length matrices, six aggregations each), [`zones`] (size
-//! and distance zone matrices) and [`neighbourhood`] (grey tone difference and grey level
-//! dependence matrices), three aggregations each. [`extract`] runs them all.
+//! The same five parts as every stage: [`config`] (`[radiomics]`), [`process`] (one lesion to
+//! one committed feature file, or a typed error whose code is the dead-letter reason), [`run`]
+//! (the loop on `renal.lesions`), [`serve`] (start-up on Kafka); and what this stage adds:
+//! [`settings`] (the study's 32-setting grid by default, and its hash), [`extract`] (a lesion's
+//! volume and mask to one feature set per setting: crop, IBSI resampling, discretisation,
+//! [`renal_ibsi`]) and [`table`] (the `features` table's Arrow rows).
 //!
-//! [`morphology`] has the morphological features, on the surface [`mesh`] and its convex hull.
-//!
-//! Resampling, re-segmentation, the study's 32-setting grid, the worker and the feature store
-//! live in `renal-features`; a grid's ROI is built once and re-binned per setting
-//! ([`roi::Roi::rebinned`]), sharing what does not depend on the grey levels.
-//!
-//! Speed: `renal bench radiomics [--grid]` prints a table per family. The hot loops avoid
-//! unpredictable branches (neighbour comparisons become bit masks or arithmetic), integer
-//! division per voxel, and full-grid scratch arrays per call. Neighbour passes walk the ROI's
-//! segments (runs of consecutive voxels, [`roi::Roi::segments`]): a segment's neighbours along
-//! any offset are one slice of the padded grid, so the per-voxel loops vectorise. The local
-//! intensity sphere sums, the one loop where wider vectors pay, also have an AVX2 build chosen
-//! at run time (same additions in the same order, so the same bits).
+//! Dead-letter reasons: `bad_message` (not a LesionV1, or a lesion id that cannot name a
+//! file), `missing_blob`, `corrupt_blob`, `bad_volume` (not a volume bundle, or not NIfTI),
+//! `mask_mismatch` (mask not on the image's grid), `empty_mask`, `too_large` (the region
+//! around the mask exceeds [`extract::MAX_CROP_VOXELS`]). A store that cannot be written is
+//! retried.
 
-pub mod intensity;
-pub mod matrix;
-pub mod mesh;
-pub mod morphology;
-pub mod neighbourhood;
-pub mod roi;
-pub mod texture;
-pub mod zones;
+pub mod config;
+pub mod extract;
+pub mod process;
+pub mod run;
+pub mod serve;
+pub mod settings;
+pub mod table;
 
-/// Moran's I and Geary's C are computed exactly, over every voxel pair, for ROIs of at most
-/// this many voxels (8 million pairs); larger ROIs leave them out.
-pub const MORAN_GEARY_MAX_VOXELS: usize = 4000;
-
-/// A seeded xorshift64 generator, for the unit tests' random ROIs without a dependency.
-#[cfg(test)]
-pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
-}
-
-/// Features in computation order: (IBSI tag, value).
-pub type Features = Vec<(String, f64)>;
-
-/// Every family this crate computes, on one discretised ROI: [`extract_unbinned`] then
-/// [`extract_binned`].
-pub fn extract(roi: &roi::Roi) -> Features {
-    let mut out = extract_unbinned(roi);
-    out.extend(extract_binned(roi));
-    out
-}
-
-/// The families that do not depend on the discretisation (morphology, local intensity,
-/// intensity statistics): the same for every setting on one grid.
-pub fn extract_unbinned(roi: &roi::Roi) -> Features {
-    let mut out = Features::new();
-    morphology::morphology(roi, MORAN_GEARY_MAX_VOXELS, &mut out);
-    intensity::local_intensity(roi, &mut out);
-    intensity::statistics(roi, &mut out);
-    out
-}
-
-/// The families computed on grey levels (intensity histogram, intensity-volume histogram and
-/// the six texture matrices).
-pub fn extract_binned(roi: &roi::Roi) -> Features {
-    let mut out = Features::new();
-    intensity::histogram(roi, &mut out);
-    intensity::intensity_volume_histogram(roi, &mut out);
-    texture::glcm(roi, &mut out);
-    texture::glrlm(roi, &mut out);
-    zones::zone_families(roi, &mut out);
-    neighbourhood::ngtdm_and_ngldm(roi, &mut out);
-    out
-}
+pub use config::RadiomicsConfig;
+pub use process::{Extractor, RadiomicsError};
+pub use run::{run, GROUP};
+pub use serve::{serve, ServeError};

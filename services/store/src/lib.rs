@@ -50,6 +50,20 @@ pub enum BlobError {
     BadKey(String),
 }
 
+impl BlobError {
+    /// The dead-letter reason this failure means for the input that referenced the blob:
+    /// `missing_blob` and `corrupt_blob` will never heal by retrying; every other failure (a
+    /// store that cannot be read or written just now) is transient, `None`. The one place that
+    /// sorts blob failures; stages' own errors delegate here.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            BlobError::Missing { .. } => Some("missing_blob"),
+            BlobError::Corrupt { .. } => Some("corrupt_blob"),
+            BlobError::Root { .. } | BlobError::Write { .. } | BlobError::Read { .. } | BlobError::BadKey(_) => None,
+        }
+    }
+}
+
 /// Where large data lives.
 pub trait BlobStore: Send + Sync {
     /// Store bytes; idempotent for identical content.

@@ -1,0 +1,345 @@
+//! `renal run`: every stage in one process on the in-process bus, through the same `run`
+//! functions the Kafka workers use.
+//!
+//! Ingest drains the cohort's site folders, preprocess drains `renal.cases`, radiomics drains
+//! `renal.lesions` into the feature store. With `labels.csv` the trainer then fits and saves
+//! the bundles of each round of the protocol, and each round's held-out lesions are streamed,
+//! as new arrivals, through the inference and ensemble stages serving that round's bundles;
+//! `predictions.csv` takes the ensemble's rows from `renal.predictions`.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use renal_bus::{Batching, Bus, InProcessBus};
+use renal_ingest::{IngestConfig, IngestStats, Mode};
+use renal_messages::{topics, DeadLetterV1, LesionV1, Message, PredictionV1};
+use renal_store::BlobStore;
+use renal_trainer::{Predictions, Protocol, Served};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn spinner(template: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn bar(len: usize, what: &str, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {unit} eta {{eta}}"))
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The pseudonym secret: from the environment when set, else a random one kept in the output
+/// folder so repeated embedded runs give the same pseudonyms.
+fn embedded_secret(out: &Path, env: &str) -> Result<Vec<u8>> {
+    if let Ok(s) = std::env::var(env) {
+        return Ok(s.into_bytes());
+    }
+    let path = out.join(".pseudonym-secret");
+    if let Ok(s) = std::fs::read(&path) {
+        return Ok(s);
+    }
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))?;
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+/// `renal run --input DIR --out OUT`; `cnn`: the networks' training flags, `None` to skip them.
+pub fn run(input: &Path, out: &Path, protocol: &Protocol, cnn: Option<&crate::train::CnnArgs>) -> Result<()> {
+    // Check the flags before minutes of preprocessing.
+    let cnn_config = cnn.map(|a| a.settings().validate()).transpose().context("training settings")?;
+    let sites = renal_ingest::config::sites_of_cohort(input)?;
+    if let Protocol::LeaveOut(site) = protocol {
+        if !sites.iter().any(|s| &s.code == site) {
+            let known: Vec<&str> = sites.iter().map(|s| s.code.as_str()).collect();
+            bail!("--protocol loio:{site}: the input has no site {site} (sites: {})", known.join(", "));
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Batch: everything is already there, so no quiet period, settle time or timeout; never
+    // modify the user's input.
+    let config = IngestConfig {
+        quiet_period_ms: 0,
+        incomplete_timeout_ms: 0,
+        scan_interval_ms: 0,
+        file_settle_ms: 0,
+        move_processed: false,
+        ..IngestConfig::new(sites, out.join("blobs").display().to_string(), out.join("store"))
+    };
+    let secret = embedded_secret(out, &config.pseudonym_secret_env)?;
+    let bus = InProcessBus::new(3);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+
+    let shown = spinner("{spinner} ingest {msg}");
+    let show = |s: &IngestStats| {
+        shown.set_message(format!("{} instances, {} cases, {} dead letters", s.instances, s.cases, s.dead_letters))
+    };
+    let ingested =
+        rt.block_on(renal_ingest::run(&config, secret, bus.clone(), Mode::Batch, std::future::pending(), &show))?;
+    shown.finish_and_clear();
+
+    // Each stage drains its input, then stops.
+    let store = renal_store::open(&config.blob_store)?;
+    let shown = bar(bus.records(topics::CASES).len(), "preprocess", "cases");
+    let drained = bus.drained(renal_preprocess::GROUP, topics::CASES);
+    let settings = renal_preprocess::PreprocessSettings::default();
+    let pre =
+        rt.block_on(renal_preprocess::run(settings, store.clone(), bus.clone(), drained, &|n| shown.set_position(n)))?;
+    shown.finish_and_clear();
+
+    let shown = bar(bus.records(topics::LESIONS).len(), "radiomics", "lesions");
+    let radiomics = renal_radiomics::RadiomicsConfig::new(config.blob_store.clone(), out.join("store"));
+    let extractor = renal_radiomics::Extractor::new(
+        store.clone(),
+        renal_store::TableWriter::new(&radiomics.table_root),
+        radiomics.load_settings()?,
+    );
+    let drained = bus.drained(renal_radiomics::GROUP, topics::LESIONS);
+    let features = rt.block_on(renal_radiomics::run(extractor, bus.clone(), drained, &|n| shown.set_position(n)))?;
+    shown.finish_and_clear();
+
+    let mut letters: Vec<DeadLetterV1> = Vec::new();
+    for t in topics::ALL.iter().filter(|t| t.payload == "DeadLetterV1") {
+        for r in bus.records(*t) {
+            letters.push(DeadLetterV1::decode(&r.payload)?);
+        }
+    }
+    println!(
+        "ingest: {} ({} duplicate), {}, {}",
+        count(ingested.instances, "instance"),
+        ingested.duplicates,
+        count(ingested.cases, "case"),
+        count(letters.len() as u64, "dead letter")
+    );
+    println!(
+        "preprocess: {} in, {} out to renal.lesions (N4, T2-to-T1C histogram matching, 2.5D composites in {})",
+        count(pre.inputs, "case"),
+        count(pre.outputs, "lesion"),
+        out.join("blobs").display()
+    );
+    println!(
+        "radiomics: {} in, {} feature files ({} settings per series) in {} (the radiomics model that reads them is not built yet)",
+        count(features.inputs, "lesion"),
+        features.outputs,
+        radiomics.load_settings()?.len(),
+        radiomics.table_root.join(renal_radiomics::table::TABLE).display()
+    );
+    println!("  cases table: {}", out.join("store/cases").display());
+
+    let lesions: Vec<LesionV1> =
+        bus.records(topics::LESIONS).iter().map(|r| LesionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
+    // The preprocessed lesions as they rode renal.lesions, for `renal train cnn --run OUT`.
+    let lesions_file = out.join("lesions.jsonl");
+    let mut f = std::fs::File::create(&lesions_file).with_context(|| format!("writing {}", lesions_file.display()))?;
+    for l in &lesions {
+        writeln!(f, "{}", serde_json::to_string(l)?)?;
+    }
+    println!("  lesions: {}", lesions_file.display());
+    for line in reader_agreement(&lesions, out)? {
+        println!("{line}");
+    }
+    let labels = input.join("labels.csv");
+    if labels.exists() {
+        let truth = renal_trainer::read_truth(&labels)?;
+        let setup = match (cnn, cnn_config) {
+            (Some(args), Some(config)) => Some(renal_trainer::CnnSetup {
+                store: store.clone(),
+                device: crate::train::device(args.device)?,
+                config,
+            }),
+            _ => None,
+        };
+        let registry = out.join("models");
+        match renal_trainer::fit(&lesions, &truth, protocol, setup.as_ref(), &registry) {
+            Ok(fitted) => {
+                let device = setup.as_ref().map_or(tch::Device::Cpu, |s| s.device);
+                let mut served = Predictions::new();
+                for (n, round) in fitted.rounds.iter().enumerate() {
+                    let Some(bundles) = &round.served else { continue };
+                    let held_out: Vec<&LesionV1> = round.split.test.iter().map(|&i| &fitted.lesions[i]).collect();
+                    let what = format!("round {} of {}", n + 1, fitted.rounds.len());
+                    let (predicted, dead) =
+                        held_out_through_stages(&rt, &held_out, bundles, &registry, &store, device, out, &what)?;
+                    letters.extend(dead);
+                    for (model, cases) in predicted {
+                        served.entry(model).or_default().extend(cases);
+                    }
+                }
+                let config = setup.as_ref().map(|s| &s.config);
+                for line in renal_trainer::evaluate::write_outputs(&fitted, &served, out, protocol, config)? {
+                    println!("{line}");
+                }
+            }
+            Err(e @ renal_trainer::TrainerError::TooFewLabelled { .. }) => println!("models: not trained; {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        println!("no {}: nothing to train or evaluate against", labels.display());
+    }
+    let path = out.join("dead_letters.jsonl");
+    let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    for letter in &letters {
+        writeln!(f, "{}", serde_json::to_string(letter)?)?;
+    }
+    println!("  dead letters: {} in {}", letters.len(), path.display());
+    Ok(())
+}
+
+/// The held-out `lesions` predicted by the inference and ensemble stages serving `bundles`:
+/// from the primary reader's masks as `ensemble`, and, for the lesions other readers segmented,
+/// from each other reader's masks as `ensemble@<reader>` next to the primary reader's of the
+/// same lesions as `ensemble@primary`; with the dead letters of the stages.
+#[allow(clippy::too_many_arguments)]
+fn held_out_through_stages(
+    rt: &tokio::runtime::Runtime,
+    lesions: &[&LesionV1],
+    bundles: &Served,
+    registry: &Path,
+    store: &Arc<dyn BlobStore>,
+    device: tch::Device,
+    out: &Path,
+    what: &str,
+) -> Result<(Predictions, Vec<DeadLetterV1>)> {
+    let shown = spinner(&format!("{{spinner}} held-out lesions of {what} through inference and ensemble {{msg}}"));
+    let mut by_model = Predictions::new();
+    let mut letters = Vec::new();
+    let mut sets: Vec<(String, Vec<LesionV1>)> =
+        vec![("primary".into(), lesions.iter().map(|l| (*l).clone()).collect())];
+    let mut readers: std::collections::BTreeMap<String, Vec<LesionV1>> = Default::default();
+    for l in lesions {
+        for rc in &l.other_readers {
+            let mut as_read = (*l).clone();
+            as_read.composites = rc.composites.clone();
+            as_read.tumour_volume_ml = rc.tumour_volume_ml;
+            as_read.other_readers.clear();
+            readers.entry(rc.reader.clone()).or_default().push(as_read);
+        }
+    }
+    sets.extend(readers);
+    for (reader, set) in &sets {
+        shown.set_message(format!("({} lesions, {reader} masks)", set.len()));
+        let (predicted, dead) = predict_through_stages(rt, set, bundles, registry, store, device, out)?;
+        letters.extend(dead);
+        let model = if reader == "primary" { "ensemble".to_string() } else { format!("ensemble@{reader}") };
+        for p in predicted {
+            if reader != "primary" {
+                if let Some(&own) = by_model.get("ensemble").and_then(|m| m.get(&p.case_id)) {
+                    by_model.entry("ensemble@primary".into()).or_default().insert(p.case_id.clone(), own);
+                }
+            }
+            by_model.entry(model.clone()).or_default().insert(p.case_id, p.probability);
+        }
+    }
+    shown.finish_and_clear();
+    Ok((by_model, letters))
+}
+
+/// Send `lesions` to `renal.lesions` of a bus of their own and run the inference and ensemble
+/// stages on it, serving `bundles`, until both have drained their inputs; their predictions
+/// and dead letters.
+fn predict_through_stages(
+    rt: &tokio::runtime::Runtime,
+    lesions: &[LesionV1],
+    bundles: &Served,
+    registry: &Path,
+    store: &Arc<dyn BlobStore>,
+    device: tch::Device,
+    out: &Path,
+) -> Result<(Vec<PredictionV1>, Vec<DeadLetterV1>)> {
+    let bus = InProcessBus::new(3);
+    let scorer = renal_cnn::score::Scorer::load(registry, &bundles.cnn, device)?;
+    let bundle = renal_ensemble::bundle::load(registry, &bundles.ensemble)?;
+    let state = tempfile::Builder::new().prefix(".ensemble-state-").tempdir_in(out)?;
+    let ensemble = renal_ensemble::EnsembleConfig::new(registry.into(), &bundles.ensemble, state.path().into());
+    let inference = renal_inference::InferenceConfig::new("", registry.into(), &bundles.cnn);
+    let batching = Batching { max_records: inference.max_batch, max_wait_ms: inference.max_wait_ms };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let watcher = bus.clone();
+    // Drained, in order: every lesion scored (its scores are on the bus before its offset is
+    // committed), every lesion's clinical values kept, every score predicted or dead-lettered.
+    let drained = async move {
+        while !(watcher.caught_up(renal_inference::GROUP, topics::LESIONS)
+            && watcher.caught_up(renal_ensemble::LESION_GROUP, topics::LESIONS)
+            && watcher.caught_up(renal_ensemble::GROUP, topics::SCORES))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop.send(true);
+    };
+    let (sent, (), scored, predicted) = rt.block_on(async {
+        let mut sent = Ok(());
+        for l in lesions {
+            if let Err(e) = bus.send(topics::LESIONS, &l.case_id, l.encode()).await {
+                sent = Err(e);
+            }
+        }
+        let scoring =
+            renal_inference::run(batching, scorer, store.clone(), bus.clone(), until(stopped.clone()), &|_| {});
+        let predicting = renal_ensemble::run(&ensemble, bundle, bus.clone(), until(stopped.clone()), &|_| {});
+        let (drained, scored, predicted) = tokio::join!(drained, scoring, predicting);
+        (sent, drained, scored, predicted)
+    });
+    sent?;
+    scored?;
+    predicted?;
+    let predictions =
+        bus.records(topics::PREDICTIONS).iter().map(|r| PredictionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
+    let mut letters = Vec::new();
+    for t in [topics::DEAD_INFERENCE, topics::DEAD_ENSEMBLE] {
+        for r in bus.records(t) {
+            letters.push(DeadLetterV1::decode(&r.payload)?);
+        }
+    }
+    Ok((predictions, letters))
+}
+
+/// `OUT/reader_agreement.csv` (one row per lesion, series and other reader: Dice with the
+/// primary reader's mask) and a summary line per series and reader.
+fn reader_agreement(lesions: &[LesionV1], out: &Path) -> Result<Vec<String>> {
+    let path = out.join("reader_agreement.csv");
+    let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "case_id,role,reader,dice")?;
+    let mut by: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
+    for l in lesions {
+        for d in &l.qc.reader_dice {
+            writeln!(f, "{},{:?},{},{}", l.case_id, d.role, d.reader, d.dice)?;
+            by.entry((format!("{:?}", d.role), d.reader.clone())).or_default().push(d.dice);
+        }
+    }
+    let mut lines = Vec::new();
+    for ((role, reader), mut v) in by {
+        v.sort_by(f64::total_cmp);
+        lines.push(format!(
+            "  {role} masks, {reader} vs primary reader: median Dice {:.3} (range {:.3}-{:.3}) over {} lesions",
+            renal_stats::curves::quantile_sorted(&v, 0.5),
+            v[0],
+            v[v.len() - 1],
+            v.len()
+        ));
+    }
+    if !lines.is_empty() {
+        lines.push(format!("  reader agreement: {}", path.display()));
+    }
+    Ok(lines)
+}
+
+/// `1 case`, `2 cases`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

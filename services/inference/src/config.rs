@@ -1,0 +1,70 @@
+//! `[inference]`: where composites and bundles are, which bundle to serve, on which device,
+//! and how lesions are batched.
+
+use renal_cnn::device::Want;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// `[inference]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Blob store shared with preprocess: a folder or `s3://bucket[/prefix]`.
+    pub blob_store: String,
+    /// `auto` (CUDA when a GPU is usable), `cpu` or `cuda`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Model registry folder (holds `cnn/<version>/`).
+    pub registry: PathBuf,
+    /// Bundle version to serve, e.g. `cnn-1a2b3c4d5e6f`.
+    pub model_version: String,
+    /// Largest batch of lesions per forward pass (default 16).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest wait for a batch to fill after its first lesion, ms (default 50).
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_max_batch() -> usize {
+    16
+}
+fn default_max_wait_ms() -> u64 {
+    50
+}
+
+/// Settings that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("inference config: {0}")]
+pub struct ConfigError(pub String);
+
+impl InferenceConfig {
+    /// Settings with every default, serving `model_version` from `registry`.
+    pub fn new(blob_store: impl Into<String>, registry: PathBuf, model_version: &str) -> InferenceConfig {
+        InferenceConfig {
+            blob_store: blob_store.into(),
+            device: default_device(),
+            registry,
+            model_version: model_version.into(),
+            max_batch: default_max_batch(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+
+    /// The device asked for; checking it is part of start-up.
+    pub fn device(&self) -> Result<Want, ConfigError> {
+        self.device.parse().map_err(|e| ConfigError(format!("device {e}")))
+    }
+
+    /// Check settings at start-up.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.device()?;
+        if self.max_batch == 0 || self.max_batch > 1024 {
+            return Err(ConfigError(format!("max_batch {} must be 1 to 1024", self.max_batch)));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! Drop folders: listing what arrived, naming files without naming patients, and moving
+//! handled files aside.
+
+use renal_store::sha256_hex;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// A dead-letter key for a file that names no patient: the site, a hash of the folder path
+/// (export tools often name folders after patients), and the file name.
+pub fn file_key(site: &str, drop_folder: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(drop_folder).unwrap_or(path);
+    let dir = rel.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{site}:{}/{name}", &sha256_hex(dir.as_bytes())[..16])
+}
+
+/// Every file under `root`, recursively, skipping hidden entries (`.done`, `.rejected`, files
+/// still being written under a dot-name), sorted.
+pub fn list_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Move a handled file into `folder` (`.done`, `.rejected`) of its drop folder and forget it.
+pub fn move_under(drop: &Path, path: &Path, folder: &str, seen: &mut BTreeSet<PathBuf>) {
+    let rel = path.strip_prefix(drop).unwrap_or(path);
+    let to = drop.join(folder).join(rel);
+    if let Some(parent) = to.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::rename(path, to);
+    // Hidden folders are not scanned, so a moved file need not be remembered: the seen set
+    // stays as small as the drop folder.
+    seen.remove(path);
+}

@@ -1,0 +1,237 @@
+//! The ingest loop: drop folders in, `renal.cases` and the `cases` table out.
+//!
+//! Each site has a drop folder. Files are parsed (header only), stored in the blob store, and
+//! handed to the [`Assembler`]. When a case is ready its row is committed to the `cases` table,
+//! the message is sent and acknowledged, and only then are its files moved to `.done/` (when
+//! `move_processed` is on): a crash at any point leaves the files in place, and a restart
+//! re-emits the same case under the same key. Files that can never be used are dead-lettered
+//! and moved to `.rejected/`.
+//!
+//! Nothing here gives up on a store or broker that is briefly away: a file whose bytes cannot
+//! be stored is read again at the next scan; a case whose row cannot be written waits in an
+//! outbox for the next scan; sends retry with back-off until acknowledged.
+
+use crate::assemble::{Added, Assembler, AssemblyConfig, CaseError};
+use crate::config::{ConfigError, IngestConfig};
+use crate::drop_folder::{file_key, list_files, move_under};
+use crate::instance;
+use crate::table::{cases_batch, TABLE};
+use renal_bus::{dead_letter, send_with_retry, Backoff, Bus, BusError, Output};
+use renal_messages::topics::{self, Topic};
+use renal_messages::{CaseV1, DeadLetterSource, Message};
+use renal_store::{sha256_hex, TableWriter};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Why the ingest loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Settings are unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The bus failed in a way retrying will not fix.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The blob store cannot be opened.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Files parsed and stored.
+    pub instances: u64,
+    /// Duplicate instances ignored.
+    pub duplicates: u64,
+    /// Cases (revisions) emitted.
+    pub cases: u64,
+    /// Dead letters sent.
+    pub dead_letters: u64,
+    /// Store writes and sends that failed transiently and were tried again.
+    pub retries: u64,
+}
+
+/// Whether to run until stopped or to drain what is there and return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Scan, emit every complete case, dead-letter the rest, return (the embedded run).
+    Batch,
+    /// Scan every `scan_interval_ms` until shutdown.
+    Continuous,
+}
+
+/// A file read into a study that is not yet emitted.
+struct Pending {
+    site: usize,
+    path: PathBuf,
+}
+
+/// Send one message, however long the broker is away.
+async fn deliver<B: Bus>(
+    bus: &B,
+    topic: Topic,
+    key: &str,
+    payload: Vec<u8>,
+    stats: &mut IngestStats,
+) -> Result<(), BusError> {
+    let (_, failed) = send_with_retry(bus, &Output { topic, key: key.into(), payload }, Backoff::WORKER).await?;
+    stats.retries += failed;
+    Ok(())
+}
+
+/// Run ingest until `shutdown` resolves (or, in batch mode, until the folders are drained).
+pub async fn run<B: Bus>(
+    cfg: &IngestConfig,
+    secret: Vec<u8>,
+    bus: B,
+    mode: Mode,
+    shutdown: impl std::future::Future<Output = ()>,
+    progress: &(dyn Fn(&IngestStats) + Sync),
+) -> Result<IngestStats, IngestError> {
+    cfg.validate()?;
+    let store = renal_store::open(&cfg.blob_store).map_err(|e| IngestError::Store(e.to_string()))?;
+    let tables = TableWriter::new(&cfg.table_root);
+    let assembly = AssemblyConfig {
+        quiet_period_ms: cfg.quiet_period_ms,
+        incomplete_timeout_ms: cfg.incomplete_timeout_ms,
+        pseudonym_secret: secret,
+        rules: cfg.sites.iter().map(|s| (s.code.clone(), s.rules.clone())).collect(),
+    };
+    let settings_sha256 = sha256_hex(
+        serde_json::to_string(&cfg.sites.iter().map(|s| (&s.code, &s.rules)).collect::<Vec<_>>())
+            .expect("rules serialise")
+            .as_bytes(),
+    );
+    let started = Instant::now();
+    let mut asm = Assembler::new();
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut files_of_study: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+    // Cases assembled but not yet committed to the table (the store was unwritable).
+    let mut outbox: Vec<CaseV1> = Vec::new();
+    let mut stats = IngestStats::default();
+    tokio::pin!(shutdown);
+    loop {
+        // Scan.
+        for (site_index, site) in cfg.sites.iter().enumerate() {
+            for path in list_files(&site.drop_folder) {
+                if seen.contains(&path) {
+                    continue;
+                }
+                if mode == Mode::Continuous && cfg.file_settle_ms > 0 {
+                    let settled = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default().as_millis() as u64 >= cfg.file_settle_ms)
+                        .unwrap_or(false);
+                    if !settled {
+                        continue; // still being written, or gone: look again next scan
+                    }
+                }
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue; // still being written or vanished; try next scan
+                };
+                match instance::parse(&bytes) {
+                    Ok(inst) => {
+                        let blob = match store.put(&bytes) {
+                            Ok(b) => b,
+                            Err(e) if mode == Mode::Batch => return Err(IngestError::Store(e.to_string())),
+                            Err(_) => {
+                                stats.retries += 1; // read again at the next scan
+                                continue;
+                            }
+                        };
+                        seen.insert(path.clone());
+                        let study = inst.study_uid.clone();
+                        let now = started.elapsed().as_millis() as u64;
+                        match asm.add(&site.code, inst, blob, now) {
+                            Added::New => stats.instances += 1,
+                            Added::Duplicate => stats.duplicates += 1,
+                        }
+                        if cfg.move_processed {
+                            files_of_study.entry(study).or_default().push(Pending { site: site_index, path });
+                        }
+                    }
+                    Err(e) => {
+                        seen.insert(path.clone());
+                        let source = DeadLetterSource {
+                            topic: None,
+                            partition: None,
+                            offset: None,
+                            key: file_key(&site.code, &site.drop_folder, &path),
+                        };
+                        let letter = dead_letter("ingest", source, e.code(), e.to_string(), sha256_hex(&bytes));
+                        deliver(&bus, topics::DEAD_INGEST, &letter.source.key, letter.encode(), &mut stats).await?;
+                        stats.dead_letters += 1;
+                        if cfg.move_processed {
+                            move_under(&site.drop_folder, &path, ".rejected", &mut seen);
+                        }
+                    }
+                }
+            }
+        }
+        progress(&stats);
+        // Emit what is ready. In batch mode nothing more will arrive: treat every study as quiet
+        // and every incomplete one as timed out.
+        let now = match mode {
+            Mode::Batch => u64::MAX / 2,
+            Mode::Continuous => started.elapsed().as_millis() as u64,
+        };
+        for result in asm.ready(now, &assembly, &*store) {
+            match result {
+                Ok(case) => outbox.push(case),
+                // Writing the series manifests failed: the study stays ready for the next scan.
+                Err(CaseError::Blob(e)) if mode == Mode::Batch => return Err(IngestError::Store(e.to_string())),
+                Err(CaseError::Blob(_)) => stats.retries += 1,
+                Err(e) => {
+                    let (study_uid, code) = match &e {
+                        CaseError::Unclassified { study_uid, .. } | CaseError::Incomplete { study_uid, .. } => {
+                            (study_uid.clone(), e.code().unwrap_or("unknown"))
+                        }
+                        CaseError::Blob(_) => unreachable!("handled above"),
+                    };
+                    let key = format!("study:{}", &sha256_hex(study_uid.as_bytes())[..16]);
+                    let source = DeadLetterSource { topic: None, partition: None, offset: None, key };
+                    let letter = dead_letter("ingest", source, code, e.to_string(), sha256_hex(study_uid.as_bytes()));
+                    deliver(&bus, topics::DEAD_INGEST, &letter.source.key, letter.encode(), &mut stats).await?;
+                    stats.dead_letters += 1;
+                    if cfg.move_processed {
+                        for f in files_of_study.remove(&study_uid).unwrap_or_default() {
+                            move_under(&cfg.sites[f.site].drop_folder, &f.path, ".rejected", &mut seen);
+                        }
+                    }
+                }
+            }
+        }
+        let mut waiting = Vec::new();
+        for case in outbox.drain(..) {
+            let date = &case.provenance.produced_at[..10];
+            let key = format!("{}-r{}", case.case_id, case.revision);
+            if let Err(e) = tables.write(TABLE, &case.site, date, &key, &cases_batch(&case, &settings_sha256)) {
+                if mode == Mode::Batch {
+                    return Err(IngestError::Store(e.to_string()));
+                }
+                stats.retries += 1;
+                waiting.push(case);
+                continue;
+            }
+            deliver(&bus, topics::CASES, &case.case_id, case.encode(), &mut stats).await?;
+            stats.cases += 1;
+            if cfg.move_processed {
+                for f in files_of_study.remove(&case.study_uid).unwrap_or_default() {
+                    move_under(&cfg.sites[f.site].drop_folder, &f.path, ".done", &mut seen);
+                }
+            }
+        }
+        outbox = waiting;
+        progress(&stats);
+        if mode == Mode::Batch {
+            return Ok(stats);
+        }
+        asm.forget_idle(now, cfg.study_retention_ms);
+        tokio::select! {
+            _ = &mut shutdown => return Ok(stats),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(cfg.scan_interval_ms.max(1))) => {}
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `renal worker ingest`: the stage's start-up on Kafka, with its C-STORE receivers.
+
+use crate::config::IngestConfig;
+use crate::run::{run, IngestError, IngestStats, Mode};
+use crate::scp::Scp;
+use renal_bus::KafkaConfig;
+use renal_messages::topics;
+use std::future::Future;
+
+/// Why the worker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A C-STORE receiver could not listen.
+    #[error("C-STORE receiver on {bind}: {source}")]
+    Scp { bind: String, source: std::io::Error },
+    /// The loop stopped.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// Check the settings, start the C-STORE receivers, connect to the broker and scan the drop
+/// folders until `shutdown`; the receivers stop with the loop.
+pub async fn serve(
+    config: IngestConfig,
+    kafka: KafkaConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<IngestStats, ServeError> {
+    config.validate().map_err(IngestError::from)?;
+    let secret = config.secret().map_err(IngestError::from)?;
+    let mut receivers = Vec::new();
+    for scp in &config.scp {
+        let folder = &config.sites.iter().find(|s| s.code == scp.site).expect("validated").drop_folder;
+        let r = Scp::start(&scp.bind, &scp.ae_title, folder, scp.durability)
+            .map_err(|source| ServeError::Scp { bind: scp.bind.clone(), source })?;
+        eprintln!("C-STORE receiver {} on {} -> site {}", scp.ae_title, r.addr, scp.site);
+        receivers.push(r);
+    }
+    let result = async {
+        let bus = renal_bus::connect(&kafka, "renal-ingest", &[topics::CASES, topics::DEAD_INGEST])
+            .await
+            .map_err(IngestError::from)?;
+        Ok::<_, ServeError>(run(&config, secret, bus, Mode::Continuous, shutdown, &|_| {}).await?)
+    }
+    .await;
+    for r in receivers {
+        r.stop();
+    }
+    let stats = result?;
+    eprintln!(
+        "ingest stopped: {} instances, {} cases, {} dead letters",
+        stats.instances, stats.cases, stats.dead_letters
+    );
+    Ok(stats)
+}

@@ -1,0 +1,327 @@
+//! Fitting every arm of every round of a protocol, and saving what the stages serve.
+//!
+//! The clinical model trains on the training part and stops early on validation; its Platt
+//! calibrator is fitted on the validation part's raw outputs. The networks train on the same
+//! training part, choose their epoch on the validation part (`renal_cnn::train`) and are
+//! Platt-calibrated on it too; each round's pair is saved as a bundle in `<registry>/cnn/`.
+//!
+//! With both networks, the ensemble: bagged decision trees (the study's meta-classifier) over
+//! the three base models' raw outputs (T2, T1C, clinical), then Platt scaling. The base models
+//! never trained on the validation part, so its outputs are the meta-classifier's rows; the
+//! calibrator is fitted on those rows' out-of-fold meta scores (5 patient-grouped folds), so it
+//! never sees a score from trees that learned that row (`Ensemble::fit_cross_fitted`). The
+//! study fitted its meta-classifier on the base models' own training rows and chose it by test
+//! accuracy; out-of-fold base predictions over the training part would need five more
+//! trainings of each network per split, which a CPU run cannot afford. Each round's ensemble
+//! (with its clinical model and the fill values) is saved as a bundle in
+//! `<registry>/ensemble/<version>/`, the one the ensemble stage serves.
+//!
+//! Missing age or sex is filled with the training part's median age or more common sex (and
+//! counted).
+
+use crate::cnn::{fit_split, read_composites};
+use crate::error::{io, TrainerError};
+use crate::protocol::{labelled, splits, Protocol, Truth, SPLIT_SEED};
+use renal_ensemble::bundle::{Content, DEFAULT_THRESHOLD};
+use renal_ensemble::join::recorded;
+use renal_learn::bagging::BaggingSettings;
+use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features, Fill};
+use renal_learn::ensemble::Ensemble;
+use renal_learn::split::{Lesion, Split};
+use renal_messages::LesionV1;
+use renal_stats::Platt;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Folds of the ensemble's cross-fitted calibration.
+const ENSEMBLE_FOLDS: usize = 5;
+
+/// What the CNN arms need besides the lesions.
+pub struct CnnSetup {
+    /// Where the composites are.
+    pub store: Arc<dyn renal_store::BlobStore>,
+    /// Training settings.
+    pub config: renal_cnn::train::TrainConfig,
+    /// CPU or CUDA.
+    pub device: tch::Device,
+}
+
+/// The bundles of one round, as the stages serve them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// CNN bundle version (the inference stage's).
+    pub cnn: String,
+    /// Ensemble bundle version (the ensemble stage's), pinned to `cnn`.
+    pub ensemble: String,
+}
+
+/// One round of the protocol: its split, the base models' held-out probabilities, and the
+/// bundles that predict its held-out lesions through the stages.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// Indices into [`Fitted::lesions`].
+    pub split: Split,
+    /// Calibrated held-out probabilities of each base model (`clinical`, and with the networks
+    /// `t2` and `t1c`), in `split.test` order.
+    pub base: Vec<(&'static str, Vec<f64>)>,
+    /// The bundles, when the networks and the ensemble were fitted.
+    pub served: Option<Served>,
+}
+
+/// Everything a protocol fitted.
+pub struct Fitted {
+    /// The labelled lesions (latest revision of each, case-id order).
+    pub lesions: Vec<LesionV1>,
+    /// Their labels.
+    pub malignant: Vec<bool>,
+    /// One per split or fold.
+    pub rounds: Vec<Round>,
+    /// Age or sex values filled in over all rounds.
+    pub filled: usize,
+    /// The first round's penultimate-layer embeddings: (case id, T2 then T1C values, held out).
+    pub map_rows: Vec<(String, Vec<f64>, bool)>,
+    /// Lines for people: each round's bundles and chosen epochs.
+    pub lines: Vec<String>,
+    /// Best epoch of each round's clinical model.
+    pub clinical_epochs: Vec<usize>,
+}
+
+/// Features with gaps filled from the training part, the fill, and how many rows needed it.
+fn features(lesions: &[&LesionV1], train: &[usize]) -> (Vec<Features>, Fill, usize) {
+    let recorded_of: Vec<(Option<f64>, Option<f64>)> = lesions.iter().map(|l| recorded(&l.clinical)).collect();
+    let fill = Fill::from_training(&train.iter().map(|&i| recorded_of[i]).collect::<Vec<_>>());
+    let mut filled = 0;
+    let rows = lesions
+        .iter()
+        .zip(&recorded_of)
+        .map(|(l, &(age, sex))| {
+            let (x, gap) = fill.features(age, sex, l.tumour_volume_ml);
+            filled += usize::from(gap);
+            x
+        })
+        .collect();
+    (rows, fill, filled)
+}
+
+/// Fit every round of `protocol` on the labelled `lesion_messages`, saving bundles to
+/// `registry` (`cnn`: the networks' setup, `None` for the clinical model alone).
+pub fn fit(
+    lesion_messages: &[LesionV1],
+    truth: &Truth,
+    protocol: &Protocol,
+    cnn: Option<&CnnSetup>,
+    registry: &Path,
+) -> Result<Fitted, TrainerError> {
+    let (lesions, facts) = labelled(lesion_messages, truth);
+    let rounds = splits(&facts, protocol)?;
+    let y: Vec<bool> = facts.iter().map(|l| l.malignant).collect();
+    let composites = match cnn {
+        Some(c) => Some(read_composites(&*c.store, &lesions)?),
+        None => None,
+    };
+    let mut out = Fitted {
+        lesions: lesions.iter().map(|l| (*l).clone()).collect(),
+        malignant: y.clone(),
+        rounds: Vec::new(),
+        filled: 0,
+        map_rows: Vec::new(),
+        lines: Vec::new(),
+        clinical_epochs: Vec::new(),
+    };
+    let mut clinical_fits = Vec::new();
+    for (round, split) in rounds.iter().enumerate() {
+        let (x, fill, filled) = features(&lesions, &split.train);
+        out.filled += filled;
+        let pick = |idx: &[usize]| -> (Vec<Features>, Vec<bool>) { idx.iter().map(|&i| (x[i], y[i])).unzip() };
+        let ((tx, ty), (vx, vy)) = (pick(&split.train), pick(&split.validation));
+        let model = ClinicalModel::fit(&tx, &ty, &vx, &vy, &ClinicalSettings::default())?;
+        let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
+        let platt = Platt::fit(&raw_val, &vy)
+            .map_err(|source| TrainerError::Calibration { model: "clinical model".into(), source })?;
+        let mut base =
+            vec![("clinical", split.test.iter().map(|&i| platt.probability(model.probability(&x[i]))).collect())];
+        let mut served = None;
+        if let (Some(c), Some(images)) = (cnn, &composites) {
+            let label = if rounds.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
+            let parts = [&split.train[..], &split.validation, &split.test];
+            let fit = fit_split(&lesions, images, &y, parts, &c.config, c.device, registry, &label, None)?;
+            let [t2, t1c] = fit.test.clone();
+            base.push(("t2", t2));
+            base.push(("t1c", t1c));
+            let best: Vec<String> = fit
+                .manifest
+                .series
+                .iter()
+                .map(|s| format!("{} epoch {} (validation AUC {:.3})", s.role, s.best.epoch, s.best.validation_auc))
+                .collect();
+            out.lines.push(format!("  {label}CNN bundle {}: {}", fit.manifest.version, best.join(", ")));
+            if round == 0 {
+                // The map of the first split's networks: every lesion, the test part filled.
+                let held_out: std::collections::BTreeSet<usize> = split.test.iter().copied().collect();
+                out.map_rows = fit
+                    .embeddings
+                    .iter()
+                    .map(|(&i, e)| (lesions[i].case_id.clone(), e.clone(), held_out.contains(&i)))
+                    .collect();
+            }
+            // The ensemble over raw outputs (T2, T1C, clinical), rows = the validation part.
+            let raw = &fit.validation_raw;
+            let meta_x: Vec<Vec<f64>> =
+                raw_val.iter().enumerate().map(|(j, &c)| vec![raw[0][j], raw[1][j], c]).collect();
+            let meta_lesions: Vec<Lesion> = split.validation.iter().map(|&i| facts[i].clone()).collect();
+            let settings = BaggingSettings::default();
+            match Ensemble::fit_cross_fitted(&meta_lesions, &meta_x, &vy, ENSEMBLE_FOLDS, &settings) {
+                Ok(ensemble) => {
+                    let content = Content {
+                        cnn_version: fit.manifest.version.clone(),
+                        clinical: model.clone(),
+                        fill,
+                        ensemble,
+                        threshold: DEFAULT_THRESHOLD,
+                        fitted: serde_json::json!({
+                            "protocol": format!("{protocol:?}"),
+                            "split_seed": SPLIT_SEED,
+                            "round": round + 1,
+                            "meta_rows": format!("validation part ({} lesions; the base models never trained on it)", split.validation.len()),
+                            "calibration": format!("platt on {ENSEMBLE_FOLDS}-fold patient-grouped out-of-fold meta scores of the same rows"),
+                            "bagging": settings,
+                        }),
+                    };
+                    let bundle = renal_ensemble::bundle::save(
+                        registry,
+                        content,
+                        renal_messages::code_version(),
+                        &renal_messages::civil::now_rfc3339(),
+                    )?;
+                    out.lines.push(format!(
+                        "  {label}ensemble bundle {} (CNN bundle {})",
+                        bundle.version, bundle.content.cnn_version
+                    ));
+                    served = Some(Served { cnn: fit.manifest.version.clone(), ensemble: bundle.version });
+                }
+                Err(e) => out.lines.push(format!("  {label}ensemble not fitted: {e}")),
+            }
+        }
+        out.clinical_epochs.push(model.best_epoch);
+        clinical_fits.push(serde_json::json!({
+            "weights": model,
+            "calibration": {"method": "platt", "fitted_on": "validation", "a": platt.a, "b": platt.b},
+            "lesions": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
+        }));
+        out.rounds.push(Round { split: split.clone(), base, served });
+    }
+    std::fs::create_dir_all(registry).map_err(io(registry))?;
+    let clinical = serde_json::json!({
+        "model": "clinical",
+        "features": ["age_years", "sex_male", "tumour_volume_ml"],
+        "settings": ClinicalSettings::default(),
+        "protocol": format!("{protocol:?}"),
+        "split_seed": SPLIT_SEED,
+        "fits": clinical_fits,
+    });
+    let path = registry.join("clinical.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&clinical).expect("JSON values serialise"))
+        .map_err(io(&path))?;
+    Ok(out)
+}
+
+/// Held-out probabilities by model and case id: the base models' from the fit, plus whatever
+/// the caller adds (the ensemble's, predicted through the stages).
+pub type Predictions = BTreeMap<String, BTreeMap<String, f64>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::write_outputs;
+    use crate::protocol::read_truth;
+    use renal_messages::{BlobRef, Clinical, LesionQc, Provenance, Sex};
+
+    /// 80 lesions of 70 patients at two sites; older patients and bigger lesions lean malignant;
+    /// every fifth lesion diagnosed by imaging only.
+    fn cohort(dir: &Path) -> (Vec<LesionV1>, std::path::PathBuf) {
+        let blob = BlobRef { key: "k".into(), sha256: "0".repeat(64), bytes: 1 };
+        let mut labels = String::from("case_id,label,diagnosis_source\n");
+        let mut out = Vec::new();
+        for i in 0..80u32 {
+            let malignant = (i * 7) % 10 < 6;
+            let site = if i % 4 == 0 { "MAY" } else { "HUP" };
+            let case_id = format!("{site}-{i:04}");
+            let source = if i % 5 == 4 { "imaging" } else { "histopathology" };
+            labels.push_str(&format!("{case_id},{},{source}\n", if malignant { "malignant" } else { "benign" }));
+            out.push(LesionV1 {
+                version: 1,
+                case_id,
+                revision: 1,
+                site: site.into(),
+                patient_pseudonym: format!("p{}", i.min(69)),
+                clinical: Clinical {
+                    age_years: Some(40 + (i * 13) % 30 + if malignant { 10 } else { 0 }),
+                    sex: Some(if i % 3 == 0 { Sex::F } else { Sex::M }),
+                },
+                tumour_volume_ml: 5.0 + f64::from((i * 17) % 40) + if malignant { 20.0 } else { 0.0 },
+                composites: [blob.clone(), blob.clone()],
+                volumes: [blob.clone(), blob.clone()],
+                qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1], reader_dice: Vec::new() },
+                other_readers: Vec::new(),
+                provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
+            });
+        }
+        let path = dir.join("labels.csv");
+        std::fs::write(&path, labels).unwrap();
+        (out, path)
+    }
+
+    fn predicted(out: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+        text.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn k_folds_predict_every_testable_lesion_once_and_loio_only_the_held_out_site() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lesions, labels) = cohort(dir.path());
+        // Lesions 69..80 share patient p69, so they are never split apart; imaging-only ones are
+        // never predicted.
+        let unconfirmed_patient: std::collections::BTreeSet<&str> =
+            lesions.iter().enumerate().filter(|(i, _)| i % 5 == 4).map(|(_, l)| l.patient_pseudonym.as_str()).collect();
+        let testable: Vec<&String> = lesions
+            .iter()
+            .filter(|l| !unconfirmed_patient.contains(l.patient_pseudonym.as_str()))
+            .map(|l| &l.case_id)
+            .collect();
+
+        let truth = read_truth(&labels).unwrap();
+        let registry = dir.path().join("models");
+        let run = |protocol: &Protocol| {
+            let fitted = fit(&lesions, &truth, protocol, None, &registry).unwrap();
+            write_outputs(&fitted, &Predictions::new(), dir.path(), protocol, None).unwrap()
+        };
+        let lines = run(&Protocol::KFold(4));
+        assert!(lines[0].contains("4 fit(s)"), "{lines:?}");
+        let mut got = predicted(dir.path());
+        got.sort();
+        let mut want: Vec<String> = testable.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "each testable lesion predicted exactly once");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap()).unwrap();
+        assert_eq!(report["models"]["clinical"]["n"].as_u64(), Some(want.len() as u64));
+
+        run(&Protocol::LeaveOut("MAY".into()));
+        let clinical: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(registry.join("clinical.json")).unwrap()).unwrap();
+        assert_eq!(clinical["fits"][0]["calibration"]["method"], "platt");
+        let got = predicted(dir.path());
+        assert!(!got.is_empty() && got.iter().all(|c| c.starts_with("MAY-")), "{got:?}");
+        let split = std::fs::read_to_string(dir.path().join("split.csv")).unwrap();
+        assert!(split
+            .lines()
+            .filter(|l| l.ends_with(",train") || l.ends_with(",validation"))
+            .all(|l| l.starts_with("HUP-")));
+
+        assert_eq!("kfold:5".parse::<Protocol>(), Ok(Protocol::KFold(5)));
+        assert_eq!("loio:may".parse::<Protocol>(), Ok(Protocol::LeaveOut("MAY".into())));
+        assert!("kfold:x".parse::<Protocol>().is_err() && "holdout".parse::<Protocol>().is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! Which lesions train, validate and test: the labels, and the three protocols.
+//!
+//! Protocols ([`Protocol`]): 70/20/10 train/validation/test (default), k folds, or leave one
+//! institution out; always grouped by patient pseudonym, stratified by label, lesions without
+//! histopathology never tested on (`renal_learn::split`).
+
+use crate::error::TrainerError;
+use renal_learn::split::{k_fold, leave_one_institution_out, train_validation_test, Lesion, Split};
+use renal_messages::LesionV1;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Seed of every split the trainer makes.
+pub const SPLIT_SEED: u64 = 1;
+
+/// Fewer labelled lesions than this are not split and trained on (a 10% test part of fewer
+/// than two lesions says nothing).
+pub const MIN_LABELLED: usize = 20;
+
+/// How lesions are held out for the report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Protocol {
+    /// One patient-grouped 70/20/10 split: report on the 10%.
+    Split,
+    /// `k` patient-grouped folds: each fold's lesions predicted by a model trained on the
+    /// others (80/20 train/validation); report on every testable lesion.
+    KFold(usize),
+    /// Test on one site's lesions; train and validate (80/20) on the other sites'.
+    LeaveOut(String),
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s.split_once(':') {
+            None if s == "split" => Ok(Protocol::Split),
+            Some(("kfold", k)) => match k.parse::<usize>() {
+                Ok(k) if k >= 2 => Ok(Protocol::KFold(k)),
+                _ => Err(format!("kfold:{k}: want at least 2 folds")),
+            },
+            Some(("loio", site)) if !site.is_empty() => Ok(Protocol::LeaveOut(site.to_uppercase())),
+            _ => Err(format!("{s:?}: want split, kfold:K or loio:SITE")),
+        }
+    }
+}
+
+/// What the labels say of each lesion: `case_id -> (malignant, histopathology)`.
+pub type Truth = BTreeMap<String, (bool, bool)>;
+
+/// Read a labels file through label intake's step (`case_id,label[,diagnosis_source]`; without
+/// `diagnosis_source` every label counts as histopathology). Any bad row stops the read: a model
+/// is not trained on a file with labels it could not read.
+pub fn read_truth(path: &Path) -> Result<Truth, TrainerError> {
+    let bytes = std::fs::read(path).map_err(crate::error::io(path))?;
+    let labels = |source| TrainerError::Labels { path: path.to_path_buf(), source };
+    let mut out = BTreeMap::new();
+    for row in renal_labels::parse(&bytes).map_err(labels)? {
+        let l = row.map_err(labels)?;
+        out.insert(l.case_id, (l.label == "malignant", l.diagnosis_source == "histopathology"));
+    }
+    Ok(out)
+}
+
+/// The latest revision of each labelled lesion, in case-id order, with its protocol facts.
+pub fn labelled<'a>(lesion_messages: &'a [LesionV1], truth: &Truth) -> (Vec<&'a LesionV1>, Vec<Lesion>) {
+    let mut latest: BTreeMap<&str, &LesionV1> = BTreeMap::new();
+    for l in lesion_messages {
+        if truth.contains_key(&l.case_id) && latest.get(l.case_id.as_str()).is_none_or(|o| o.revision < l.revision) {
+            latest.insert(&l.case_id, l);
+        }
+    }
+    let lesions: Vec<&LesionV1> = latest.into_values().collect();
+    let protocol = lesions
+        .iter()
+        .map(|l| {
+            let (malignant, histopathology) = truth[&l.case_id];
+            Lesion { patient: l.patient_pseudonym.clone(), site: l.site.clone(), malignant, histopathology }
+        })
+        .collect();
+    (lesions, protocol)
+}
+
+/// A fold's training part cut 80/20 into training and validation (grouped, stratified).
+fn carve_validation(lesions: &[Lesion], fold: Split) -> Result<Split, renal_learn::split::SplitError> {
+    let subset: Vec<Lesion> = fold.train.iter().map(|&i| lesions[i].clone()).collect();
+    let inner = train_validation_test(&subset, [0.8, 0.2, 0.0], SPLIT_SEED)?;
+    let back = |idx: &[usize]| idx.iter().map(|&i| fold.train[i]).collect::<Vec<_>>();
+    Ok(Split { train: back(&inner.train), validation: back(&inner.validation), test: fold.test })
+}
+
+/// The rounds of `protocol` over `lesions`: one split, or one per fold.
+pub fn splits(lesions: &[Lesion], protocol: &Protocol) -> Result<Vec<Split>, TrainerError> {
+    if lesions.len() < MIN_LABELLED {
+        return Err(TrainerError::TooFewLabelled { labelled: lesions.len(), needed: MIN_LABELLED });
+    }
+    let splits: Vec<Split> = match protocol {
+        Protocol::Split => vec![train_validation_test(lesions, [0.7, 0.2, 0.1], SPLIT_SEED)?],
+        Protocol::KFold(k) => k_fold(lesions, *k, SPLIT_SEED)?
+            .into_iter()
+            .map(|fold| carve_validation(lesions, fold))
+            .collect::<Result<_, _>>()?,
+        Protocol::LeaveOut(site) => vec![leave_one_institution_out(lesions, site, 0.2, SPLIT_SEED)?],
+    };
+    if splits.iter().any(|s| s.test.is_empty() || s.validation.is_empty() || s.train.is_empty()) {
+        return Err(TrainerError::Protocol(format!("{} labelled lesions are too few for {protocol:?}", lesions.len())));
+    }
+    Ok(splits)
+}
+
+/// The labelled lesions and a split of them like `renal run`'s (`parts`: train, validation
+/// and test fractions; `renal run` uses 0.7, 0.2, 0.1).
+pub fn labelled_split<'a>(
+    lesion_messages: &'a [LesionV1],
+    labels: &Path,
+    parts: [f64; 3],
+) -> Result<(Vec<&'a LesionV1>, Vec<Lesion>, Split), TrainerError> {
+    let truth = read_truth(labels)?;
+    let (lesions, protocol) = labelled(lesion_messages, &truth);
+    if lesions.len() < MIN_LABELLED {
+        return Err(TrainerError::TooFewLabelled { labelled: lesions.len(), needed: MIN_LABELLED });
+    }
+    let split = train_validation_test(&protocol, parts, SPLIT_SEED)?;
+    Ok((lesions, protocol, split))
+}
