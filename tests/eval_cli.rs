@@ -84,6 +84,7 @@ fn report_from_csv_files() {
     assert_eq!(round(get(&e["p_vs_zero_rule"]), 3), 0.004);
     assert_eq!(e["confusion"]["tp"], 58);
     assert_eq!(e["confusion"]["tn"], 20);
+    assert!(e["confusion"]["fn"].is_u64() && e["confusion"].get("fn_").is_none(), "{}", e["confusion"]);
     // Every malignant case the ensemble called outranks every benign case it called benign,
     // and so on: the AUC the report gives is the Mann-Whitney one on these probabilities.
     let probs: Vec<(f64, bool)> = predictions

@@ -13,18 +13,14 @@
 //! bundle's probability for those inputs.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_cnn::bundle::{self, DataManifest, SeriesToSave};
-use renal_cnn::net::{Backbone, Head, Net, NetConfig};
 use renal_cnn::score::Scorer;
-use renal_cnn::train::{EpochLog, TrainConfig};
-use renal_e2e::{fitted_ensemble, interrupt, renal_bin, start_worker, Broker};
+use renal_e2e::{fitted_ensemble, interrupt, random_cnn_bundle, renal_bin, start_worker, Broker};
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1,
 };
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
-use tch::nn::VarStore;
 use tch::Device;
 
 fn lesion(case_id: &str, composites: [BlobRef; 2]) -> LesionV1 {
@@ -59,30 +55,7 @@ fn inference_scores_every_lesion_and_dead_letters_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let registry = root.join("models");
-    let net = NetConfig { backbone: Backbone::Resnet18, head: Head::Plain, input_px: 32 };
-    let log_line = EpochLog {
-        trial: 0,
-        epoch: 1,
-        train_loss: 0.7,
-        validation_loss: 0.7,
-        validation_auc: 0.5,
-        validation_accuracy: 0.5,
-        seconds: 0.1,
-    };
-    tch::manual_seed(3);
-    let (vs2, vs1) = (VarStore::new(Device::Cpu), VarStore::new(Device::Cpu));
-    let (_n2, _n1) = (Net::new(&vs2.root(), net), Net::new(&vs1.root(), net));
-    let data = DataManifest { train: vec![], validation: vec![], train_malignant: 0, validation_malignant: 0 };
-    let series = |vs| SeriesToSave { vs, best: log_line.clone(), history: vec![], data: data.clone() };
-    let manifest = bundle::save(
-        &registry,
-        net,
-        &TrainConfig { net, ..TrainConfig::cpu_quick() },
-        [series(&vs2), series(&vs1)],
-        "test",
-        "2026-11-29T00:00:00Z",
-    )
-    .unwrap();
+    let manifest = random_cnn_bundle(&registry, 32, 3);
 
     let store = renal_store::open(root.join("blobs").to_str().unwrap()).unwrap();
     let mut good = BTreeMap::new();

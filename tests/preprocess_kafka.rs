@@ -34,6 +34,7 @@ fn every_case_preprocessed_once_after_a_kill_and_restart() {
             r#"
 [kafka]
 bootstrap_servers = "{bootstrap}"
+session_timeout_ms = 6000
 
 [ingest]
 blob_store = "{root}/blobs"

@@ -211,38 +211,65 @@ pub struct Broker {
     /// `127.0.0.1:port`.
     pub bootstrap: String,
     child: Option<std::process::Child>,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
+}
+
+fn tansu_bin() -> PathBuf {
+    let home = std::env::var("TANSU_HOME")
+        .unwrap_or_else(|_| format!("{}/.cache/tansu-0.6.0", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
+    let bin = Path::new(&home).join("bin/tansu");
+    assert!(
+        bin.exists(),
+        "no Kafka broker: set KAFKA_BOOTSTRAP or run scripts/install-tansu.sh (scripts/test.sh does both)"
+    );
+    bin
+}
+
+/// Start tansu listening on `bootstrap` with its SQLite storage in `dir` (kept across restarts).
+fn spawn_tansu(bootstrap: &str, dir: &Path) -> std::process::Child {
+    let url = format!("tcp://{bootstrap}");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).unwrap();
+    let child = Command::new(tansu_bin())
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start tansu");
+    wait_for_listener(bootstrap, 20, "tansu");
+    child
 }
 
 impl Broker {
     /// Connect to or start a broker; panics with the fix when none can be had.
     pub fn start() -> Broker {
         if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-            return Broker { bootstrap: b, child: None, _dir: None };
+            return Broker { bootstrap: b, child: None, dir: None };
         }
-        let home = std::env::var("TANSU_HOME").unwrap_or_else(|_| {
-            format!("{}/.cache/tansu-0.6.0", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-        });
-        let bin = Path::new(&home).join("bin/tansu");
-        assert!(
-            bin.exists(),
-            "no Kafka broker: set KAFKA_BOOTSTRAP or run scripts/install-tansu.sh (scripts/test.sh does both)"
-        );
-        let port = free_port();
+        Broker::start_private()
+    }
+
+    /// A private tansu even when `KAFKA_BOOTSTRAP` is set: for tests that stop and restart it.
+    pub fn start_private() -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        let bootstrap = format!("127.0.0.1:{port}");
-        wait_for_listener(&bootstrap, 20, "tansu");
-        Broker { bootstrap, child: Some(child), _dir: Some(dir) }
+        let bootstrap = format!("127.0.0.1:{}", free_port());
+        let child = spawn_tansu(&bootstrap, dir.path());
+        Broker { bootstrap, child: Some(child), dir: Some(dir) }
+    }
+
+    /// Kill the broker (SIGKILL: no goodbye to its clients), keeping its storage.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("a private broker that is running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Start the stopped broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the broker is running");
+        let dir = self.dir.as_ref().expect("a private broker").path();
+        self.child = Some(spawn_tansu(&self.bootstrap, dir));
     }
 }
 
@@ -460,4 +487,30 @@ pub fn start_worker(name: &str, config: &Path, log: &Path) -> Child {
         .stderr(std::process::Stdio::from(log))
         .spawn()
         .unwrap_or_else(|e| panic!("start renal worker {name}: {e}"))
+}
+
+/// A CNN bundle of two random-initialised ResNet-18s (seeded) at `input_px`, saved to
+/// `registry`: what the inference stage serves when a test is about wiring, not accuracy.
+pub fn random_cnn_bundle(registry: &Path, input_px: i64, seed: i64) -> renal_cnn::bundle::Manifest {
+    use renal_cnn::bundle::{self, DataManifest, SeriesToSave};
+    use renal_cnn::net::{Backbone, Head, Net, NetConfig};
+    use renal_cnn::train::{EpochLog, TrainConfig};
+    use tch::nn::VarStore;
+    let net = NetConfig { backbone: Backbone::Resnet18, head: Head::Plain, input_px };
+    let log_line = EpochLog {
+        trial: 0,
+        epoch: 1,
+        train_loss: 0.7,
+        validation_loss: 0.7,
+        validation_auc: 0.5,
+        validation_accuracy: 0.5,
+        seconds: 0.1,
+    };
+    tch::manual_seed(seed);
+    let (vs2, vs1) = (VarStore::new(tch::Device::Cpu), VarStore::new(tch::Device::Cpu));
+    let (_n2, _n1) = (Net::new(&vs2.root(), net), Net::new(&vs1.root(), net));
+    let data = DataManifest { train: vec![], validation: vec![], train_malignant: 0, validation_malignant: 0 };
+    let series = |vs| SeriesToSave { vs, best: log_line.clone(), history: vec![], data: data.clone() };
+    let config = TrainConfig { net, ..TrainConfig::cpu_quick() };
+    bundle::save(registry, net, &config, [series(&vs2), series(&vs1)], "test", "2026-11-29T00:00:00Z").unwrap()
 }

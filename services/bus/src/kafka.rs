@@ -7,8 +7,9 @@
 
 use crate::{Bus, BusError, Consumer, Delivery, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -36,9 +37,17 @@ pub struct KafkaConfig {
     /// retried), ms (default 30,000).
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
-    /// Consumer session timeout, ms (default 6,000).
+    /// Consumer session timeout, ms (default 45,000, Kafka's own). A member silent this long
+    /// loses its partitions; a broker outage shorter than this leaves every member in its group.
+    /// (tansu, the broker of the tests, keeps a group's members across its own restart and
+    /// never expires the ones that do not come back: after an outage longer than the session,
+    /// the rejoined members share partitions with such a ghost, whose share then stalls.)
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+    /// librdkafka debug contexts to log to stderr, e.g. `cgrp,consumer` (default none; its
+    /// warnings and errors are always logged).
+    #[serde(default)]
+    pub debug: Option<String>,
 }
 
 fn default_client_id() -> String {
@@ -54,7 +63,7 @@ fn default_delivery_timeout_ms() -> u64 {
     30_000
 }
 fn default_session_timeout_ms() -> u64 {
-    6_000
+    45_000
 }
 
 impl KafkaConfig {
@@ -67,6 +76,7 @@ impl KafkaConfig {
             replication: default_replication(),
             delivery_timeout_ms: default_delivery_timeout_ms(),
             session_timeout_ms: default_session_timeout_ms(),
+            debug: None,
         }
     }
 
@@ -93,15 +103,31 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id)
             .set("broker.address.family", "v4");
+        if let Some(debug) = &self.debug {
+            c.set("debug", debug).set("log_level", "7").set("log.queue", "false");
+        }
         c
     }
 }
+
+/// Where librdkafka's own log lines go: stderr, tagged with the client id (without this they
+/// would be dropped, no logger being installed).
+#[derive(Clone, Default)]
+pub struct StderrLog;
+
+impl ClientContext for StderrLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        eprintln!("librdkafka {level:?} {fac}: {message}");
+    }
+}
+
+impl ConsumerContext for StderrLog {}
 
 /// A Kafka-backed [`Bus`].
 #[derive(Clone)]
 pub struct KafkaBus {
     config: Arc<KafkaConfig>,
-    producer: FutureProducer,
+    producer: FutureProducer<StderrLog>,
 }
 
 /// Sort a client error into retry-or-not, in one place.
@@ -124,6 +150,16 @@ fn classify(e: KafkaError) -> BusError {
                 | C::CoordinatorNotAvailable
                 | C::CoordinatorLoadInProgress
                 | C::OperationTimedOut
+                // Retriable in Kafka's own error table: a broker that has just restarted may not
+                // know a topic's partitions yet.
+                | C::UnknownTopicOrPartition
+                // The group moved on while this member could not reach it (a broker outage
+                // longer than the session): its uncommitted inputs go to whoever holds their
+                // partitions now, and it rejoins.
+                | C::AssignmentLost
+                | C::IllegalGeneration
+                | C::UnknownMemberId
+                | C::RebalanceInProgress
         )
     );
     if transient {
@@ -136,19 +172,19 @@ fn classify(e: KafkaError) -> BusError {
 impl KafkaBus {
     /// Connect a producer (no network traffic until the first send).
     pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
-        let producer: FutureProducer = config
+        let producer: FutureProducer<StderrLog> = config
             .base()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
-            .create()
+            .create_with_context(StderrLog)
             .map_err(classify)?;
         Ok(KafkaBus { config: Arc::new(config), producer })
     }
 
     /// Create `topics` where missing (existing ones are left as they are).
     pub async fn ensure_topics(&self, topics: &[Topic]) -> Result<(), BusError> {
-        let admin: AdminClient<DefaultClientContext> = self.config.base().create().map_err(classify)?;
+        let admin: AdminClient<StderrLog> = self.config.base().create_with_context(StderrLog).map_err(classify)?;
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|t| NewTopic::new(t.name, self.config.partitions, TopicReplication::Fixed(self.config.replication)))
@@ -199,7 +235,7 @@ impl Bus for KafkaBus {
     }
 
     fn consumer(&self, group: &str, topics: &[Topic]) -> Result<KafkaConsumer, BusError> {
-        let consumer: StreamConsumer = self
+        let consumer: StreamConsumer<StderrLog> = self
             .config
             .base()
             .set("group.id", group)
@@ -207,7 +243,7 @@ impl Bus for KafkaBus {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
-            .create()
+            .create_with_context(StderrLog)
             .map_err(classify)?;
         let names: Vec<&str> = topics.iter().map(|t| t.name).collect();
         consumer.subscribe(&names).map_err(classify)?;
@@ -217,7 +253,7 @@ impl Bus for KafkaBus {
 
 /// A consumer-group member on Kafka.
 pub struct KafkaConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<StderrLog>,
     stored_any: bool,
 }
 

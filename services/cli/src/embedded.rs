@@ -144,7 +144,7 @@ pub fn run(input: &Path, out: &Path, protocol: &Protocol, cnn: Option<&crate::tr
         writeln!(f, "{}", serde_json::to_string(l)?)?;
     }
     println!("  lesions: {}", lesions_file.display());
-    for line in reader_agreement(&lesions, out)? {
+    for line in renal_trainer::evaluate::reader_agreement(&lesions, out)? {
         println!("{line}");
     }
     let labels = input.join("labels.csv");
@@ -303,36 +303,6 @@ fn predict_through_stages(
         }
     }
     Ok((predictions, letters))
-}
-
-/// `OUT/reader_agreement.csv` (one row per lesion, series and other reader: Dice with the
-/// primary reader's mask) and a summary line per series and reader.
-fn reader_agreement(lesions: &[LesionV1], out: &Path) -> Result<Vec<String>> {
-    let path = out.join("reader_agreement.csv");
-    let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-    writeln!(f, "case_id,role,reader,dice")?;
-    let mut by: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
-    for l in lesions {
-        for d in &l.qc.reader_dice {
-            writeln!(f, "{},{:?},{},{}", l.case_id, d.role, d.reader, d.dice)?;
-            by.entry((format!("{:?}", d.role), d.reader.clone())).or_default().push(d.dice);
-        }
-    }
-    let mut lines = Vec::new();
-    for ((role, reader), mut v) in by {
-        v.sort_by(f64::total_cmp);
-        lines.push(format!(
-            "  {role} masks, {reader} vs primary reader: median Dice {:.3} (range {:.3}-{:.3}) over {} lesions",
-            renal_stats::curves::quantile_sorted(&v, 0.5),
-            v[0],
-            v[v.len() - 1],
-            v.len()
-        ));
-    }
-    if !lines.is_empty() {
-        lines.push(format!("  reader agreement: {}", path.display()));
-    }
-    Ok(lines)
 }
 
 /// `1 case`, `2 cases`.

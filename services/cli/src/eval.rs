@@ -45,34 +45,8 @@ pub fn run(
         }
     }
     renal_eval::write_report(&report, out).with_context(|| format!("writing the report into {}", out.display()))?;
-    println!("| model | n | accuracy (95% CI) | sensitivity | specificity | ROC AUC (95% CI) | PR AUC (AP) | ECE | P vs zero rule |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, m) in &report.models {
-        let c = &m.calls;
-        let i = |v: &renal_eval::report::Interval| format!("{:.2} ({:.2}-{:.2})", v.estimate, v.ci95[0], v.ci95[1]);
-        println!(
-            "| {name} | {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.3} |",
-            c.n,
-            i(&c.accuracy),
-            i(&c.sensitivity),
-            i(&c.specificity),
-            i(&m.roc_auc),
-            m.pr_auc.estimate,
-            m.ece,
-            c.p_vs_zero_rule
-        );
-    }
-    for (name, c) in &report.experts {
-        println!(
-            "| {name} (reader) | {} | {:.2} ({:.2}-{:.2}) | {:.2} | {:.2} | | | | {:.3} |",
-            c.n,
-            c.accuracy.estimate,
-            c.accuracy.ci95[0],
-            c.accuracy.ci95[1],
-            c.sensitivity.estimate,
-            c.specificity.estimate,
-            c.p_vs_zero_rule
-        );
+    for line in report.headline_table() {
+        println!("{line}");
     }
     println!("report: {}", out.join("index.html").display());
     Ok(())

@@ -2,11 +2,11 @@
 //!
 //! Subcommands exist only for capabilities that are built; each has `--help` with an example.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use renal_imaging::composite::ChannelOrder;
-use renal_synth::{generate, Summary, SynthConfig};
+use renal_synth::{generate, SynthConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ mod worker;
 #[command(
     name = "renal",
     version,
-    about = "Renal lesion MRI: synthetic cohorts today, the streaming pipeline as it lands."
+    about = "Kidney-lesion MRI to calibrated probabilities of malignancy: synthetic cohorts, the embedded pipeline, each stage as a Kafka worker, training, evaluation and benchmarks."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,17 +34,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write a synthetic multi-site cohort as DICOM (MR series + SEG), NIfTI masks, labels.csv and manifest.json.
-    ///
-    /// Example: renal synth --out cohort --lesions 160 --seed 7 --sites HUP,MAY,TCIA
+    #[command(after_help = "Example:\n  renal synth --out cohort --lesions 160 --seed 7 --sites HUP,MAY,TCIA")]
     Synth(SynthArgs),
-    /// Run every built stage in one process on the in-process bus (no broker needed).
+    /// Run every stage in one process on the in-process bus (no broker needed).
     ///
-    /// Today that is ingest (DICOM in <input>/<SITE>/..., cases out to OUT/store/cases) and
-    /// preprocess (N4, histogram matching, composites into OUT/blobs); dead letters of every
-    /// stage go to OUT/dead_letters.jsonl. With <input>/labels.csv it then splits the lesions by
-    /// patient (70/20/10), trains and calibrates the clinical model, and writes the held-out
-    /// OUT/predictions.csv and the evaluation report OUT/report/. Example: renal run --input
-    /// cohort --out out
+    /// Ingest (DICOM in <input>/<SITE>/..., the cases table in OUT/store/cases), preprocess (N4,
+    /// histogram matching, composites into OUT/blobs) and radiomics (OUT/store/features); dead
+    /// letters of every stage go to OUT/dead_letters.jsonl. With <input>/labels.csv the trainer
+    /// splits the lesions by patient (70/20/10 by default), fits and calibrates the clinical model,
+    /// the T2 and T1C networks and their ensemble, saves them in OUT/models, streams the held-out
+    /// lesions through the inference and ensemble stages, and writes OUT/predictions.csv and the
+    /// evaluation report OUT/report/.
+    #[command(
+        after_help = "Examples:\n  renal run --input cohort --out out\n  renal run --input cohort --out out --protocol kfold:5"
+    )]
     Run {
         /// Cohort folder with one sub-folder per site (as renal synth writes).
         #[arg(long)]
@@ -69,8 +72,7 @@ enum Command {
         model: TrainModel,
     },
     /// Run one worker on Kafka until interrupted.
-    ///
-    /// Example: RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml
+    #[command(after_help = "Example:\n  RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml")]
     Worker {
         /// Worker name (built: ingest, preprocess, radiomics, inference, ensemble).
         name: String,
@@ -79,8 +81,7 @@ enum Command {
         config: PathBuf,
     },
     /// N4 bias-field correction of a NIfTI image (defaults as ITK/SimpleITK, shrink 4 as ANTs).
-    ///
-    /// Example: renal n4 --image t2.nii.gz --mask body.nii.gz --out t2_n4.nii.gz
+    #[command(after_help = "Example:\n  renal n4 --image t2.nii.gz --mask body.nii.gz --out t2_n4.nii.gz")]
     N4 {
         /// Input image (.nii or .nii.gz); intensities must be positive inside the mask.
         #[arg(long)]
@@ -106,8 +107,9 @@ enum Command {
     },
     /// Match an image's histogram to a reference's (ITK's method; 128 levels, 7 match points,
     /// threshold at the mean intensity by default, as the study matched T2 to T1C).
-    ///
-    /// Example: renal histmatch --image t2.nii.gz --reference t1c.nii.gz --out t2_matched.nii.gz
+    #[command(
+        after_help = "Example:\n  renal histmatch --image t2.nii.gz --reference t1c.nii.gz --out t2_matched.nii.gz"
+    )]
     Histmatch {
         /// Image to map (.nii or .nii.gz).
         #[arg(long)]
@@ -134,8 +136,9 @@ enum Command {
     /// IMAGE: a NIfTI/NRRD file or a folder of one series' DICOM instances. MASK: NIfTI, NRRD or
     /// DICOM SEG, resampled onto the image's grid when its grid differs. Writes OUT/corrected.nii.gz,
     /// OUT/composite.f32, OUT/composite.json and OUT/preview.png.
-    ///
-    /// Example: renal preprocess --image cohort/HUP/P00001/ST1/SE003 --mask cohort/nifti/HUP-0001/T2_R1.nii.gz --out t2 --preview
+    #[command(
+        after_help = "Example:\n  renal preprocess --image cohort/HUP/P00001/ST1/SE003 --mask cohort/nifti/HUP-0001/T2_R1.nii.gz --out t2 --preview"
+    )]
     Preprocess {
         /// Image file or DICOM series folder.
         #[arg(long)]
@@ -170,8 +173,7 @@ enum Command {
     ///
     /// Files: predictions `case_id,model,probability`; labels `case_id,label` (benign|malignant);
     /// experts `case_id,expert,call` (benign|malignant).
-    ///
-    /// Example: renal eval --predictions p.csv --labels l.csv --experts e.csv --out report
+    #[command(after_help = "Example:\n  renal eval --predictions p.csv --labels l.csv --experts e.csv --out report")]
     Eval {
         /// Predictions CSV.
         #[arg(long)]
@@ -208,10 +210,9 @@ enum Command {
     /// morphology (mesh, convex hull, PCA), local intensity, statistics, histogram,
     /// intensity-volume histogram, GLCM and GLRLM (six aggregations), GLSZM, GLDZM, NGTDM,
     /// NGLDM (2D, 2.5D, 3D).
-    ///
-    /// Example: renal radiomics --ibsi-phantom --out phantom.csv
-    /// Example: renal radiomics --image t1c.nii.gz --mask lesion.nii.gz --bins 32 --out f.csv
-    /// Example: renal radiomics --image t1c.nii.gz --mask lesion.nii.gz --settings grid.json --out f.csv
+    #[command(
+        after_help = "Examples:\n  renal radiomics --ibsi-phantom --out phantom.csv\n  renal radiomics --image t1c.nii.gz --mask lesion.nii.gz --bins 32 --out f.csv\n  renal radiomics --image t1c.nii.gz --mask lesion.nii.gz --settings grid.json --out f.csv"
+    )]
     Radiomics {
         /// Image: NIfTI, NRRD, or a folder of one DICOM series.
         #[arg(long)]
@@ -237,8 +238,7 @@ enum Command {
         out: PathBuf,
     },
     /// Time a pipeline stage and print a table.
-    ///
-    /// Example: renal bench synth --lesions 1162
+    #[command(after_help = "Example:\n  renal bench synth --lesions 1162")]
     Bench {
         #[command(subcommand)]
         stage: BenchStage,
@@ -253,7 +253,7 @@ enum TrainModel {
     /// Lesions are split as `renal run` splits them (patient-grouped, stratified, seed 1; 70/20/10
     /// unless --parts says otherwise); the networks train on the first part, choose their epoch
     /// and calibrate on the second, and the third is scored for the held-out ROC AUC line.
-    /// Example: renal train cnn --run out --labels cohort/labels.csv --epochs 20
+    #[command(after_help = "Example:\n  renal train cnn --run out --labels cohort/labels.csv --epochs 20")]
     Cnn {
         /// A `renal run` output folder (lesions.jsonl and blobs/).
         #[arg(long)]
@@ -307,8 +307,7 @@ struct SynthArgs {
 enum BenchStage {
     /// Parse and group DICOM instances from a cohort folder on one core (target: 2,500 instances/s
     /// for 256x256 16-bit slices), then the same with blob-store writes.
-    ///
-    /// Example: renal synth --out c --lesions 40 && renal bench ingest --input c
+    #[command(after_help = "Example:\n  renal synth --out c --lesions 40 && renal bench ingest --input c")]
     Ingest {
         /// Cohort folder (renal synth output).
         #[arg(long)]
@@ -319,8 +318,7 @@ enum BenchStage {
     },
     /// Send a cohort's instances through our C-STORE SCP on loopback (target: 1,000 instances/s),
     /// from our SCU with one and with several associations, and from DCMTK's storescu as baseline.
-    ///
-    /// Example: renal synth --out c --lesions 40 && renal bench cstore --input c
+    #[command(after_help = "Example:\n  renal synth --out c --lesions 40 && renal bench cstore --input c")]
     Cstore {
         /// Cohort folder (renal synth output).
         #[arg(long)]
@@ -342,8 +340,7 @@ enum BenchStage {
     /// N4 and histogram matching on the 256x256x40 bias phantom, ours and SimpleITK's (from the
     /// test venv) with the same parameters in the same run (target: N4 in at most half
     /// SimpleITK's time on one core).
-    ///
-    /// Example: scripts/python-env.sh && renal bench preprocess
+    #[command(after_help = "Example:\n  scripts/python-env.sh && renal bench preprocess")]
     Preprocess {
         /// Shrink factors to time.
         #[arg(long, value_delimiter = ',', default_value = "4,2")]
@@ -356,8 +353,7 @@ enum BenchStage {
     /// ellipsoid lesion of about 31,000 voxels (64x64x40 at 1 mm), one setting (fixed bin number).
     /// Target: at most 10 ms per setting. `--grid` adds the study's 32 settings on the same
     /// lesion (crop, resampling and extraction), the per-series cost of the radiomics worker.
-    ///
-    /// Example: renal bench radiomics --bins 32 --repeat 20 --grid --mirp
+    #[command(after_help = "Example:\n  renal bench radiomics --bins 32 --repeat 20 --grid --mirp")]
     Radiomics {
         /// Grey levels (fixed bin number).
         #[arg(long, default_value_t = 32)]
@@ -376,8 +372,7 @@ enum BenchStage {
     /// CNN throughput at 200x200: inference (images/s) and SGD train steps per backbone, batch
     /// size and device; on CUDA also fp16 autocast inference, with PyTorch eager from the
     /// test venv as the baseline when it can run on the same device.
-    ///
-    /// Example: renal bench cnn --backbones resnet18,resnet50 --batches 1,16
+    #[command(after_help = "Example:\n  renal bench cnn --backbones resnet18,resnet50 --batches 1,16")]
     Cnn {
         /// Backbones.
         #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet34,resnet50")]
@@ -399,8 +394,7 @@ enum BenchStage {
         train_steps: bool,
     },
     /// Generate a cohort into a temporary folder and report throughput against the 2-minute target for 1,162 lesions.
-    ///
-    /// Example: renal bench synth --lesions 1162 --threads 2
+    #[command(after_help = "Example:\n  renal bench synth --lesions 1162 --threads 2")]
     Synth {
         /// Lesions to generate.
         #[arg(long, default_value_t = 1162)]
@@ -452,7 +446,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Worker { name, config } => worker::run(&name, &config),
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
-            bench_synth(lesions, seed, threads, dir)
+            renal_bench::synth(lesions, seed, threads, dir.as_deref())
         }
         Command::N4 { image, out, mask, field, shrink, iterations, convergence } => {
             let settings = renal_imaging::n4::N4Settings {
@@ -489,10 +483,6 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn thread_pool(threads: Option<usize>) -> Result<rayon_pool::Pool> {
-    rayon_pool::Pool::new(threads)
-}
-
 fn synth(args: SynthArgs) -> Result<()> {
     let config = SynthConfig {
         lesions: args.lesions,
@@ -502,14 +492,11 @@ fn synth(args: SynthArgs) -> Result<()> {
         second_lesion_probability: args.second_lesion_probability,
         overwrite: args.overwrite,
     };
-    let summary = run_generate(&config, &args.out, args.threads)?;
-    print_summary(&summary, &args.out);
-    Ok(())
-}
-
-fn run_generate(config: &SynthConfig, out: &std::path::Path, threads: Option<usize>) -> Result<Summary> {
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
     // Check the settings before drawing a progress bar.
-    let planned = renal_synth::plan(config)?.len();
+    let planned = renal_synth::plan(&config)?.len();
     let bar = ProgressBar::new(planned as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} synth [{bar:30}] {pos}/{len} lesions {per_sec} eta {eta}")
@@ -517,13 +504,11 @@ fn run_generate(config: &SynthConfig, out: &std::path::Path, threads: Option<usi
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let pool = thread_pool(threads)?;
-    let result = pool.install(|| generate(config, out, &|_| bar.inc(1)));
+    // Zero threads: rayon's default, every core.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
+    let (out, result) = (&args.out, pool.install(|| generate(&config, &args.out, &|_| bar.inc(1))));
     bar.finish_and_clear();
-    result.with_context(|| format!("renal synth into {}", out.display()))
-}
-
-fn print_summary(s: &Summary, out: &std::path::Path) {
+    let s = result.with_context(|| format!("renal synth into {}", out.display()))?;
     println!("wrote {} lesions of {} patients to {}", s.lesions, s.patients, out.display());
     let sites: Vec<String> = s.per_site.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("  sites: {}", sites.join(", "));
@@ -531,57 +516,5 @@ fn print_summary(s: &Summary, out: &std::path::Path) {
     println!("  {} files, {:.1} MB, {:.1} s", s.files, s.bytes as f64 / 1e6, s.seconds);
     println!("  labels: {}", out.join("labels.csv").display());
     println!("  manifest: {}", out.join("manifest.json").display());
-}
-
-fn bench_synth(lesions: usize, seed: u64, threads: Option<usize>, dir: Option<PathBuf>) -> Result<()> {
-    let (dir, temporary) = match dir {
-        Some(d) => (d, false),
-        None => (std::env::temp_dir().join(format!("renal-bench-synth-{}", std::process::id())), true),
-    };
-    let config = SynthConfig { lesions, seed, overwrite: true, ..SynthConfig::default() };
-    let summary = run_generate(&config, &dir, threads)?;
-    if temporary {
-        std::fs::remove_dir_all(&dir).ok();
-    }
-    let cores = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    // The target scales linearly: 1,162 lesions in 120 s.
-    let target_s = 120.0 * lesions as f64 / 1162.0;
-    println!("| stage | lesions | threads | files | MB written | seconds | lesions/s | target s | verdict |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| synth | {} | {} | {} | {:.0} | {:.1} | {:.2} | {:.0} | {} |",
-        summary.lesions,
-        cores,
-        summary.files,
-        summary.bytes as f64 / 1e6,
-        summary.seconds,
-        summary.lesions as f64 / summary.seconds,
-        target_s,
-        if summary.seconds <= target_s { "meets" } else { "misses" }
-    );
     Ok(())
-}
-
-/// A rayon pool of the requested size, or the global one.
-mod rayon_pool {
-    use anyhow::Result;
-
-    pub struct Pool(Option<rayon::ThreadPool>);
-
-    impl Pool {
-        pub fn new(threads: Option<usize>) -> Result<Pool> {
-            match threads {
-                Some(0) => anyhow::bail!("--threads must be at least 1"),
-                Some(n) => Ok(Pool(Some(rayon::ThreadPoolBuilder::new().num_threads(n).build()?))),
-                None => Ok(Pool(None)),
-            }
-        }
-
-        pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-            match &self.0 {
-                Some(p) => p.install(f),
-                None => f(),
-            }
-        }
-    }
 }

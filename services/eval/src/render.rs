@@ -92,6 +92,25 @@ fn polyline(xs: &[f64], ys: &[f64], colour: &str, step: bool) -> String {
     format!(r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#, text.join(" ")) + "\n"
 }
 
+/// Left edge of the legend's text.
+const LEGEND_TEXT_X: f64 = LEFT + SIDE + 28.0;
+/// Width of one legend character at its 10 px font, generously (sans-serif averages ~5.5 px).
+const LEGEND_CHAR_PX: f64 = 6.2;
+
+/// `svg` (opened by [`frame`], `W` wide) widened so that the longest legend entry fits.
+fn fit_legend(svg: String, entries: &[(String, &str, bool)]) -> String {
+    let longest = entries.iter().map(|(t, _, _)| t.chars().count()).max().unwrap_or(0);
+    let width = (LEGEND_TEXT_X + LEGEND_CHAR_PX * longest as f64 + 12.0).max(W).ceil();
+    if width <= W {
+        return svg;
+    }
+    let (from, to) = (
+        format!("width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\""),
+        format!("width=\"{width}\" height=\"{H}\" viewBox=\"0 0 {width} {H}\""),
+    );
+    svg.replacen(&from, &to, 1).replacen(&format!("<rect width=\"{W}\""), &format!("<rect width=\"{width}\""), 1)
+}
+
 fn legend(entries: &[(String, &str, bool)]) -> String {
     let mut s = String::new();
     for (i, (text, colour, point)) in entries.iter().enumerate() {
@@ -108,7 +127,7 @@ fn legend(entries: &[(String, &str, bool)]) -> String {
                 y - 4.0
             );
         }
-        let _ = writeln!(s, r#"<text x="{}" y="{y}" font-size="10">{}</text>"#, x + 20.0, esc(text));
+        let _ = writeln!(s, r#"<text x="{LEGEND_TEXT_X}" y="{y}" font-size="10">{}</text>"#, esc(text));
     }
     s
 }
@@ -150,8 +169,9 @@ pub fn roc_svg(report: &Report) -> String {
         expert_points(report, |m| (1.0 - m.specificity.estimate, m.sensitivity.estimate), report.models.len());
     s += &points;
     entries.extend(experts.into_iter().map(|(t, c)| (t, c, true)));
-    s += &legend(&entries.iter().map(|(t, c, p)| (t.clone(), c.as_str(), *p)).collect::<Vec<_>>());
-    s + "</svg>\n"
+    let entries: Vec<(String, &str, bool)> = entries.iter().map(|(t, c, p)| (t.clone(), c.as_str(), *p)).collect();
+    s += &legend(&entries);
+    fit_legend(s + "</svg>\n", &entries)
 }
 
 /// `pr.svg`.
@@ -166,8 +186,9 @@ pub fn pr_svg(report: &Report) -> String {
     let (points, experts) = expert_points(report, |m| (m.sensitivity.estimate, m.ppv), report.models.len());
     s += &points;
     entries.extend(experts.into_iter().map(|(t, c)| (t, c, true)));
-    s += &legend(&entries.iter().map(|(t, c, p)| (t.clone(), c.as_str(), *p)).collect::<Vec<_>>());
-    s + "</svg>\n"
+    let entries: Vec<(String, &str, bool)> = entries.iter().map(|(t, c, p)| (t.clone(), c.as_str(), *p)).collect();
+    s += &legend(&entries);
+    fit_legend(s + "</svg>\n", &entries)
 }
 
 /// `reliability.svg`.
@@ -187,8 +208,9 @@ pub fn reliability_svg(report: &Report) -> String {
         }
         entries.push((format!("{name} ECE {:.3}", m.ece), colour, false));
     }
-    s += &legend(&entries.iter().map(|(t, c, p)| (t.clone(), *c, *p)).collect::<Vec<_>>());
-    s + "</svg>\n"
+    let entries: Vec<(String, &str, bool)> = entries.iter().map(|(t, c, p)| (t.clone(), *c, *p)).collect();
+    s += &legend(&entries);
+    fit_legend(s + "</svg>\n", &entries)
 }
 
 /// `confusion.svg`: rows are the truth (malignant, benign), columns the call; shading is the
@@ -400,4 +422,23 @@ pub fn html(report: &Report) -> String {
         let _ = writeln!(s, "<li><b>{}</b>: {}</li>", esc(k), esc(v));
     }
     s + "</ul></body></html>\n"
+}
+
+#[cfg(test)]
+mod legend_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_model_name_fits_inside_the_figure() {
+        let short = fit_legend(frame("t", 10.0, 14) + "</svg>", &[("ensemble AUC 0.75".into(), "#000", false)]);
+        assert!(short.contains(&format!("width=\"{W}\"")), "short names keep the page size");
+        let name = "ensemble@primary AUC n/a (one class)".to_string();
+        let svg = fit_legend(frame("t", 10.0, 14) + "</svg>", &[(name.clone(), "#000", false)]);
+        let width: f64 = svg.split("width=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        // The text starts at LEGEND_TEXT_X; at 10 px a sans-serif character is under 6.2 px.
+        assert!(width >= LEGEND_TEXT_X + 6.2 * name.len() as f64, "{width}");
+        assert!(
+            svg.contains(&format!("viewBox=\"0 0 {width} {H}\"")) && svg.contains(&format!("<rect width=\"{width}\""))
+        );
+    }
 }

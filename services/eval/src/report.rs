@@ -332,3 +332,39 @@ pub fn build(labels: &Labels, predictions: &Predictions, reads: &Reads, settings
         embedding_map: None,
     }
 }
+
+impl Report {
+    /// The headline numbers as a Markdown table: one row per model, then per expert reader.
+    pub fn headline_table(&self) -> Vec<String> {
+        let mut lines = vec![
+            "| model | n | accuracy (95% CI) | sensitivity | specificity | ROC AUC (95% CI) | PR AUC (AP) | ECE | P vs zero rule |".to_string(),
+            "|---|---|---|---|---|---|---|---|---|".to_string(),
+        ];
+        let i = |v: &Interval| format!("{:.2} ({:.2}-{:.2})", v.estimate, v.ci95[0], v.ci95[1]);
+        for (name, m) in &self.models {
+            let c = &m.calls;
+            lines.push(format!(
+                "| {name} | {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.3} |",
+                c.n,
+                i(&c.accuracy),
+                i(&c.sensitivity),
+                i(&c.specificity),
+                i(&m.roc_auc),
+                m.pr_auc.estimate,
+                m.ece,
+                c.p_vs_zero_rule
+            ));
+        }
+        for (name, c) in &self.experts {
+            lines.push(format!(
+                "| {name} (reader) | {} | {} | {:.2} | {:.2} | | | | {:.3} |",
+                c.n,
+                i(&c.accuracy),
+                c.sensitivity.estimate,
+                c.specificity.estimate,
+                c.p_vs_zero_rule
+            ));
+        }
+        lines
+    }
+}

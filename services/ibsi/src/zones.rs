@@ -23,7 +23,7 @@ pub struct Zone {
     pub level: u32,
     /// Voxels.
     pub size: usize,
-    /// Smallest edge distance of its voxels ([`edge_distances`]).
+    /// Smallest edge distance of its voxels ([`Roi::edge_distances`]).
     pub distance: u32,
     /// z of its first voxel (a 2D zone lies in that slice).
     pub slice: usize,
@@ -47,81 +47,6 @@ pub fn neighbourhood(planar: bool, faces_only: bool) -> Vec<[i64; 3]> {
     out
 }
 
-/// Distance of each ROI voxel (in [`Roi::padded_voxels`] order) to the edge of the
-/// morphological mask, in face steps: in-plane steps only (each slice on its own) and in 3D.
-/// The morphological mask, not the intensity mask, so holes that re-segmentation cuts do not
-/// count as edges (IBSI 3.11).
-///
-/// The city-block distance transform is separable: a forward and a backward pass along x,
-/// then along y, give the in-plane distances, and one more pair along z the 3D ones. A pass
-/// is `d[p] = min(d[p], d[p - step] + 1)` everywhere: outside voxels hold 0 and stay 0. The
-/// passes run on the padded grid (the mask's bounding box with a border of 0s, where they
-/// start and end).
-pub fn edge_distances(roi: &Roi) -> (Vec<u32>, Vec<u32>) {
-    let far = u32::MAX / 2;
-    let [gx, gy, gz] = roi.padded_dims;
-    let index = |x: usize, y: usize, z: usize| x + gx * (y + gy * z);
-    let mut planar = vec![0u32; roi.padded.len()];
-    match &roi.morphology_mask {
-        None => roi.segments.iter().for_each(|s| planar[s.clone()].fill(far)),
-        Some(_) => roi.morphology_padded_voxels().into_iter().for_each(|p| planar[p] = far),
-    }
-    let [x0, y0, z0] = [1; 3];
-    let [x1, y1, z1] = [gx - 2, gy - 2, gz - 2];
-    let width = x1 - x0 + 1;
-    // Along x: serial passes.
-    for z in z0..=z1 {
-        for y in y0..=y1 {
-            let line = &mut planar[index(x0 - 1, y, z)..=index(x1 + 1, y, z)];
-            for k in 1..line.len() {
-                line[k] = line[k].min(line[k - 1] + 1);
-            }
-            for k in (0..line.len() - 1).rev() {
-                line[k] = line[k].min(line[k + 1] + 1);
-            }
-        }
-    }
-    // Across rows (y) or planes (z): a row of the box at a time, so the minima vectorise.
-    // `from` is the row stepped from, `to` the row updated.
-    let step = |d: &mut [u32], from: usize, to: usize| {
-        let (a, b) = (from.min(to), from.max(to));
-        let (head, tail) = d.split_at_mut(b);
-        let (src, dst) = if from < to {
-            (&head[a..a + width], &mut tail[..width])
-        } else {
-            (&tail[..width], &mut head[a..a + width])
-        };
-        dst.iter_mut().zip(src).for_each(|(v, &u)| *v = (*v).min(u + 1));
-    };
-    for z in z0..=z1 {
-        for y in y0..=y1 {
-            step(&mut planar, index(x0, y - 1, z), index(x0, y, z));
-        }
-        for y in (y0..=y1).rev() {
-            step(&mut planar, index(x0, y + 1, z), index(x0, y, z));
-        }
-    }
-    let mut volume = planar.clone();
-    for z in z0..=z1 {
-        for y in y0..=y1 {
-            step(&mut volume, index(x0, y, z - 1), index(x0, y, z));
-        }
-    }
-    for z in (z0..=z1).rev() {
-        for y in y0..=y1 {
-            step(&mut volume, index(x0, y, z + 1), index(x0, y, z));
-        }
-    }
-    // The ROI's voxels, a segment at a time.
-    let n = roi.padded_voxels.len();
-    let (mut planar_of, mut volume_of) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for s in &roi.segments {
-        planar_of.extend_from_slice(&planar[s.clone()]);
-        volume_of.extend_from_slice(&volume[s.clone()]);
-    }
-    (planar_of, volume_of)
-}
-
 /// The root of `p`'s tree, halving the path on the way.
 fn find(parent: &mut [u32], mut p: u32) -> u32 {
     while parent[p as usize] != p {
@@ -142,7 +67,7 @@ fn union(parent: &mut [u32], root: u32, b: u32) -> u32 {
 
 /// The zones of every slice (8-connected in-plane, so no zone leaves its slice) and of the
 /// volume (26-connected), each in the memory order of their first voxels, with the voxels'
-/// distances from [`edge_distances`].
+/// distances from [`Roi::edge_distances`].
 pub fn zones(roi: &Roi, planar_distance: &[u32], volume_distance: &[u32]) -> (Vec<Zone>, Vec<Zone>) {
     // The neighbours visited before a voxel: 4 in its slice, then 9 in the slice below.
     let in_plane = [[-1, 0, 0], [-1, -1, 0], [0, -1, 0], [1, -1, 0]];
@@ -387,13 +312,14 @@ mod tests {
                     .with_morphology_mask(morphology)
                     .unwrap();
             }
-            let (planar, volume) = edge_distances(&roi);
+            let distances = roi.edge_distances();
+            let (planar, volume) = (&distances.0, &distances.1);
             let (want_planar, want_volume) = (bfs_distance(&roi, true), bfs_distance(&roi, false));
             assert_eq!(planar.len(), roi.padded_voxels.len());
             for (k, &p) in roi.padded_voxels.iter().enumerate() {
                 assert_eq!((planar[k], volume[k]), (want_planar[p], want_volume[p]), "case {case} voxel {p}");
             }
-            let (flat, whole) = zones(&roi, &planar, &volume);
+            let (flat, whole) = zones(&roi, planar, volume);
             assert_eq!(flat, flood_zones(&roi, true, &want_planar), "2D zones, case {case}");
             assert_eq!(whole, flood_zones(&roi, false, &want_volume), "3D zones, case {case}");
         }

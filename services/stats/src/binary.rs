@@ -16,7 +16,8 @@ pub struct Confusion {
     pub fp: u64,
     /// Negatives called negative.
     pub tn: u64,
-    /// Positives called negative.
+    /// Positives called negative (`fn` in JSON; `fn` is a Rust keyword).
+    #[serde(rename = "fn")]
     pub fn_: u64,
 }
 

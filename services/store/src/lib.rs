@@ -16,9 +16,11 @@
 //! assert_eq!(r.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
 //! ```
 
+#[cfg(feature = "s3")]
 pub mod object;
 pub mod table;
 
+#[cfg(feature = "s3")]
 pub use object::ObjectBlobStore;
 pub use table::{TableError, TableWriter, PROVENANCE_COLUMNS};
 
@@ -73,10 +75,16 @@ pub trait BlobStore: Send + Sync {
 }
 
 /// Open the blob store a setting names: `s3://bucket[/prefix]` (settings from the AWS
-/// environment variables, see [`object`]) or a local folder.
+/// environment variables; `object`, with the `s3` feature) or a local folder.
 pub fn open(spec: &str) -> Result<std::sync::Arc<dyn BlobStore>, BlobError> {
     if spec.contains("://") {
-        Ok(std::sync::Arc::new(ObjectBlobStore::from_url(spec)?))
+        #[cfg(feature = "s3")]
+        return Ok(std::sync::Arc::new(ObjectBlobStore::from_url(spec)?));
+        #[cfg(not(feature = "s3"))]
+        return Err(BlobError::Root {
+            path: spec.into(),
+            source: std::io::Error::other("this build has no object-store support (build with the `s3` feature)"),
+        });
     } else {
         Ok(std::sync::Arc::new(LocalBlobStore::new(Path::new(spec))?))
     }

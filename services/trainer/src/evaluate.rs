@@ -5,6 +5,7 @@ use crate::error::{io, TrainerError};
 use crate::fit::{Fitted, Predictions};
 use crate::protocol::Protocol;
 use renal_eval::report::{build, Settings};
+use renal_messages::LesionV1;
 use std::io::Write;
 use std::path::Path;
 
@@ -131,4 +132,34 @@ fn auc_text(m: &renal_eval::report::ModelReport) -> String {
     } else {
         "undefined (the held-out lesions are all of one class)".into()
     }
+}
+
+/// `OUT/reader_agreement.csv` (one row per lesion, series and other reader: Dice with the
+/// primary reader's mask) and a summary line per series and reader.
+pub fn reader_agreement(lesions: &[LesionV1], out: &Path) -> Result<Vec<String>, TrainerError> {
+    let path = out.join("reader_agreement.csv");
+    let mut text = String::from("case_id,role,reader,dice\n");
+    let mut by: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
+    for l in lesions {
+        for d in &l.qc.reader_dice {
+            text.push_str(&format!("{},{:?},{},{}\n", l.case_id, d.role, d.reader, d.dice));
+            by.entry((format!("{:?}", d.role), d.reader.clone())).or_default().push(d.dice);
+        }
+    }
+    std::fs::write(&path, text).map_err(io(&path))?;
+    let mut lines = Vec::new();
+    for ((role, reader), mut v) in by {
+        v.sort_by(f64::total_cmp);
+        lines.push(format!(
+            "  {role} masks, {reader} vs primary reader: median Dice {:.3} (range {:.3}-{:.3}) over {} lesions",
+            renal_stats::curves::quantile_sorted(&v, 0.5),
+            v[0],
+            v[v.len() - 1],
+            v.len()
+        ));
+    }
+    if !lines.is_empty() {
+        lines.push(format!("  reader agreement: {}", path.display()));
+    }
+    Ok(lines)
 }
