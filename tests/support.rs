@@ -109,100 +109,11 @@ pub fn decimals(v: &str) -> Vec<f64> {
     v.split('\\').map(|x| x.trim().parse::<f64>().unwrap_or_else(|_| panic!("not a number: {x:?}"))).collect()
 }
 
-/// Validate `value` against the subset of JSON Schema (2020-12) this project's schemas use:
-/// `type`, `enum`, `required`, `properties`, `items`, `$ref` to `#/$defs/...`, `minItems`,
-/// `maxItems`, `minimum`, `maximum`. Annotation keywords are ignored; any other keyword is an
-/// error, so a schema cannot silently rely on something unchecked. Returns every violation.
+/// Validate `value` against a JSON Schema (draft 2020-12, the `jsonschema` crate); returns
+/// every violation with where in `value` it is. Panics on a schema that is not valid itself.
 pub fn validate_schema(schema: &serde_json::Value, value: &serde_json::Value) -> Vec<String> {
-    let mut errors = Vec::new();
-    check_node(schema, schema, value, "$", &mut errors);
-    errors
-}
-
-fn check_node(
-    root: &serde_json::Value,
-    schema: &serde_json::Value,
-    value: &serde_json::Value,
-    at: &str,
-    errors: &mut Vec<String>,
-) {
-    use serde_json::Value;
-    let Some(obj) = schema.as_object() else {
-        errors.push(format!("{at}: schema node is not an object"));
-        return;
-    };
-    for (key, rule) in obj {
-        match key.as_str() {
-            "$schema" | "$id" | "title" | "description" | "format" | "$defs" | "properties" => {}
-            "$ref" => {
-                let path = rule.as_str().unwrap_or("");
-                let target = path.strip_prefix("#/").map(|p| p.split('/').fold(root, |node, part| &node[part]));
-                match target {
-                    Some(t) if !t.is_null() => check_node(root, t, value, at, errors),
-                    _ => errors.push(format!("{at}: unresolvable $ref {path}")),
-                }
-            }
-            "type" => {
-                let allowed: Vec<&str> = match rule {
-                    Value::String(s) => vec![s.as_str()],
-                    Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
-                    _ => vec![],
-                };
-                let ok = allowed.iter().any(|t| match *t {
-                    "object" => value.is_object(),
-                    "array" => value.is_array(),
-                    "string" => value.is_string(),
-                    "integer" => value.is_i64() || value.is_u64(),
-                    "number" => value.is_number(),
-                    "boolean" => value.is_boolean(),
-                    "null" => value.is_null(),
-                    _ => false,
-                });
-                if !ok {
-                    errors.push(format!("{at}: {value} is not of type {allowed:?}"));
-                }
-            }
-            "enum" => {
-                if !rule.as_array().is_some_and(|a| a.contains(value)) {
-                    errors.push(format!("{at}: {value} not in {rule}"));
-                }
-            }
-            "required" => {
-                for name in rule.as_array().into_iter().flatten().filter_map(|n| n.as_str()) {
-                    if value.get(name).is_none() {
-                        errors.push(format!("{at}: missing required {name}"));
-                    }
-                }
-            }
-            "items" => {
-                for (n, item) in value.as_array().into_iter().flatten().enumerate() {
-                    check_node(root, rule, item, &format!("{at}[{n}]"), errors);
-                }
-            }
-            "minItems" | "maxItems" => {
-                let len = value.as_array().map(|a| a.len() as u64).unwrap_or(0);
-                let bound = rule.as_u64().unwrap_or(0);
-                if (key == "minItems" && len < bound) || (key == "maxItems" && len > bound) {
-                    errors.push(format!("{at}: {len} items violates {key} {bound}"));
-                }
-            }
-            "minimum" | "maximum" => {
-                if let (Some(v), Some(b)) = (value.as_f64(), rule.as_f64()) {
-                    if (key == "minimum" && v < b) || (key == "maximum" && v > b) {
-                        errors.push(format!("{at}: {v} violates {key} {b}"));
-                    }
-                }
-            }
-            other => errors.push(format!("{at}: unsupported schema keyword {other}")),
-        }
-    }
-    if let (Some(props), Some(map)) = (obj.get("properties").and_then(|p| p.as_object()), value.as_object()) {
-        for (name, sub) in props {
-            if let Some(v) = map.get(name) {
-                check_node(root, sub, v, &format!("{at}.{name}"), errors);
-            }
-        }
-    }
+    let validator = jsonschema::draft202012::new(schema).unwrap_or_else(|e| panic!("not a valid JSON Schema: {e}"));
+    validator.iter_errors(value).map(|e| format!("{}: {e}", e.instance_path())).collect()
 }
 
 /// A Kafka-protocol broker for one test process: `KAFKA_BOOTSTRAP` when set (the test script

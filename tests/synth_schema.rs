@@ -29,8 +29,8 @@ fn validator_reports_missing_fields_bad_enums_and_types() {
     });
     let errors = validate_schema(&schema(), &bad);
     let text = errors.join("\n");
-    assert!(text.contains("$.lesions: 0 violates minimum 1"), "{text}");
-    assert!(text.contains("$.series[0]: missing required path"), "{text}");
-    assert!(text.contains("$.series[0].role: \"FLAIR\" not in"), "{text}");
-    assert!(text.contains("$.series[0].rows: \"many\" is not of type"), "{text}");
+    assert!(text.contains("/lesions: 0 is less than the minimum of 1"), "{text}");
+    assert!(text.contains("/series/0: \"path\" is a required property"), "{text}");
+    assert!(text.contains("/series/0/role: \"FLAIR\" is not one of"), "{text}");
+    assert!(text.contains("/series/0/rows: \"many\" is not of type"), "{text}");
 }

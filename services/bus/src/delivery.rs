@@ -72,7 +72,7 @@ pub fn dead_letter(
         reason: reason.into(),
         source,
         input_sha256,
-        at: renal_messages::civil::now_rfc3339(),
+        at: renal_base::now_rfc3339(),
     }
 }
 

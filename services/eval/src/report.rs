@@ -322,7 +322,7 @@ pub fn build(labels: &Labels, predictions: &Predictions, reads: &Reads, settings
     ]);
     Report {
         version: 1,
-        generated_at: renal_messages::civil::now_rfc3339(),
+        generated_at: renal_base::now_rfc3339(),
         settings: settings.clone(),
         methods,
         cases: labels.len() as u64,

@@ -9,7 +9,6 @@
 use crate::classify::{classify, Rules};
 use crate::instance::{Instance, Kind, MrInfo, SegInfo};
 use crate::pseudonym::pseudonym;
-use renal_messages::civil::Date;
 use renal_messages::{BlobRef, CaseV1, Clinical, Provenance, Role, SegRef, SeriesManifest, SeriesRef, Sex};
 use renal_store::{sha256_hex, BlobError, BlobStore};
 use std::collections::btree_map::Entry;
@@ -254,12 +253,8 @@ fn parse_age(age: &str, birth: &str, study_date: &str) -> Option<u32> {
             _ => None,
         };
     }
-    if birth.len() == 8 && study_date.len() == 8 {
-        let p = |s: &str| Some(Date::new(s[0..4].parse().ok()?, s[4..6].parse().ok()?, s[6..8].parse().ok()?));
-        let (birth, study) = (p(birth)?, p(study_date)?);
-        return (birth <= study).then(|| birth.years_until(study));
-    }
-    None
+    let (birth, study) = (renal_base::parse_dicom_date(birth)?, renal_base::parse_dicom_date(study_date)?);
+    (birth <= study).then(|| renal_base::completed_years(birth, study))
 }
 
 fn iso_date(dicom: &str) -> String {

@@ -31,19 +31,7 @@
 //! assert_eq!(topics::CASES.payload, "CaseV1");
 //! ```
 
-pub mod civil;
 pub mod topics;
-
-/// Lower-case hexadecimal of `bytes` (hashes in keys, provenance and dead letters).
-pub fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
 
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +61,7 @@ impl Provenance {
     /// The one provenance builder: made now, by this build, from inputs that hash to
     /// `input_sha256`.
     pub fn now(input_sha256: String) -> Provenance {
-        Provenance { code_version: code_version().into(), produced_at: civil::now_rfc3339(), input_sha256 }
+        Provenance { code_version: code_version().into(), produced_at: renal_base::now_rfc3339(), input_sha256 }
     }
 }
 

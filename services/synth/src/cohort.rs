@@ -8,7 +8,7 @@ use crate::table1::{self, Subtype};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use renal_messages::civil::Date;
+use renal_base::time::{Date, Duration};
 
 /// What the cohort sampler needs.
 #[derive(Debug, Clone)]
@@ -153,7 +153,7 @@ pub struct LesionSpec {
 impl LesionSpec {
     /// Age in completed years on the study date.
     pub fn age_years(&self) -> u32 {
-        self.birth_date.years_until(self.study_date)
+        renal_base::completed_years(self.birth_date, self.study_date)
     }
 }
 
@@ -265,17 +265,21 @@ pub fn sample_cohort(cfg: &CohortConfig) -> Result<Vec<LesionSpec>, CohortError>
             // the draw stops two years short of the published maximum.
             let age = truncated_normal(&mut rng, age.0, table1::AGE_SD_YEARS, age.1, age.2 - 2.0).floor() as i32;
             let weight_kg = truncated_normal(&mut rng, if sex == 'M' { 86.0 } else { 72.0 }, 15.0, 20.0, 180.0);
-            let first_study = Date::from_days(Date::new(2008, 1, 1).days() + rng.random_range(0..(11 * 365 + 180)));
+            // Day offsets are drawn as i64, the type the seeded streams were first drawn in.
+            let start = renal_base::date(2008, 1, 1).expect("a calendar date");
+            let first_study = start + Duration::days(rng.random_range(0i64..(11 * 365 + 180)));
             // Exactly `age` completed years on the first study date.
-            let anniversary = Date::new(first_study.year - age, first_study.month, first_study.day.min(28));
-            let birth_date = Date::from_days(anniversary.days() - rng.random_range(0..365));
+            let anniversary =
+                Date::from_calendar_date(first_study.year() - age, first_study.month(), first_study.day().min(28))
+                    .expect("days up to the 28th exist in every month");
+            let birth_date = anniversary - Duration::days(rng.random_range(0i64..365));
             let patient_id = site.patient_id(&mut rng);
             let patient_name = synthetic_name(&mut rng);
             let n_lesions = if count - in_site >= 2 && rng.random_bool(cfg.second_lesion_probability) { 2 } else { 1 };
             let mut study_date = first_study;
             for lesion_of_patient in 1..=n_lesions {
                 if lesion_of_patient > 1 {
-                    study_date = Date::from_days(study_date.days() + rng.random_range(90..720));
+                    study_date += Duration::days(rng.random_range(90i64..720));
                 }
                 let subtype = pick(&mut rng, mix);
                 let diagnosis = if malignant {

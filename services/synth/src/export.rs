@@ -210,14 +210,14 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
     let patient = Patient {
         name: spec.patient_name.clone(),
         id: spec.patient_id.clone(),
-        birth_date: spec.birth_date.dicom(),
+        birth_date: renal_base::dicom_date(spec.birth_date),
         sex: spec.sex.to_string(),
         age: format!("{:03}Y", spec.age_years()),
         weight_kg: (spec.weight_kg * 10.0).round() / 10.0,
     };
     let study = Study {
         instance_uid: uid(spec.seed, 1),
-        date: spec.study_date.dicom(),
+        date: renal_base::dicom_date(spec.study_date),
         time: hhmmss(spec.study_time_s),
         // The accession number is how a pathology export is joined to the images: it equals
         // the lesion's case id (one lesion per study in this cohort).
@@ -368,8 +368,8 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
             grade: spec.grade,
             age_years: spec.age_years(),
             sex: spec.sex.to_string(),
-            birth_date: spec.birth_date.iso(),
-            study_date: spec.study_date.iso(),
+            birth_date: renal_base::iso_date(spec.birth_date),
+            study_date: renal_base::iso_date(spec.study_date),
             study_uid: study.instance_uid.clone(),
             size_cm: spec.size_cm,
             side: format!("{:?}", spec.side).to_lowercase(),

@@ -170,7 +170,7 @@ pub fn fit_split(
         config,
         [s2, s1],
         renal_messages::code_version(),
-        &renal_messages::civil::now_rfc3339(),
+        &renal_base::now_rfc3339(),
     )?;
     let two = |v: Vec<Vec<f64>>| -> [Vec<f64>; 2] {
         let [a, b]: [Vec<f64>; 2] = v.try_into().expect("two series");

@@ -192,7 +192,7 @@ pub fn fit(
                         registry,
                         content,
                         renal_messages::code_version(),
-                        &renal_messages::civil::now_rfc3339(),
+                        &renal_base::now_rfc3339(),
                     )?;
                     out.lines.push(format!(
                         "  {label}ensemble bundle {} (CNN bundle {})",
