@@ -223,7 +223,7 @@ where
                         }
                     }
                     Outcome::Reject { code, reason } => {
-                        let input = renal_base::hex::encode(&Sha256::digest(&record.payload));
+                        let input = renal_base::hex::encode(Sha256::digest(&record.payload));
                         let letter = dead_letter(cfg.stage, record.source(), &code, reason, input);
                         let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
                         let (_, failed) = send_with_retry(&bus, &out, cfg.backoff).await?;
@@ -352,7 +352,7 @@ mod tests {
             let letter = DeadLetterV1::decode(&bus.records(topics::DEAD_INGEST)[0].payload).unwrap();
             assert_eq!((letter.stage.as_str(), letter.reason_code.as_str()), ("ingest", "unreadable"));
             assert_eq!(letter.source.key, "bad");
-            assert_eq!(letter.input_sha256, renal_base::hex::encode(&Sha256::digest(b"bad")));
+            assert_eq!(letter.input_sha256, renal_base::hex::encode(Sha256::digest(b"bad")));
             // Everything consumed is committed: a restarted stage has nothing to redo.
             let committed: i64 = bus.committed("ingest", topics::LABELS).iter().sum();
             assert_eq!(committed, 4);

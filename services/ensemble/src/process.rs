@@ -157,7 +157,7 @@ pub fn predict(bundle: &Bundle, scores: &ScoresV1, row: &ClinicalRow, score_payl
         inputs: call.inputs,
         model_version: bundle.version.clone(),
         cnn_model_version: scores.model_version.clone(),
-        provenance: Provenance::now(renal_base::hex::encode(&h.finalize())),
+        provenance: Provenance::now(renal_base::hex::encode(h.finalize())),
     }
 }
 
@@ -239,7 +239,7 @@ impl Scoring {
             source: parked.as_ref().map_or_else(|| source.clone(), |p| p.source.clone()),
             input_sha256: parked
                 .as_ref()
-                .map_or_else(|| renal_base::hex::encode(&Sha256::digest(payload)), |p| p.input_sha256.clone()),
+                .map_or_else(|| renal_base::hex::encode(Sha256::digest(payload)), |p| p.input_sha256.clone()),
             case_id,
             revision,
             site,

@@ -73,7 +73,7 @@ pub fn score_batch(
                 t1c_probability: s.probability[1],
                 embeddings: s.embedding,
                 model_version: version.clone(),
-                provenance: Provenance::now(renal_base::hex::encode(&h.finalize())),
+                provenance: Provenance::now(renal_base::hex::encode(h.finalize())),
             })
         })
         .collect()

@@ -10,7 +10,7 @@ pub fn pseudonym(secret: &[u8], site: &str, patient_id: &str) -> String {
     mac.update(site.as_bytes());
     mac.update(&[0]);
     mac.update(patient_id.as_bytes());
-    renal_base::hex::encode(&mac.finalize().into_bytes())
+    renal_base::hex::encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ pub fn read(path: &Path) -> Result<Vec<Setting>, SettingsError> {
 /// SHA-256 (hex) of the settings' canonical JSON, the provenance column `settings_sha256`.
 pub fn sha256(settings: &[Setting]) -> String {
     let json = serde_json::to_vec(&SettingsFile { settings: settings.to_vec() }).expect("settings serialise");
-    renal_base::hex::encode(&Sha256::digest(json))
+    renal_base::hex::encode(Sha256::digest(json))
 }
 
 #[cfg(test)]

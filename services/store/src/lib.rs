@@ -122,7 +122,7 @@ fn verified(blob: &BlobRef, bytes: Vec<u8>) -> Result<Vec<u8>, BlobError> {
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    renal_base::hex::encode(&Sha256::digest(bytes))
+    renal_base::hex::encode(Sha256::digest(bytes))
 }
 
 /// Blobs as files: `<root>/sha256/<first two hex>/<hash>`.
