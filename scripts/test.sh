@@ -13,7 +13,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 # Tests run in parallel on 2 cores; more than one OpenMP thread each makes libtorch 2-5x slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cd "$REPO_ROOT"
-# One build: the test profile for every target (the e2e tests run the `renal` binary built here),
-# then the tests, which find everything already built.
+# One build: the test profile for every target; the e2e tests run the `renal` binary built here.
 cargo build --locked --profile test --workspace --all-targets
-cargo test --locked --workspace --no-fail-fast
+export RENAL_BIN="$CARGO_TARGET_DIR/debug/renal"
+# cargo-nextest (part of this machine's toolchain) runs the test binaries side by side, which
+# halves the suite's time: many end-to-end tests wait on a broker or a worker, not the CPU.
+# It does not run doc tests, so those run after it. Without nextest, cargo test does both.
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --cargo-profile test --workspace --no-fail-fast
+    cargo test --locked --workspace --doc
+else
+    cargo test --locked --workspace --no-fail-fast
+fi
