@@ -3,13 +3,16 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 "$REPO_ROOT/scripts/setup.sh"
-# The Kafka tests start private tansu brokers on loopback ports (tests/support.rs, Broker).
-"$REPO_ROOT/scripts/install-tansu.sh"
+# The Kafka tests start private tansu brokers on loopback ports (tests/support.rs, Broker). Its
+# build (CPU) runs while the Python tools and libtorch download (network).
+"$REPO_ROOT/scripts/install-tansu.sh" &
+tansu=$!
 # Python reference tools and stand-in servers (moto for S3; torch and torchvision for the CNN
 # parity test).
 "$REPO_ROOT/scripts/python-env.sh"
 # libtorch for the CNN arm (tch): the minimal CPU set from PyPI's torch wheel.
 "$REPO_ROOT/scripts/install-libtorch.sh"
+wait "$tansu"
 # Tests run in parallel on 2 cores; more than one OpenMP thread each makes libtorch 2-5x slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cd "$REPO_ROOT"
