@@ -312,14 +312,14 @@ pub fn expired(partials: &PartialTable, now_ms: u64, wait_ms: u64) -> Vec<(Parti
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bundle::{self, tests::content};
     use renal_messages::{topics, BlobRef, Clinical, LesionQc, Message, Sex};
 
-    const CNN: &str = "cnn-0123456789ab";
+    pub(crate) const CNN: &str = "cnn-0123456789ab";
 
-    fn lesion(case_id: &str, revision: u32, age: Option<u32>, volume: f64) -> LesionV1 {
+    pub(crate) fn lesion(case_id: &str, revision: u32, age: Option<u32>, volume: f64) -> LesionV1 {
         let blob = BlobRef { key: "k".into(), sha256: "0".repeat(64), bytes: 1 };
         LesionV1 {
             version: 1,
@@ -337,7 +337,7 @@ mod tests {
         }
     }
 
-    fn scores(case_id: &str, revision: u32, t2: f64, t1c: f64, cnn: &str) -> ScoresV1 {
+    pub(crate) fn scores(case_id: &str, revision: u32, t2: f64, t1c: f64, cnn: &str) -> ScoresV1 {
         ScoresV1 {
             version: 1,
             case_id: case_id.into(),

@@ -150,42 +150,9 @@ pub async fn run<B: Bus>(
 mod tests {
     use super::*;
     use crate::bundle::{self, tests::content};
+    use crate::process::tests::{lesion, scores, CNN};
     use renal_bus::{Consumer, InProcessBus};
-    use renal_messages::{BlobRef, Clinical, DeadLetterV1, LesionQc, PredictionV1, Provenance, ScoresV1, Sex};
-
-    const CNN: &str = "cnn-0123456789ab";
-
-    fn lesion(case_id: &str, revision: u32, age: Option<u32>, volume: f64) -> LesionV1 {
-        let blob = BlobRef { key: "k".into(), sha256: "0".repeat(64), bytes: 1 };
-        LesionV1 {
-            version: 1,
-            case_id: case_id.into(),
-            revision,
-            site: "MAY".into(),
-            patient_pseudonym: "p".into(),
-            clinical: Clinical { age_years: age, sex: Some(Sex::M) },
-            tumour_volume_ml: volume,
-            composites: [blob.clone(), blob.clone()],
-            volumes: [blob.clone(), blob],
-            qc: LesionQc { mask_voxels: [1, 1], n4_cv_before_after: [0.2, 0.1], reader_dice: vec![] },
-            other_readers: Vec::new(),
-            provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
-        }
-    }
-
-    fn scores(case_id: &str, revision: u32, t2: f64, t1c: f64, cnn: &str) -> ScoresV1 {
-        ScoresV1 {
-            version: 1,
-            case_id: case_id.into(),
-            revision,
-            site: "MAY".into(),
-            t2_probability: t2,
-            t1c_probability: t1c,
-            embeddings: [vec![0.0; 16], vec![0.0; 16]],
-            model_version: cnn.into(),
-            provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".into() },
-        }
-    }
+    use renal_messages::{DeadLetterV1, PredictionV1};
 
     #[test]
     fn the_worker_joins_over_the_bus_and_dead_letters_what_never_joins() {
