@@ -21,21 +21,9 @@ fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(&dir.path().join("blobs")).unwrap());
     let settings = vec![
-        Setting {
-            spacing_mm: Some(1.0),
-            discretisation: Discretisation::FixedBinNumber { bins: 16 },
-            resegmentation: None,
-        },
-        Setting {
-            spacing_mm: Some(2.0),
-            discretisation: Discretisation::EqualisedBinNumber { bins: 8 },
-            resegmentation: None,
-        },
-        Setting {
-            spacing_mm: Some(4.0),
-            discretisation: Discretisation::FixedBinNumber { bins: 8 },
-            resegmentation: None,
-        },
+        Setting::new(Some(1.0), Discretisation::FixedBinNumber { bins: 16 }),
+        Setting::new(Some(2.0), Discretisation::EqualisedBinNumber { bins: 8 }),
+        Setting::new(Some(4.0), Discretisation::FixedBinNumber { bins: 8 }),
     ];
     let settings_file = dir.path().join("settings.json");
     std::fs::write(&settings_file, serde_json::json!({ "settings": settings }).to_string()).unwrap();
@@ -125,7 +113,12 @@ fn lesions_become_parquet_rows_that_pyarrow_reads_back() {
     assert_eq!(schema["morph_volume"], serde_json::json!(["double", true]));
     assert!(schema.get("patient_pseudonym").is_none(), "no patient identifier in the table");
     // The `site` partition key is also a column of the file; `date` comes from the path only.
-    assert_eq!(schema.as_object().unwrap().len(), 16 + 482 + 1, "fixed columns, 482 features, the date key");
+    assert_eq!(schema["int_mask_vox_count_reseg_roi"], serde_json::json!(["double", true]));
+    assert_eq!(
+        schema.as_object().unwrap().len(),
+        16 + 482 + 60 + 1,
+        "fixed columns, 482 features, 60 diagnostics, the date key"
+    );
     let rows = read["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2 * 2 * settings.len());
 

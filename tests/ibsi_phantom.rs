@@ -89,8 +89,9 @@ fn the_radiomics_benchmark_prints_its_table() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("| GLCM (6 aggregations) | 150 |"), "{text}");
-    // Moran's I and Geary's C are left out above 4,000 voxels.
-    assert!(text.contains("| **one setting, all of the above** | 480 |"), "{text}");
+    // Every feature, Moran's I and Geary's C included (by FFT above 4,000 voxels).
+    assert!(text.contains("| **one setting, all of the above** | 482 |"), "{text}");
+    assert!(text.contains("Moran's I + Geary's C by FFT, 46"), "{text}");
     assert!(text.contains("ellipsoid ROI of 31040 voxels"), "{text}");
 }
 
@@ -150,7 +151,16 @@ fn renal_ibsi_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input() {
     let mut reader = csv::Reader::from_path(&grid_csv).unwrap();
     let header = reader.headers().unwrap().clone();
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-    assert_eq!((rows.len(), header.len()), (2, 6 + 482));
+    // Provenance, the features, then IBSI's 60 diagnostic values.
+    assert_eq!((rows.len(), header.len()), (2, 6 + 482 + 60));
+    let at = |tag: &str| header.iter().position(|h| h == tag).unwrap();
+    // The phantom: 5 x 4 x 4 voxels of 2 mm; 74 ROI voxels of levels 1 to 6 on the native grid.
+    for row in &rows {
+        assert_eq!(&row[at("img_dim_x_init_img")], "5");
+        assert_eq!(&row[at("vox_dim_z_init_img")], "2");
+        assert_eq!(&row[at("int_mask_vox_count_init_roi")], "74");
+        assert_eq!(&row[at("int_mask_max_int_init_roi")], "6");
+    }
     let settings = renal_radiomics::settings::read(&settings_path).unwrap();
     let roi = phantom();
     let volume = renal_imaging::nifti::decode(include_bytes!("reference/ibsi/phantom.nii.gz")).unwrap().volume;
@@ -180,4 +190,51 @@ fn renal_ibsi_writes_the_phantom_features_by_ibsi_tag_and_refuses_bad_input() {
         assert_eq!(out.status.code(), Some(1), "{expect}: {err}");
         assert!(err.contains(expect) && !err.contains("panicked"), "want {expect:?} in: {err}");
     }
+}
+
+#[test]
+fn fixed_bin_sizes_start_at_the_resegmentation_range() {
+    // The phantom's intensities are 1, 3, 4 and 6 (and a 9 outside the ROI). Bins of 2 from the
+    // range's lower bound 0 give levels 1, 2, 3, 4; from the ROI's minimum (1) they would give
+    // 1, 2, 2, 3.
+    let dir = tempfile::tempdir().unwrap();
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/ibsi");
+    let csv_path = dir.path().join("fbs.csv");
+    let out = renal_e2e::renal(&[
+        "radiomics",
+        "--image",
+        &format!("{reference}/phantom.nii.gz"),
+        "--mask",
+        &format!("{reference}/mask.nii.gz"),
+        "--bin-width",
+        "2",
+        "--resegment",
+        "0",
+        "8",
+        "--out",
+        csv_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let value = |tag: &str| -> f64 { row[header.iter().position(|h| h == tag).unwrap()].parse().unwrap() };
+    let roi = phantom();
+    let levels = |lower: f64| {
+        let r = Roi::new(
+            roi.dims,
+            roi.spacing_mm,
+            roi.image.to_vec(),
+            roi.mask.to_vec(),
+            Discretisation::FixedBinSize { width: 2.0, lower },
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        renal_ibsi::intensity::histogram(&r, &mut out);
+        out.into_iter().find(|(t, _)| t == "ih_max").unwrap().1
+    };
+    assert_eq!((levels(0.0), levels(1.0)), (4.0, 3.0));
+    assert_eq!(value("ih_max"), 4.0, "bins start at the range's lower bound");
+    assert!(String::from_utf8_lossy(&renal_e2e::renal(&["radiomics", "--help"]).stdout)
+        .contains("re-segmentation range's lower bound"));
 }

@@ -4,7 +4,8 @@ Usage: mirp_reference.py IMAGE.nii.gz MASK.nii.gz SPACING_MM BINS [RANGE_MIN RAN
 
 Resamples to isotropic SPACING_MM with trilinear interpolation (spline order 1, no
 anti-aliasing; the mask by the same interpolation kept at >= 0.5), discretises with a fixed
-bin number of BINS (the intensity-volume histogram too), and prints one JSON object: IBSI tag -> value, with MIRP's column names
+bin number of BINS (the intensity-volume histogram in 1,000 bins, IBSI's default for
+non-integer intensities), and prints one JSON object: IBSI tag -> value, with MIRP's column names
 mapped to the tags of the IBSI reference tables. With the last three arguments the intensity
 mask is re-segmented to [RANGE_MIN, RANGE_MAX] and to mean +- SIGMA standard deviations.
 """
@@ -34,7 +35,7 @@ table = extract_features(
     base_discretisation_method="fixed_bin_number",
     base_discretisation_n_bins=bins,
     ivh_discretisation_method="fixed_bin_number",
-    ivh_discretisation_n_bins=bins,
+    ivh_discretisation_n_bins=1000,
     new_spacing=spacing,
     spline_order=1,
     anti_aliasing=False,

@@ -226,8 +226,11 @@ const IBSI_PHANTOM: (&[u8], &[u8]) = (
 pub struct Binning {
     /// Fixed bin number.
     pub bins: Option<u32>,
-    /// Fixed bin size from the ROI's lowest intensity.
+    /// Fixed bin size, from the re-segmentation range's lower bound, else the ROI's lowest
+    /// intensity.
     pub bin_width: Option<f64>,
+    /// Re-segmentation range of the intensity mask (inclusive).
+    pub resegment: Option<(f64, f64)>,
     /// Settings file: one row per setting.
     pub settings: Option<std::path::PathBuf>,
 }
@@ -242,7 +245,7 @@ pub fn run_radiomics(
     binning: &Binning,
     out: &Path,
 ) -> Result<()> {
-    let Binning { bins, bin_width, .. } = *binning;
+    let Binning { bins, bin_width, resegment, .. } = *binning;
     use renal_ibsi::roi::{Discretisation, Roi};
     let (volume, roi_mask, names, hashes, discretisation) = match (ibsi_phantom, image, mask) {
         (true, None, None) => {
@@ -269,14 +272,16 @@ pub fn run_radiomics(
             let hashes = [hash(image)?, hash(mask)?];
             let discretisation = match (bins, bin_width) {
                 (_, Some(width)) => {
-                    // From the ROI's lowest intensity.
-                    let lower = v
-                        .data
-                        .iter()
-                        .zip(&m.data)
-                        .filter(|(_, &k)| k > 0)
-                        .map(|(&x, _)| f64::from(x))
-                        .fold(f64::INFINITY, f64::min);
+                    // IBSI: from the re-segmentation range's lower bound, else the ROI's
+                    // lowest intensity.
+                    let lower = resegment.map(|r| r.0).unwrap_or_else(|| {
+                        v.data
+                            .iter()
+                            .zip(&m.data)
+                            .filter(|(_, &k)| k > 0)
+                            .map(|(&x, _)| f64::from(x))
+                            .fold(f64::INFINITY, f64::min)
+                    });
                     Discretisation::FixedBinSize { width, lower }
                 }
                 (b, None) => Discretisation::FixedBinNumber { bins: b.unwrap_or(32) },
@@ -290,9 +295,11 @@ pub fn run_radiomics(
         let settings = renal_radiomics::settings::read(path)?;
         let sets = renal_radiomics::extract::extract_series(&volume, &roi_mask, &settings)?;
         let tags = renal_radiomics::table::feature_tags();
+        let diagnostic_tags = renal_radiomics::table::diagnostic_tags();
         let mut w = csv::Writer::from_writer(Vec::new());
         let mut header = vec!["image", "mask", "image_sha256", "mask_sha256", "settings", "code_version"];
         header.extend(tags.iter().map(String::as_str));
+        header.extend(diagnostic_tags.iter().map(String::as_str));
         w.write_record(&header)?;
         for set in &sets {
             let mut row: Vec<String> = vec![
@@ -311,6 +318,11 @@ pub fn run_radiomics(
                 }
             };
             row.extend(tags.iter().map(|t| values.get(t.as_str()).map_or(String::new(), |v| v.to_string())));
+            let diagnostics: std::collections::HashMap<&str, f64> =
+                set.diagnostics.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+            row.extend(
+                diagnostic_tags.iter().map(|t| diagnostics.get(t.as_str()).map_or(String::new(), |v| v.to_string())),
+            );
             w.write_record(&row)?;
         }
         let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
@@ -318,15 +330,27 @@ pub fn run_radiomics(
         println!("{} settings x {} feature columns written to {}", sets.len(), tags.len(), out.display());
         return Ok(());
     }
+    let morphology: Vec<bool> = roi_mask.data.iter().map(|&m| m > 0).collect();
+    let intensity = match resegment {
+        Some((lo, hi)) => {
+            morphology.iter().zip(&volume.data).map(|(&m, &v)| m && (lo..=hi).contains(&f64::from(v))).collect()
+        }
+        None => morphology.clone(),
+    };
     let roi = Roi::new(
         volume.geometry.dims,
         volume.geometry.spacing_mm,
         volume.data.iter().map(|&v| f64::from(v)).collect(),
-        roi_mask.data.iter().map(|&m| m > 0).collect(),
+        intensity,
         discretisation,
     )
+    .and_then(|roi| roi.with_morphology_mask(morphology))
     .context("building the ROI")?;
-    let features = renal_ibsi::extract(&roi);
+    // renal_ibsi::extract, with the re-segmentation range bounding the IVH's levels.
+    let mut features = renal_ibsi::extract_unbinned(&roi);
+    let range = resegment.map_or([None, None], |(lo, hi)| [Some(lo), Some(hi)]);
+    renal_ibsi::intensity::intensity_volume_histogram(&roi, None, range, &mut features).map_err(anyhow::Error::msg)?;
+    features.extend(renal_ibsi::extract_binned(&roi));
     let settings = serde_json::to_string(&discretisation)?;
     let mut header = vec!["image", "mask", "image_sha256", "mask_sha256", "settings", "code_version"];
     header.extend(features.iter().map(|(tag, _)| tag.as_str()));

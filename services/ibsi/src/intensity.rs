@@ -8,6 +8,7 @@
 
 use crate::roi::Roi;
 use crate::Features;
+use serde::{Deserialize, Serialize};
 
 /// Percentile `p` (0..1) of sorted values, linear between order statistics.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -198,25 +199,117 @@ fn level_counts(roi: &Roi) -> Vec<f64> {
     count
 }
 
-/// Intensity-volume histogram (`ivh_*`, IBSI 3.5) over the grey levels from the ROI's lowest to
-/// its highest: fractional level `γ = (i - min) / (max - min)`, volume fraction `ν(i)` = share
-/// of voxels at level i or above. `V_x` is ν at the first level with γ ≥ x; `I_x` the lowest
-/// level with ν ≤ x. Reported: V10, V90, I10, I90 and the two differences. (The area under the
-/// curve is not standardised and not reported.)
-pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
-    let count = level_counts(roi);
-    // at_least[i]: voxels at level i or above.
-    let mut at_least = vec![0.0f64; count.len() + 1];
-    for l in (0..count.len()).rev() {
-        at_least[l] = at_least[l + 1] + count[l];
+/// How the intensity-volume histogram discretises intensities (IBSI 1, §3.5: its own
+/// discretisation, not the texture grey levels).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IvhDiscretisation {
+    /// The intensities themselves, every whole number from the lower to the upper bound a level
+    /// (for images with whole-number intensities such as CT).
+    None,
+    /// Bins of `width` from `lower` (default: the re-segmentation range's lower bound, else the
+    /// ROI minimum); a level's intensity is its bin centre.
+    FixedBinSize {
+        /// Bin width, intensity units.
+        width: f64,
+        /// Lower bound of the first bin, intensity units.
+        #[serde(default)]
+        lower: Option<f64>,
+    },
+    /// `bins` bins between the ROI's minimum and maximum; levels are reported as 1..=bins.
+    FixedBinNumber {
+        /// Number of bins.
+        bins: u32,
+    },
+}
+
+/// The most levels an intensity-volume histogram may have (a 1 HU histogram over -1000..3000
+/// needs 4,001).
+pub const MAX_IVH_LEVELS: usize = 100_000;
+
+impl IvhDiscretisation {
+    /// IBSI's recommendation for `values`: the intensities themselves when they are whole
+    /// numbers (spanning at most [`MAX_IVH_LEVELS`]), else a fixed bin number of 1,000.
+    pub fn default_for(values: &[f64]) -> IvhDiscretisation {
+        let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        if values.iter().all(|v| v.fract() == 0.0) && max - min < MAX_IVH_LEVELS as f64 {
+            IvhDiscretisation::None
+        } else {
+            IvhDiscretisation::FixedBinNumber { bins: 1000 }
+        }
     }
-    let n = at_least[0];
-    let lo = count.iter().position(|&c| c > 0.0).expect("ROI not empty") as u32;
-    let hi = count.iter().rposition(|&c| c > 0.0).expect("ROI not empty") as u32;
-    let nu = |i: u32| at_least[i as usize] / n;
-    let gamma = |i: u32| if hi == lo { 0.0 } else { f64::from(i - lo) / f64::from(hi - lo) };
-    let v_at = |x: f64| (lo..=hi).find(|&i| gamma(i) >= x).map_or(0.0, nu);
-    let i_at = |x: f64| (lo..=hi).find(|&i| nu(i) <= x).map_or(f64::from(hi) + 1.0, f64::from);
+}
+
+/// Intensity-volume histogram (`ivh_*`, IBSI 3.5) of the ROI's intensities under `ivh` (IBSI's
+/// default when `None`), with the re-segmentation `range` (lower, upper), if any, bounding the
+/// levels. Levels `g = 1..=L` stand for intensities `v_g` (raw: `lower + g - 1`; fixed bin size:
+/// bin centres; fixed bin number: `g`); fractional level `γ = (g - 1) / (L - 1)`, volume
+/// fraction `ν(g)` = share of voxels at level g or above. `V_x` is ν at the first level with
+/// `γ ≥ x`; `I_x` the intensity of the first level with `ν ≤ x` (past the last level when
+/// none). Reported: V10, V90, I10, I90 and the two differences. (The area under the curve is
+/// not standardised and not reported.) Nothing is reported, and the reason returned, when the
+/// discretisation does not fit the intensities (raw levels of non-integer intensities, or more
+/// than [`MAX_IVH_LEVELS`] levels).
+pub fn intensity_volume_histogram(
+    roi: &Roi,
+    ivh: Option<IvhDiscretisation>,
+    range: [Option<f64>; 2],
+    out: &mut Features,
+) -> Result<(), String> {
+    let values = roi.intensities();
+    let ivh = ivh.unwrap_or_else(|| IvhDiscretisation::default_for(&values));
+    let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (range[0].unwrap_or(min), range[1].unwrap_or(max));
+    // Level of each voxel (1-based), the number of levels, and level g's intensity.
+    type Levels = (Vec<usize>, usize, Box<dyn Fn(usize) -> f64>);
+    let (levels, count, intensity): Levels = match ivh {
+        IvhDiscretisation::None => {
+            if let Some(v) = values.iter().find(|v| v.fract() != 0.0) {
+                return Err(format!("intensity {v} is not a whole number; the IVH needs a discretisation"));
+            }
+            let n = (hi - lo + 1.0).max(1.0);
+            if n > MAX_IVH_LEVELS as f64 {
+                return Err(format!("{n} IVH levels (at most {MAX_IVH_LEVELS})"));
+            }
+            let levels = values.iter().map(|&v| (v - lo + 1.0).clamp(1.0, n) as usize).collect();
+            (levels, n as usize, Box::new(move |g| lo + g as f64 - 1.0))
+        }
+        IvhDiscretisation::FixedBinSize { width, lower } => {
+            let lower = lower.unwrap_or(lo);
+            let n = ((hi - lower) / width).ceil().max(0.0) + 1.0;
+            if !(width > 0.0 && n.is_finite()) || n > MAX_IVH_LEVELS as f64 {
+                return Err(format!("IVH bins of {width} from {lower} to {hi}"));
+            }
+            let levels = values.iter().map(|&v| (((v - lower) / width).floor() + 1.0).clamp(1.0, n) as usize).collect();
+            (levels, n as usize, Box::new(move |g| lower + (g as f64 - 0.5) * width))
+        }
+        IvhDiscretisation::FixedBinNumber { bins } => {
+            if bins < 2 || bins as usize > MAX_IVH_LEVELS {
+                return Err(format!("{bins} IVH bins"));
+            }
+            let nb = f64::from(bins);
+            let levels = values
+                .iter()
+                .map(|&v| {
+                    let g = if max > min { (nb * (v - min) / (max - min)).floor() + 1.0 } else { 1.0 };
+                    g.clamp(1.0, nb) as usize
+                })
+                .collect();
+            (levels, bins as usize, Box::new(|g| g as f64))
+        }
+    };
+    let mut at_least = vec![0usize; count + 2];
+    for &g in &levels {
+        at_least[g] += 1;
+    }
+    for g in (1..=count).rev() {
+        at_least[g] += at_least[g + 1];
+    }
+    let n = values.len() as f64;
+    let nu = |g: usize| at_least[g] as f64 / n;
+    let gamma = |g: usize| if count > 1 { (g - 1) as f64 / (count - 1) as f64 } else { 0.0 };
+    let v_at = |x: f64| (1..=count).find(|&g| gamma(g) >= x).map_or(0.0, nu);
+    let i_at = |x: f64| (1..=count).find(|&g| nu(g) <= x).map_or_else(|| intensity(count + 1), &intensity);
     let (v10, v90, i10, i90) = (v_at(0.1), v_at(0.9), i_at(0.1), i_at(0.9));
     for (name, v) in [
         ("ivh_v10", v10),
@@ -228,6 +321,7 @@ pub fn intensity_volume_histogram(roi: &Roi, out: &mut Features) {
     ] {
         out.push((name.into(), v));
     }
+    Ok(())
 }
 
 /// Voxels of one x-row whose sphere sums [`local_intensity`] accumulates together.

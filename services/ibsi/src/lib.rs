@@ -22,6 +22,7 @@
 //! intensity sphere sums, the one loop where wider vectors pay, also have an AVX2 build chosen
 //! at run time (same additions in the same order, so the same bits).
 
+pub mod autocorrelation;
 pub mod intensity;
 pub mod matrix;
 pub mod mesh;
@@ -31,9 +32,10 @@ pub mod roi;
 pub mod texture;
 pub mod zones;
 
-/// Moran's I and Geary's C are computed exactly, over every voxel pair, for ROIs of at most
-/// this many voxels (8 million pairs); larger ROIs leave them out.
-pub const MORAN_GEARY_MAX_VOXELS: usize = 4000;
+/// Moran's I and Geary's C are summed directly, over every voxel pair, for ROIs of at most this
+/// many voxels (8 million pairs); larger ROIs use the FFT convolution of [`autocorrelation`],
+/// which gives the same sums up to rounding.
+pub const MORAN_GEARY_DIRECT_MAX_VOXELS: usize = 4000;
 
 /// A seeded xorshift64 generator, for the unit tests' random ROIs without a dependency.
 #[cfg(test)]
@@ -49,10 +51,13 @@ pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
 /// Features in computation order: (IBSI tag, value).
 pub type Features = Vec<(String, f64)>;
 
-/// Every family this crate computes, on one discretised ROI: [`extract_unbinned`] then
-/// [`extract_binned`].
+/// Every family this crate computes, on one discretised ROI: [`extract_unbinned`], the
+/// intensity-volume histogram with IBSI's default discretisation (raw intensities when they are
+/// whole numbers, else 1,000 bins) and no re-segmentation range, then [`extract_binned`].
 pub fn extract(roi: &roi::Roi) -> Features {
     let mut out = extract_unbinned(roi);
+    // The default discretisation fits any finite intensities.
+    intensity::intensity_volume_histogram(roi, None, [None, None], &mut out).expect("IBSI's default IVH");
     out.extend(extract_binned(roi));
     out
 }
@@ -61,18 +66,18 @@ pub fn extract(roi: &roi::Roi) -> Features {
 /// intensity statistics): the same for every setting on one grid.
 pub fn extract_unbinned(roi: &roi::Roi) -> Features {
     let mut out = Features::new();
-    morphology::morphology(roi, MORAN_GEARY_MAX_VOXELS, &mut out);
+    morphology::morphology(roi, MORAN_GEARY_DIRECT_MAX_VOXELS, &mut out);
     intensity::local_intensity(roi, &mut out);
     intensity::statistics(roi, &mut out);
     out
 }
 
-/// The families computed on grey levels (intensity histogram, intensity-volume histogram and
-/// the six texture matrices).
+/// The families computed on the texture grey levels (intensity histogram and the six texture
+/// matrices). The intensity-volume histogram has its own discretisation
+/// ([`intensity::intensity_volume_histogram`]).
 pub fn extract_binned(roi: &roi::Roi) -> Features {
     let mut out = Features::new();
     intensity::histogram(roi, &mut out);
-    intensity::intensity_volume_histogram(roi, &mut out);
     texture::glcm(roi, &mut out);
     texture::glrlm(roi, &mut out);
     zones::zone_families(roi, &mut out);

@@ -54,8 +54,8 @@ pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
 /// `√(λ₂/λ₁)` and flatness `√(λ₃/λ₁)`; Moran's I
 /// `N Σ_{k≠l} w (x_k - μ)(x_l - μ) / (Σ_{k≠l} w Σ (x_k - μ)²)` and Geary's C
 /// `(N - 1) Σ_{k≠l} w (x_k - x_l)² / (2 Σ_{k≠l} w Σ (x_k - μ)²)` with `w = 1 / distance`
-/// (`morph_moran_i`, `morph_geary_c`; exact, over every pair, so only for ROIs of at most
-/// `max_pairs_voxels` voxels).
+/// (`morph_moran_i`, `morph_geary_c`; summed over every pair for ROIs of at most
+/// `direct_max_voxels` voxels, by FFT convolution above, [`crate::autocorrelation`]).
 ///
 /// From the mesh, with `V` its volume and `A` its area: `morph_volume` V (mm³),
 /// `morph_area_mesh` A (mm²), `morph_av` A/V, `morph_comp_1` V/(√π A^{3/2}), `morph_comp_2`
@@ -71,7 +71,7 @@ pub fn eigenvalues_sym3(mut a: [[f64; 3]; 3]) -> [f64; 3] {
 /// Shape (mesh, volumes, PCA, the geometric centre) comes from the morphological mask;
 /// intensities (the weighted centre, integrated intensity, Moran's I, Geary's C) from the
 /// intensity mask.
-pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
+pub fn morphology(roi: &Roi, direct_max_voxels: usize, out: &mut Features) {
     let sp = roi.spacing_mm;
     let intensity = Moments::of(roi.dims, roi.bounding_box(), &roi.mask, Some(&roi.image));
     let shape = match &roi.morphology_mask {
@@ -134,12 +134,16 @@ pub fn morphology(roi: &Roi, max_pairs_voxels: usize, out: &mut Features) {
     }
     out.push(("morph_integ_int".into(), v * total / n_int));
 
-    if voxels.len() <= max_pairs_voxels && voxels.len() > 1 {
+    if voxels.len() > 1 {
         let mu = total / n_int;
         let coords = roi.coords_of(&roi.mask);
         let d: Vec<f64> = voxels.iter().map(|&i| roi.image[i] - mu).collect();
         let ss: f64 = d.iter().map(|v| v * v).sum();
-        let (w_sum, moran, geary) = moran_geary_sums(&coords, &d, sp);
+        let (w_sum, moran, geary) = if voxels.len() <= direct_max_voxels {
+            moran_geary_sums(&coords, &d, sp)
+        } else {
+            crate::autocorrelation::moran_geary_sums_fft(&coords, &d, sp)
+        };
         if ss > 0.0 {
             out.push(("morph_moran_i".into(), n_int * moran / (w_sum * ss)));
             out.push(("morph_geary_c".into(), (n_int - 1.0) * geary / (2.0 * w_sum * ss)));

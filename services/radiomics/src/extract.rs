@@ -1,26 +1,33 @@
-//! One lesion series to feature sets: crop around the mask, resample to each setting's grid
-//! (IBSI: trilinear for the image, trilinear then >= 0.5 for the mask, grids aligned on the
-//! cropped region's centre), discretise and compute every IBSI family. The families that do
-//! not depend on the grey levels are computed once per grid and shared by its settings.
+//! One lesion series to feature sets: lay each setting's grid over the whole image (IBSI 1,
+//! section 2.4: same centre, `ceil(n s / s')` voxels), compute only the region of it around the
+//! mask (the same samples as the whole grid would hold, so the crop changes nothing), round if
+//! the setting says so, re-segment, discretise and compute every IBSI family. The families that
+//! do not depend on the grey levels are computed once per grid and shared by its settings.
 //!
-//! The crop keeps [`CROP_MARGIN_MM`] around the mask's bounding box, enough for the local
-//! intensity sphere (6.2 mm) and the interpolation at 4 mm spacing. Aligning the new grid on
-//! the crop rather than on the whole image moves it by less than one new voxel; MIRP crops the
-//! same way before resampling.
+//! The region keeps [`CROP_MARGIN_MM`] (at least two old voxels) around the mask's bounding box:
+//! enough for the local intensity sphere (6.2 mm) and for every new voxel whose interpolation
+//! touches the mask. Each setting's row also carries IBSI's diagnostic features
+//! ([`crate::diagnostics`]); the interpolated image's mean, minimum and maximum are over the
+//! whole new grid, streamed slice by slice, and left out for grids over
+//! [`MAX_SUMMARY_VOXELS`].
 
+use crate::diagnostics;
 use crate::settings::{Resegmentation, Setting};
+use renal_ibsi::intensity::intensity_volume_histogram;
 use renal_ibsi::roi::{Discretisation, Roi, RoiError};
 use renal_ibsi::Features;
-use renal_imaging::resample::{bounding_box, crop, isotropic_grid, resample, resample_mask};
+use renal_imaging::resample::{bounding_box, crop, round_intensity, IntensitySummary, IsotropicGrid};
 use renal_imaging::Volume;
 
 /// Margin kept around the mask's bounding box, mm.
 pub const CROP_MARGIN_MM: f64 = 10.0;
-/// Largest cropped region accepted, voxels (an absurd mask or grid fails rather than eats the
-/// machine).
+/// Largest region around the mask accepted, voxels (an absurd mask or grid fails rather than
+/// eats the machine).
 pub const MAX_CROP_VOXELS: usize = 16_000_000;
 /// Largest ROI on any setting's grid, voxels.
 pub const MAX_ROI_VOXELS: usize = 2_000_000;
+/// Largest whole grid whose interpolated intensities are summarised for the diagnostics.
+pub const MAX_SUMMARY_VOXELS: usize = 200_000_000;
 
 /// Why a series cannot be processed at all.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -36,27 +43,105 @@ pub enum ExtractError {
     TooLarge { voxels: usize },
 }
 
-/// What the unbinned families depend on: the grid spacing and the re-segmentation.
-type GridKey = (Option<f64>, Option<Resegmentation>);
+/// What a grid depends on: spacing, rounding and the mask threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GridKey {
+    spacing_mm: Option<f64>,
+    round: bool,
+    mask_threshold: f64,
+}
+
+/// The region of one grid around the mask, and its diagnostics.
+struct Grid {
+    key: GridKey,
+    image: Volume<f32>,
+    mask: Volume<u8>,
+    /// Dimensions of the whole grid.
+    dims: [usize; 3],
+    /// Image diagnostics (initial and interpolated) and the ROI's initial and interpolated ones.
+    diagnostics: Features,
+}
 
 /// One grid and re-segmentation, ready for its settings.
 struct Prepared {
+    key: (GridKey, Option<Resegmentation>),
     /// Voxels of the intensity mask.
     roi_voxels: usize,
     /// The ROI (binned into one level; each setting re-bins it), or why there is none.
     roi: Result<Roi, String>,
-    /// Morphology and intensity features, once the first setting has computed them.
+    /// Morphology, local intensity and statistics, once the first setting has computed them.
     unbinned: Option<Features>,
+    /// The grid's diagnostics and the re-segmented ROI's.
+    diagnostics: Features,
 }
 
-/// The ROI of a resampled grid: the intensity mask after any re-segmentation, the morphological
-/// mask as resampled.
-fn prepare(img: &Volume<f32>, msk: &Volume<u8>, resegmentation: Option<&Resegmentation>) -> Prepared {
+/// The region of `key`'s grid around `bbox` (the mask's, on the image's grid), with the
+/// `init` diagnostics extended by the interpolated ones.
+fn grid(
+    image: &Volume<f32>,
+    mask: &Volume<u8>,
+    bbox: [[usize; 2]; 3],
+    key: GridKey,
+    init: &Features,
+) -> Result<Grid, ExtractError> {
+    let g = &image.geometry;
+    let round = |v: &mut Volume<f32>| {
+        if key.round {
+            v.data.iter_mut().for_each(|x| *x = round_intensity(f64::from(*x)) as f32);
+        }
+    };
+    let (img, msk, dims, spacing, summary) = match key.spacing_mm {
+        None => {
+            let margin = (0..3).map(|a| (CROP_MARGIN_MM / g.spacing_mm[a]).ceil() as usize).max().unwrap_or(1);
+            let voxels: usize = (0..3)
+                .map(|a| (bbox[a][1] + margin).min(g.dims[a] - 1) + 1 - bbox[a][0].saturating_sub(margin))
+                .product();
+            if voxels > MAX_CROP_VOXELS {
+                return Err(ExtractError::TooLarge { voxels });
+            }
+            let mut img = crop(image, bbox, margin);
+            round(&mut img);
+            let summary = IntensitySummary::of(image.data.iter().map(|&x| {
+                if key.round {
+                    round_intensity(f64::from(x)) as f32 as f64
+                } else {
+                    f64::from(x)
+                }
+            }));
+            (img, crop(mask, bbox, margin), g.dims, g.spacing_mm, Some(summary))
+        }
+        Some(s) => {
+            let plan = IsotropicGrid::new(g, s);
+            let max_old = g.spacing_mm.iter().fold(0.0f64, |m, &x| m.max(x));
+            let region = plan.region_around(bbox, CROP_MARGIN_MM.max(2.0 * max_old));
+            let voxels = plan.region_geometry(region).len();
+            if voxels > MAX_CROP_VOXELS {
+                return Err(ExtractError::TooLarge { voxels });
+            }
+            let summary = (plan.grid.len() <= MAX_SUMMARY_VOXELS).then(|| plan.image_summary(image, key.round));
+            let img = plan.image(image, region, key.round);
+            let msk = plan.mask(mask, region, key.mask_threshold);
+            (img, msk, plan.grid.dims, plan.grid.spacing_mm, summary)
+        }
+    };
+    let mut diagnostics = init.clone();
+    diagnostics.extend(diagnostics::image("interp", dims, spacing, summary));
+    let m: Vec<bool> = msk.data.iter().map(|&m| m != 0).collect();
+    diagnostics.extend(diagnostics::roi("interp", dims, img.geometry.dims, &img.data, &m, &m));
+    Ok(Grid { key, image: img, mask: msk, dims, diagnostics })
+}
+
+/// The ROI of a grid: the intensity mask after any re-segmentation, the morphological mask as
+/// resampled.
+fn prepare(grid: &Grid, resegmentation: Option<&Resegmentation>) -> Prepared {
+    let (img, msk) = (&grid.image, &grid.mask);
     let morphology: Vec<bool> = msk.data.iter().map(|&m| m != 0).collect();
     let intensity = match resegmentation {
         Some(r) => r.apply(&img.data, &msk.data),
         None => morphology.clone(),
     };
+    let mut diagnostics = grid.diagnostics.clone();
+    diagnostics.extend(diagnostics::roi("reseg", grid.dims, img.geometry.dims, &img.data, &intensity, &morphology));
     let roi_voxels = intensity.iter().filter(|&&m| m).count();
     let roi = if roi_voxels > MAX_ROI_VOXELS {
         Err(format!("{roi_voxels} ROI voxels (at most {MAX_ROI_VOXELS})"))
@@ -74,7 +159,7 @@ fn prepare(img: &Volume<f32>, msk: &Volume<u8>, resegmentation: Option<&Resegmen
         .and_then(|roi| roi.with_morphology_mask(morphology))
         .map_err(describe)
     };
-    Prepared { roi_voxels, roi, unbinned: None }
+    Prepared { key: (grid.key, resegmentation.copied()), roi_voxels, roi, unbinned: None, diagnostics }
 }
 
 /// Why an ROI gave no features, for its row.
@@ -95,6 +180,9 @@ pub struct SettingFeatures {
     pub roi_voxels: usize,
     /// Features, or the reason there are none.
     pub features: Result<Features, String>,
+    /// IBSI's diagnostic features ([`crate::diagnostics`]), reported even when the features are
+    /// not.
+    pub diagnostics: Features,
 }
 
 /// Every setting's features for one series.
@@ -107,50 +195,51 @@ pub fn extract_series(
         return Err(ExtractError::GridMismatch { image: image.geometry.dims, mask: mask.geometry.dims });
     }
     let bbox = bounding_box(mask).ok_or(ExtractError::EmptyMask)?;
-    let margin = (0..3).map(|a| (CROP_MARGIN_MM / image.geometry.spacing_mm[a]).ceil() as usize).max().unwrap_or(1);
-    let crop_dims: Vec<usize> = (0..3)
-        .map(|a| (bbox[a][1] + margin).min(image.geometry.dims[a] - 1) + 1 - bbox[a][0].saturating_sub(margin))
-        .collect();
-    let voxels: usize = crop_dims.iter().product();
-    if voxels > MAX_CROP_VOXELS {
-        return Err(ExtractError::TooLarge { voxels });
-    }
-    let (image, mask) = (crop(image, bbox, margin), crop(mask, bbox, margin));
-
-    // Resampled volumes per spacing; per spacing and re-segmentation, the ROI (discretised per
-    // setting by re-binning) and the families that do not depend on the grey levels.
-    let mut grids: Vec<(Option<f64>, Volume<f32>, Volume<u8>)> = Vec::new();
-    let mut prepared: Vec<(GridKey, Prepared)> = Vec::new();
+    let dims = image.geometry.dims;
+    let mut init = diagnostics::image(
+        "init",
+        dims,
+        image.geometry.spacing_mm,
+        Some(IntensitySummary::of(image.data.iter().map(|&x| f64::from(x)))),
+    );
+    let init_mask: Vec<bool> = mask.data.iter().map(|&m| m != 0).collect();
+    init.extend(diagnostics::roi("init", dims, dims, &image.data, &init_mask, &init_mask));
+    let mut grids: Vec<Grid> = Vec::new();
+    let mut prepared: Vec<Prepared> = Vec::new();
     let mut out = Vec::with_capacity(settings.len());
-    for &setting in settings {
-        let key = (setting.spacing_mm, setting.resegmentation);
-        if !prepared.iter().any(|(k, _)| *k == key) {
-            if !grids.iter().any(|(s, _, _)| *s == setting.spacing_mm) {
-                let (img, msk) = match setting.spacing_mm {
-                    None => (image.clone(), mask.clone()),
-                    Some(s) => {
-                        let g = isotropic_grid(&image.geometry, s);
-                        if g.len() > MAX_CROP_VOXELS {
-                            return Err(ExtractError::TooLarge { voxels: g.len() });
-                        }
-                        (resample(&image, &g), resample_mask(&mask, &g))
-                    }
-                };
-                grids.push((setting.spacing_mm, img, msk));
+    for setting in settings {
+        let key = GridKey {
+            spacing_mm: setting.spacing_mm,
+            round: setting.round_intensities,
+            mask_threshold: setting.mask_threshold(),
+        };
+        let pkey = (key, setting.resegmentation);
+        if !prepared.iter().any(|p| p.key == pkey) {
+            if !grids.iter().any(|g| g.key == key) {
+                grids.push(grid(image, mask, bbox, key, &init)?);
             }
-            let (_, img, msk) = grids.iter().find(|(s, _, _)| *s == setting.spacing_mm).expect("just added");
-            prepared.push((key, prepare(img, msk, setting.resegmentation.as_ref())));
+            let g = grids.iter().find(|g| g.key == key).expect("just added");
+            prepared.push(prepare(g, setting.resegmentation.as_ref()));
         }
-        let (_, p) = prepared.iter_mut().find(|(k, _)| *k == key).expect("just added");
+        let p = prepared.iter_mut().find(|p| p.key == pkey).expect("just added");
+        let range = setting.resegmentation.map_or([None, None], |r| [r.range_min, r.range_max]);
         let features = match &p.roi {
             Err(e) => Err(e.clone()),
             Ok(base) => base.rebinned(setting.discretisation).map_err(describe).map(|roi| {
                 let mut features = p.unbinned.get_or_insert_with(|| renal_ibsi::extract_unbinned(&roi)).clone();
+                // A discretisation that does not fit (raw levels of fractional intensities) leaves
+                // the IVH columns empty rather than the whole row.
+                let _ = intensity_volume_histogram(&roi, setting.ivh, range, &mut features);
                 features.extend(renal_ibsi::extract_binned(&roi));
                 features
             }),
         };
-        out.push(SettingFeatures { setting, roi_voxels: p.roi_voxels, features });
+        out.push(SettingFeatures {
+            setting: *setting,
+            roi_voxels: p.roi_voxels,
+            features,
+            diagnostics: p.diagnostics.clone(),
+        });
     }
     Ok(out)
 }
@@ -193,21 +282,9 @@ mod tests {
     fn each_setting_gets_its_grid_and_levels() {
         let (img, msk) = sphere([40, 40, 12], [0.8, 0.8, 3.0], 8.0);
         let settings = [
-            Setting {
-                spacing_mm: None,
-                discretisation: Discretisation::FixedBinNumber { bins: 8 },
-                resegmentation: None,
-            },
-            Setting {
-                spacing_mm: Some(2.0),
-                discretisation: Discretisation::FixedBinNumber { bins: 16 },
-                resegmentation: None,
-            },
-            Setting {
-                spacing_mm: Some(2.0),
-                discretisation: Discretisation::EqualisedBinNumber { bins: 16 },
-                resegmentation: None,
-            },
+            Setting::new(None, Discretisation::FixedBinNumber { bins: 8 }),
+            Setting::new(Some(2.0), Discretisation::FixedBinNumber { bins: 16 }),
+            Setting::new(Some(2.0), Discretisation::EqualisedBinNumber { bins: 16 }),
         ];
         let out = extract_series(&img, &msk, &settings).unwrap();
         let value = |i: usize, tag: &str| -> f64 {
@@ -235,11 +312,7 @@ mod tests {
     fn bad_masks_are_refused_and_a_vanishing_roi_is_reported() {
         let (img, msk) = sphere([20, 20, 10], [1.0; 3], 4.0);
         let empty = Volume { geometry: msk.geometry.clone(), data: vec![0; msk.data.len()] };
-        let s = [Setting {
-            spacing_mm: Some(4.0),
-            discretisation: Discretisation::FixedBinNumber { bins: 8 },
-            resegmentation: None,
-        }];
+        let s = [Setting::new(Some(4.0), Discretisation::FixedBinNumber { bins: 8 })];
         assert_eq!(extract_series(&img, &empty, &s).unwrap_err(), ExtractError::EmptyMask);
         let other = Volume { geometry: geometry([20, 20, 9], [1.0; 3]), data: vec![1; 3600] };
         assert!(matches!(extract_series(&img, &other, &s).unwrap_err(), ExtractError::GridMismatch { .. }));

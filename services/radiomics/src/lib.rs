@@ -5,8 +5,9 @@
 //! one committed feature file, or a typed error whose code is the dead-letter reason), [`run`]
 //! (the loop on `renal.lesions`), [`serve`] (start-up on Kafka); and what this stage adds:
 //! [`settings`] (the study's 32-setting grid by default, and its hash), [`extract`] (a lesion's
-//! volume and mask to one feature set per setting: crop, IBSI resampling, discretisation,
-//! [`renal_ibsi`]) and [`table`] (the `features` table's Arrow rows).
+//! volume and mask to one feature set per setting: IBSI resampling of the region around the
+//! mask, discretisation, [`renal_ibsi`]), [`diagnostics`] (IBSI's diagnostic features) and
+//! [`table`] (the `features` table's Arrow rows).
 //!
 //! Dead-letter reasons: `bad_message` (not a LesionV1, or a lesion id that cannot name a
 //! file), `missing_blob`, `corrupt_blob`, `bad_volume` (not a volume bundle, or not NIfTI),
@@ -15,6 +16,7 @@
 //! retried.
 
 pub mod config;
+pub mod diagnostics;
 pub mod extract;
 pub mod process;
 pub mod run;

@@ -6,8 +6,19 @@
 //! config) is JSON: `{"settings": [{"spacing_mm": 2.0, "discretisation": {"method":
 //! "fixed_bin_number", "bins": 32}}, ...]}`; `spacing_mm` null or absent keeps the native grid;
 //! an optional `"resegmentation": {"range_min": 0, "range_max": 800, "outlier_sigma": 3}`
-//! (every field optional) re-segments the intensity mask ([`Resegmentation`]).
+//! (every field optional) re-segments the intensity mask ([`Resegmentation`]);
+//! `"round_intensities": true` rounds interpolated intensities to whole numbers (IBSI, for
+//! images in whole-number units such as CT's HU); `"mask_threshold"` (default 0.5) is the
+//! interpolated mask value kept; `"ivh"` discretises the intensity-volume histogram on its own,
+//! for example `{"method": "fixed_bin_size", "width": 2.5, "lower": -1000}`,
+//! `{"method": "fixed_bin_number", "bins": 1000}` or `{"method": "none"}` (the intensities
+//! themselves), by default IBSI's recommendation: the intensities when they are whole numbers,
+//! else 1,000 bins.
+//!
+//! A fixed bin size's `lower` bound is explicit: IBSI takes it from the re-segmentation range
+//! when there is one (`renal radiomics --bin-width` does), else the ROI's minimum.
 
+use renal_ibsi::intensity::IvhDiscretisation;
 use renal_ibsi::roi::{Discretisation, MAX_GREY_LEVELS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,7 +37,20 @@ pub struct Setting {
     /// MRI settings use none: MR intensities have no physical scale to cut at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resegmentation: Option<Resegmentation>,
+    /// Round intensities to whole numbers after interpolation (IBSI, for images whose units are
+    /// whole numbers); ties go to the even number, as NumPy and MIRP round.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub round_intensities: bool,
+    /// Interpolated mask values kept: at least this; 0.5 when absent (IBSI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_threshold: Option<f64>,
+    /// The intensity-volume histogram's discretisation; IBSI's recommendation when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ivh: Option<IvhDiscretisation>,
 }
+
+/// The mask threshold when a setting names none (IBSI 1, §2.4).
+pub const DEFAULT_MASK_THRESHOLD: f64 = 0.5;
 
 /// IBSI re-segmentation (IBSI 1, §2.5): the intensity mask keeps the morphological mask's voxels
 /// inside `[range_min, range_max]` (either bound optional) and, with `outlier_sigma` = k,
@@ -65,6 +89,24 @@ impl Resegmentation {
 }
 
 impl Setting {
+    /// A setting of this grid and discretisation, everything else as IBSI recommends (no
+    /// re-segmentation, no rounding, mask threshold 0.5, the default IVH).
+    pub fn new(spacing_mm: Option<f64>, discretisation: Discretisation) -> Setting {
+        Setting {
+            spacing_mm,
+            discretisation,
+            resegmentation: None,
+            round_intensities: false,
+            mask_threshold: None,
+            ivh: None,
+        }
+    }
+
+    /// The interpolated mask value kept.
+    pub fn mask_threshold(&self) -> f64 {
+        self.mask_threshold.unwrap_or(DEFAULT_MASK_THRESHOLD)
+    }
+
     /// A short name for tables and logs, e.g. `2mm_fbn32`, `1mm_fbneq64`, `native_fbs25`.
     pub fn label(&self) -> String {
         let grid = match self.spacing_mm {
@@ -85,6 +127,23 @@ impl Setting {
             }
             if let Some(k) = r.outlier_sigma {
                 label.push_str(&format!("_outlier{k}sd"));
+            }
+        }
+        if self.round_intensities {
+            label.push_str("_rounded");
+        }
+        if let Some(t) = self.mask_threshold {
+            label.push_str(&format!("_mask{t}"));
+        }
+        match self.ivh {
+            None => {}
+            Some(IvhDiscretisation::None) => label.push_str("_ivhraw"),
+            Some(IvhDiscretisation::FixedBinNumber { bins }) => label.push_str(&format!("_ivhfbn{bins}")),
+            Some(IvhDiscretisation::FixedBinSize { width, lower }) => {
+                label.push_str(&format!("_ivhfbs{width}"));
+                if let Some(l) = lower {
+                    label.push_str(&format!("from{l}"));
+                }
             }
         }
         label
@@ -110,6 +169,22 @@ impl Setting {
             if r.outlier_sigma.is_some_and(|k| !(k > 0.0 && k.is_finite())) {
                 return Err(SettingsError::Invalid("outlier_sigma must be positive".into()));
             }
+        }
+        if let Some(t) = self.mask_threshold {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(SettingsError::Invalid(format!("mask_threshold {t} is outside (0, 1]")));
+            }
+        }
+        match self.ivh {
+            Some(IvhDiscretisation::FixedBinNumber { bins }) if bins < 2 => {
+                return Err(SettingsError::Invalid(format!("{bins} IVH bins (at least 2)")));
+            }
+            Some(IvhDiscretisation::FixedBinSize { width, lower })
+                if !(width > 0.0 && width.is_finite() && lower.is_none_or(f64::is_finite)) =>
+            {
+                return Err(SettingsError::Invalid(format!("IVH bin width {width}")));
+            }
+            _ => {}
         }
         match self.discretisation {
             Discretisation::FixedBinNumber { bins } | Discretisation::EqualisedBinNumber { bins }
@@ -159,7 +234,7 @@ pub fn study_grid() -> Vec<Setting> {
                 } else {
                     Discretisation::FixedBinNumber { bins }
                 };
-                out.push(Setting { spacing_mm: Some(spacing), discretisation, resegmentation: None });
+                out.push(Setting::new(Some(spacing), discretisation));
             }
         }
     }
@@ -203,11 +278,16 @@ mod tests {
         let both = Resegmentation { outlier_sigma: Some(0.5), ..range };
         assert_eq!(both.apply(&image, &mask), [false, true, true, true, true, true, false, false]);
         let s = Setting {
-            spacing_mm: Some(1.0),
-            discretisation: Discretisation::FixedBinNumber { bins: 8 },
             resegmentation: Some(both),
+            ..Setting::new(Some(1.0), Discretisation::FixedBinNumber { bins: 8 })
         };
         assert_eq!(s.label(), "1mm_fbn8_range5to_outlier0.5sd");
+        let s = Setting {
+            round_intensities: true,
+            ivh: Some(IvhDiscretisation::FixedBinSize { width: 2.5, lower: Some(-1000.0) }),
+            ..s
+        };
+        assert_eq!(s.label(), "1mm_fbn8_range5to_outlier0.5sd_rounded_ivhfbs2.5from-1000");
     }
 
     #[test]
@@ -234,6 +314,23 @@ mod tests {
         assert_eq!(s[0].label(), "2mm_fbn16");
         assert_eq!(s[1].label(), "native_fbs25from0");
         assert_eq!(s[0].resegmentation, None);
+        assert!(!s[0].round_intensities && s[0].ivh.is_none());
+        // The study's grid keeps the hash it had before these keys existed: absent keys are not
+        // written.
+        assert_eq!(
+            serde_json::to_string(&s[0]).unwrap(),
+            r#"{"spacing_mm":2.0,"discretisation":{"method":"fixed_bin_number","bins":16}}"#
+        );
+        std::fs::write(
+            &path,
+            r#"{"settings": [{"spacing_mm": 2.0, "discretisation": {"method": "fixed_bin_size", "width": 25.0, "lower": -1000.0},
+                "round_intensities": true, "mask_threshold": 0.5, "ivh": {"method": "none"}}]}"#,
+        )
+        .unwrap();
+        let r = read(&path).unwrap();
+        assert!(r[0].round_intensities);
+        assert_eq!(r[0].ivh, Some(IvhDiscretisation::None));
+        assert_eq!(r[0].label(), "2mm_fbs25from-1000_rounded_mask0.5_ivhraw");
         assert_eq!(sha256(&s), sha256(&s.clone()));
         assert_ne!(sha256(&s), sha256(&s[..1]));
         assert_eq!(sha256(&s).len(), 64);
@@ -245,6 +342,11 @@ mod tests {
             (
                 r#"{"settings": [{"discretisation": {"method": "fixed_bin_number", "bins": 8}, "x": 1}]}"#,
                 "unknown field",
+            ),
+            (r#"{"settings": [{"discretisation": {"method": "none"}, "mask_threshold": 1.5}]}"#, "mask_threshold 1.5"),
+            (
+                r#"{"settings": [{"discretisation": {"method": "none"}, "ivh": {"method": "fixed_bin_size", "width": 0}}]}"#,
+                "IVH bin width 0",
             ),
         ] {
             std::fs::write(&path, text).unwrap();

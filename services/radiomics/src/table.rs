@@ -1,5 +1,6 @@
-//! The `features` table: one row per (lesion revision, series, setting), the fixed columns
-//! then one nullable Float64 column per IBSI feature tag (`schemas/tables/features.md`).
+//! The `features` table: one row per (lesion revision, series, setting), the fixed columns,
+//! one nullable Float64 column per IBSI feature tag, then one per IBSI diagnostic tag
+//! (`schemas/tables/features.md`).
 
 use crate::extract::SettingFeatures;
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
@@ -23,6 +24,12 @@ pub fn feature_tags() -> &'static [String] {
         let roi = Roi::new(dims, [1.0, 1.0, 2.0], image, mask, Discretisation::None).expect("a valid ROI");
         renal_ibsi::extract(&roi).into_iter().map(|(t, _)| t).collect()
     })
+}
+
+/// IBSI's diagnostic tags ([`crate::diagnostics::tags`]): the columns after the features.
+pub fn diagnostic_tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(crate::diagnostics::tags)
 }
 
 /// A lesion revision's identity and provenance, shared by its rows.
@@ -127,6 +134,13 @@ pub fn features_batch(key: &RowKey, series: &[(&str, &[SettingFeatures])]) -> Re
         let col: Vec<Option<f64>> = values.iter().map(|m| m.get(tag.as_str()).copied()).collect();
         columns.push((tag.clone(), Arc::new(Float64Array::from(col))));
     }
+    // IBSI's diagnostic features, after the features (present even for a setting that failed).
+    let diagnostics: Vec<HashMap<&str, f64>> =
+        rows.iter().map(|(_, r)| r.diagnostics.iter().map(|(t, v)| (t.as_str(), *v)).collect()).collect();
+    for tag in diagnostic_tags() {
+        let col: Vec<Option<f64>> = diagnostics.iter().map(|m| m.get(tag.as_str()).copied()).collect();
+        columns.push((tag.clone(), Arc::new(Float64Array::from(col))));
+    }
     // The schema is fixed, whatever this batch's nulls: the optional columns and every feature
     // are nullable.
     let optional = ["spacing_mm", "bins", "bin_width", "error"];
@@ -158,22 +172,16 @@ mod tests {
     fn every_tag_is_a_column_and_failed_settings_are_null() {
         assert_eq!(feature_tags().len(), 482, "every IBSI-benchmarked feature we compute");
         let ok = SettingFeatures {
-            setting: Setting {
-                spacing_mm: Some(2.0),
-                discretisation: Discretisation::FixedBinNumber { bins: 8 },
-                resegmentation: None,
-            },
+            setting: Setting::new(Some(2.0), Discretisation::FixedBinNumber { bins: 8 }),
             roi_voxels: 10,
             features: Ok(vec![("stat_mean".into(), 3.5)]),
+            diagnostics: vec![("int_mask_vox_count_reseg_roi".into(), 10.0)],
         };
         let failed = SettingFeatures {
-            setting: Setting {
-                spacing_mm: Some(4.0),
-                discretisation: Discretisation::EqualisedBinNumber { bins: 8 },
-                resegmentation: None,
-            },
+            setting: Setting::new(Some(4.0), Discretisation::EqualisedBinNumber { bins: 8 }),
             roi_voxels: 0,
             features: Err("no ROI voxel on this grid".into()),
+            diagnostics: vec![("int_mask_vox_count_reseg_roi".into(), 0.0)],
         };
         let key = RowKey {
             case_id: "HUP-0001",
@@ -187,8 +195,12 @@ mod tests {
         let t1c = [ok.clone(), failed];
         let b = features_batch(&key, &[("T2", std::slice::from_ref(&ok)), ("T1C", &t1c)]);
         assert_eq!(b.num_rows(), 3);
-        assert_eq!(b.num_columns(), 16 + 482);
+        assert_eq!(b.num_columns(), 16 + 482 + 60);
         assert_eq!(reported_values(&b), 2);
+        // Diagnostics are reported for the failed setting too.
+        let count = b.column_by_name("int_mask_vox_count_reseg_roi").unwrap();
+        let count = count.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!([count.value(0), count.value(2)], [10.0, 0.0]);
         let err = b.column_by_name("error").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
         assert!(err.is_null(0) && err.value(2) == "no ROI voxel on this grid");
         let series = b.column_by_name("series").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
