@@ -111,9 +111,16 @@ fn keep(v: f64, threshold: f64) -> bool {
 }
 
 /// The value IBSI's rounding gives: the nearest whole number, ties to even (numpy's `round`,
-/// which MIRP uses).
+/// which MIRP uses). Written as the addition of 1.5 x 2^52 and back, which rounds in the FPU's
+/// default mode (ties to even) and vectorises; `f64::round_ties_even` is a library call on
+/// baseline x86-64. Values of 2^51 and more are whole numbers already.
 pub fn round_intensity(v: f64) -> f64 {
-    v.round_ties_even()
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    if v.abs() < 2_251_799_813_685_248.0 {
+        (v + SHIFT) - SHIFT
+    } else {
+        v
+    }
 }
 
 impl IsotropicGrid {
@@ -180,29 +187,60 @@ impl IsotropicGrid {
     /// numbers when `round` is set.
     pub fn image(&self, v: &Volume<f32>, region: IndexBox, round: bool) -> Volume<f32> {
         let mut data = Vec::with_capacity(self.region_geometry(region).len());
-        self.slices(&|i| f64::from(v.data[i]), region, false, |slice| {
-            data.extend(slice.iter().map(|&x| (if round { round_intensity(x) } else { x }) as f32));
-        });
+        self.slices(
+            |i| f64::from(v.data[i]),
+            region,
+            false,
+            |slice| {
+                data.extend(slice.iter().map(|&x| (if round { round_intensity(x) } else { x }) as f32));
+            },
+        );
         Volume { geometry: self.region_geometry(region), data }
     }
 
     /// Mean, minimum and maximum of `v` sampled on the whole new grid (as [`IsotropicGrid::image`]
     /// gives them), without holding the new grid in memory.
     pub fn image_summary(&self, v: &Volume<f32>, round: bool) -> IntensitySummary {
-        let (mut n, mut sum, mut min, mut max) = (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-        self.slices(&|i| f64::from(v.data[i]), self.whole(), false, |slice| {
-            let mut s = 0.0;
-            for &x in slice {
-                // The value the image would hold: rounded, then stored as f32.
-                let x = f64::from((if round { round_intensity(x) } else { x }) as f32);
-                s += x;
-                min = min.min(x);
-                max = max.max(x);
-            }
-            sum += s;
-            n += slice.len();
-        });
-        IntensitySummary { mean: sum / n as f64, min, max }
+        // Eight independent lanes, so the sums and comparisons vectorise (this runs over every
+        // sample of the whole grid: 23 million for a 256 x 256 x 30 series at 1 mm).
+        const LANES: usize = 8;
+        let (mut n, mut sum, mut min, mut max) =
+            (0usize, [0.0f64; LANES], [f64::INFINITY; LANES], [f64::NEG_INFINITY; LANES]);
+        let stored = |x: f64| f64::from((if round { round_intensity(x) } else { x }) as f32);
+        self.slices(
+            |i| f64::from(v.data[i]),
+            self.whole(),
+            false,
+            |slice| {
+                let mut chunks = slice.chunks_exact(LANES);
+                let mut lane_sum = [0.0f64; LANES];
+                for chunk in &mut chunks {
+                    for l in 0..LANES {
+                        // The value the image would hold: rounded, then stored as f32.
+                        let x = stored(chunk[l]);
+                        lane_sum[l] += x;
+                        min[l] = if x < min[l] { x } else { min[l] };
+                        max[l] = if x > max[l] { x } else { max[l] };
+                    }
+                }
+                for (l, &x) in chunks.remainder().iter().enumerate() {
+                    let x = stored(x);
+                    lane_sum[l] += x;
+                    min[l] = min[l].min(x);
+                    max[l] = max[l].max(x);
+                }
+                for l in 0..LANES {
+                    sum[l] += lane_sum[l];
+                }
+                n += slice.len();
+            },
+        );
+        let total: f64 = sum.iter().sum();
+        IntensitySummary {
+            mean: total / n as f64,
+            min: min.iter().fold(f64::INFINITY, |a, &b| a.min(b)),
+            max: max.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b)),
+        }
     }
 
     /// `mask` (on [`IsotropicGrid::from`]) on `region` of the new grid: interpolated as a 0/1
@@ -210,16 +248,21 @@ impl IsotropicGrid {
     /// 0.5).
     pub fn mask(&self, mask: &Volume<u8>, region: IndexBox, threshold: f64) -> Volume<u8> {
         let mut data = Vec::with_capacity(self.region_geometry(region).len());
-        self.slices(&|i| f64::from(mask.data[i].min(1)), region, true, |slice| {
-            data.extend(slice.iter().map(|&x| u8::from(keep(x, threshold))));
-        });
+        self.slices(
+            |i| f64::from(mask.data[i].min(1)),
+            region,
+            true,
+            |slice| {
+                data.extend(slice.iter().map(|&x| u8::from(keep(x, threshold))));
+            },
+        );
         Volume { geometry: self.region_geometry(region), data }
     }
 
     /// The separable trilinear samples of `value` (indexed like the old grid) on `region`,
     /// handed to `emit` one new slice (x fastest, then y) at a time. With `zero_outside`,
     /// samples outside the old grid are 0.
-    fn slices(&self, value: &dyn Fn(usize) -> f64, region: IndexBox, zero_outside: bool, mut emit: impl FnMut(&[f64])) {
+    fn slices(&self, value: impl Fn(usize) -> f64, region: IndexBox, zero_outside: bool, mut emit: impl FnMut(&[f64])) {
         let [ax, ay, az] = &self.axes;
         let (xs, ys, zs) =
             (&ax[region[0][0]..=region[0][1]], &ay[region[1][0]..=region[1][1]], &az[region[2][0]..=region[2][1]]);
@@ -263,8 +306,12 @@ impl IsotropicGrid {
             plane_of(s.hi, &mut planes);
             let (a, b) =
                 (planes[s.lo - kr[0]].as_ref().expect("computed"), planes[s.hi - kr[0]].as_ref().expect("computed"));
-            for i in 0..out.len() {
-                out[i] = lerp(a[i], b[i], s);
+            if zero_outside && !s.inside {
+                out.fill(0.0);
+            } else {
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    *o = a + s.t * (b - a);
+                }
             }
             emit(&out);
             // Old slices below the next sample's lower neighbour are done with.
@@ -461,6 +508,16 @@ mod tests {
         let got = plan.image_summary(&v, true);
         assert_eq!((got.min, got.max), (want.min, want.max));
         assert!((got.mean - want.mean).abs() < 1e-9 * want.mean.abs().max(1.0));
+    }
+
+    #[test]
+    fn rounding_goes_to_the_nearest_even_whole_number_on_ties() {
+        for (v, want) in
+            [(2.5, 2.0), (3.5, 4.0), (-2.5, -2.0), (-3.5, -4.0), (0.49999, 0.0), (-7.2, -7.0), (1e17, 1e17)]
+        {
+            assert_eq!(round_intensity(v), want, "{v}");
+            assert_eq!(round_intensity(v), v.round_ties_even(), "{v}");
+        }
     }
 
     #[test]
