@@ -24,6 +24,19 @@ use renal_radiomics::extract::extract_series;
 use renal_radiomics::settings::{Resegmentation, Setting};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
+
+/// MIRP's features and diagnostics (`reference/mirp_resampled.py`) under `config`.
+fn mirp(image: &Path, mask: &Path, config: &Value) -> BTreeMap<String, f64> {
+    let out = std::process::Command::new(renal_e2e::venv_bin("python"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/reference/mirp_resampled.py"))
+        .args([image, mask])
+        .arg(config.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
 
 fn family(tag: &str) -> &str {
     tag.split('_').next().unwrap_or(tag)
@@ -71,16 +84,9 @@ fn features_after_resampling_and_binning_match_mirp() {
             config["sigma"] = serde_json::json!(r.outlier_sigma.unwrap());
             assert!(ours["stat_max"] <= 480.0 && ours["stat_min"] >= 330.0, "re-segmented");
         }
-        let out = std::process::Command::new(renal_e2e::venv_bin("python"))
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/reference/mirp_resampled.py"))
-            .args([&ip, &mp])
-            .arg(config.to_string())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let theirs: BTreeMap<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
-        for (tag, v) in &theirs {
-            let (Some(v), Some(&o)) = (v.as_f64(), ours.get(tag)) else { continue };
+        let theirs = mirp(&ip, &mp, &config);
+        for (tag, &v) in &theirs {
+            let Some(&o) = ours.get(tag) else { continue };
             if !v.is_finite() {
                 continue;
             }
@@ -201,14 +207,7 @@ fn resampled_features_and_diagnostics_match_mirp_on_an_anisotropic_ct_image() {
     let mut worst: BTreeMap<String, (f64, String)> = BTreeMap::new();
     for (set, config) in ours.iter().zip(&configs) {
         let label = set.setting.label();
-        let out = std::process::Command::new(renal_e2e::venv_bin("python"))
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/reference/mirp_resampled.py"))
-            .args([&ip, &mp])
-            .arg(config.to_string())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let theirs: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+        let theirs = mirp(&ip, &mp, config);
         let mut values: BTreeMap<String, f64> = set.features.clone().unwrap().into_iter().collect();
         for tag in renal_radiomics::diagnostics::tags() {
             assert!(theirs.contains_key(&tag), "{label}: MIRP's side lacks {tag}");
