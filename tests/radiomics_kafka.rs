@@ -2,7 +2,8 @@
 //! `renal.lesions`, commits one Parquet file per lesion revision and announces each on
 //! `renal.features`; a lesion with an empty mask and a payload that is not a lesion are
 //! dead-lettered with their reasons. Restarted, it picks up a lesion sent while it was down,
-//! and a redelivered lesion rewrites its own file rather than adding one.
+//! and a redelivered lesion rewrites its own file rather than adding one. Its `/metrics`
+//! counts what it did, by outcome and reason, with no lesion id in any label.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
 use renal_e2e::{files_under, interrupt, lesion_with_volumes, put_series, start_worker, synthetic_lesion, Broker};
@@ -19,6 +20,17 @@ async fn next<C: Consumer>(consumer: &mut C, what: &str, log: &Path) -> renal_bu
         .unwrap()
 }
 
+/// Status and body of an HTTP GET.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: worker\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
 #[test]
 fn radiomics_worker_commits_files_and_announces_them() {
     let broker = Broker::start();
@@ -33,10 +45,12 @@ fn radiomics_worker_commits_files_and_announces_them() {
     )
     .unwrap();
     let config = root.join("radiomics.toml");
+    // A free loopback port for the worker's /metrics.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\n\n[radiomics]\nblob_store = \"{}\"\ntable_root = \"{}\"\nsettings = \"{}\"\n",
+            "[kafka]\nbootstrap_servers = \"{}\"\n\n[telemetry]\nmetrics_addr = \"{metrics}\"\n\n[radiomics]\nblob_store = \"{}\"\ntable_root = \"{}\"\nsettings = \"{}\"\n",
             broker.bootstrap,
             root.join("blobs").display(),
             root.join("store").display(),
@@ -73,6 +87,34 @@ fn radiomics_worker_commits_files_and_announces_them() {
             let l = DeadLetterV1::decode(&next(&mut dead, "dead letter", &log).await.payload).unwrap();
             letters.insert(l.source.key.clone(), l.reason_code);
         }
+        // What Prometheus would scrape: one lesion done, two dead-lettered by reason, the bus
+        // ready, and no lesion id in any label.
+        // (The counters follow the broker's acknowledgement by microseconds; poll briefly.)
+        let want = [
+            "renal_stage_messages_total{outcome=\"done\",stage=\"radiomics\"} 1",
+            "renal_stage_messages_total{outcome=\"rejected\",stage=\"radiomics\"} 2",
+            "renal_dead_letters_total{reason=\"empty_mask\",stage=\"radiomics\"} 1",
+            "renal_dead_letters_total{reason=\"bad_message\",stage=\"radiomics\"} 1",
+            "renal_stage_outputs_total{stage=\"radiomics\",topic=\"renal.features\"} 1",
+            "renal_stage_processing_seconds_count{stage=\"radiomics\"} 3",
+        ];
+        let mut text = String::new();
+        for _ in 0..50 {
+            let (status, body) = http_get(metrics, "/metrics");
+            assert_eq!(status, 200);
+            text = body;
+            if want.iter().all(|line| text.contains(line)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for line in want {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+        assert!(text.contains("renal_build_info{commit="), "{text}");
+        assert!(!text.contains("SXH-0001") && !text.contains("SXH-0002") && !text.contains("junk"), "{text}");
+        assert_eq!(http_get(metrics, "/readyz"), (200, "ready\n".to_string()));
+        assert_eq!(http_get(metrics, "/healthz").0, 200);
         interrupt(worker);
         assert_eq!(first.case_id, "SXH-0001");
         assert!(first.file.starts_with("features/site=SXH/date="), "{}", first.file);

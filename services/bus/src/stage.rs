@@ -118,10 +118,13 @@ struct Commits {
 impl Commits {
     /// Commit now. A transient failure (the broker is away) keeps the offsets for the next try:
     /// until then a restart would redeliver them, which at-least-once allows.
-    fn commit<C: Consumer>(&mut self, consumer: &mut C, stats: &mut StageStats) -> Result<(), BusError> {
+    fn commit<C: Consumer>(&mut self, consumer: &mut C, stats: &mut StageStats, stage: &str) -> Result<(), BusError> {
         match consumer.commit() {
             Ok(()) => self.uncommitted = false,
-            Err(BusError::Transient(_)) => stats.retries += 1,
+            Err(BusError::Transient(_)) => {
+                stats.retries += 1;
+                bus_error(stage, "commit");
+            }
             Err(e) => return Err(e),
         }
         self.last = Instant::now();
@@ -153,6 +156,7 @@ where
         .ok_or_else(|| BusError::Fatal(format!("stage {} has no dead-letter topic", cfg.stage)))?;
     let mut consumer = bus.consumer(&cfg.group, &cfg.inputs)?;
     let mut stats = StageStats::default();
+    let metrics = renal_telemetry::stage_metrics();
     let mut commits =
         Commits { interval: Duration::from_millis(cfg.commit_interval_ms), last: Instant::now(), uncommitted: false };
     // Delay before the next read after the bus could not be read.
@@ -166,7 +170,7 @@ where
             _ = &mut shutdown => break,
             r = consumer.recv() => r,
             _ = idle_commit, if commits.uncommitted => {
-                commits.commit(&mut consumer, &mut stats)?;
+                commits.commit(&mut consumer, &mut stats, cfg.stage)?;
                 continue;
             }
         };
@@ -174,6 +178,7 @@ where
             Ok(r) => r,
             Err(BusError::Transient(_)) => {
                 stats.retries += 1;
+                bus_error(cfg.stage, "read");
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = tokio::time::sleep(Duration::from_millis(read_delay)) => {}
@@ -184,6 +189,7 @@ where
             Err(e) => return Err(e),
         };
         read_delay = cfg.backoff.initial_ms;
+        renal_telemetry::set_ready("bus", true);
         let mut batch = vec![first];
         if batching.max_records > 1 {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(batching.max_wait_ms);
@@ -202,7 +208,9 @@ where
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut delay = cfg.backoff.initial_ms;
         while !pending.is_empty() {
+            let timer = metrics.processing.with_label_values(&[cfg.stage]).start_timer();
             let outcomes = process(pending.iter().map(|&i| batch[i].clone()).collect()).await;
+            timer.observe_duration();
             if outcomes.len() != pending.len() {
                 return Err(BusError::Fatal(format!(
                     "stage {} answered {} outcomes for {} records",
@@ -220,7 +228,12 @@ where
                             let (_, failed) = send_with_retry(&bus, out, cfg.backoff).await?;
                             stats.retries += failed;
                             stats.outputs += 1;
+                            metrics.outputs.with_label_values(&[cfg.stage, out.topic.name]).inc();
+                            if failed > 0 {
+                                metrics.bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
+                            }
                         }
+                        metrics.messages.with_label_values(&[cfg.stage, "done"]).inc();
                     }
                     Outcome::Reject { code, reason } => {
                         let input = renal_base::hex::encode(Sha256::digest(&record.payload));
@@ -229,8 +242,16 @@ where
                         let (_, failed) = send_with_retry(&bus, &out, cfg.backoff).await?;
                         stats.retries += failed;
                         stats.dead_letters += 1;
+                        if failed > 0 {
+                            metrics.bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
+                        }
+                        metrics.messages.with_label_values(&[cfg.stage, "rejected"]).inc();
+                        metrics.dead_letters.with_label_values(&[cfg.stage, &code]).inc();
                     }
-                    Outcome::Retry(_) => again.push(i),
+                    Outcome::Retry(_) => {
+                        metrics.messages.with_label_values(&[cfg.stage, "retried"]).inc();
+                        again.push(i);
+                    }
                 }
             }
             pending = again;
@@ -243,7 +264,7 @@ where
                         for record in batch.iter().take(pending[0]) {
                             store(&mut consumer, record)?;
                         }
-                        commits.commit(&mut consumer, &mut stats)?;
+                        commits.commit(&mut consumer, &mut stats, cfg.stage)?;
                         return Ok(stats);
                     }
                     _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
@@ -257,11 +278,17 @@ where
         }
         commits.uncommitted = true;
         if commits.last.elapsed() >= commits.interval {
-            commits.commit(&mut consumer, &mut stats)?;
+            commits.commit(&mut consumer, &mut stats, cfg.stage)?;
         }
     }
-    commits.commit(&mut consumer, &mut stats)?;
+    commits.commit(&mut consumer, &mut stats, cfg.stage)?;
     Ok(stats)
+}
+
+/// Count a transient bus failure and mark the bus not ready until the next successful read.
+fn bus_error(stage: &str, operation: &str) {
+    renal_telemetry::stage_metrics().bus_errors.with_label_values(&[stage, operation]).inc();
+    renal_telemetry::set_ready("bus", false);
 }
 
 /// Store a delivered record's offset. A transient refusal (the partition moved to another
@@ -352,6 +379,13 @@ mod tests {
             let letter = DeadLetterV1::decode(&bus.records(topics::DEAD_INGEST)[0].payload).unwrap();
             assert_eq!((letter.stage.as_str(), letter.reason_code.as_str()), ("ingest", "unreadable"));
             assert_eq!(letter.source.key, "bad");
+            // The dead letter is counted by its reason (a code no other test uses, so the
+            // process-wide count is this test's), and the bus was reported ready.
+            let m = renal_telemetry::stage_metrics();
+            assert_eq!(m.dead_letters.with_label_values(&["ingest", "unreadable"]).get(), 1);
+            assert!(m.messages.with_label_values(&["ingest", "retried"]).get() >= 2);
+            assert!(m.processing.with_label_values(&["ingest"]).get_sample_count() >= 6);
+            assert_eq!(renal_telemetry::ready(), Ok(()));
             assert_eq!(letter.input_sha256, renal_base::hex::encode(Sha256::digest(b"bad")));
             // Everything consumed is committed: a restarted stage has nothing to redo.
             let committed: i64 = bus.committed("ingest", topics::LABELS).iter().sum();

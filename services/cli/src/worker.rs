@@ -1,8 +1,10 @@
 //! `renal worker <name> --config FILE`: read the worker file, then call that stage's `serve`.
 //!
 //! A worker file is TOML with a `[kafka]` section (`renal_bus::KafkaConfig`) and the stage's own
-//! section (`[ingest]`, `[preprocess]`, ...), each of which refuses unknown keys. One file may
-//! hold several stages' sections; a section that names no stage is refused as a typo.
+//! section (`[ingest]`, `[preprocess]`, ...), each of which refuses unknown keys, and an optional
+//! `[telemetry]` section: `metrics_addr = "0.0.0.0:9464"` serves `/metrics`, `/healthz` and
+//! `/readyz` there (`renal_telemetry`). One file may hold several stages' sections; a section
+//! that names no stage is refused as a typo.
 
 use anyhow::{bail, Context, Result};
 use renal_bus::KafkaConfig;
@@ -13,9 +15,29 @@ use std::path::Path;
 /// The stages `renal worker` runs.
 pub const STAGES: [&str; 5] = ["ingest", "preprocess", "radiomics", "inference", "ensemble"];
 
+/// `[telemetry]`: where the worker answers Prometheus and health checks.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz` (for example `0.0.0.0:9464`); none:
+    /// no endpoint.
+    #[serde(default)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// A worker file's `[telemetry]` section (defaults when absent).
+fn telemetry(text: &str) -> Result<TelemetryConfig> {
+    let mut table: toml::Table = toml::from_str(text)?;
+    match table.remove("telemetry") {
+        Some(t) => Ok(t.try_into().context("[telemetry]")?),
+        None => Ok(TelemetryConfig::default()),
+    }
+}
+
 /// A worker file's `[kafka]` section and its `[<stage>]` section.
 fn sections<T: DeserializeOwned>(text: &str, stage: &str) -> Result<(KafkaConfig, T)> {
     let mut table: toml::Table = toml::from_str(text)?;
+    table.remove("telemetry");
     let kafka = table.remove("kafka").context("[kafka] section missing")?;
     let own = table.remove(stage).with_context(|| format!("[{stage}] section missing"))?;
     // One file may hold several workers' sections (a site's whole configuration); anything
@@ -47,6 +69,11 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let (kafka, config) = sections::<T>(text, stage)?;
+    if let Some(addr) = telemetry(text)?.metrics_addr {
+        renal_telemetry::build_info(env!("CARGO_PKG_VERSION"), renal_messages::code_version());
+        let bound = renal_telemetry::serve(addr)?;
+        eprintln!("{stage}: /metrics, /healthz and /readyz on http://{bound}");
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(serve(config, kafka))?;
     Ok(())
@@ -104,6 +131,22 @@ mod tests {
         let (_, radiomics): (_, renal_radiomics::RadiomicsConfig) =
             sections(&file("radiomics.toml"), "radiomics").unwrap();
         assert_eq!(radiomics.settings, None, "the study's grid by default");
+    }
+
+    #[test]
+    fn the_telemetry_section_is_optional_and_strict() {
+        let text = file("radiomics.toml");
+        assert_eq!(telemetry(&text).unwrap().metrics_addr, Some("0.0.0.0:9463".parse().unwrap()));
+        let without: String = text
+            .lines()
+            .filter(|l| !l.starts_with("[telemetry]") && !l.starts_with("metrics_addr"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(telemetry(&without).unwrap(), TelemetryConfig::default());
+        let typo = text.replace("metrics_addr", "metric_addr");
+        assert!(format!("{:#}", telemetry(&typo).unwrap_err()).contains("unknown field"));
+        let bad = text.replace("0.0.0.0:9463", "nowhere");
+        assert!(telemetry(&bad).is_err());
     }
 
     #[test]

@@ -1,0 +1,206 @@
+//! What every worker exposes to Prometheus, and its health endpoints.
+//!
+//! One registry per process ([`registry`]); each stage's loop updates its [`StageMetrics`]; a
+//! worker started with a `metrics_addr` answers on it ([`serve`]):
+//!
+//! * `GET /metrics`: the registry in Prometheus' text format;
+//! * `GET /healthz`: 200 while the process runs;
+//! * `GET /readyz`: 200 when every component that reports readiness ([`set_ready`]) is ready,
+//!   503 naming the others (the stage loop reports the bus: not ready until its first read,
+//!   and while reads or commits fail).
+//!
+//! Label values come from bounded sets (stage, outcome, dead-letter reason code, output topic,
+//! version, commit), never from a message: no UID, lesion id or path reaches a label.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
+
+/// The process's registry.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: LazyLock<Registry> =
+        LazyLock::new(|| Registry::new_custom(Some("renal".into()), None).expect("a valid prefix"));
+    &REGISTRY
+}
+
+/// The metrics a stage loop updates, shared by every stage of the process (labelled by stage).
+pub struct StageMetrics {
+    /// `renal_stage_messages_total{stage, outcome}`: inputs done (outputs delivered), rejected
+    /// (dead-lettered) and retried (processed again after a transient failure).
+    pub messages: IntCounterVec,
+    /// `renal_stage_outputs_total{stage, topic}`: messages delivered downstream.
+    pub outputs: IntCounterVec,
+    /// `renal_dead_letters_total{stage, reason}`: dead letters by reason code.
+    pub dead_letters: IntCounterVec,
+    /// `renal_stage_processing_seconds{stage}`: time in the stage's processing step per call.
+    pub processing: HistogramVec,
+    /// `renal_bus_errors_total{stage, operation}`: transient bus failures (read, send, commit).
+    pub bus_errors: IntCounterVec,
+}
+
+/// The stage metrics, registered on first use.
+pub fn stage_metrics() -> &'static StageMetrics {
+    static METRICS: LazyLock<StageMetrics> = LazyLock::new(|| {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry().register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        // 1 ms to about 65 s, doubling.
+        let buckets = prometheus::exponential_buckets(0.001, 2.0, 17).expect("valid buckets");
+        let processing = HistogramVec::new(
+            HistogramOpts::new("stage_processing_seconds", "Time in the stage's processing step per call.")
+                .buckets(buckets),
+            &["stage"],
+        )
+        .expect("valid metric");
+        registry().register(Box::new(processing.clone())).expect("registered once");
+        StageMetrics {
+            messages: counter(
+                "stage_messages_total",
+                "Inputs by outcome: done (outputs delivered), rejected (dead-lettered), retried.",
+                &["stage", "outcome"],
+            ),
+            outputs: counter("stage_outputs_total", "Messages delivered downstream, by topic.", &["stage", "topic"]),
+            dead_letters: counter("dead_letters_total", "Dead letters by reason code.", &["stage", "reason"]),
+            processing,
+            bus_errors: counter(
+                "bus_errors_total",
+                "Transient bus failures, retried with back-off.",
+                &["stage", "operation"],
+            ),
+        }
+    });
+    &METRICS
+}
+
+/// Set `renal_build_info{version, commit} 1`.
+pub fn build_info(version: &str, commit: &str) {
+    static INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+        let g = IntGaugeVec::new(Opts::new("build_info", "The running build."), &["version", "commit"])
+            .expect("valid metric");
+        registry().register(Box::new(g.clone())).expect("registered once");
+        g
+    });
+    INFO.with_label_values(&[version, commit]).set(1);
+}
+
+/// Readiness per component.
+fn readiness() -> &'static Mutex<BTreeMap<&'static str, bool>> {
+    static READY: LazyLock<Mutex<BTreeMap<&'static str, bool>>> = LazyLock::new(Default::default);
+    &READY
+}
+
+/// Report whether `component` (for example `bus`) is ready.
+pub fn set_ready(component: &'static str, ready: bool) {
+    readiness().lock().unwrap_or_else(|e| e.into_inner()).insert(component, ready);
+}
+
+/// Ready when at least one component reported and all are ready; otherwise the ones that are
+/// not (or "nothing reported yet").
+pub fn ready() -> Result<(), String> {
+    let map = readiness().lock().unwrap_or_else(|e| e.into_inner());
+    let waiting: Vec<&str> = map.iter().filter(|(_, &r)| !r).map(|(c, _)| *c).collect();
+    match (map.is_empty(), waiting.is_empty()) {
+        (true, _) => Err("nothing reported yet".into()),
+        (false, true) => Ok(()),
+        (false, false) => Err(format!("not ready: {}", waiting.join(", "))),
+    }
+}
+
+/// The registry in Prometheus' text format.
+pub fn encode() -> String {
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry().gather(), &mut out).expect("text encoding cannot fail");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+/// Why the endpoints could not start.
+#[derive(Debug)]
+pub struct ServeError(pub String);
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "metrics endpoint: {}", self.0)
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Answer `/metrics`, `/healthz` and `/readyz` on `addr` from a background thread for the rest
+/// of the process; returns the bound address (port 0 picks a free one).
+pub fn serve(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    let server = tiny_http::Server::http(addr).map_err(|e| ServeError(format!("{addr}: {e}")))?;
+    let bound = server.server_addr().to_ip().ok_or_else(|| ServeError(format!("{addr}: not an IP address")))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let (status, body, content_type) = answer(request.method(), request.url());
+                let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+                    .expect("a valid header");
+                let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
+                // A scraper that hung up is not the worker's problem.
+                let _ = request.respond(response);
+            }
+        })
+        .map_err(|e| ServeError(e.to_string()))?;
+    Ok(bound)
+}
+
+/// Status, body and content type for a request.
+fn answer(method: &tiny_http::Method, url: &str) -> (u16, String, &'static str) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if *method != tiny_http::Method::Get {
+        return (405, "only GET\n".into(), TEXT);
+    }
+    match url.split('?').next().unwrap_or("") {
+        "/metrics" => (200, encode(), "text/plain; version=0.0.4; charset=utf-8"),
+        "/healthz" => (200, "ok\n".into(), TEXT),
+        "/readyz" => match ready() {
+            Ok(()) => (200, "ready\n".into(), TEXT),
+            Err(why) => (503, format!("{why}\n"), TEXT),
+        },
+        _ => (404, "try /metrics, /healthz or /readyz\n".into(), TEXT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    }
+
+    #[test]
+    fn endpoints_answer_and_readiness_follows_the_components() {
+        let addr = serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(get(addr, "/healthz"), (200, "ok\n".into()));
+        let (status, body) = get(addr, "/readyz");
+        assert_eq!((status, body.as_str()), (503, "nothing reported yet\n"));
+        set_ready("bus", false);
+        assert_eq!(get(addr, "/readyz"), (503, "not ready: bus\n".into()));
+        set_ready("bus", true);
+        assert_eq!(get(addr, "/readyz").0, 200);
+        let m = stage_metrics();
+        m.messages.with_label_values(&["radiomics", "done"]).inc_by(3);
+        m.dead_letters.with_label_values(&["radiomics", "empty_mask"]).inc();
+        m.processing.with_label_values(&["radiomics"]).observe(0.25);
+        build_info("0.1.0", "abc123");
+        let (status, body) = get(addr, "/metrics");
+        assert_eq!(status, 200);
+        assert!(body.contains("renal_stage_messages_total{outcome=\"done\",stage=\"radiomics\"} 3"), "{body}");
+        assert!(body.contains("renal_dead_letters_total{reason=\"empty_mask\",stage=\"radiomics\"} 1"), "{body}");
+        assert!(body.contains("renal_stage_processing_seconds_bucket{stage=\"radiomics\",le=\"0.256\"} 1"), "{body}");
+        assert!(body.contains("renal_build_info{commit=\"abc123\",version=\"0.1.0\"} 1"), "{body}");
+        assert_eq!(get(addr, "/nope").0, 404);
+    }
+}
