@@ -3,6 +3,8 @@
 # installs what is missing.
 #   - Rust toolchain: must already be on PATH (rustup); the crates come from crates.io.
 #   - DCMTK (dcmdump, storescu) and dcm2niix: independent DICOM readers used by the tests.
+#   - Prometheus and promtool (Debian's package): the tests scrape workers with a real Prometheus
+#     and check the deployment's scrape config and alert rules.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -14,6 +16,7 @@ fi
 missing=()
 command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
 command -v dcm2niix >/dev/null 2>&1 || missing+=(dcm2niix)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -3,10 +3,14 @@
 //! `renal.features`; a lesion with an empty mask and a payload that is not a lesion are
 //! dead-lettered with their reasons. Restarted, it picks up a lesion sent while it was down,
 //! and a redelivered lesion rewrites its own file rather than adding one. Its `/metrics`
-//! counts what it did, by outcome and reason, with no lesion id in any label.
+//! counts what it did, by outcome and reason, with no lesion id in any label, and a real
+//! Prometheus scraping it finds data for every signal of the deployment's alert rules.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{files_under, interrupt, lesion_with_volumes, put_series, start_worker, synthetic_lesion, Broker};
+use renal_e2e::{
+    alert_expressions, alert_signals, files_under, http_get, interrupt, lesion_with_volumes, put_series, start_worker,
+    synthetic_lesion, Broker, Prometheus,
+};
 use renal_messages::{topics, DeadLetterV1, FeaturesV1, Message};
 use renal_store::LocalBlobStore;
 use std::collections::BTreeMap;
@@ -18,17 +22,6 @@ async fn next<C: Consumer>(consumer: &mut C, what: &str, log: &Path) -> renal_bu
         .await
         .unwrap_or_else(|_| panic!("no {what}; worker log:\n{}", std::fs::read_to_string(log).unwrap_or_default()))
         .unwrap()
-}
-
-/// Status and body of an HTTP GET.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: worker\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
 #[test]
@@ -46,7 +39,7 @@ fn radiomics_worker_commits_files_and_announces_them() {
     .unwrap();
     let config = root.join("radiomics.toml");
     // A free loopback port for the worker's /metrics.
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics = format!("127.0.0.1:{}", renal_e2e::free_port());
     std::fs::write(
         &config,
         format!(
@@ -100,7 +93,7 @@ fn radiomics_worker_commits_files_and_announces_them() {
         ];
         let mut text = String::new();
         for _ in 0..50 {
-            let (status, body) = http_get(metrics, "/metrics");
+            let (status, body) = http_get(&metrics, "/metrics");
             assert_eq!(status, 200);
             text = body;
             if want.iter().all(|line| text.contains(line)) {
@@ -113,8 +106,26 @@ fn radiomics_worker_commits_files_and_announces_them() {
         }
         assert!(text.contains("renal_build_info{commit="), "{text}");
         assert!(!text.contains("SXH-0001") && !text.contains("SXH-0002") && !text.contains("junk"), "{text}");
-        assert_eq!(http_get(metrics, "/readyz"), (200, "ready\n".to_string()));
-        assert_eq!(http_get(metrics, "/healthz").0, 200);
+        assert_eq!(http_get(&metrics, "/readyz"), (200, "ready\n".to_string()));
+        assert_eq!(http_get(&metrics, "/healthz").0, 200);
+        // A real Prometheus scraping the worker: every signal the deployment's alert rules
+        // compare with a threshold returns data.
+        let prometheus = Prometheus::start(&[("renal-radiomics", metrics.clone())]);
+        let mut signals: Vec<String> = alert_expressions().iter().flat_map(|e| alert_signals(e)).collect();
+        signals.sort();
+        signals.dedup();
+        assert!(signals.len() >= 5, "{signals:?}");
+        let mut empty: Vec<String> = signals.clone();
+        for _ in 0..60 {
+            empty.retain(|q| prometheus.query(q).is_empty());
+            if empty.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(empty.is_empty(), "no data for {empty:?}");
+        let up = prometheus.query("up{job=\"renal-radiomics\"}");
+        assert_eq!(up[0]["value"][1], "1", "{up:?}");
         interrupt(worker);
         assert_eq!(first.case_id, "SXH-0001");
         assert!(first.file.starts_with("features/site=SXH/date="), "{}", first.file);

@@ -425,3 +425,105 @@ pub fn random_cnn_bundle(registry: &Path, input_px: i64, seed: i64) -> renal_cnn
     let config = TrainConfig { net, ..TrainConfig::cpu_quick() };
     bundle::save(registry, net, &config, [series(&vs2), series(&vs1)], "test", "2026-11-29T00:00:00Z").unwrap()
 }
+
+/// Status and body of an HTTP/1.0 GET to `addr` (the workers' and Prometheus' endpoints).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap_or_default();
+    let status = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// A real Prometheus (Debian's `prometheus`, installed by scripts/setup.sh) on a free loopback
+/// port, scraping `targets` (job name, `host:port`) every second, with the deployment's alert
+/// rules loaded; stopped when dropped.
+pub struct Prometheus {
+    /// `127.0.0.1:port` of its HTTP API.
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Start it and wait until it answers.
+    pub fn start(targets: &[(&str, String)]) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
+        let mut config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n",
+            rules.canonicalize().unwrap().display()
+        );
+        for (job, target) in targets {
+            config.push_str(&format!("  - job_name: {job}\n    static_configs:\n      - targets: [\"{target}\"]\n"));
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (scripts/setup.sh installs Debian's package)");
+        let started = std::time::Instant::now();
+        while http_get(&addr, "/-/ready").0 != 200 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "prometheus did not start:\n{}",
+                std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Prometheus { addr, child, _dir: dir }
+    }
+
+    /// The result vector of an instant PromQL query (Prometheus' HTTP API).
+    pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let (status, body) = http_get(&self.addr, &format!("/api/v1/query?query={encoded}"));
+        assert_eq!(status, 200, "{promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The signals an alert expression compares with thresholds: each side of `and`/`or`/`unless`
+/// without its trailing comparison with a number (`up == 0` -> `up`).
+pub fn alert_signals(expr: &str) -> Vec<String> {
+    expr.split(" and ").flat_map(|p| p.split(" or ")).flat_map(|p| p.split(" unless ")).map(without_threshold).collect()
+}
+
+/// `signal OP number` -> `signal`, for OP one of == != >= <= > <.
+fn without_threshold(part: &str) -> String {
+    let part = part.trim();
+    for op in ["==", "!=", ">=", "<=", ">", "<"] {
+        if let Some((left, right)) = part.rsplit_once(&format!(" {op} ")) {
+            if right.trim().parse::<f64>().is_ok() {
+                return left.trim().to_string();
+            }
+        }
+    }
+    part.to_string()
+}
+
+/// Every `expr:` of the deployment's alert rules (one line each, as the file promises).
+pub fn alert_expressions() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml")).unwrap();
+    text.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).map(str::to_string).collect()
+}

@@ -157,6 +157,15 @@ where
     let mut consumer = bus.consumer(&cfg.group, &cfg.inputs)?;
     let mut stats = StageStats::default();
     let metrics = renal_telemetry::stage_metrics();
+    // Every outcome and bus operation starts at 0, so rates and alerts see a series before the
+    // first event of its kind.
+    for outcome in ["done", "rejected", "retried"] {
+        metrics.messages.with_label_values(&[cfg.stage, outcome]);
+    }
+    for operation in ["read", "send", "commit"] {
+        metrics.bus_errors.with_label_values(&[cfg.stage, operation]);
+    }
+    metrics.processing.with_label_values(&[cfg.stage]);
     let mut commits =
         Commits { interval: Duration::from_millis(cfg.commit_interval_ms), last: Instant::now(), uncommitted: false };
     // Delay before the next read after the bus could not be read.
