@@ -73,6 +73,9 @@ fn radiomics_worker_commits_files_and_announces_them() {
         let mut features = bus.consumer("e2e-features", &[topics::FEATURES]).unwrap();
         let mut dead = bus.consumer("e2e-dead", &[topics::DEAD_RADIOMICS]).unwrap();
 
+        // Debug-level JSON logs, to check that no lesion id reaches them either.
+        std::env::set_var("RUST_LOG", "debug");
+        std::env::set_var("RENAL_LOG_FORMAT", "json");
         let worker = start_worker("radiomics", &config, &log);
         let first = FeaturesV1::decode(&next(&mut features, "features", &log).await.payload).unwrap();
         let mut letters = BTreeMap::new();
@@ -127,6 +130,14 @@ fn radiomics_worker_commits_files_and_announces_them() {
         let up = prometheus.query("up{job=\"renal-radiomics\"}");
         assert_eq!(up[0]["value"][1], "1", "{up:?}");
         interrupt(worker);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let events: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let logged: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["fields"]["message"] == "dead-lettered").collect();
+        assert_eq!(logged.len(), 2, "{text}");
+        assert!(logged.iter().any(|e| e["fields"]["reason"] == "empty_mask" && e["span"]["topic"] == "renal.lesions"));
+        assert!(events.iter().any(|e| e["level"] == "DEBUG"), "debug events are on");
+        assert!(!text.contains("SXH-0001") && !text.contains("SXH-0002"), "a lesion id in the logs:\n{text}");
         assert_eq!(first.case_id, "SXH-0001");
         assert!(first.file.starts_with("features/site=SXH/date="), "{}", first.file);
         assert!(root.join("store").join(&first.file).is_file());

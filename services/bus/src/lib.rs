@@ -106,12 +106,12 @@ pub trait Consumer: Send {
     fn commit(&mut self) -> Result<(), BusError>;
 }
 
-/// A heartbeat for operators (per-lesion detail lives in the messages): prints the first input
-/// begun and every 25th, as `<stage>: <n> <noun> begun`.
+/// A heartbeat for operators (per-lesion detail lives in the messages and at debug level): an
+/// info event for the first input begun and every 25th.
 pub fn heartbeat(stage: &'static str, noun: &'static str) -> impl Fn(u64) + Sync {
     move |n| {
         if n == 1 || n % 25 == 0 {
-            eprintln!("{stage}: {n} {noun} begun");
+            tracing::info!(stage, begun = n, "{n} {noun} begun");
         }
     }
 }

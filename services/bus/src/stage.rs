@@ -231,6 +231,15 @@ where
             let mut again = Vec::new();
             for (&i, outcome) in pending.iter().zip(outcomes) {
                 let record = &batch[i];
+                // Where the message is, never what it says: its key is the case id.
+                let span = tracing::debug_span!(
+                    "message",
+                    stage = cfg.stage,
+                    topic = record.topic.as_str(),
+                    partition = record.partition,
+                    offset = record.offset
+                );
+                let _entered = span.enter();
                 match outcome {
                     Outcome::Done(outputs) => {
                         for out in &outputs {
@@ -243,6 +252,7 @@ where
                             }
                         }
                         metrics.messages.with_label_values(&[cfg.stage, "done"]).inc();
+                        tracing::debug!(outputs = outputs.len(), "done");
                     }
                     Outcome::Reject { code, reason } => {
                         let input = renal_base::hex::encode(Sha256::digest(&record.payload));
@@ -256,9 +266,12 @@ where
                         }
                         metrics.messages.with_label_values(&[cfg.stage, "rejected"]).inc();
                         metrics.dead_letters.with_label_values(&[cfg.stage, &code]).inc();
+                        tracing::warn!(reason = %code, "dead-lettered");
                     }
                     Outcome::Retry(_) => {
                         metrics.messages.with_label_values(&[cfg.stage, "retried"]).inc();
+                        // The reason may name a file, and files are named by case id.
+                        tracing::debug!("transient failure; will retry");
                         again.push(i);
                     }
                 }
@@ -296,6 +309,7 @@ where
 
 /// Count a transient bus failure and mark the bus not ready until the next successful read.
 fn bus_error(stage: &str, operation: &str) {
+    tracing::warn!(stage, operation, "the bus failed; retrying with back-off");
     renal_telemetry::stage_metrics().bus_errors.with_label_values(&[stage, operation]).inc();
     renal_telemetry::set_ready("bus", false);
 }

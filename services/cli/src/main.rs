@@ -422,6 +422,13 @@ fn main() {
     renal_cnn::device::load_cuda_backend();
     // Every message, table row and bundle this process writes names this build's commit.
     renal_messages::set_code_version(env!("RENAL_GIT_COMMIT"));
+    // Log events to stderr; `RENAL_LOG_FORMAT=json` for one JSON object per line, `RUST_LOG`
+    // for the level (default info).
+    let format = match std::env::var("RENAL_LOG_FORMAT").as_deref() {
+        Ok("json") => renal_telemetry::LogFormat::Json,
+        _ => renal_telemetry::LogFormat::Human,
+    };
+    renal_telemetry::init_logs(format);
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

@@ -11,6 +11,11 @@
 //!
 //! Label values come from bounded sets (stage, outcome, dead-letter reason code, output topic,
 //! version, commit), never from a message: no UID, lesion id or path reaches a label.
+//!
+//! Logs are `tracing` events, written to stderr by [`init_logs`]: human-readable or one JSON
+//! object per line, the level from `RUST_LOG` (default `info`). Events name the stage, topic,
+//! partition and offset of a message, never its key or content (the case id is still the
+//! accession number until de-identification lands).
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::collections::BTreeMap;
@@ -107,6 +112,28 @@ pub fn ready() -> Result<(), String> {
         (false, true) => Ok(()),
         (false, false) => Err(format!("not ready: {}", waiting.join(", "))),
     }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per event (for a log shipper).
+    Json,
+}
+
+/// Send `tracing` events to stderr in `format`, filtered by `RUST_LOG` (default `info`). A
+/// second call does nothing (the first subscriber stays).
+pub fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Human => builder.without_time().try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// The registry in Prometheus' text format.
