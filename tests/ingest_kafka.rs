@@ -91,12 +91,16 @@ fn every_lesion_once_after_a_kill_and_restart() {
     let expected: BTreeSet<String> =
         manifest["cases"].as_array().unwrap().iter().map(|c| c["case_id"].as_str().unwrap().to_string()).collect();
     let config = dir.path().join("ingest.toml");
+    let metrics = format!("127.0.0.1:{}", renal_e2e::free_port());
     std::fs::write(
         &config,
         format!(
             r#"
 [kafka]
 bootstrap_servers = "{bootstrap}"
+
+[telemetry]
+metrics_addr = "{metrics}"
 
 [ingest]
 blob_store = "{root}/blobs"
@@ -121,7 +125,7 @@ ae_title = "RENAL_PHH"
 bind = "127.0.0.1:{scp_port}"
 "#,
             bootstrap = broker.bootstrap,
-            root = dir.path().display()
+            root = dir.path().display(),
         ),
     )
     .unwrap();
@@ -154,6 +158,20 @@ bind = "127.0.0.1:{scp_port}"
                 *seen.entry((c.case_id, c.revision)).or_default() += 1;
             }
         }
+        // The restarted worker's counters: files from both sites (PHH's over C-STORE), the
+        // cases it emitted, and no lesion id in any label.
+        let (status, text) = renal_e2e::http_get(&metrics, "/metrics");
+        assert_eq!(status, 200);
+        let value = |series: &str| -> f64 {
+            text.lines().find_map(|l| l.strip_prefix(series)).map_or(0.0, |v| v.trim().parse().unwrap())
+        };
+        for site in ["MAY", "PHH"] {
+            assert!(value(&format!("renal_ingest_instances_total{{outcome=\"new\",site=\"{site}\"}}")) > 0.0, "{text}");
+        }
+        let emitted = value("renal_ingest_cases_total{site=\"MAY\"}") + value("renal_ingest_cases_total{site=\"PHH\"}");
+        assert!(emitted >= (expected.len() - at_kill) as f64, "{emitted} cases counted:\n{text}");
+        assert_eq!(emitted, value("renal_stage_outputs_total{stage=\"ingest\",topic=\"renal.cases\"}"));
+        assert!(expected.iter().all(|id| !text.contains(id.as_str())), "a case id in /metrics");
         // Stop gracefully.
         renal_e2e::interrupt(worker);
 

@@ -111,6 +111,14 @@ pub async fn run<B: Bus>(
     // Cases assembled but not yet committed to the table (the store was unwritable).
     let mut outbox: Vec<CaseV1> = Vec::new();
     let mut stats = IngestStats::default();
+    // Site codes come from the configuration (a bounded set); each series starts at 0.
+    let (metrics, stage) = (renal_telemetry::ingest_metrics(), renal_telemetry::stage_metrics());
+    for site in &cfg.sites {
+        for outcome in ["new", "duplicate", "rejected"] {
+            metrics.instances.with_label_values(&[&site.code, outcome]);
+        }
+        metrics.cases.with_label_values(&[&site.code]);
+    }
     tokio::pin!(shutdown);
     loop {
         // Scan.
@@ -145,8 +153,14 @@ pub async fn run<B: Bus>(
                         let study = inst.study_uid.clone();
                         let now = started.elapsed().as_millis() as u64;
                         match asm.add(&site.code, inst, blob, now) {
-                            Added::New => stats.instances += 1,
-                            Added::Duplicate => stats.duplicates += 1,
+                            Added::New => {
+                                stats.instances += 1;
+                                metrics.instances.with_label_values(&[&site.code, "new"]).inc();
+                            }
+                            Added::Duplicate => {
+                                stats.duplicates += 1;
+                                metrics.instances.with_label_values(&[&site.code, "duplicate"]).inc();
+                            }
                         }
                         if cfg.move_processed {
                             files_of_study.entry(study).or_default().push(Pending { site: site_index, path });
@@ -163,6 +177,9 @@ pub async fn run<B: Bus>(
                         let letter = dead_letter("ingest", source, e.code(), e.to_string(), sha256_hex(&bytes));
                         deliver(&bus, topics::DEAD_INGEST, &letter.source.key, letter.encode(), &mut stats).await?;
                         stats.dead_letters += 1;
+                        metrics.instances.with_label_values(&[&site.code, "rejected"]).inc();
+                        stage.dead_letters.with_label_values(&["ingest", e.code()]).inc();
+                        tracing::warn!(stage = "ingest", site = %site.code, reason = e.code(), "file dead-lettered");
                         if cfg.move_processed {
                             move_under(&site.drop_folder, &path, ".rejected", &mut seen);
                         }
@@ -195,6 +212,8 @@ pub async fn run<B: Bus>(
                     let letter = dead_letter("ingest", source, code, e.to_string(), sha256_hex(study_uid.as_bytes()));
                     deliver(&bus, topics::DEAD_INGEST, &letter.source.key, letter.encode(), &mut stats).await?;
                     stats.dead_letters += 1;
+                    stage.dead_letters.with_label_values(&["ingest", code]).inc();
+                    tracing::warn!(stage = "ingest", reason = code, "study dead-lettered");
                     if cfg.move_processed {
                         for f in files_of_study.remove(&study_uid).unwrap_or_default() {
                             move_under(&cfg.sites[f.site].drop_folder, &f.path, ".rejected", &mut seen);
@@ -217,6 +236,8 @@ pub async fn run<B: Bus>(
             }
             deliver(&bus, topics::CASES, &case.case_id, case.encode(), &mut stats).await?;
             stats.cases += 1;
+            metrics.cases.with_label_values(&[&case.site]).inc();
+            stage.outputs.with_label_values(&["ingest", topics::CASES.name]).inc();
             if cfg.move_processed {
                 for f in files_of_study.remove(&case.study_uid).unwrap_or_default() {
                     move_under(&cfg.sites[f.site].drop_folder, &f.path, ".done", &mut seen);

@@ -80,6 +80,35 @@ pub fn stage_metrics() -> &'static StageMetrics {
     &METRICS
 }
 
+/// What ingest counts besides the stage metrics (it reads drop folders, not a topic).
+pub struct IngestMetrics {
+    /// `renal_ingest_instances_total{site, outcome}`: DICOM files taken in (`new`), seen before
+    /// (`duplicate`) or dead-lettered (`rejected`).
+    pub instances: IntCounterVec,
+    /// `renal_ingest_cases_total{site}`: cases emitted on `renal.cases`.
+    pub cases: IntCounterVec,
+}
+
+/// The ingest metrics, registered on first use.
+pub fn ingest_metrics() -> &'static IngestMetrics {
+    static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry().register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        IngestMetrics {
+            instances: counter(
+                "ingest_instances_total",
+                "DICOM files by site and outcome (new, duplicate, rejected).",
+                &["site", "outcome"],
+            ),
+            cases: counter("ingest_cases_total", "Cases emitted on renal.cases, by site.", &["site"]),
+        }
+    });
+    &METRICS
+}
+
 /// Set `renal_build_info{version, commit} 1`.
 pub fn build_info(version: &str, commit: &str) {
     static INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
