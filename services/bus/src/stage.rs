@@ -7,6 +7,7 @@ use renal_messages::Message;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// One message a processed input causes.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,7 +232,8 @@ where
             let mut again = Vec::new();
             for (&i, outcome) in pending.iter().zip(outcomes) {
                 let record = &batch[i];
-                // Where the message is, never what it says: its key is the case id.
+                // Where the message is, never what it says: its key is the case id. The span
+                // covers the delivery (instrumented, not entered, as it awaits the broker).
                 let span = tracing::debug_span!(
                     "message",
                     stage = cfg.stage,
@@ -239,42 +241,46 @@ where
                     partition = record.partition,
                     offset = record.offset
                 );
-                let _entered = span.enter();
-                match outcome {
-                    Outcome::Done(outputs) => {
-                        for out in &outputs {
-                            let (_, failed) = send_with_retry(&bus, out, cfg.backoff).await?;
+                async {
+                    match outcome {
+                        Outcome::Done(outputs) => {
+                            for out in &outputs {
+                                let (_, failed) = send_with_retry(&bus, out, cfg.backoff).await?;
+                                stats.retries += failed;
+                                stats.outputs += 1;
+                                metrics.outputs.with_label_values(&[cfg.stage, out.topic.name]).inc();
+                                if failed > 0 {
+                                    metrics.bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
+                                }
+                            }
+                            metrics.messages.with_label_values(&[cfg.stage, "done"]).inc();
+                            tracing::debug!(outputs = outputs.len(), "done");
+                        }
+                        Outcome::Reject { code, reason } => {
+                            let input = renal_base::hex::encode(Sha256::digest(&record.payload));
+                            let letter = dead_letter(cfg.stage, record.source(), &code, reason, input);
+                            let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
+                            let (_, failed) = send_with_retry(&bus, &out, cfg.backoff).await?;
                             stats.retries += failed;
-                            stats.outputs += 1;
-                            metrics.outputs.with_label_values(&[cfg.stage, out.topic.name]).inc();
+                            stats.dead_letters += 1;
                             if failed > 0 {
                                 metrics.bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
                             }
+                            metrics.messages.with_label_values(&[cfg.stage, "rejected"]).inc();
+                            metrics.dead_letters.with_label_values(&[cfg.stage, &code]).inc();
+                            tracing::warn!(reason = %code, "dead-lettered");
                         }
-                        metrics.messages.with_label_values(&[cfg.stage, "done"]).inc();
-                        tracing::debug!(outputs = outputs.len(), "done");
-                    }
-                    Outcome::Reject { code, reason } => {
-                        let input = renal_base::hex::encode(Sha256::digest(&record.payload));
-                        let letter = dead_letter(cfg.stage, record.source(), &code, reason, input);
-                        let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
-                        let (_, failed) = send_with_retry(&bus, &out, cfg.backoff).await?;
-                        stats.retries += failed;
-                        stats.dead_letters += 1;
-                        if failed > 0 {
-                            metrics.bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
+                        Outcome::Retry(_) => {
+                            metrics.messages.with_label_values(&[cfg.stage, "retried"]).inc();
+                            // The reason may name a file, and files are named by case id.
+                            tracing::debug!("transient failure; will retry");
+                            again.push(i);
                         }
-                        metrics.messages.with_label_values(&[cfg.stage, "rejected"]).inc();
-                        metrics.dead_letters.with_label_values(&[cfg.stage, &code]).inc();
-                        tracing::warn!(reason = %code, "dead-lettered");
                     }
-                    Outcome::Retry(_) => {
-                        metrics.messages.with_label_values(&[cfg.stage, "retried"]).inc();
-                        // The reason may name a file, and files are named by case id.
-                        tracing::debug!("transient failure; will retry");
-                        again.push(i);
-                    }
+                    Ok::<(), BusError>(())
                 }
+                .instrument(span)
+                .await?;
             }
             pending = again;
             if !pending.is_empty() {
