@@ -29,6 +29,13 @@ pub fn registry() -> &'static Registry {
     &REGISTRY
 }
 
+/// A counter family registered in the process's registry (each name once).
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry().register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
 /// The metrics a stage loop updates, shared by every stage of the process (labelled by stage).
 pub struct StageMetrics {
     /// `renal_stage_messages_total{stage, outcome}`: inputs done (outputs delivered), rejected
@@ -47,11 +54,6 @@ pub struct StageMetrics {
 /// The stage metrics, registered on first use.
 pub fn stage_metrics() -> &'static StageMetrics {
     static METRICS: LazyLock<StageMetrics> = LazyLock::new(|| {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry().register(Box::new(c.clone())).expect("registered once");
-            c
-        };
         // 1 ms to about 65 s, doubling.
         let buckets = prometheus::exponential_buckets(0.001, 2.0, 17).expect("valid buckets");
         let processing = HistogramVec::new(
@@ -91,20 +93,13 @@ pub struct IngestMetrics {
 
 /// The ingest metrics, registered on first use.
 pub fn ingest_metrics() -> &'static IngestMetrics {
-    static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry().register(Box::new(c.clone())).expect("registered once");
-            c
-        };
-        IngestMetrics {
-            instances: counter(
-                "ingest_instances_total",
-                "DICOM files by site and outcome (new, duplicate, rejected).",
-                &["site", "outcome"],
-            ),
-            cases: counter("ingest_cases_total", "Cases emitted on renal.cases, by site.", &["site"]),
-        }
+    static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| IngestMetrics {
+        instances: counter(
+            "ingest_instances_total",
+            "DICOM files by site and outcome (new, duplicate, rejected).",
+            &["site", "outcome"],
+        ),
+        cases: counter("ingest_cases_total", "Cases emitted on renal.cases, by site.", &["site"]),
     });
     &METRICS
 }
