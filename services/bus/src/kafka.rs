@@ -44,8 +44,8 @@ pub struct KafkaConfig {
     /// the rejoined members share partitions with such a ghost, whose share then stalls.)
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
-    /// librdkafka debug contexts to log to stderr, e.g. `cgrp,consumer` (default none; its
-    /// warnings and errors are always logged).
+    /// librdkafka debug contexts to log, e.g. `cgrp,consumer` (default none; its warnings and
+    /// errors are always logged). Its debug lines are debug events: run with `RUST_LOG=debug`.
     #[serde(default)]
     pub debug: Option<String>,
 }
@@ -110,14 +110,21 @@ impl KafkaConfig {
     }
 }
 
-/// Where librdkafka's own log lines go: stderr, tagged with the client id (without this they
-/// would be dropped, no logger being installed).
+/// Where librdkafka's own log lines go: `tracing` events at the matching level (without this
+/// they would be dropped, no logger being installed).
 #[derive(Clone, Default)]
 pub struct StderrLog;
 
 impl ClientContext for StderrLog {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        eprintln!("librdkafka {level:?} {fac}: {message}");
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(facility = fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
     }
 }
 
@@ -214,7 +221,7 @@ pub async fn connect(config: &KafkaConfig, client_id: &str, topics: &[Topic]) ->
         match bus.ensure_topics(topics).await {
             Ok(()) => return Ok(bus),
             Err(BusError::Transient(why)) => {
-                eprintln!("{client_id}: broker {} not reachable yet ({why}); retrying", config.bootstrap_servers);
+                tracing::warn!("{client_id}: broker {} not reachable yet ({why}); retrying", config.bootstrap_servers);
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 delay = backoff.next(delay);
             }

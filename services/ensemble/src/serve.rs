@@ -26,14 +26,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<EnsembleStats, ServeError> {
     let bundle = bundle::load(&config.registry, &config.model_version)?;
-    eprintln!(
+    tracing::info!(
         "ensemble: serving {} over CNN bundle {} (threshold {}); waiting up to {} ms for a scored lesion's clinical values and {} ms for the other half of a half score",
         bundle.version, bundle.content.cnn_version, bundle.content.threshold, config.lesion_wait_ms, config.modality_wait_ms
     );
     let topics = [topics::LESIONS, topics::SCORES, topics::PREDICTIONS, topics::DEAD_ENSEMBLE];
     let bus = renal_bus::connect(&kafka, "renal-ensemble", &topics).await?;
     let s = crate::run(&config, bundle, bus, shutdown, &heartbeat("ensemble", "score attempts")).await?;
-    eprintln!(
+    tracing::info!(
         "ensemble stopped: {} scores, {} predictions, {} dead letters; {} lesions joined, {} dead letters; {} partial scores dead-lettered after the wait",
         s.scores.inputs, s.scores.outputs, s.scores.dead_letters, s.lesions.inputs, s.lesions.dead_letters, s.partial_dead_letters
     );

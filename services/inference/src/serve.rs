@@ -37,10 +37,10 @@ pub async fn serve(
 ) -> Result<StageStats, ServeError> {
     config.validate()?;
     let (device, why) = renal_cnn::device::select(config.device()?).map_err(ServeError::Device)?;
-    eprintln!("cnn device: {why}");
+    tracing::info!("cnn device: {why}");
     let scorer = Scorer::load(&config.registry, &config.model_version, device)?;
     let net = &scorer.manifest().net;
-    eprintln!(
+    tracing::info!(
         "inference: serving {} ({}, {}x{} input)",
         scorer.manifest().version,
         net.backbone.name(),
@@ -52,9 +52,11 @@ pub async fn serve(
         .await?;
     let batching = Batching { max_records: config.max_batch, max_wait_ms: config.max_wait_ms };
     let stats = crate::run(batching, scorer, store, bus, shutdown, &heartbeat("inference", "lesions")).await?;
-    eprintln!(
+    tracing::info!(
         "inference stopped: {} lesions, {} scores, {} dead letters",
-        stats.inputs, stats.outputs, stats.dead_letters
+        stats.inputs,
+        stats.outputs,
+        stats.dead_letters
     );
     Ok(stats)
 }

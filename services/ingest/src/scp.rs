@@ -74,7 +74,7 @@ impl Scp {
                             // Small responses must not wait for Nagle and delayed ACKs (~40 ms each).
                             let _ = stream.set_nodelay(true);
                             if let Err(e) = serve(stream, &ae, &target, &n) {
-                                eprintln!("c-store association ended: {e}");
+                                tracing::warn!("c-store association ended: {e}");
                             }
                         });
                     }

@@ -32,7 +32,7 @@ pub async fn serve(
         let folder = &config.sites.iter().find(|s| s.code == scp.site).expect("validated").drop_folder;
         let r = Scp::start(&scp.bind, &scp.ae_title, folder, scp.durability)
             .map_err(|source| ServeError::Scp { bind: scp.bind.clone(), source })?;
-        eprintln!("C-STORE receiver {} on {} -> site {}", scp.ae_title, r.addr, scp.site);
+        tracing::info!("C-STORE receiver {} on {} -> site {}", scp.ae_title, r.addr, scp.site);
         receivers.push(r);
     }
     let result = async {
@@ -46,9 +46,11 @@ pub async fn serve(
         r.stop();
     }
     let stats = result?;
-    eprintln!(
+    tracing::info!(
         "ingest stopped: {} instances, {} cases, {} dead letters",
-        stats.instances, stats.cases, stats.dead_letters
+        stats.instances,
+        stats.cases,
+        stats.dead_letters
     );
     Ok(stats)
 }

@@ -28,9 +28,11 @@ pub async fn serve(
         renal_bus::connect(&kafka, "renal-preprocess", &[topics::CASES, topics::LESIONS, topics::DEAD_PREPROCESS])
             .await?;
     let stats = crate::run(config.settings, store, bus, shutdown, &heartbeat("preprocess", "cases")).await?;
-    eprintln!(
+    tracing::info!(
         "preprocess stopped: {} cases, {} lesions, {} dead letters",
-        stats.inputs, stats.outputs, stats.dead_letters
+        stats.inputs,
+        stats.outputs,
+        stats.dead_letters
     );
     Ok(stats)
 }

@@ -31,7 +31,7 @@ pub async fn serve(
     let settings = config.load_settings()?;
     let extractor =
         Extractor::new(renal_store::open(&config.blob_store)?, TableWriter::new(&config.table_root), settings);
-    eprintln!(
+    tracing::info!(
         "radiomics: {} settings (sha256 {}), feature store {}",
         extractor.settings.len(),
         extractor.settings_sha256,
@@ -41,9 +41,11 @@ pub async fn serve(
         renal_bus::connect(&kafka, "renal-radiomics", &[topics::LESIONS, topics::FEATURES, topics::DEAD_RADIOMICS])
             .await?;
     let stats = crate::run(extractor, bus, shutdown, &heartbeat("radiomics", "lesions")).await?;
-    eprintln!(
+    tracing::info!(
         "radiomics stopped: {} lesions, {} feature files, {} dead letters",
-        stats.inputs, stats.outputs, stats.dead_letters
+        stats.inputs,
+        stats.outputs,
+        stats.dead_letters
     );
     Ok(stats)
 }
