@@ -245,13 +245,9 @@ where
                     match outcome {
                         Outcome::Done(outputs) => {
                             for out in &outputs {
-                                let (_, failed) = send_with_retry(&bus, out, cfg.backoff).await?;
-                                stats.retries += failed;
+                                send_counted(&bus, out, &cfg, &mut stats).await?;
                                 stats.outputs += 1;
                                 metrics.outputs.with_label_values(&[cfg.stage, out.topic.name]).inc();
-                                if failed > 0 {
-                                    metrics.bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
-                                }
                             }
                             metrics.messages.with_label_values(&[cfg.stage, "done"]).inc();
                             tracing::debug!(outputs = outputs.len(), "done");
@@ -260,12 +256,8 @@ where
                             let input = renal_base::hex::encode(Sha256::digest(&record.payload));
                             let letter = dead_letter(cfg.stage, record.source(), &code, reason, input);
                             let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
-                            let (_, failed) = send_with_retry(&bus, &out, cfg.backoff).await?;
-                            stats.retries += failed;
+                            send_counted(&bus, &out, &cfg, &mut stats).await?;
                             stats.dead_letters += 1;
-                            if failed > 0 {
-                                metrics.bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
-                            }
                             metrics.messages.with_label_values(&[cfg.stage, "rejected"]).inc();
                             metrics.dead_letters.with_label_values(&[cfg.stage, &code]).inc();
                             tracing::warn!(reason = %code, "dead-lettered");
@@ -311,6 +303,21 @@ where
     }
     commits.commit(&mut consumer, &mut stats, cfg.stage)?;
     Ok(stats)
+}
+
+/// Send `out` with the stage's back-off, counting the failed tries as retries and send errors.
+async fn send_counted<B: Bus>(
+    bus: &B,
+    out: &Output,
+    cfg: &StageConfig,
+    stats: &mut StageStats,
+) -> Result<(), BusError> {
+    let (_, failed) = send_with_retry(bus, out, cfg.backoff).await?;
+    stats.retries += failed;
+    if failed > 0 {
+        renal_telemetry::stage_metrics().bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
+    }
+    Ok(())
 }
 
 /// Count a transient bus failure and mark the bus not ready until the next successful read.

@@ -110,6 +110,12 @@ fn keep(v: f64, threshold: f64) -> bool {
     v >= threshold - 1e-9
 }
 
+/// An interpolated value as an image stores it: rounded to a whole number when `round` is set
+/// ([`round_intensity`]), then as f32.
+pub fn stored_intensity(v: f64, round: bool) -> f32 {
+    (if round { round_intensity(v) } else { v }) as f32
+}
+
 /// The value IBSI's rounding gives: the nearest whole number, ties to even (numpy's `round`,
 /// which MIRP uses). Written as the addition of 1.5 x 2^52 and back, which rounds in the FPU's
 /// default mode (ties to even) and vectorises; `f64::round_ties_even` is a library call on
@@ -192,7 +198,7 @@ impl IsotropicGrid {
             region,
             false,
             |slice| {
-                data.extend(slice.iter().map(|&x| (if round { round_intensity(x) } else { x }) as f32));
+                data.extend(slice.iter().map(|&x| stored_intensity(x, round)));
             },
         );
         Volume { geometry: self.region_geometry(region), data }
@@ -206,7 +212,7 @@ impl IsotropicGrid {
         const LANES: usize = 8;
         let (mut n, mut sum, mut min, mut max) =
             (0usize, [0.0f64; LANES], [f64::INFINITY; LANES], [f64::NEG_INFINITY; LANES]);
-        let stored = |x: f64| f64::from((if round { round_intensity(x) } else { x }) as f32);
+        let stored = |x: f64| f64::from(stored_intensity(x, round));
         self.slices(
             |i| f64::from(v.data[i]),
             self.whole(),

@@ -16,7 +16,7 @@ use crate::settings::{Resegmentation, Setting};
 use renal_ibsi::intensity::intensity_volume_histogram;
 use renal_ibsi::roi::{Discretisation, Roi, RoiError};
 use renal_ibsi::Features;
-use renal_imaging::resample::{bounding_box, crop, round_intensity, IntensitySummary, IsotropicGrid};
+use renal_imaging::resample::{bounding_box, crop, stored_intensity, IntensitySummary, IsotropicGrid};
 use renal_imaging::Volume;
 
 /// Margin kept around the mask's bounding box, mm.
@@ -85,11 +85,6 @@ fn grid(
     init: &Features,
 ) -> Result<Grid, ExtractError> {
     let g = &image.geometry;
-    let round = |v: &mut Volume<f32>| {
-        if key.round {
-            v.data.iter_mut().for_each(|x| *x = round_intensity(f64::from(*x)) as f32);
-        }
-    };
     let (img, msk, dims, spacing, summary) = match key.spacing_mm {
         None => {
             let margin = (0..3).map(|a| (CROP_MARGIN_MM / g.spacing_mm[a]).ceil() as usize).max().unwrap_or(1);
@@ -99,15 +94,11 @@ fn grid(
             if voxels > MAX_CROP_VOXELS {
                 return Err(ExtractError::TooLarge { voxels });
             }
+            // The acquired grid's values, rounded as interpolated ones would be.
             let mut img = crop(image, bbox, margin);
-            round(&mut img);
-            let summary = IntensitySummary::of(image.data.iter().map(|&x| {
-                if key.round {
-                    round_intensity(f64::from(x)) as f32 as f64
-                } else {
-                    f64::from(x)
-                }
-            }));
+            img.data.iter_mut().for_each(|x| *x = stored_intensity(f64::from(*x), key.round));
+            let summary =
+                IntensitySummary::of(image.data.iter().map(|&x| f64::from(stored_intensity(f64::from(x), key.round))));
             (img, crop(mask, bbox, margin), g.dims, g.spacing_mm, Some(summary))
         }
         Some(s) => {
