@@ -34,6 +34,7 @@ fn lesion(case_id: &str, age: Option<u32>, sex: Option<Sex>, volume: f64) -> Les
     LesionV1 {
         version: 1,
         case_id: case_id.into(),
+        first_instance_at: None,
         revision: 1,
         site: "HUP".into(),
         patient_pseudonym: "ab12".into(),

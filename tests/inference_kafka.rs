@@ -27,6 +27,7 @@ fn lesion(case_id: &str, composites: [BlobRef; 2]) -> LesionV1 {
     LesionV1 {
         version: 1,
         case_id: case_id.into(),
+        first_instance_at: None,
         revision: 1,
         site: "MAY".into(),
         patient_pseudonym: "ab12".into(),

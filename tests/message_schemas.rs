@@ -43,6 +43,7 @@ fn examples() -> Vec<Example> {
         entry(CaseV1 {
             version: 1,
             case_id: "HUP-0001".into(),
+            first_instance_at: Some("2026-11-27T17:55:00Z".into()),
             revision: 2,
             site: "HUP".into(),
             patient_pseudonym: "9f".repeat(32),
@@ -90,6 +91,7 @@ fn examples() -> Vec<Example> {
         entry(LesionV1 {
             version: 1,
             case_id: "MAY-0003".into(),
+            first_instance_at: Some("2026-11-27T17:55:00Z".into()),
             revision: 1,
             site: "MAY".into(),
             patient_pseudonym: "01".repeat(32),
@@ -134,6 +136,7 @@ fn examples() -> Vec<Example> {
         entry(PredictionV1 {
             version: 1,
             case_id: "PHH-0001".into(),
+            first_instance_at: Some("2026-11-27T17:55:00Z".into()),
             revision: 1,
             site: "PHH".into(),
             probability: 0.8125,

@@ -28,7 +28,7 @@ fn every_producer_in_the_topic_graph_is_a_crate_named_after_its_stage() {
 }
 
 #[test]
-fn every_stage_on_the_bus_has_config_run_and_serve() {
+fn every_stage_on_the_bus_has_config_events_run_and_serve() {
     let consumers: std::collections::BTreeSet<&str> =
         topics::ALL.iter().flat_map(|t| t.consumers.iter().copied()).collect();
     // Stages that consume a topic today; the monitor, the replayer and the trainer worker are
@@ -37,11 +37,12 @@ fn every_stage_on_the_bus_has_config_run_and_serve() {
     assert_eq!(on_bus, ["ensemble", "inference", "preprocess", "radiomics"], "stages with a run loop");
     for stage in on_bus.iter().copied().chain(["ingest"]) {
         let src = services().join(stage).join("src");
-        for part in ["config.rs", "run.rs", "serve.rs"] {
+        for part in ["config.rs", "events.rs", "run.rs", "serve.rs"] {
             assert!(src.join(part).exists(), "{stage} lacks {part}");
         }
         let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
         assert!(lib.contains("pub use serve::{serve"), "{stage}'s lib.rs does not export serve");
         assert!(lib.contains("pub use run::{run"), "{stage}'s lib.rs does not export run");
+        assert!(lib.contains("pub mod events;"), "{stage}'s lib.rs has no events module");
     }
 }

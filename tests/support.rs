@@ -375,6 +375,7 @@ pub fn lesion_with_volumes(
     LesionV1 {
         version: 1,
         case_id: case_id.into(),
+        first_instance_at: None,
         revision: 1,
         site: site.into(),
         patient_pseudonym: "pseudonym-never-exported".into(),

@@ -120,7 +120,7 @@ pub fn cstore(
     let mut rows = Vec::new();
     for durability in [Durability::Fsync, Durability::PageCache] {
         let drop_folder = scratch.join(format!("{durability:?}"));
-        let scp = Scp::start("127.0.0.1:0", "RENAL", &drop_folder, durability)?;
+        let scp = Scp::start("127.0.0.1:0", "RENAL", "BENCH", &drop_folder, durability)?;
         let addr = scp.addr.to_string();
         for &k in &widths {
             let _ = std::fs::remove_dir_all(&drop_folder);

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 /// One partition's log: (key, payload) in offset order.
-type Log = Vec<(String, Vec<u8>)>;
+/// Key, payload and create time (ms since the Unix epoch) of each record.
+type Log = Vec<(String, Vec<u8>, i64)>;
 
 #[derive(Default)]
 struct State {
@@ -77,13 +78,14 @@ impl InProcessBus {
         let mut out = Vec::new();
         if let Some(parts) = state.logs.get(topic.name) {
             for (p, log) in parts.iter().enumerate() {
-                for (o, (key, payload)) in log.iter().enumerate() {
+                for (o, (key, payload, created)) in log.iter().enumerate() {
                     out.push(Record {
                         topic: topic.name.into(),
                         partition: p as i32,
                         offset: o as i64,
                         key: key.clone(),
                         payload: payload.clone(),
+                        timestamp_ms: Some(*created),
                     });
                 }
             }
@@ -130,7 +132,7 @@ impl Bus for InProcessBus {
             let parts =
                 state.logs.entry(topic.name.to_string()).or_insert_with(|| vec![Vec::new(); self.inner.partitions]);
             let p = partition_of(key, self.inner.partitions);
-            parts[p].push((key.to_string(), payload));
+            parts[p].push((key.to_string(), payload, crate::unix_ms()));
             Delivery { partition: p as i32, offset: parts[p].len() as i64 - 1 }
         };
         self.inner.arrived.notify_waiters();
@@ -179,13 +181,14 @@ impl InProcessConsumer {
             let i = (self.cursor + step) % n;
             let (topic, partition, at) = &self.positions[i];
             let Some(log) = state.logs.get(topic).map(|parts| &parts[*partition as usize]) else { continue };
-            if let Some((key, payload)) = log.get(*at as usize) {
+            if let Some((key, payload, created)) = log.get(*at as usize) {
                 let record = Record {
                     topic: topic.clone(),
                     partition: *partition,
                     offset: *at,
                     key: key.clone(),
                     payload: payload.clone(),
+                    timestamp_ms: Some(*created),
                 };
                 self.positions[i].2 += 1;
                 // Round-robin across partitions, as a fair fetcher would.

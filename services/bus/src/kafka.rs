@@ -5,6 +5,7 @@
 //! *commit* off: the stage loop stores an offset only after the input's outputs are
 //! acknowledged, and commits stored offsets itself.
 
+use crate::events::ConsumerLag;
 use crate::{Bus, BusError, Consumer, Delivery, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -13,6 +14,7 @@ use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsum
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
 use rdkafka::ClientConfig;
 use renal_messages::topics::Topic;
 use std::sync::Arc;
@@ -48,6 +50,10 @@ pub struct KafkaConfig {
     /// errors are always logged). Its debug lines are debug events: run with `RUST_LOG=debug`.
     #[serde(default)]
     pub debug: Option<String>,
+    /// How often consumers report their lag per partition (`renal_consumer_lag`), ms (default
+    /// 5,000; librdkafka's statistics interval).
+    #[serde(default = "default_stats_interval_ms")]
+    pub stats_interval_ms: u64,
 }
 
 fn default_client_id() -> String {
@@ -65,6 +71,9 @@ fn default_delivery_timeout_ms() -> u64 {
 fn default_session_timeout_ms() -> u64 {
     45_000
 }
+fn default_stats_interval_ms() -> u64 {
+    5_000
+}
 
 impl KafkaConfig {
     /// Defaults for a local broker at `bootstrap_servers`.
@@ -77,6 +86,7 @@ impl KafkaConfig {
             delivery_timeout_ms: default_delivery_timeout_ms(),
             session_timeout_ms: default_session_timeout_ms(),
             debug: None,
+            stats_interval_ms: default_stats_interval_ms(),
         }
     }
 
@@ -92,8 +102,8 @@ impl KafkaConfig {
                 self.partitions, self.replication
             ));
         }
-        if self.delivery_timeout_ms == 0 || self.session_timeout_ms == 0 {
-            return bad("delivery_timeout_ms and session_timeout_ms must be positive".into());
+        if self.delivery_timeout_ms == 0 || self.session_timeout_ms == 0 || self.stats_interval_ms == 0 {
+            return bad("delivery_timeout_ms, session_timeout_ms and stats_interval_ms must be positive".into());
         }
         Ok(())
     }
@@ -129,6 +139,37 @@ impl ClientContext for StderrLog {
 }
 
 impl ConsumerContext for StderrLog {}
+
+/// A consumer's context: librdkafka's log lines as [`StderrLog`] writes them, and its periodic
+/// statistics as the group's lag per partition ([`ConsumerLag`]).
+#[derive(Clone)]
+pub struct GroupMember {
+    group: String,
+}
+
+impl ClientContext for GroupMember {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        StderrLog.log(level, fac, message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let mut partitions = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for (&id, p) in &t.partitions {
+                if id < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                // Lag past the last stored offset (what the stage has finished), else past the
+                // last committed one; none while neither is known or the partition is not held.
+                let lag = [p.consumer_lag_stored, p.consumer_lag].into_iter().find(|&l| l >= 0);
+                partitions.push((topic.as_str(), id, if p.desired { lag } else { None }));
+            }
+        }
+        renal_telemetry::emit(ConsumerLag { group: &self.group, partitions });
+    }
+}
+
+impl ConsumerContext for GroupMember {}
 
 /// A Kafka-backed [`Bus`].
 #[derive(Clone)]
@@ -242,7 +283,7 @@ impl Bus for KafkaBus {
     }
 
     fn consumer(&self, group: &str, topics: &[Topic]) -> Result<KafkaConsumer, BusError> {
-        let consumer: StreamConsumer<StderrLog> = self
+        let consumer: StreamConsumer<GroupMember> = self
             .config
             .base()
             .set("group.id", group)
@@ -250,7 +291,8 @@ impl Bus for KafkaBus {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
-            .create_with_context(StderrLog)
+            .set("statistics.interval.ms", self.config.stats_interval_ms.to_string())
+            .create_with_context(GroupMember { group: group.into() })
             .map_err(classify)?;
         let names: Vec<&str> = topics.iter().map(|t| t.name).collect();
         consumer.subscribe(&names).map_err(classify)?;
@@ -260,7 +302,7 @@ impl Bus for KafkaBus {
 
 /// A consumer-group member on Kafka.
 pub struct KafkaConsumer {
-    consumer: StreamConsumer<StderrLog>,
+    consumer: StreamConsumer<GroupMember>,
     stored_any: bool,
 }
 
@@ -273,6 +315,7 @@ impl Consumer for KafkaConsumer {
             offset: m.offset(),
             key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis(),
         })
     }
 

@@ -28,6 +28,7 @@
 //! ```
 
 mod delivery;
+pub mod events;
 mod in_process;
 mod kafka;
 mod stage;
@@ -53,6 +54,21 @@ pub struct Record {
     pub key: String,
     /// Payload bytes.
     pub payload: Vec<u8>,
+    /// When the producer created it, ms since the Unix epoch (Kafka's CreateTime), if known.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    /// Seconds from its creation to now (0 for a clock that went backwards), if known.
+    pub fn age_seconds(&self) -> Option<f64> {
+        self.timestamp_ms.map(|t| (unix_ms() - t).max(0) as f64 / 1000.0)
+    }
+}
+
+/// Now, ms since the Unix epoch.
+pub(crate) fn unix_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since.as_millis() as i64
 }
 
 /// Where an acknowledged message landed.
@@ -106,12 +122,8 @@ pub trait Consumer: Send {
     fn commit(&mut self) -> Result<(), BusError>;
 }
 
-/// A heartbeat for operators (per-lesion detail lives in the messages and at debug level): an
-/// info event for the first input begun and every 25th.
+/// A heartbeat for operators (per-lesion detail lives in the messages and at debug level): the
+/// [`events::Progress`] event, logged for the first input begun and every 25th.
 pub fn heartbeat(stage: &'static str, noun: &'static str) -> impl Fn(u64) + Sync {
-    move |n| {
-        if n == 1 || n % 25 == 0 {
-            tracing::info!(stage, begun = n, "{n} {noun} begun");
-        }
-    }
+    move |begun| renal_telemetry::emit(events::Progress { stage, noun, begun })
 }

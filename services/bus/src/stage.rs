@@ -1,9 +1,11 @@
 //! The at-least-once loop shared by every stage.
 
 use crate::delivery::{dead_letter, send_with_retry, Backoff};
+use crate::events::{BusFailed, MessageDone, MessageReceived, MessageRejected, MessageRetried, StageStarted};
 use crate::{Bus, BusError, Consumer, Record};
 use renal_messages::topics::{self, Topic};
 use renal_messages::Message;
+use renal_telemetry::emit;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -124,7 +126,7 @@ impl Commits {
             Ok(()) => self.uncommitted = false,
             Err(BusError::Transient(_)) => {
                 stats.retries += 1;
-                bus_error(stage, "commit");
+                emit(BusFailed { stage, operation: "commit", count: 1 });
             }
             Err(e) => return Err(e),
         }
@@ -158,15 +160,8 @@ where
     let mut consumer = bus.consumer(&cfg.group, &cfg.inputs)?;
     let mut stats = StageStats::default();
     let metrics = renal_telemetry::stage_metrics();
-    // Every outcome and bus operation starts at 0, so rates and alerts see a series before the
-    // first event of its kind.
-    for outcome in ["done", "rejected", "retried"] {
-        metrics.messages.with_label_values(&[cfg.stage, outcome]);
-    }
-    for operation in ["read", "send", "commit"] {
-        metrics.bus_errors.with_label_values(&[cfg.stage, operation]);
-    }
-    metrics.processing.with_label_values(&[cfg.stage]);
+    let input_names: Vec<&str> = cfg.inputs.iter().map(|t| t.name).collect();
+    emit(StageStarted { stage: cfg.stage, inputs: &input_names });
     let mut commits =
         Commits { interval: Duration::from_millis(cfg.commit_interval_ms), last: Instant::now(), uncommitted: false };
     // Delay before the next read after the bus could not be read.
@@ -188,7 +183,7 @@ where
             Ok(r) => r,
             Err(BusError::Transient(_)) => {
                 stats.retries += 1;
-                bus_error(cfg.stage, "read");
+                emit(BusFailed { stage: cfg.stage, operation: "read", count: 1 });
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = tokio::time::sleep(Duration::from_millis(read_delay)) => {}
@@ -199,14 +194,17 @@ where
             Err(e) => return Err(e),
         };
         read_delay = cfg.backoff.initial_ms;
-        renal_telemetry::set_ready("bus", true);
+        received(cfg.stage, &first);
         let mut batch = vec![first];
         if batching.max_records > 1 {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(batching.max_wait_ms);
             while batch.len() < batching.max_records {
                 tokio::select! {
                     r = consumer.recv() => match r {
-                        Ok(r) => batch.push(r),
+                        Ok(r) => {
+                            received(cfg.stage, &r);
+                            batch.push(r);
+                        }
                         // Process what has arrived; the next read backs off.
                         Err(BusError::Transient(_)) => break,
                         Err(e) => return Err(e),
@@ -247,10 +245,9 @@ where
                             for out in &outputs {
                                 send_counted(&bus, out, &cfg, &mut stats).await?;
                                 stats.outputs += 1;
-                                metrics.outputs.with_label_values(&[cfg.stage, out.topic.name]).inc();
                             }
-                            metrics.messages.with_label_values(&[cfg.stage, "done"]).inc();
-                            tracing::debug!(outputs = outputs.len(), "done");
+                            let topics: Vec<&str> = outputs.iter().map(|o| o.topic.name).collect();
+                            emit(MessageDone { stage: cfg.stage, output_topics: &topics });
                         }
                         Outcome::Reject { code, reason } => {
                             let input = renal_base::hex::encode(Sha256::digest(&record.payload));
@@ -258,14 +255,10 @@ where
                             let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
                             send_counted(&bus, &out, &cfg, &mut stats).await?;
                             stats.dead_letters += 1;
-                            metrics.messages.with_label_values(&[cfg.stage, "rejected"]).inc();
-                            metrics.dead_letters.with_label_values(&[cfg.stage, &code]).inc();
-                            tracing::warn!(reason = %code, "dead-lettered");
+                            emit(MessageRejected { stage: cfg.stage, code: &code });
                         }
                         Outcome::Retry(_) => {
-                            metrics.messages.with_label_values(&[cfg.stage, "retried"]).inc();
-                            // The reason may name a file, and files are named by case id.
-                            tracing::debug!("transient failure; will retry");
+                            emit(MessageRetried { stage: cfg.stage });
                             again.push(i);
                         }
                     }
@@ -314,17 +307,13 @@ async fn send_counted<B: Bus>(
 ) -> Result<(), BusError> {
     let (_, failed) = send_with_retry(bus, out, cfg.backoff).await?;
     stats.retries += failed;
-    if failed > 0 {
-        renal_telemetry::stage_metrics().bus_errors.with_label_values(&[cfg.stage, "send"]).inc_by(failed);
-    }
+    emit(BusFailed { stage: cfg.stage, operation: "send", count: failed });
     Ok(())
 }
 
-/// Count a transient bus failure and mark the bus not ready until the next successful read.
-fn bus_error(stage: &str, operation: &str) {
-    tracing::warn!(stage, operation, "the bus failed; retrying with back-off");
-    renal_telemetry::stage_metrics().bus_errors.with_label_values(&[stage, operation]).inc();
-    renal_telemetry::set_ready("bus", false);
+/// A record arrived: how long it queued between its producer and this stage.
+fn received(stage: &str, record: &Record) {
+    emit(MessageReceived { stage, topic: &record.topic, age_seconds: record.age_seconds() });
 }
 
 /// Store a delivered record's offset. A transient refusal (the partition moved to another
@@ -421,6 +410,8 @@ mod tests {
             assert_eq!(m.dead_letters.with_label_values(&["ingest", "unreadable"]).get(), 1);
             assert!(m.messages.with_label_values(&["ingest", "retried"]).get() >= 2);
             assert!(m.processing.with_label_values(&["ingest"]).get_sample_count() >= 6);
+            // Each of the four inputs' time on the bus was observed once per read.
+            assert!(m.hop_latency.with_label_values(&["ingest", "renal.labels"]).get_sample_count() >= 4);
             assert_eq!(renal_telemetry::ready(), Ok(()));
             assert_eq!(letter.input_sha256, renal_base::hex::encode(Sha256::digest(b"bad")));
             // Everything consumed is committed: a restarted stage has nothing to redo.

@@ -231,6 +231,29 @@ pub fn read_manifest(registry: &Path, version: &str) -> Result<Manifest, BundleE
     Ok(m)
 }
 
+/// What `model_version = "newest"` asks for: the bundle written last.
+pub const NEWEST: &str = "newest";
+
+/// `requested`, or for [`NEWEST`] the version of the bundle with the latest `created_at` (a
+/// deployment serving whatever its last training run made).
+pub fn resolve(registry: &Path, requested: &str) -> Result<String, BundleError> {
+    if requested != NEWEST {
+        return Ok(requested.into());
+    }
+    let mut newest: Option<(String, String)> = None;
+    for version in versions(registry) {
+        let created = read_manifest(registry, &version)?.created_at;
+        if newest.as_ref().is_none_or(|(c, v)| (&created, &version) > (c, v)) {
+            newest = Some((created, version));
+        }
+    }
+    newest.map(|(_, v)| v).ok_or_else(|| BundleError::NotFound {
+        version: requested.into(),
+        registry: registry.display().to_string(),
+        available: Vec::new(),
+    })
+}
+
 /// Load both networks of a bundle onto `device`, verifying the weight files' hashes.
 pub fn load(registry: &Path, version: &str, device: Device) -> Result<(Manifest, [Model; 2]), BundleError> {
     let m = read_manifest(registry, version)?;

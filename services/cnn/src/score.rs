@@ -31,6 +31,11 @@ impl Scorer {
         Ok(Scorer { manifest, models, device })
     }
 
+    /// The device it runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// The bundle's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

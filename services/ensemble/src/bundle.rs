@@ -161,6 +161,28 @@ pub fn list(registry: &Path) -> Vec<String> {
     out
 }
 
+/// What `model_version = "newest"` asks for: the bundle written last.
+pub const NEWEST: &str = "newest";
+
+/// `requested`, or for [`NEWEST`] the version of the bundle with the latest `created_at`.
+pub fn resolve(registry: &Path, requested: &str) -> Result<String, BundleError> {
+    if requested != NEWEST {
+        return Ok(requested.into());
+    }
+    let mut newest: Option<(String, String)> = None;
+    for version in list(registry) {
+        let created = load(registry, &version)?.created_at;
+        if newest.as_ref().is_none_or(|(c, v)| (&created, &version) > (c, v)) {
+            newest = Some((created, version));
+        }
+    }
+    newest.map(|(_, v)| v).ok_or_else(|| BundleError::Unknown {
+        version: requested.into(),
+        registry: registry.to_path_buf(),
+        available: "none".into(),
+    })
+}
+
 /// Load and check a bundle.
 pub fn load(registry: &Path, version: &str) -> Result<Bundle, BundleError> {
     let path = registry.join("ensemble").join(version).join("bundle.json");
@@ -188,6 +210,17 @@ pub(crate) mod tests {
     use super::*;
     use renal_learn::bagging::BaggingSettings;
     use renal_learn::clinical::ClinicalSettings;
+
+    #[test]
+    fn newest_names_the_bundle_written_last() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(resolve(dir.path(), NEWEST), Err(BundleError::Unknown { .. })), "an empty registry");
+        let later = save(dir.path(), content("cnn-aaaaaaaaaaaa"), "t", "2026-12-02T00:00:00Z").unwrap();
+        let earlier = save(dir.path(), content("cnn-bbbbbbbbbbbb"), "t", "2026-12-01T00:00:00Z").unwrap();
+        assert_ne!(later.version, earlier.version);
+        assert_eq!(resolve(dir.path(), NEWEST).unwrap(), later.version);
+        assert_eq!(resolve(dir.path(), &earlier.version).unwrap(), earlier.version, "a version is itself");
+    }
 
     /// A small fitted bundle content: three base outputs that carry the label with noise.
     pub fn content(cnn_version: &str) -> Content {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub struct EnsembleConfig {
     /// Model registry folder (holds `ensemble/<version>/`).
     pub registry: PathBuf,
-    /// Ensemble bundle to serve, e.g. `ens-1a2b3c4d5e6f`.
+    /// Ensemble bundle to serve, e.g. `ens-1a2b3c4d5e6f`, or `newest` (the bundle written last).
     pub model_version: String,
     /// Folder of the join tables (`lesions/`: clinical values by lesion id; `partial-scores/`:
     /// parked half scores); keep it on a persistent volume.

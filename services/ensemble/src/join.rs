@@ -25,6 +25,9 @@ pub struct ClinicalRow {
     pub clinical: Clinical,
     /// Tumour volume from the T1C mask, mL.
     pub tumour_volume_ml: f64,
+    /// When the lesion's first instance reached ingest (carried to its prediction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_instance_at: Option<String>,
 }
 
 impl ClinicalRow {
@@ -32,6 +35,7 @@ impl ClinicalRow {
     pub fn of(l: &LesionV1) -> ClinicalRow {
         ClinicalRow {
             case_id: l.case_id.clone(),
+            first_instance_at: l.first_instance_at.clone(),
             revision: l.revision,
             site: l.site.clone(),
             clinical: l.clinical.clone(),
@@ -212,6 +216,7 @@ mod tests {
     fn row(case_id: &str, revision: u32, age: u32) -> ClinicalRow {
         ClinicalRow {
             case_id: case_id.into(),
+            first_instance_at: None,
             revision,
             site: "HUP".into(),
             clinical: Clinical { age_years: Some(age), sex: Some(Sex::F) },

@@ -12,6 +12,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod events;
 pub mod join;
 pub mod process;
 pub mod run;

@@ -149,6 +149,7 @@ pub fn predict(bundle: &Bundle, scores: &ScoresV1, row: &ClinicalRow, score_payl
     PredictionV1 {
         version: 1,
         case_id: scores.case_id.clone(),
+        first_instance_at: row.first_instance_at.clone(),
         revision: scores.revision,
         site: row.site.clone(),
         probability: call.probability,
@@ -324,6 +325,7 @@ pub(crate) mod tests {
         LesionV1 {
             version: 1,
             case_id: case_id.into(),
+            first_instance_at: None,
             revision,
             site: "MAY".into(),
             patient_pseudonym: "p".into(),

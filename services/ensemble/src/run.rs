@@ -15,10 +15,12 @@
 
 use crate::bundle::Bundle;
 use crate::config::EnsembleConfig;
+use crate::events::PredictionMade;
 use crate::join::{ClinicalTable, PartialTable};
 use crate::process::{expired, take_lesion, Scored, Scoring};
 use renal_bus::{run_stage, send_with_retry, Backoff, Bus, BusError, Outcome, Output, Record, StageConfig, StageStats};
 use renal_messages::{topics, LesionV1, Message};
+use renal_telemetry::emit;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -125,7 +127,10 @@ pub async fn run<B: Bus>(
                 attempts += 1;
                 progress(attempts);
                 let o = match scoring.process(&r.payload, &r.source(), Instant::now()) {
-                    Ok(Scored::Predicted(p)) => Outcome::emit(topics::PREDICTIONS, &p.case_id, &*p),
+                    Ok(Scored::Predicted(p)) => {
+                        emit(PredictionMade { site: &p.site, first_instance_at: p.first_instance_at.as_deref() });
+                        Outcome::emit(topics::PREDICTIONS, &p.case_id, &*p)
+                    }
                     Ok(Scored::Parked) => Outcome::Done(Vec::new()),
                     Err(e) => Outcome::failed(&e),
                 };

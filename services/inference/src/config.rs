@@ -16,7 +16,7 @@ pub struct InferenceConfig {
     pub device: String,
     /// Model registry folder (holds `cnn/<version>/`).
     pub registry: PathBuf,
-    /// Bundle version to serve, e.g. `cnn-1a2b3c4d5e6f`.
+    /// Bundle version to serve, e.g. `cnn-1a2b3c4d5e6f`, or `newest` (the bundle written last).
     pub model_version: String,
     /// Largest batch of lesions per forward pass (default 16).
     #[serde(default = "default_max_batch")]

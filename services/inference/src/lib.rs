@@ -12,6 +12,7 @@
 //! finite).
 
 pub mod config;
+pub mod events;
 pub mod process;
 pub mod run;
 pub mod serve;

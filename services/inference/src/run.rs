@@ -5,11 +5,13 @@
 //! `max_wait_ms` after the first) so the GPU sees full batches under load and a lone lesion is
 //! not held back long when traffic is light. One blocking thread at a time holds the networks.
 
+use crate::events::{device_label, BatchScored};
 use crate::process::score_batch;
 use renal_bus::{run_batched_stage, Batching, Bus, BusError, Outcome, Record, StageConfig, StageStats};
 use renal_cnn::score::Scorer;
 use renal_messages::{topics, LesionV1};
 use renal_store::{sha256_hex, BlobStore};
+use renal_telemetry::emit;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -53,7 +55,10 @@ pub async fn run<B: Bus>(
                 }
                 let scored = tokio::task::spawn_blocking(move || {
                     let scorer = scorer.lock().expect("a scoring thread panicked");
-                    score_batch(&lesions, &*store, &scorer)
+                    let size = lesions.len();
+                    let scored = score_batch(&lesions, &*store, &scorer);
+                    emit(BatchScored { device: device_label(scorer.device()), size });
+                    scored
                 })
                 .await;
                 let mut scored = match scored {

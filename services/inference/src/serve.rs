@@ -1,11 +1,14 @@
 //! `renal worker inference`: the stage's start-up on Kafka.
 
 use crate::config::{ConfigError, InferenceConfig};
+use crate::events::{device_label, InferenceStarted};
+use renal_bus::events::StageStopped;
 use renal_bus::{heartbeat, Batching, BusError, KafkaConfig, StageStats};
 use renal_cnn::bundle::BundleError;
 use renal_cnn::score::Scorer;
 use renal_messages::topics;
 use renal_store::BlobError;
+use renal_telemetry::emit;
 use std::future::Future;
 
 /// Why the worker could not start or stopped.
@@ -37,26 +40,21 @@ pub async fn serve(
 ) -> Result<StageStats, ServeError> {
     config.validate()?;
     let (device, why) = renal_cnn::device::select(config.device()?).map_err(ServeError::Device)?;
-    tracing::info!("cnn device: {why}");
-    let scorer = Scorer::load(&config.registry, &config.model_version, device)?;
+    let version = renal_cnn::bundle::resolve(&config.registry, &config.model_version)?;
+    let scorer = Scorer::load(&config.registry, &version, device)?;
     let net = &scorer.manifest().net;
-    tracing::info!(
-        "inference: serving {} ({}, {}x{} input)",
-        scorer.manifest().version,
-        net.backbone.name(),
-        net.input_px,
-        net.input_px
-    );
+    emit(InferenceStarted {
+        version: &scorer.manifest().version,
+        backbone: net.backbone.name(),
+        input_px: net.input_px,
+        device: device_label(device),
+        why: &why,
+    });
     let store = renal_store::open(&config.blob_store)?;
     let bus = renal_bus::connect(&kafka, "renal-inference", &[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE])
         .await?;
     let batching = Batching { max_records: config.max_batch, max_wait_ms: config.max_wait_ms };
     let stats = crate::run(batching, scorer, store, bus, shutdown, &heartbeat("inference", "lesions")).await?;
-    tracing::info!(
-        "inference stopped: {} lesions, {} scores, {} dead letters",
-        stats.inputs,
-        stats.outputs,
-        stats.dead_letters
-    );
+    emit(StageStopped { stage: "inference", nouns: ["lesions", "scores"], stats: &stats });
     Ok(stats)
 }

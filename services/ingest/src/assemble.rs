@@ -84,6 +84,8 @@ struct Seg {
 struct Study {
     site: String,
     first: Instance,
+    /// When its first instance arrived, RFC 3339 (the start of its end-to-end latency).
+    first_instance_at: String,
     series: BTreeMap<String, Series>,
     segs: BTreeMap<String, Seg>,
     last_arrival_ms: u64,
@@ -142,6 +144,7 @@ impl Assembler {
         let study = self.studies.entry(instance.study_uid.clone()).or_insert_with(|| Study {
             site: site.to_string(),
             first: instance.clone(),
+            first_instance_at: renal_base::now_rfc3339(),
             series: BTreeMap::new(),
             segs: BTreeMap::new(),
             last_arrival_ms: now_ms,
@@ -337,6 +340,7 @@ fn build_case(study: &mut Study, cfg: &AssemblyConfig, store: &dyn BlobStore) ->
         } else {
             first.accession.clone()
         },
+        first_instance_at: Some(study.first_instance_at.clone()),
         revision: study.revision,
         site: study.site.clone(),
         patient_pseudonym: pseudonym(&cfg.pseudonym_secret, &study.site, &first.patient_id),

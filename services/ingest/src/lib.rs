@@ -15,6 +15,7 @@ pub mod assemble;
 pub mod classify;
 pub mod config;
 pub mod drop_folder;
+pub mod events;
 pub mod instance;
 pub mod pseudonym;
 pub mod run;

@@ -14,12 +14,14 @@
 use crate::assemble::{Added, Assembler, AssemblyConfig, CaseError};
 use crate::config::{ConfigError, IngestConfig};
 use crate::drop_folder::{file_key, list_files, move_under};
+use crate::events::{CaseEmitted, FileRejected, IngestStarted, InstanceTaken, StudyRejected};
 use crate::instance;
 use crate::table::{cases_batch, TABLE};
 use renal_bus::{dead_letter, send_with_retry, Backoff, Bus, BusError, Output};
 use renal_messages::topics::{self, Topic};
 use renal_messages::{CaseV1, DeadLetterSource, Message};
 use renal_store::{sha256_hex, TableWriter};
+use renal_telemetry::emit;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -112,13 +114,8 @@ pub async fn run<B: Bus>(
     let mut outbox: Vec<CaseV1> = Vec::new();
     let mut stats = IngestStats::default();
     // Site codes come from the configuration (a bounded set); each series starts at 0.
-    let (metrics, stage) = (renal_telemetry::ingest_metrics(), renal_telemetry::stage_metrics());
-    for site in &cfg.sites {
-        for outcome in ["new", "duplicate", "rejected"] {
-            metrics.instances.with_label_values(&[&site.code, outcome]);
-        }
-        metrics.cases.with_label_values(&[&site.code]);
-    }
+    let sites: Vec<&str> = cfg.sites.iter().map(|s| s.code.as_str()).collect();
+    emit(IngestStarted { sites: &sites });
     tokio::pin!(shutdown);
     loop {
         // Scan.
@@ -155,11 +152,11 @@ pub async fn run<B: Bus>(
                         match asm.add(&site.code, inst, blob, now) {
                             Added::New => {
                                 stats.instances += 1;
-                                metrics.instances.with_label_values(&[&site.code, "new"]).inc();
+                                emit(InstanceTaken { site: &site.code, outcome: "new" });
                             }
                             Added::Duplicate => {
                                 stats.duplicates += 1;
-                                metrics.instances.with_label_values(&[&site.code, "duplicate"]).inc();
+                                emit(InstanceTaken { site: &site.code, outcome: "duplicate" });
                             }
                         }
                         if cfg.move_processed {
@@ -177,9 +174,7 @@ pub async fn run<B: Bus>(
                         let letter = dead_letter("ingest", source, e.code(), e.to_string(), sha256_hex(&bytes));
                         deliver(&bus, topics::DEAD_INGEST, &letter.source.key, letter.encode(), &mut stats).await?;
                         stats.dead_letters += 1;
-                        metrics.instances.with_label_values(&[&site.code, "rejected"]).inc();
-                        stage.dead_letters.with_label_values(&["ingest", e.code()]).inc();
-                        tracing::warn!(stage = "ingest", site = %site.code, reason = e.code(), "file dead-lettered");
+                        emit(FileRejected { site: &site.code, code: e.code() });
                         if cfg.move_processed {
                             move_under(&site.drop_folder, &path, ".rejected", &mut seen);
                         }
@@ -212,8 +207,7 @@ pub async fn run<B: Bus>(
                     let letter = dead_letter("ingest", source, code, e.to_string(), sha256_hex(study_uid.as_bytes()));
                     deliver(&bus, topics::DEAD_INGEST, &letter.source.key, letter.encode(), &mut stats).await?;
                     stats.dead_letters += 1;
-                    stage.dead_letters.with_label_values(&["ingest", code]).inc();
-                    tracing::warn!(stage = "ingest", reason = code, "study dead-lettered");
+                    emit(StudyRejected { code });
                     if cfg.move_processed {
                         for f in files_of_study.remove(&study_uid).unwrap_or_default() {
                             move_under(&cfg.sites[f.site].drop_folder, &f.path, ".rejected", &mut seen);
@@ -236,8 +230,7 @@ pub async fn run<B: Bus>(
             }
             deliver(&bus, topics::CASES, &case.case_id, case.encode(), &mut stats).await?;
             stats.cases += 1;
-            metrics.cases.with_label_values(&[&case.site]).inc();
-            stage.outputs.with_label_values(&["ingest", topics::CASES.name]).inc();
+            emit(CaseEmitted { site: &case.site, revision: case.revision });
             if cfg.move_processed {
                 for f in files_of_study.remove(&case.study_uid).unwrap_or_default() {
                     move_under(&cfg.sites[f.site].drop_folder, &f.path, ".done", &mut seen);

@@ -16,6 +16,7 @@ use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
+use crate::events::AssociationEnded;
 use renal_dicom::read::text;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -54,14 +55,22 @@ pub struct Scp {
 }
 
 impl Scp {
-    /// Listen on `bind` as `ae_title`, storing into `drop_folder`.
-    pub fn start(bind: &str, ae_title: &str, drop_folder: &Path, durability: Durability) -> std::io::Result<Scp> {
+    /// Listen on `bind` as `ae_title`, storing into `drop_folder`, the drop folder of `site`
+    /// (the label its associations are counted under).
+    pub fn start(
+        bind: &str,
+        ae_title: &str,
+        site: &str,
+        drop_folder: &Path,
+        durability: Durability,
+    ) -> std::io::Result<Scp> {
         let listener = TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stored = Arc::new(AtomicU64::new(0));
         let (s, n, ae, folder) = (stop.clone(), stored.clone(), ae_title.to_string(), drop_folder.to_path_buf());
+        let site = site.to_string();
         std::fs::create_dir_all(&folder)?;
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
@@ -69,13 +78,13 @@ impl Scp {
                     Ok((stream, _)) => {
                         let (ae, n) = (ae.clone(), n.clone());
                         let target = Target { folder: folder.clone(), durability };
+                        let site = site.clone();
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
                             // Small responses must not wait for Nagle and delayed ACKs (~40 ms each).
                             let _ = stream.set_nodelay(true);
-                            if let Err(e) = serve(stream, &ae, &target, &n) {
-                                tracing::warn!("c-store association ended: {e}");
-                            }
+                            let error = serve(stream, &ae, &target, &n).err();
+                            renal_telemetry::emit(AssociationEnded { site: &site, error });
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

@@ -1,10 +1,12 @@
 //! `renal worker ingest`: the stage's start-up on Kafka, with its C-STORE receivers.
 
 use crate::config::IngestConfig;
+use crate::events::{IngestStopped, ReceiverListening};
 use crate::run::{run, IngestError, IngestStats, Mode};
 use crate::scp::Scp;
 use renal_bus::KafkaConfig;
 use renal_messages::topics;
+use renal_telemetry::emit;
 use std::future::Future;
 
 /// Why the worker could not start or stopped.
@@ -30,9 +32,9 @@ pub async fn serve(
     let mut receivers = Vec::new();
     for scp in &config.scp {
         let folder = &config.sites.iter().find(|s| s.code == scp.site).expect("validated").drop_folder;
-        let r = Scp::start(&scp.bind, &scp.ae_title, folder, scp.durability)
+        let r = Scp::start(&scp.bind, &scp.ae_title, &scp.site, folder, scp.durability)
             .map_err(|source| ServeError::Scp { bind: scp.bind.clone(), source })?;
-        tracing::info!("C-STORE receiver {} on {} -> site {}", scp.ae_title, r.addr, scp.site);
+        emit(ReceiverListening { ae_title: &scp.ae_title, addr: r.addr, site: &scp.site });
         receivers.push(r);
     }
     let result = async {
@@ -46,11 +48,6 @@ pub async fn serve(
         r.stop();
     }
     let stats = result?;
-    tracing::info!(
-        "ingest stopped: {} instances, {} cases, {} dead letters",
-        stats.instances,
-        stats.cases,
-        stats.dead_letters
-    );
+    emit(IngestStopped { stats: &stats });
     Ok(stats)
 }

@@ -26,7 +26,7 @@ fn storescu_to_scp_to_cases() {
     )
     .unwrap();
     let drop = dir.path().join("drop/HUP");
-    let scp = Scp::start("127.0.0.1:0", "RENAL", &drop, Default::default()).unwrap();
+    let scp = Scp::start("127.0.0.1:0", "RENAL", "HUP", &drop, Default::default()).unwrap();
     let port = scp.addr.port().to_string();
 
     let echo = Command::new("echoscu").args(["-aec", "RENAL", "127.0.0.1", &port]).output().unwrap();
@@ -44,6 +44,10 @@ fn storescu_to_scp_to_cases() {
     assert!(store.status.success(), "storescu: {}", String::from_utf8_lossy(&store.stderr));
     println!("C-STORE: {} instances in {seconds:.2} s = {:.0}/s", sent.len(), sent.len() as f64 / seconds);
     scp.stop();
+    // Two associations (the echo and the store), both ended cleanly, counted under the site.
+    let associations = renal_telemetry::ingest_metrics().associations.clone();
+    assert_eq!(associations.with_label_values(&["HUP", "ok"]).get(), 2);
+    assert_eq!(associations.with_label_values(&["HUP", "failed"]).get(), 0);
 
     let received = list_files(&drop);
     assert_eq!(received.len(), sent.len(), "one file per instance");

@@ -104,7 +104,7 @@ fn bad_files_and_absent_receivers_are_clear_errors() {
     assert!(matches!(refused, Err(ScuError::Associate { .. })));
 
     let drop = dir.path().join("drop");
-    let scp = Scp::start("127.0.0.1:0", "RENAL", &drop, Default::default()).unwrap();
+    let scp = Scp::start("127.0.0.1:0", "RENAL", "HUP", &drop, Default::default()).unwrap();
     let mut scu = StoreScu::connect(&scp.addr.to_string(), "A", "RENAL", &ACCEPTED).unwrap();
     assert!(matches!(scu.store_bytes("junk", b"not dicom"), Err(ScuError::NotPart10 { .. })));
     let whole = std::fs::read(&files[0]).unwrap();

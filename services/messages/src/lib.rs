@@ -14,6 +14,7 @@
 //! let case = CaseV1 {
 //!     version: 1,
 //!     case_id: "HUP-0001".into(),
+//!     first_instance_at: None,
 //!     revision: 1,
 //!     site: "HUP".into(),
 //!     patient_pseudonym: "9f2c".into(),
@@ -171,6 +172,10 @@ pub struct CaseV1 {
     pub version: u32,
     /// Lesion id (the study's accession, plus a suffix when a study holds several lesions).
     pub case_id: String,
+    /// When the lesion's first DICOM instance reached ingest, RFC 3339: where its end-to-end
+    /// latency starts (null when unknown; absent from messages made before it was recorded).
+    #[serde(default)]
+    pub first_instance_at: Option<String>,
     /// 1 for the first emission, incremented when late instances change the case.
     pub revision: u32,
     /// Site code.
@@ -221,6 +226,10 @@ pub struct LesionV1 {
     pub version: u32,
     /// Lesion id.
     pub case_id: String,
+    /// When the lesion's first DICOM instance reached ingest, RFC 3339: where its end-to-end
+    /// latency starts (null when unknown; absent from messages made before it was recorded).
+    #[serde(default)]
+    pub first_instance_at: Option<String>,
     /// Case revision it was made from.
     pub revision: u32,
     /// Site code.
@@ -311,6 +320,10 @@ pub struct PredictionV1 {
     pub version: u32,
     /// Lesion id.
     pub case_id: String,
+    /// When the lesion's first DICOM instance reached ingest, RFC 3339: where its end-to-end
+    /// latency starts (null when unknown; absent from messages made before it was recorded).
+    #[serde(default)]
+    pub first_instance_at: Option<String>,
     /// Case revision.
     pub revision: u32,
     /// Site code.

@@ -11,6 +11,7 @@
 //! failures are retried.
 
 pub mod config;
+pub mod events;
 pub mod process;
 pub mod run;
 pub mod serve;

@@ -197,6 +197,7 @@ pub fn preprocess(case: &CaseV1, store: &dyn BlobStore, cfg: &PreprocessSettings
     Ok(LesionV1 {
         version: 1,
         case_id: case.case_id.clone(),
+        first_instance_at: case.first_instance_at.clone(),
         revision: case.revision,
         site: case.site.clone(),
         patient_pseudonym: case.patient_pseudonym.clone(),

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod diagnostics;
+pub mod events;
 pub mod extract;
 pub mod process;
 pub mod run;

@@ -1,11 +1,14 @@
 //! `renal worker radiomics`: the stage's start-up on Kafka.
 
 use crate::config::RadiomicsConfig;
+use crate::events::RadiomicsStarted;
 use crate::process::Extractor;
 use crate::settings::SettingsError;
+use renal_bus::events::StageStopped;
 use renal_bus::{heartbeat, BusError, KafkaConfig, StageStats};
 use renal_messages::topics;
 use renal_store::{BlobError, TableWriter};
+use renal_telemetry::emit;
 use std::future::Future;
 
 /// Why the worker could not start or stopped.
@@ -31,21 +34,11 @@ pub async fn serve(
     let settings = config.load_settings()?;
     let extractor =
         Extractor::new(renal_store::open(&config.blob_store)?, TableWriter::new(&config.table_root), settings);
-    tracing::info!(
-        "radiomics: {} settings (sha256 {}), feature store {}",
-        extractor.settings.len(),
-        extractor.settings_sha256,
-        config.table_root.display()
-    );
+    emit(RadiomicsStarted { settings: extractor.settings.len(), settings_sha256: &extractor.settings_sha256 });
     let bus =
         renal_bus::connect(&kafka, "renal-radiomics", &[topics::LESIONS, topics::FEATURES, topics::DEAD_RADIOMICS])
             .await?;
     let stats = crate::run(extractor, bus, shutdown, &heartbeat("radiomics", "lesions")).await?;
-    tracing::info!(
-        "radiomics stopped: {} lesions, {} feature files, {} dead letters",
-        stats.inputs,
-        stats.outputs,
-        stats.dead_letters
-    );
+    emit(StageStopped { stage: "radiomics", nouns: ["lesions", "feature files"], stats: &stats });
     Ok(stats)
 }

@@ -76,17 +76,53 @@ pub trait BlobStore: Send + Sync {
 
 /// Open the blob store a setting names: `s3://bucket[/prefix]` (settings from the AWS
 /// environment variables; `object`, with the `s3` feature) or a local folder.
+/// Bytes read and written through it are counted (`renal_blob_bytes_total`).
 pub fn open(spec: &str) -> Result<std::sync::Arc<dyn BlobStore>, BlobError> {
+    Ok(std::sync::Arc::new(Counted(open_uncounted(spec)?)))
+}
+
+fn open_uncounted(spec: &str) -> Result<Box<dyn BlobStore>, BlobError> {
     if spec.contains("://") {
         #[cfg(feature = "s3")]
-        return Ok(std::sync::Arc::new(ObjectBlobStore::from_url(spec)?));
+        return Ok(Box::new(ObjectBlobStore::from_url(spec)?));
         #[cfg(not(feature = "s3"))]
         return Err(BlobError::Root {
             path: spec.into(),
             source: std::io::Error::other("this build has no object-store support (build with the `s3` feature)"),
         });
     } else {
-        Ok(std::sync::Arc::new(LocalBlobStore::new(Path::new(spec))?))
+        Ok(Box::new(LocalBlobStore::new(Path::new(spec))?))
+    }
+}
+
+/// A blob store whose traffic is counted.
+struct Counted(Box<dyn BlobStore>);
+
+impl BlobStore for Counted {
+    fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
+        let blob = self.0.put(bytes)?;
+        renal_telemetry::emit(BlobTransferred { operation: "write", bytes: bytes.len() });
+        Ok(blob)
+    }
+
+    fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError> {
+        let bytes = self.0.get(blob)?;
+        renal_telemetry::emit(BlobTransferred { operation: "read", bytes: bytes.len() });
+        Ok(bytes)
+    }
+}
+
+/// Bytes moved to or from the blob store.
+pub struct BlobTransferred {
+    /// `read` or `write`.
+    pub operation: &'static str,
+    /// How many.
+    pub bytes: usize,
+}
+
+impl renal_telemetry::InternalEvent for BlobTransferred {
+    fn emit(self) {
+        renal_telemetry::pipeline_metrics().blob_bytes.with_label_values(&[self.operation]).inc_by(self.bytes as u64);
     }
 }
 
@@ -188,5 +224,18 @@ mod tests {
         assert!(matches!(store.get(&missing), Err(BlobError::Missing { .. })));
         let escape = BlobRef { key: "../../etc/passwd".into(), sha256: String::new(), bytes: 0 };
         assert!(matches!(store.get(&escape), Err(BlobError::BadKey(_))));
+    }
+
+    #[test]
+    fn an_opened_store_counts_its_traffic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().display().to_string()).unwrap();
+        let bytes = renal_telemetry::pipeline_metrics().blob_bytes.clone();
+        let (read0, written0) = (bytes.with_label_values(&["read"]).get(), bytes.with_label_values(&["write"]).get());
+        let blob = store.put(b"twelve bytes").unwrap();
+        store.get(&blob).unwrap();
+        store.get(&blob).unwrap();
+        assert_eq!(bytes.with_label_values(&["write"]).get() - written0, 12);
+        assert_eq!(bytes.with_label_values(&["read"]).get() - read0, 24);
     }
 }

@@ -12,12 +12,27 @@
 //! Label values come from bounded sets (stage, outcome, dead-letter reason code, output topic,
 //! version, commit), never from a message: no UID, lesion id or path reaches a label.
 //!
+//! What happens in a worker is an event ([`InternalEvent`]): each stage crate's `events` module
+//! defines its events, and each event's `emit` writes its log line and updates its metrics in
+//! one place, so a log line and the counter that counts it cannot drift apart.
+//!
 //! Logs are `tracing` events, written to stderr by [`init_logs`]: human-readable or one JSON
 //! object per line, the level from `RUST_LOG` (default `info`). Events name the stage, topic,
 //! partition and offset of a message, never its key or content (the case id is still the
 //! accession number until de-identification lands).
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Something that happened in a worker: emitting it logs it and counts it.
+pub trait InternalEvent {
+    /// Write the event's log line (if any) and update its metrics.
+    fn emit(self);
+}
+
+/// Emit `event`.
+pub fn emit(event: impl InternalEvent) {
+    event.emit();
+}
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{LazyLock, Mutex};
@@ -36,6 +51,25 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     c
 }
 
+/// A histogram family registered in the process's registry.
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+    registry().register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+/// A gauge family registered in the process's registry.
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry().register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+/// Seconds from 1 ms to about 65 s, doubling: processing and latency histograms.
+fn seconds_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.001, 2.0, 17).expect("valid buckets")
+}
+
 /// The metrics a stage loop updates, shared by every stage of the process (labelled by stage).
 pub struct StageMetrics {
     /// `renal_stage_messages_total{stage, outcome}`: inputs done (outputs delivered), rejected
@@ -49,35 +83,46 @@ pub struct StageMetrics {
     pub processing: HistogramVec,
     /// `renal_bus_errors_total{stage, operation}`: transient bus failures (read, send, commit).
     pub bus_errors: IntCounterVec,
+    /// `renal_hop_latency_seconds{stage, topic}`: from a message's production (the broker's
+    /// create time) to the stage reading it: what the bus and the stage's queue add per hop.
+    pub hop_latency: HistogramVec,
+    /// `renal_consumer_lag{group, topic, partition}`: messages in a partition the group has
+    /// not yet stored an offset past (librdkafka's statistics; Kafka workers only).
+    pub consumer_lag: IntGaugeVec,
 }
 
 /// The stage metrics, registered on first use.
 pub fn stage_metrics() -> &'static StageMetrics {
-    static METRICS: LazyLock<StageMetrics> = LazyLock::new(|| {
-        // 1 ms to about 65 s, doubling.
-        let buckets = prometheus::exponential_buckets(0.001, 2.0, 17).expect("valid buckets");
-        let processing = HistogramVec::new(
-            HistogramOpts::new("stage_processing_seconds", "Time in the stage's processing step per call.")
-                .buckets(buckets),
+    static METRICS: LazyLock<StageMetrics> = LazyLock::new(|| StageMetrics {
+        messages: counter(
+            "stage_messages_total",
+            "Inputs by outcome: done (outputs delivered), rejected (dead-lettered), retried.",
+            &["stage", "outcome"],
+        ),
+        outputs: counter("stage_outputs_total", "Messages delivered downstream, by topic.", &["stage", "topic"]),
+        dead_letters: counter("dead_letters_total", "Dead letters by reason code.", &["stage", "reason"]),
+        processing: histogram(
+            "stage_processing_seconds",
+            "Time in the stage's processing step per call.",
             &["stage"],
-        )
-        .expect("valid metric");
-        registry().register(Box::new(processing.clone())).expect("registered once");
-        StageMetrics {
-            messages: counter(
-                "stage_messages_total",
-                "Inputs by outcome: done (outputs delivered), rejected (dead-lettered), retried.",
-                &["stage", "outcome"],
-            ),
-            outputs: counter("stage_outputs_total", "Messages delivered downstream, by topic.", &["stage", "topic"]),
-            dead_letters: counter("dead_letters_total", "Dead letters by reason code.", &["stage", "reason"]),
-            processing,
-            bus_errors: counter(
-                "bus_errors_total",
-                "Transient bus failures, retried with back-off.",
-                &["stage", "operation"],
-            ),
-        }
+            seconds_buckets(),
+        ),
+        bus_errors: counter(
+            "bus_errors_total",
+            "Transient bus failures, retried with back-off.",
+            &["stage", "operation"],
+        ),
+        hop_latency: histogram(
+            "hop_latency_seconds",
+            "From a message's production to the stage reading it, by stage and input topic.",
+            &["stage", "topic"],
+            seconds_buckets(),
+        ),
+        consumer_lag: gauge(
+            "consumer_lag",
+            "Messages not yet consumed, per consumer group, topic and partition.",
+            &["group", "topic", "partition"],
+        ),
     });
     &METRICS
 }
@@ -89,6 +134,9 @@ pub struct IngestMetrics {
     pub instances: IntCounterVec,
     /// `renal_ingest_cases_total{site}`: cases emitted on `renal.cases`.
     pub cases: IntCounterVec,
+    /// `renal_cstore_associations_total{site, outcome}`: C-STORE associations ended, `ok` or
+    /// `failed` (aborted, malformed PDUs, a store that failed).
+    pub associations: IntCounterVec,
 }
 
 /// The ingest metrics, registered on first use.
@@ -100,18 +148,50 @@ pub fn ingest_metrics() -> &'static IngestMetrics {
             &["site", "outcome"],
         ),
         cases: counter("ingest_cases_total", "Cases emitted on renal.cases, by site.", &["site"]),
+        associations: counter(
+            "cstore_associations_total",
+            "C-STORE associations ended, by site and outcome (ok, failed).",
+            &["site", "outcome"],
+        ),
+    });
+    &METRICS
+}
+
+/// What the inference and ensemble stages and the blob store count.
+pub struct PipelineMetrics {
+    /// `renal_inference_batch_size{device}`: lesions per call of the networks.
+    pub batch_size: HistogramVec,
+    /// `renal_pipeline_latency_seconds{site}`: from a lesion's first DICOM instance reaching
+    /// ingest to its prediction leaving the ensemble.
+    pub latency: HistogramVec,
+    /// `renal_blob_bytes_total{operation}`: bytes read from and written to the blob store.
+    pub blob_bytes: IntCounterVec,
+}
+
+/// The pipeline metrics, registered on first use.
+pub fn pipeline_metrics() -> &'static PipelineMetrics {
+    static METRICS: LazyLock<PipelineMetrics> = LazyLock::new(|| PipelineMetrics {
+        batch_size: histogram(
+            "inference_batch_size",
+            "Lesions per call of the networks, by device.",
+            &["device"],
+            prometheus::exponential_buckets(1.0, 2.0, 8).expect("valid buckets"),
+        ),
+        latency: histogram(
+            "pipeline_latency_seconds",
+            "From a lesion's first instance reaching ingest to its prediction, by site.",
+            &["site"],
+            prometheus::exponential_buckets(0.25, 2.0, 14).expect("valid buckets"),
+        ),
+        blob_bytes: counter("blob_bytes_total", "Bytes read from and written to the blob store.", &["operation"]),
     });
     &METRICS
 }
 
 /// Set `renal_build_info{version, commit} 1`.
 pub fn build_info(version: &str, commit: &str) {
-    static INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-        let g = IntGaugeVec::new(Opts::new("build_info", "The running build."), &["version", "commit"])
-            .expect("valid metric");
-        registry().register(Box::new(g.clone())).expect("registered once");
-        g
-    });
+    static INFO: LazyLock<IntGaugeVec> =
+        LazyLock::new(|| gauge("build_info", "The running build.", &["version", "commit"]));
     INFO.with_label_values(&[version, commit]).set(1);
 }
 

@@ -252,6 +252,7 @@ mod tests {
             out.push(LesionV1 {
                 version: 1,
                 case_id,
+                first_instance_at: None,
                 revision: 1,
                 site: site.into(),
                 patient_pseudonym: format!("p{}", i.min(69)),
