@@ -5,6 +5,8 @@
 #   - DCMTK (dcmdump, storescu) and dcm2niix: independent DICOM readers used by the tests.
 #   - Prometheus and promtool (Debian's package): the tests scrape workers with a real Prometheus
 #     and check the deployment's scrape config and alert rules.
+#   - Node.js and npm (Debian's packages): the dashboards are type-checked against Grafana's
+#     published schema (scripts/install-grafana-schema.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -17,6 +19,8 @@ missing=()
 command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
 command -v dcm2niix >/dev/null 2>&1 || missing+=(dcm2niix)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

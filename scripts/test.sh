@@ -12,6 +12,8 @@ tansu=$!
 "$REPO_ROOT/scripts/python-env.sh"
 # libtorch for the CNN arm (tch): the minimal CPU set from PyPI's torch wheel.
 "$REPO_ROOT/scripts/install-libtorch.sh"
+# Grafana's dashboard schema and the TypeScript compiler (npm).
+"$REPO_ROOT/scripts/install-grafana-schema.sh"
 wait "$tansu"
 # Tests run in parallel on 2 cores; more than one OpenMP thread each makes libtorch 2-5x slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

@@ -1,0 +1,263 @@
+//! The whole pipeline watched as an operator would watch it.
+//!
+//! The five workers run as `renal worker` processes on a private tansu, each answering
+//! `/metrics` on its own port, with debug-level JSON logs. A real Prometheus (Debian's) scrapes
+//! them every second with the deployment's alert rules loaded. A synthetic cohort arrives half
+//! through the drop folder and half over DICOM C-STORE, with a truncated file among it. Once
+//! every lesion has its prediction:
+//! - every PromQL expression of the Grafana dashboards (`$__rate_interval` as 1m, `$site` as all
+//!   sites) and every signal of the alert rules returns data through Prometheus' HTTP API;
+//! - the end-to-end latency histogram counted each lesion, consumer lag was reported, blob
+//!   traffic and C-STORE associations were counted;
+//! - no patient name, patient ID, accession number or UID of the cohort appears in any
+//!   worker's `/metrics` or in the debug logs.
+
+use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
+use renal_e2e::{alert_expressions, alert_signals, fitted_ensemble, random_cnn_bundle, renal, Broker, Prometheus};
+use renal_messages::{topics, Message, PredictionV1};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const WORKERS: [&str; 5] = ["ingest", "preprocess", "radiomics", "inference", "ensemble"];
+
+/// The worker processes, killed if the test ends early.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every PromQL expression of every dashboard, with Grafana's variables given values.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dashboards");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$site", ".*");
+                assert!(!expr.contains('$'), "an unhandled variable in {expr}");
+                out.push((panel["title"].as_str().unwrap().to_string(), expr));
+            }
+        }
+    }
+    out
+}
+
+/// Values of the cohort that identify a patient or an object: names (whole and each part),
+/// patient IDs, accession numbers, and study, series and instance UIDs.
+fn identifiers(cohort: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for file in renal_e2e::files_under(cohort, Some("dcm")) {
+        let attributes = renal_e2e::top_level(&renal_e2e::dcmdump(&file));
+        for tag in ["0010,0010", "0010,0020", "0008,0050", "0020,000d", "0020,000e", "0008,0018"] {
+            if let Some(v) = attributes.get(tag).filter(|v| !v.is_empty()) {
+                out.insert(v.clone());
+                out.extend(v.split('^').filter(|p| p.len() >= 4).map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboards_and_alerts_have_data_and_no_identifier_leaks() {
+    renal_e2e::require_tool("storescu");
+    let broker = Broker::start_private();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cohort = root.join("cohort");
+    let synth = renal(&[
+        "synth",
+        "--out",
+        cohort.to_str().unwrap(),
+        "--lesions",
+        "6",
+        "--sites",
+        "MAY",
+        "--seed",
+        "21",
+        "--second-lesion-probability",
+        "0",
+    ]);
+    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
+    let mut labels = csv::Reader::from_path(cohort.join("labels.csv")).unwrap();
+    let id = labels.headers().unwrap().iter().position(|h| h == "case_id").unwrap();
+    let expected: BTreeSet<String> = labels.records().map(|r| r.unwrap()[id].to_string()).collect();
+    assert_eq!(expected.len(), 6);
+    let secrets = identifiers(&cohort);
+    assert!(secrets.len() > 20, "{secrets:?}");
+
+    let registry = root.join("models");
+    let cnn = random_cnn_bundle(&registry, 32, 5);
+    renal_ensemble::bundle::save(&registry, fitted_ensemble(&cnn.version), "t", "2026-12-06T00:00:00Z").unwrap();
+    let scp_port = renal_e2e::free_port();
+    let body = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+stats_interval_ms = 1000
+
+[ingest]
+blob_store = "{root}/blobs"
+table_root = "{root}/store"
+quiet_period_ms = 500
+scan_interval_ms = 200
+file_settle_ms = 0
+
+[[ingest.sites]]
+code = "MAY"
+drop_folder = "{root}/drop/MAY"
+
+[[ingest.scp]]
+site = "MAY"
+ae_title = "RENAL_MAY"
+bind = "127.0.0.1:{scp_port}"
+durability = "page_cache"
+
+[preprocess]
+blob_store = "{root}/blobs"
+
+[preprocess.settings]
+composite_size = 96
+
+[radiomics]
+blob_store = "{root}/blobs"
+table_root = "{root}/store"
+
+[inference]
+blob_store = "{root}/blobs"
+registry = "{root}/models"
+model_version = "newest"
+device = "cpu"
+max_batch = 4
+max_wait_ms = 100
+
+[ensemble]
+registry = "{root}/models"
+model_version = "newest"
+state_dir = "{root}/ensemble-state"
+"#,
+        bootstrap = broker.bootstrap,
+        root = root.display(),
+    );
+    std::fs::create_dir_all(root.join("drop/MAY")).unwrap();
+    let log = |w: &str| root.join(format!("{w}.log"));
+    let mut targets = Vec::new();
+    let mut workers = Workers(Vec::new());
+    for worker in WORKERS {
+        let metrics = format!("127.0.0.1:{}", renal_e2e::free_port());
+        let config = root.join(format!("{worker}.toml"));
+        std::fs::write(&config, format!("[telemetry]\nmetrics_addr = \"{metrics}\"\n{body}")).unwrap();
+        let child = Command::new(renal_e2e::renal_bin())
+            .args(["worker", worker, "--config", config.to_str().unwrap()])
+            .env("RENAL_PSEUDONYM_SECRET", "observed-secret")
+            .env("RUST_LOG", "debug")
+            .env("RENAL_LOG_FORMAT", "json")
+            .stderr(std::fs::File::create(log(worker)).unwrap())
+            .spawn()
+            .unwrap();
+        workers.0.push(child);
+        targets.push((format!("renal-{worker}"), metrics));
+    }
+    let jobs: Vec<(&str, String)> = targets.iter().map(|(j, a)| (j.as_str(), a.clone())).collect();
+    let prometheus = Prometheus::start(&jobs);
+    let all_logs = || WORKERS.iter().map(|w| std::fs::read_to_string(log(w)).unwrap_or_default()).collect::<String>();
+
+    // Half the patients through the drop folder, half over C-STORE; a truncated file too.
+    let mut patients: Vec<PathBuf> =
+        std::fs::read_dir(cohort.join("MAY")).unwrap().map(|e| e.unwrap().path()).collect();
+    patients.sort();
+    for p in &patients[..3] {
+        let to = root.join("drop/MAY").join(p.file_name().unwrap());
+        for f in renal_e2e::files_under(p, None) {
+            let dest = to.join(f.strip_prefix(p).unwrap());
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &dest).unwrap();
+        }
+    }
+    let bytes = std::fs::read(renal_e2e::files_under(&patients[0], Some("dcm")).remove(0)).unwrap();
+    std::fs::write(root.join("drop/MAY/broken.dcm"), &bytes[..300]).unwrap();
+    for p in &patients[3..] {
+        let mut tries = 0;
+        while !Command::new("storescu")
+            .args(["-aec", "RENAL_MAY", "-R", "+sd", "+r", "-xs", "127.0.0.1", &scp_port.to_string()])
+            .arg(p)
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            tries += 1;
+            assert!(tries < 100, "storescu kept failing");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let predictions = rt.block_on(async {
+        let bus = KafkaBus::new(KafkaConfig::local(&broker.bootstrap, "e2e-observed")).unwrap();
+        bus.ensure_topics(&[topics::PREDICTIONS]).await.unwrap();
+        let mut consumer = bus.consumer("e2e-observed", &[topics::PREDICTIONS]).unwrap();
+        let mut got: BTreeMap<String, PredictionV1> = BTreeMap::new();
+        let until = Instant::now() + Duration::from_secs(240);
+        while !expected.iter().all(|c| got.contains_key(c)) {
+            let left = until.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "predictions {:?}\n{}", got.keys().collect::<Vec<_>>(), all_logs());
+            let Ok(Ok(r)) = tokio::time::timeout(left, consumer.recv()).await else { continue };
+            let p = PredictionV1::decode(&r.payload).unwrap();
+            got.insert(p.case_id.clone(), p);
+        }
+        got
+    });
+    for p in predictions.values() {
+        assert!(p.first_instance_at.is_some(), "{}: the prediction carries its first instance's time", p.case_id);
+    }
+
+    // Every dashboard query and alert signal returns data once Prometheus has scraped the end
+    // of the run (rates over 1m need two scrapes of each series).
+    let mut queries = dashboard_queries();
+    let signals: BTreeSet<String> = alert_expressions().iter().flat_map(|e| alert_signals(e)).collect();
+    queries.extend(signals.into_iter().map(|s| ("alert signal".to_string(), s)));
+    assert!(queries.len() > 25, "{queries:?}");
+    let mut empty = queries.clone();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !empty.is_empty() && Instant::now() < until {
+        empty.retain(|(_, q)| prometheus.query(q).is_empty());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(empty.is_empty(), "no data for {empty:#?}");
+    let count = |q: &str| -> f64 {
+        let v = prometheus.query(q);
+        v.first().map_or(0.0, |s| s["value"][1].as_str().unwrap().parse().unwrap())
+    };
+    assert!(count("sum(renal_pipeline_latency_seconds_count)") >= 6.0, "a latency per prediction");
+    assert!(count("sum(up{job=~\"renal-.*\"})") == 5.0, "every worker scraped");
+    assert!(count("sum(renal_cstore_associations_total{site=\"MAY\",outcome=\"ok\"})") >= 3.0);
+    assert!(count("sum(renal_blob_bytes_total{operation=\"write\"})") > 1e6);
+    assert!(count("count(renal_consumer_lag)") >= 1.0, "lag reported");
+    assert_eq!(count("sum(renal_dead_letters_total{stage=\"ingest\",reason=\"unreadable\"})"), 1.0);
+
+    // No identifier in any worker's metrics or in the debug logs.
+    let mut exposed = String::new();
+    for (_, addr) in &targets {
+        exposed.push_str(&renal_e2e::http_get(addr, "/metrics").1);
+    }
+    let logs = all_logs();
+    assert!(logs.lines().any(|l| l.contains("\"level\":\"DEBUG\"")), "debug logs are on");
+    for secret in &secrets {
+        assert!(!exposed.contains(secret.as_str()), "{secret} in /metrics");
+        assert!(!logs.contains(secret.as_str()), "{secret} in the logs");
+    }
+    for worker in std::mem::take(&mut workers.0) {
+        renal_e2e::interrupt(worker);
+    }
+}
