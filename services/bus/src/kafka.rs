@@ -54,6 +54,12 @@ pub struct KafkaConfig {
     /// 5,000; librdkafka's statistics interval).
     #[serde(default = "default_stats_interval_ms")]
     pub stats_interval_ms: u64,
+    /// Longest time the broker may hold a consumer's fetch while no new message has arrived, ms
+    /// (default 500, librdkafka's). Kafka answers as soon as a message arrives; a broker that
+    /// holds every fetch for the whole wait (tansu 0.6 does) adds up to this much per hop, so
+    /// lower it there.
+    #[serde(default = "default_fetch_wait_max_ms")]
+    pub fetch_wait_max_ms: u64,
 }
 
 fn default_client_id() -> String {
@@ -74,6 +80,9 @@ fn default_session_timeout_ms() -> u64 {
 fn default_stats_interval_ms() -> u64 {
     5_000
 }
+fn default_fetch_wait_max_ms() -> u64 {
+    500
+}
 
 impl KafkaConfig {
     /// Defaults for a local broker at `bootstrap_servers`.
@@ -87,6 +96,7 @@ impl KafkaConfig {
             session_timeout_ms: default_session_timeout_ms(),
             debug: None,
             stats_interval_ms: default_stats_interval_ms(),
+            fetch_wait_max_ms: default_fetch_wait_max_ms(),
         }
     }
 
@@ -104,6 +114,9 @@ impl KafkaConfig {
         }
         if self.delivery_timeout_ms == 0 || self.session_timeout_ms == 0 || self.stats_interval_ms == 0 {
             return bad("delivery_timeout_ms, session_timeout_ms and stats_interval_ms must be positive".into());
+        }
+        if self.fetch_wait_max_ms > 300_000 {
+            return bad(format!("fetch_wait_max_ms {} is over 300000", self.fetch_wait_max_ms));
         }
         Ok(())
     }
@@ -292,6 +305,7 @@ impl Bus for KafkaBus {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
             .set("statistics.interval.ms", self.config.stats_interval_ms.to_string())
+            .set("fetch.wait.max.ms", self.config.fetch_wait_max_ms.to_string())
             .create_with_context(GroupMember { group: group.into() })
             .map_err(classify)?;
         let names: Vec<&str> = topics.iter().map(|t| t.name).collect();

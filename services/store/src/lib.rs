@@ -100,16 +100,25 @@ struct Counted(Box<dyn BlobStore>);
 
 impl BlobStore for Counted {
     fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
-        let blob = self.0.put(bytes)?;
+        let blob = reachable(self.0.put(bytes))?;
         renal_telemetry::emit(BlobTransferred { operation: "write", bytes: bytes.len() });
         Ok(blob)
     }
 
     fn get(&self, blob: &BlobRef) -> Result<Vec<u8>, BlobError> {
-        let bytes = self.0.get(blob)?;
+        let bytes = reachable(self.0.get(blob))?;
         renal_telemetry::emit(BlobTransferred { operation: "read", bytes: bytes.len() });
         Ok(bytes)
     }
+}
+
+/// Report the store ready unless the call failed in a way that is the store's, not the blob's
+/// (an unwritable root, a read or write that failed): then `/readyz` says `blob_store` until a
+/// call succeeds again. A missing or corrupt blob is the input's problem, not the store's.
+fn reachable<T>(result: Result<T, BlobError>) -> Result<T, BlobError> {
+    let store_fault = matches!(&result, Err(e) if e.code().is_none() && !matches!(e, BlobError::BadKey(_)));
+    renal_telemetry::set_ready("blob_store", !store_fault);
+    result
 }
 
 /// Bytes moved to or from the blob store.
@@ -237,5 +246,18 @@ mod tests {
         store.get(&blob).unwrap();
         assert_eq!(bytes.with_label_values(&["write"]).get() - written0, 12);
         assert_eq!(bytes.with_label_values(&["read"]).get() - read0, 24);
+        assert_eq!(renal_telemetry::ready(), Ok(()));
+        // A store whose folder is gone (a file in its place) is not ready until a call succeeds
+        // again; a missing blob is the input's fault and leaves it ready.
+        let missing = BlobRef { key: format!("sha256/00/{}", "0".repeat(64)), sha256: "0".repeat(64), bytes: 0 };
+        assert!(matches!(store.get(&missing), Err(BlobError::Missing { .. })));
+        assert_eq!(renal_telemetry::ready(), Ok(()));
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        std::fs::write(dir.path(), b"not a folder").unwrap();
+        assert!(matches!(store.put(b"more"), Err(BlobError::Write { .. })));
+        assert_eq!(renal_telemetry::ready(), Err("not ready: blob_store".into()));
+        std::fs::remove_file(dir.path()).unwrap();
+        store.put(b"more").unwrap();
+        assert_eq!(renal_telemetry::ready(), Ok(()));
     }
 }

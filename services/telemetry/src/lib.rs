@@ -7,10 +7,12 @@
 //! * `GET /healthz`: 200 while the process runs;
 //! * `GET /readyz`: 200 when every component that reports readiness ([`set_ready`]) is ready,
 //!   503 naming the others (the stage loop reports the bus: not ready until its first read,
-//!   and while reads or commits fail).
+//!   and while reads or commits fail; the blob store reports itself: not ready while its
+//!   reads or writes fail).
 //!
-//! Label values come from bounded sets (stage, outcome, dead-letter reason code, output topic,
-//! version, commit), never from a message: no UID, lesion id or path reaches a label.
+//! Label values come from bounded sets (stage, site, outcome, dead-letter reason code, topic,
+//! partition, device, operation, version, commit), never from a message: no UID, lesion id or
+//! path reaches a label.
 //!
 //! What happens in a worker is an event ([`InternalEvent`]): each stage crate's `events` module
 //! defines its events, and each event's `emit` writes its log line and updates its metrics in
