@@ -12,9 +12,9 @@
 //! on SIGINT.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{fitted_ensemble, interrupt, random_cnn_bundle, renal, start_worker, Broker};
+use renal_e2e::{fitted_ensemble, interrupt, random_cnn_bundle, start_worker, Broker};
 use renal_messages::{topics, DeadLetterV1, Message, PredictionV1};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -60,24 +60,7 @@ fn the_pipeline_outlasts_a_broker_outage_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let cohort = root.join("cohort");
-    let synth = renal(&[
-        "synth",
-        "--out",
-        cohort.to_str().unwrap(),
-        "--lesions",
-        "8",
-        "--sites",
-        "MAY",
-        "--seed",
-        "5",
-        "--second-lesion-probability",
-        "0",
-    ]);
-    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
-    let mut labels = csv::Reader::from_path(cohort.join("labels.csv")).unwrap();
-    let id = labels.headers().unwrap().iter().position(|h| h == "case_id").unwrap();
-    let expected: BTreeSet<String> = labels.records().map(|r| r.unwrap()[id].to_string()).collect();
-    assert_eq!(expected.len(), 8);
+    let expected = renal_e2e::synth_one_site(&cohort, "MAY", 8, 5);
     let mut patients: Vec<_> = std::fs::read_dir(cohort.join("MAY")).unwrap().map(|e| e.unwrap().path()).collect();
     patients.sort();
 

@@ -54,19 +54,7 @@ fn every_lesion_once_after_a_kill_and_restart() {
         for study in studies {
             if study.starts_with(from.join("PHH")) {
                 // PHH sends over the network, retrying while the receiver is down, as scanners do.
-                let mut tries = 0;
-                while !Command::new("storescu")
-                    .args(["-aec", "RENAL_PHH", "-R", "+sd", "+r", "-xs", "127.0.0.1", &scp_port.to_string()])
-                    .arg(&study)
-                    .output()
-                    .unwrap()
-                    .status
-                    .success()
-                {
-                    tries += 1;
-                    assert!(tries < 100, "storescu kept failing");
-                    std::thread::sleep(Duration::from_millis(300));
-                }
+                renal_e2e::storescu("RENAL_PHH", scp_port, &study);
                 std::thread::sleep(Duration::from_millis(400));
                 continue;
             }

@@ -13,7 +13,7 @@
 //!   worker's `/metrics` or in the debug logs.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{alert_expressions, alert_signals, fitted_ensemble, random_cnn_bundle, renal, Broker, Prometheus};
+use renal_e2e::{alert_expressions, alert_signals, fitted_ensemble, random_cnn_bundle, Broker, Prometheus};
 use renal_messages::{topics, Message, PredictionV1};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -75,24 +75,7 @@ fn dashboards_and_alerts_have_data_and_no_identifier_leaks() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let cohort = root.join("cohort");
-    let synth = renal(&[
-        "synth",
-        "--out",
-        cohort.to_str().unwrap(),
-        "--lesions",
-        "6",
-        "--sites",
-        "MAY",
-        "--seed",
-        "21",
-        "--second-lesion-probability",
-        "0",
-    ]);
-    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
-    let mut labels = csv::Reader::from_path(cohort.join("labels.csv")).unwrap();
-    let id = labels.headers().unwrap().iter().position(|h| h == "case_id").unwrap();
-    let expected: BTreeSet<String> = labels.records().map(|r| r.unwrap()[id].to_string()).collect();
-    assert_eq!(expected.len(), 6);
+    let expected = renal_e2e::synth_one_site(&cohort, "MAY", 6, 21);
     let secrets = identifiers(&cohort);
     assert!(secrets.len() > 20, "{secrets:?}");
 
@@ -187,19 +170,7 @@ state_dir = "{root}/ensemble-state"
     let bytes = std::fs::read(renal_e2e::files_under(&patients[0], Some("dcm")).remove(0)).unwrap();
     std::fs::write(root.join("drop/MAY/broken.dcm"), &bytes[..300]).unwrap();
     for p in &patients[3..] {
-        let mut tries = 0;
-        while !Command::new("storescu")
-            .args(["-aec", "RENAL_MAY", "-R", "+sd", "+r", "-xs", "127.0.0.1", &scp_port.to_string()])
-            .arg(p)
-            .output()
-            .unwrap()
-            .status
-            .success()
-        {
-            tries += 1;
-            assert!(tries < 100, "storescu kept failing");
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        renal_e2e::storescu("RENAL_MAY", scp_port, p);
     }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -271,27 +271,7 @@ pub fn files_under(root: &Path, ext: Option<&str>) -> Vec<PathBuf> {
 /// An ensemble bundle's content fitted on 80 synthetic lesions whose three base outputs carry
 /// the label with noise, pinned to CNN bundle `cnn_version`; its fill is age 58, male.
 pub fn fitted_ensemble(cnn_version: &str) -> renal_ensemble::bundle::Content {
-    use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Fill};
-    let (mut x, mut y, mut cx) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..80u32 {
-        let malignant = (i * 7) % 10 < 6;
-        let jitter = f64::from((i * 37) % 100) / 250.0;
-        let base = if malignant { 0.45 } else { 0.15 };
-        cx.push([45.0 + f64::from((i * 13) % 30) + if malignant { 12.0 } else { 0.0 }, f64::from(i % 2), 30.0]);
-        x.push(vec![base + jitter, base + 0.2 - jitter / 2.0, 0.4 + if malignant { 0.1 } else { 0.0 }]);
-        y.push(malignant);
-    }
-    let clinical = ClinicalModel::fit(&cx[..60], &y[..60], &cx[60..], &y[60..], &ClinicalSettings::default()).unwrap();
-    let settings = renal_learn::bagging::BaggingSettings::default();
-    let ensemble = renal_learn::ensemble::Ensemble::fit(&x[..50], &y[..50], &x[50..], &y[50..], &settings).unwrap();
-    renal_ensemble::bundle::Content {
-        cnn_version: cnn_version.into(),
-        clinical,
-        fill: Fill { age_years: 58.0, sex_male: 1.0 },
-        ensemble,
-        threshold: renal_ensemble::bundle::DEFAULT_THRESHOLD,
-        fitted: serde_json::json!({"rows": 80}),
-    }
+    renal_bench::fitted_ensemble(cnn_version).unwrap()
 }
 
 /// Stop a worker as an operator would (SIGINT) and check it exits cleanly.
@@ -404,27 +384,9 @@ pub fn start_worker(name: &str, config: &Path, log: &Path) -> Child {
 /// A CNN bundle of two random-initialised ResNet-18s (seeded) at `input_px`, saved to
 /// `registry`: what the inference stage serves when a test is about wiring, not accuracy.
 pub fn random_cnn_bundle(registry: &Path, input_px: i64, seed: i64) -> renal_cnn::bundle::Manifest {
-    use renal_cnn::bundle::{self, DataManifest, SeriesToSave};
-    use renal_cnn::net::{Backbone, Head, Net, NetConfig};
-    use renal_cnn::train::{EpochLog, TrainConfig};
-    use tch::nn::VarStore;
+    use renal_cnn::net::{Backbone, Head, NetConfig};
     let net = NetConfig { backbone: Backbone::Resnet18, head: Head::Plain, input_px };
-    let log_line = EpochLog {
-        trial: 0,
-        epoch: 1,
-        train_loss: 0.7,
-        validation_loss: 0.7,
-        validation_auc: 0.5,
-        validation_accuracy: 0.5,
-        seconds: 0.1,
-    };
-    tch::manual_seed(seed);
-    let (vs2, vs1) = (VarStore::new(tch::Device::Cpu), VarStore::new(tch::Device::Cpu));
-    let (_n2, _n1) = (Net::new(&vs2.root(), net), Net::new(&vs1.root(), net));
-    let data = DataManifest { train: vec![], validation: vec![], train_malignant: 0, validation_malignant: 0 };
-    let series = |vs| SeriesToSave { vs, best: log_line.clone(), history: vec![], data: data.clone() };
-    let config = TrainConfig { net, ..TrainConfig::cpu_quick() };
-    bundle::save(registry, net, &config, [series(&vs2), series(&vs1)], "test", "2026-11-29T00:00:00Z").unwrap()
+    renal_bench::random_cnn_bundle(registry, net, seed, "2026-11-29T00:00:00Z").unwrap()
 }
 
 /// Status and body of an HTTP/1.0 GET to `addr` (the workers' and Prometheus' endpoints).
@@ -527,4 +489,36 @@ pub fn alert_expressions() -> Vec<String> {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml")).unwrap();
     text.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).map(str::to_string).collect()
+}
+
+/// `renal synth` a one-site cohort of `lesions` single-lesion patients into `out`; returns its
+/// case ids (the answer key's).
+pub fn synth_one_site(out: &Path, site: &str, lesions: usize, seed: u64) -> std::collections::BTreeSet<String> {
+    let (n, seed) = (lesions.to_string(), seed.to_string());
+    let args = ["synth", "--out", out.to_str().unwrap(), "--lesions", &n, "--sites", site, "--seed", &seed];
+    let synth = renal(&[&args[..], &["--second-lesion-probability", "0"]].concat());
+    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
+    let mut labels = csv::Reader::from_path(out.join("labels.csv")).unwrap();
+    let id = labels.headers().unwrap().iter().position(|h| h == "case_id").unwrap();
+    let ids: std::collections::BTreeSet<String> = labels.records().map(|r| r.unwrap()[id].to_string()).collect();
+    assert_eq!(ids.len(), lesions);
+    ids
+}
+
+/// Send a folder to a C-STORE receiver on loopback with DCMTK's `storescu` as `called_ae`,
+/// retrying while the receiver is not up yet, as scanners do.
+pub fn storescu(called_ae: &str, port: u16, folder: &Path) {
+    let mut tries = 0;
+    while !Command::new("storescu")
+        .args(["-aec", called_ae, "-R", "+sd", "+r", "-xs", "127.0.0.1", &port.to_string()])
+        .arg(folder)
+        .output()
+        .expect("storescu (scripts/setup.sh installs dcmtk)")
+        .status
+        .success()
+    {
+        tries += 1;
+        assert!(tries < 100, "storescu kept failing");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 }

@@ -5,8 +5,10 @@
 //! networks) and printing medians and ratios.
 
 mod cnn;
+mod pipeline;
 
 pub use cnn::cnn;
+pub use pipeline::{fitted_ensemble, pipeline, random_cnn_bundle};
 
 use anyhow::{bail, Context, Result};
 use renal_ingest::config::sites_of_cohort;

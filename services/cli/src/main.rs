@@ -415,6 +415,35 @@ enum BenchStage {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The whole pipeline as a deployment runs it: a private broker and the five workers as
+    /// processes, a synthetic cohort through drop folders and C-STORE; prints lesions per second,
+    /// each stage's and hop's p50/p99, what Kafka adds, and CPU per lesion against the stages'
+    /// own benchmark on a sample in the same run.
+    #[command(after_help = "Example:\n  renal bench pipeline --lesions 160\n  renal bench pipeline --lesions 1162")]
+    Pipeline {
+        /// Lesions in the synthetic cohort (over the study's five sites).
+        #[arg(long, default_value_t = 160)]
+        lesions: usize,
+        /// Cohort seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Lesions the stages' own benchmark runs on.
+        #[arg(long, default_value_t = 8)]
+        sample: usize,
+        /// Longest hold of a consumer's fetch, ms (`[kafka] fetch_wait_max_ms`): tansu holds each
+        /// fetch this long even when messages are waiting, so it bounds the latency per hop
+        /// from below; shorter costs the broker more CPU.
+        #[arg(long, default_value_t = 50)]
+        fetch_wait_ms: u64,
+        /// The broker's storage: `memory` (tansu's in-memory engine; Kafka itself writes to the
+        /// page cache and does not fsync per message) or `sqlite` (what the tests use).
+        #[arg(long, default_value = "memory")]
+        broker_storage: String,
+        /// Where to keep the cohort, stores and worker logs (an empty or new folder; default: a
+        /// temporary folder, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -459,6 +488,9 @@ fn run(cli: Cli) -> Result<()> {
             renal_bench::cnn(&backbones, &batches, &devices, repeat, parity, train_steps)
         }
         Command::Worker { name, config } => worker::run(&name, &config),
+        Command::Bench {
+            stage: BenchStage::Pipeline { lesions, seed, sample, fetch_wait_ms, broker_storage, dir },
+        } => renal_bench::pipeline(lesions, seed, sample, fetch_wait_ms, &broker_storage, dir.as_deref()),
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             renal_bench::synth(lesions, seed, threads, dir.as_deref())
         }
