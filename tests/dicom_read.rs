@@ -95,3 +95,27 @@ fn every_site_series_and_seg_reads_back() {
     let cut = good[0][..good[0].len() - 1000].to_vec();
     assert!(read_series(&[cut]).is_err(), "truncated pixel data is refused");
 }
+
+#[test]
+fn a_segmentation_without_frames_is_an_empty_mask() {
+    // A lesion smaller than the gap between slices leaves a SEG with no frame (the 1,162-lesion
+    // pipeline bench met two): that is a mask marking no voxel, not an unreadable series.
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cohort");
+    let cfg = SynthConfig { lesions: 1, seed: 3, sites: vec!["MAY".into()], ..SynthConfig::default() };
+    generate(&cfg, &root, &|_| {}).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap()).unwrap();
+    let s = &manifest["series"][0];
+    let series = read_series(&files(&root.join(s["path"].as_str().unwrap()))).unwrap();
+    let seg = root.join(s["segmentations"][0]["path"].as_str().unwrap());
+    let geometry = &series.volume.geometry;
+    assert!(read_seg_mask(&std::fs::read(&seg).unwrap(), geometry).is_ok());
+    let mut obj = dicom_object::open_file(&seg).unwrap();
+    obj.put(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from("0")));
+    let empty = dir.path().join("empty-seg.dcm");
+    obj.write_to_file(&empty).unwrap();
+    assert_eq!(read_seg_mask(&std::fs::read(&empty).unwrap(), geometry).unwrap_err(), ReadError::EmptyMask);
+}

@@ -24,7 +24,7 @@ pub enum ReadError {
     /// Pixel data in a form we do not decode.
     #[error("instance {index}: unsupported pixel data: {reason}")]
     Pixels { index: usize, reason: String },
-    /// No instance given, or a SEG without frames.
+    /// No instance given, or a SEG whose frames do not match its frame count.
     #[error("no slices")]
     Empty,
     /// Slices with different orientation, matrix or spacing.
@@ -226,6 +226,11 @@ pub fn read_seg_mask(bytes: &[u8], onto: &Geometry) -> Result<Volume<u8>, ReadEr
     let rows: usize = text(&obj, tags::ROWS).parse().ok().ok_or(missing("Rows"))?;
     let cols: usize = text(&obj, tags::COLUMNS).parse().ok().ok_or(missing("Columns"))?;
     let frames: usize = text(&obj, tags::NUMBER_OF_FRAMES).parse().ok().ok_or(missing("NumberOfFrames"))?;
+    if frames == 0 {
+        // A SEG stores only the frames where the segment is: none is a mask that marks no
+        // voxel (a lesion the series' slices miss), not an unreadable series.
+        return Err(ReadError::EmptyMask);
+    }
     if text(&obj, tags::BITS_ALLOCATED) != "1" {
         return Err(ReadError::Pixels { index: 0, reason: "only BINARY segmentations (1 bit) are read".into() });
     }
