@@ -15,6 +15,7 @@
 
 use anyhow::{bail, Context, Result};
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
+use renal_ingest::drop_folder::list_files;
 use renal_messages::topics::{self, Topic};
 use renal_messages::{CaseV1, LesionV1, Message, PredictionV1, ScoresV1};
 use std::collections::{BTreeMap, BTreeSet};
@@ -222,43 +223,24 @@ fn tansu() -> Result<PathBuf> {
 fn drop_patient(from: &Path, drop: &Path) -> Result<()> {
     let name = from.file_name().context("a patient folder")?.to_string_lossy().to_string();
     let hidden = drop.join(format!(".incoming-{name}"));
-    let mut stack = vec![from.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let to = hidden.join(path.strip_prefix(from)?);
-                std::fs::create_dir_all(to.parent().context("a parent")?)?;
-                // A link costs no disk (a 1,162-lesion cohort is about 9 GB); a copy where the
-                // file system cannot link.
-                if std::fs::hard_link(&path, &to).is_err() {
-                    std::fs::copy(&path, &to)?;
-                }
-            }
+    for path in list_files(from) {
+        let to = hidden.join(path.strip_prefix(from)?);
+        std::fs::create_dir_all(to.parent().context("a parent")?)?;
+        // A link costs no disk (a 1,162-lesion cohort is about 9 GB); a copy where the file
+        // system cannot link.
+        if std::fs::hard_link(&path, &to).is_err() {
+            std::fs::copy(&path, &to)?;
         }
     }
     std::fs::rename(hidden, drop.join(name))?;
     Ok(())
 }
 
-/// Every DICOM file under `dir`.
-fn dicom_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "dcm") {
-                out.push(path);
-            }
-        }
-    }
+/// A site's patient folders in the cohort, sorted.
+fn patients(cohort: &Path, site: &str) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(cohort.join(site))?.flatten().map(|e| e.path()).collect();
     out.sort();
-    out
+    Ok(out)
 }
 
 fn worker_file(
@@ -361,9 +343,7 @@ fn stage_benchmarks(
     let ingest_root = root.join("bench-ingest");
     let drop = ingest_root.join("drop");
     std::fs::create_dir_all(&drop)?;
-    let mut patients: Vec<PathBuf> = std::fs::read_dir(cohort.join(scp_site))?.flatten().map(|e| e.path()).collect();
-    patients.sort();
-    for p in patients.iter().take(cases.len().max(1)) {
+    for p in patients(cohort, scp_site)?.iter().take(cases.len().max(1)) {
         drop_patient(p, &drop)?;
     }
     let site = renal_ingest::SiteConfig { code: scp_site.into(), drop_folder: drop, rules: Default::default() };
@@ -437,8 +417,8 @@ fn stage_benchmarks(
     Ok(out)
 }
 
-/// Read every record of `topics` from the start (a fresh group) until `want` of each case id
-/// in `ids` arrived or the topics go quiet.
+/// Read `topic` from the start (a fresh group) until a record of each case id in `ids` arrived
+/// (the first one each) or the topic stays quiet for 20 s.
 async fn read_back(bus: &KafkaBus, topic: Topic, ids: &BTreeSet<String>) -> Result<Vec<(String, Vec<u8>)>> {
     let group = format!("bench-read-{}-{}", topic.name, std::process::id());
     let mut consumer = bus.consumer(&group, &[topic])?;
@@ -555,14 +535,11 @@ pub fn pipeline(
                 let cohort = cohort.clone();
                 let scp_site = scp_site.clone();
                 move || -> Result<()> {
-                    let mut patients: Vec<PathBuf> =
-                        std::fs::read_dir(cohort.join(&scp_site))?.flatten().map(|e| e.path()).collect();
-                    patients.sort();
                     let classes = renal_ingest::scp::ACCEPTED;
-                    for p in patients {
+                    for p in patients(&cohort, &scp_site)? {
                         let addr = format!("127.0.0.1:{scp_port}");
                         let mut scu = renal_ingest::scu::StoreScu::connect(&addr, "BENCH_SCU", AE_TITLE, &classes)?;
-                        for f in dicom_files(&p) {
+                        for f in list_files(&p).into_iter().filter(|f| f.extension().is_some_and(|e| e == "dcm")) {
                             scu.store_file(&f)?;
                         }
                         scu.release()?;
@@ -571,10 +548,7 @@ pub fn pipeline(
                 }
             });
             for site in sites.iter().filter(|s| **s != scp_site) {
-                let mut patients: Vec<PathBuf> =
-                    std::fs::read_dir(cohort.join(site))?.flatten().map(|e| e.path()).collect();
-                patients.sort();
-                for p in patients {
+                for p in patients(&cohort, site)? {
                     drop_patient(&p, &root.join("drop").join(site))?;
                 }
             }
