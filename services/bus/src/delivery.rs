@@ -105,8 +105,9 @@ pub async fn send_with_retry<B: Bus>(bus: &B, out: &Output, backoff: Backoff) ->
     loop {
         match bus.send(out.topic, &out.key, out.payload.clone()).await {
             Ok(d) => return Ok((d, failed)),
-            Err(BusError::Transient(_)) => {
+            Err(BusError::Transient(why)) => {
                 failed += 1;
+                tracing::debug!(topic = out.topic.name, "send failed ({why}); retrying in {delay} ms");
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 delay = backoff.next(delay);
             }

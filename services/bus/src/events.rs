@@ -109,6 +109,8 @@ pub struct BusFailed<'a> {
     pub operation: &'static str,
     /// Failed tries.
     pub count: u64,
+    /// The client's words for the last failure, where the caller has them (never a payload).
+    pub error: Option<&'a str>,
 }
 
 impl InternalEvent for BusFailed<'_> {
@@ -116,7 +118,12 @@ impl InternalEvent for BusFailed<'_> {
         if self.count == 0 {
             return;
         }
-        tracing::warn!(stage = self.stage, operation = self.operation, "the bus failed; retrying with back-off");
+        tracing::warn!(
+            stage = self.stage,
+            operation = self.operation,
+            error = self.error.unwrap_or("(see the send's debug lines)"),
+            "the bus failed; retrying with back-off"
+        );
         stage_metrics().bus_errors.with_label_values(&[self.stage, self.operation]).inc_by(self.count);
         renal_telemetry::set_ready("bus", false);
     }

@@ -3,7 +3,7 @@
 use crate::{Bus, BusError, Consumer, Delivery, Record};
 use renal_messages::topics::Topic;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -25,6 +25,8 @@ struct Inner {
     arrived: Notify,
     /// False while a test simulates a broker outage.
     reachable: AtomicBool,
+    /// Read errors still queued from an outage that has ended (see [`InProcessBus::queue_read_errors`]).
+    stale_read_errors: AtomicUsize,
 }
 
 /// Partitioned in-memory logs shared by every producer and consumer made from one instance.
@@ -53,6 +55,7 @@ impl InProcessBus {
                 state: Mutex::default(),
                 arrived: Notify::new(),
                 reachable: AtomicBool::new(true),
+                stale_read_errors: AtomicUsize::new(0),
             }),
         }
     }
@@ -62,6 +65,22 @@ impl InProcessBus {
     pub fn set_reachable(&self, reachable: bool) {
         self.inner.reachable.store(reachable, Ordering::SeqCst);
         self.inner.arrived.notify_waiters();
+    }
+
+    /// Simulate what librdkafka leaves behind after an outage: a connection error event for
+    /// every failed reconnect, queued for the consumer, so the next `count` reads (by any
+    /// consumer of this bus) fail although the broker is back.
+    pub fn queue_read_errors(&self, count: usize) {
+        self.inner.stale_read_errors.fetch_add(count, Ordering::SeqCst);
+        self.inner.arrived.notify_waiters();
+    }
+
+    fn take_stale_read_error(&self) -> Result<(), BusError> {
+        let taken = self.inner.stale_read_errors.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match taken {
+            Ok(_) => Err(BusError::Transient("broker transport failure (simulated, queued)".into())),
+            Err(_) => Ok(()),
+        }
     }
 
     fn check_reachable(&self) -> Result<(), BusError> {
@@ -208,6 +227,7 @@ impl Consumer for InProcessConsumer {
             tokio::pin!(arrived);
             // Register interest before looking, so a send between the look and the wait is seen.
             arrived.as_mut().enable();
+            self.bus.take_stale_read_error()?;
             self.bus.check_reachable()?;
             if let Some(r) = self.try_next() {
                 return Ok(r);

@@ -111,6 +111,12 @@ pub struct Batching {
     pub max_wait_ms: u64,
 }
 
+/// The pause after a failed read. Short and fixed, not the stage's growing back-off: a read error
+/// is an event the client queued (librdkafka queues one per failed reconnect while the broker is
+/// away and paces its reconnects itself), and a growing delay per queued event would leave the
+/// stage draining stale errors for minutes after the broker is back.
+const READ_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
 /// Offsets stored since the last commit, and when that was.
 struct Commits {
     interval: Duration,
@@ -124,9 +130,9 @@ impl Commits {
     fn commit<C: Consumer>(&mut self, consumer: &mut C, stats: &mut StageStats, stage: &str) -> Result<(), BusError> {
         match consumer.commit() {
             Ok(()) => self.uncommitted = false,
-            Err(BusError::Transient(_)) => {
+            Err(BusError::Transient(why)) => {
                 stats.retries += 1;
-                emit(BusFailed { stage, operation: "commit", count: 1 });
+                emit(BusFailed { stage, operation: "commit", count: 1, error: Some(&why) });
             }
             Err(e) => return Err(e),
         }
@@ -164,8 +170,6 @@ where
     emit(StageStarted { stage: cfg.stage, inputs: &input_names });
     let mut commits =
         Commits { interval: Duration::from_millis(cfg.commit_interval_ms), last: Instant::now(), uncommitted: false };
-    // Delay before the next read after the bus could not be read.
-    let mut read_delay = cfg.backoff.initial_ms;
     tokio::pin!(shutdown);
     loop {
         // Offsets stored since the last commit are committed on the interval even when no input
@@ -181,19 +185,17 @@ where
         };
         let first = match first {
             Ok(r) => r,
-            Err(BusError::Transient(_)) => {
+            Err(BusError::Transient(why)) => {
                 stats.retries += 1;
-                emit(BusFailed { stage: cfg.stage, operation: "read", count: 1 });
+                emit(BusFailed { stage: cfg.stage, operation: "read", count: 1, error: Some(&why) });
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(Duration::from_millis(read_delay)) => {}
+                    _ = tokio::time::sleep(READ_ERROR_PAUSE) => {}
                 }
-                read_delay = cfg.backoff.next(read_delay);
                 continue;
             }
             Err(e) => return Err(e),
         };
-        read_delay = cfg.backoff.initial_ms;
         received(cfg.stage, &first);
         let mut batch = vec![first];
         if batching.max_records > 1 {
@@ -307,7 +309,7 @@ async fn send_counted<B: Bus>(
 ) -> Result<(), BusError> {
     let (_, failed) = send_with_retry(bus, out, cfg.backoff).await?;
     stats.retries += failed;
-    emit(BusFailed { stage: cfg.stage, operation: "send", count: failed });
+    emit(BusFailed { stage: cfg.stage, operation: "send", count: failed, error: None });
     Ok(())
 }
 
@@ -467,6 +469,35 @@ mod tests {
             assert_eq!(got, vec![vec!["a", "b", "flaky"], vec!["flaky"], vec!["c", "d"]]);
             assert_eq!(stats, StageStats { inputs: 5, outputs: 5, dead_letters: 0, retries: 1 });
             assert_eq!(bus.committed("ingest", topics::LABELS).iter().sum::<i64>(), 5);
+        });
+    }
+
+    #[test]
+    fn stale_read_errors_after_an_outage_cost_no_back_off() {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let bus = InProcessBus::new(2);
+            // Forty connection errors queued during an outage that is over; the worker's own
+            // back-off (200 ms doubling to 10 s) per error would take over six minutes.
+            bus.queue_read_errors(40);
+            bus.send(topics::LABELS, "k", vec![7]).await.unwrap();
+            let watcher = bus.clone();
+            let stop = async move {
+                while watcher.records(topics::CASES).is_empty() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            };
+            let cfg = StageConfig { backoff: Backoff::WORKER, ..config() };
+            let began = Instant::now();
+            let copy = |r: Record| async move {
+                Outcome::Done(vec![Output { topic: topics::CASES, key: r.key, payload: r.payload }])
+            };
+            let stats = tokio::time::timeout(Duration::from_secs(20), run_stage(bus.clone(), cfg, copy, stop))
+                .await
+                .expect("the stage drained the stale errors")
+                .unwrap();
+            assert_eq!(stats.retries, 40, "{stats:?}");
+            // 40 pauses of 50 ms, and a margin for a loaded machine.
+            assert!(began.elapsed() < Duration::from_secs(8), "{:?}", began.elapsed());
         });
     }
 
