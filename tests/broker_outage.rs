@@ -12,25 +12,11 @@
 //! on SIGINT.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{fitted_ensemble, interrupt, random_cnn_bundle, start_worker, Broker};
+use renal_e2e::{fitted_ensemble, interrupt, log_tail, random_cnn_bundle, start_worker, Broker};
 use renal_messages::{topics, DeadLetterV1, Message, PredictionV1};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
-
-/// Copy `from` (a patient folder) into `drop` under a hidden name, then rename it into place,
-/// as a sender that writes under a dot-name does.
-fn drop_patient(from: &Path, drop: &Path) {
-    let name = from.file_name().unwrap().to_string_lossy().to_string();
-    let hidden = drop.join(format!(".incoming-{name}"));
-    for f in renal_e2e::files_under(from, None) {
-        let to = hidden.join(f.strip_prefix(from).unwrap());
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &to).unwrap();
-    }
-    std::fs::rename(hidden, drop.join(name)).unwrap();
-}
 
 /// The worker processes, killed if the test ends before it stops them.
 struct Workers(Vec<(&'static str, Child)>);
@@ -56,6 +42,7 @@ fn exited(workers: &mut [(&str, Child)]) -> Vec<String> {
 
 #[test]
 fn the_pipeline_outlasts_a_broker_outage_and_loses_nothing() {
+    let began = Instant::now();
     let mut broker = Broker::start_private();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -129,7 +116,7 @@ modality_wait_ms = 8000
     let bus = KafkaBus::new(KafkaConfig::local(&broker.bootstrap, "e2e-outage")).unwrap();
     // The first half flows through: the workers are connected and their groups formed.
     for p in &patients[..4] {
-        drop_patient(p, &drop);
+        renal_e2e::drop_patient(p, &drop);
     }
     rt.block_on(async {
         let all = [
@@ -143,11 +130,7 @@ modality_wait_ms = 8000
         bus.ensure_topics(&all).await.unwrap();
         let mut predictions = bus.consumer("e2e-first", &[topics::PREDICTIONS]).unwrap();
         let first = tokio::time::timeout(Duration::from_secs(120), predictions.recv()).await;
-        assert!(
-            matches!(first, Ok(Ok(_))),
-            "no prediction before the outage: {first:?}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        assert!(matches!(first, Ok(Ok(_))), "no prediction before the outage: {first:?}\n{}", log_tail(&log, 80));
         // Half a score, parked until the sweeper gives up on it during the outage.
         let half = serde_json::json!({
             "version": 1, "case_id": "MAY-PARTIAL", "revision": 1, "site": "MAY",
@@ -168,12 +151,14 @@ modality_wait_ms = 8000
     std::fs::create_dir_all(drop.join("junk")).unwrap();
     std::fs::write(drop.join("junk/broken.dcm"), &bytes[..300]).unwrap();
     for p in &patients[4..] {
-        drop_patient(p, &drop);
+        renal_e2e::drop_patient(p, &drop);
     }
+    eprintln!("[{:>6.1} s] the broker goes away", began.elapsed().as_secs_f64());
     broker.stop();
     std::thread::sleep(Duration::from_secs(20));
     assert_eq!(exited(&mut workers.0), Vec::<String>::new(), "workers that exited during the outage");
     broker.restart();
+    eprintln!("[{:>6.1} s] the broker is back", began.elapsed().as_secs_f64());
 
     let (predictions, letters) = rt.block_on(async {
         let mut out =
@@ -190,8 +175,9 @@ modality_wait_ms = 8000
             let left = until.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "after the outage: predictions {predictions:?}, dead letters {letters:?}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                "after the outage: predictions {predictions:?}, dead letters {letters:?}, workers that exited {:?}\n{}",
+                exited(&mut workers.0),
+                log_tail(&log, 80)
             );
             // Reads fail while the client reconnects; keep asking.
             let Ok(Ok(r)) = tokio::time::timeout(left, out.recv()).await else { continue };
@@ -205,9 +191,9 @@ modality_wait_ms = 8000
         }
         (predictions, letters)
     });
+    eprintln!("[{:>6.1} s] every lesion predicted, both dead letters sent", began.elapsed().as_secs_f64());
     let still_running = exited(&mut workers.0);
-    let worker_log = std::fs::read_to_string(&log).unwrap();
-    assert!(still_running.is_empty(), "workers that exited: {still_running:?}\n{worker_log}");
+    assert!(still_running.is_empty(), "workers that exited: {still_running:?}\n{}", log_tail(&log, 80));
     for (case, ps) in &predictions {
         assert!(ps.iter().all(|p| p == &ps[0]), "{case}: repeated predictions differ: {ps:?}");
     }

@@ -268,6 +268,38 @@ pub fn files_under(root: &Path, ext: Option<&str>) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Copy the patient folder `from` into the drop folder `drop` as a careful sender does: under a
+/// hidden name first, renamed into place when complete, so the worker never reads a file that
+/// is still being written.
+pub fn drop_patient(from: &Path, drop: &Path) {
+    let name = from.file_name().unwrap().to_string_lossy().to_string();
+    let hidden = drop.join(format!(".incoming-{name}"));
+    for f in files_under(from, None) {
+        let to = hidden.join(f.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+    std::fs::rename(hidden, drop.join(name)).unwrap();
+}
+
+/// The end of a worker log for a failure message: its last `lines` lines, leaving out
+/// librdkafka's connection failures (a broker outage writes hundreds), and how many it left out.
+/// A failing test's message is cut after its beginning in CI summaries, so put this first.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (noise, kept): (Vec<&str>, Vec<&str>) =
+        text.lines().partition(|l| l.contains("Connection refused") || l.contains("Disconnected"));
+    let start = kept.len().saturating_sub(lines);
+    format!(
+        "--- {}: last {} of {} lines ({} connection-failure lines left out) ---\n{}",
+        path.display(),
+        kept.len() - start,
+        kept.len(),
+        noise.len(),
+        kept[start..].join("\n")
+    )
+}
+
 /// An ensemble bundle's content fitted on 80 synthetic lesions whose three base outputs carry
 /// the label with noise, pinned to CNN bundle `cnn_version`; its fill is age 58, male.
 pub fn fitted_ensemble(cnn_version: &str) -> renal_ensemble::bundle::Content {

@@ -223,7 +223,7 @@ pub fn ready() -> Result<(), String> {
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
-    /// One readable line per event.
+    /// One readable line per event: time, level, message, fields; coloured on a terminal.
     #[default]
     Human,
     /// One JSON object per event (for a log shipper).
@@ -233,11 +233,13 @@ pub enum LogFormat {
 /// Send `tracing` events to stderr in `format`, filtered by `RUST_LOG` (default `info`). A
 /// second call does nothing (the first subscriber stays).
 pub fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let _ = match format {
-        LogFormat::Human => builder.without_time().try_init(),
+        // Colours only on a terminal: a log file or a collector gets plain text.
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }
