@@ -2,7 +2,7 @@
 //! handled files aside.
 
 use renal_store::sha256_hex;
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// A dead-letter key for a file that names no patient: the site, a hash of the folder path
@@ -26,7 +26,13 @@ pub fn list_files(root: &Path) -> Vec<PathBuf> {
                 continue;
             }
             let p = e.path();
-            if p.is_dir() {
+            // The entry's type comes with the directory listing; only a link needs a stat.
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_symlink() => p.is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => continue,
+            };
+            if is_dir {
                 stack.push(p);
             } else {
                 out.push(p);
@@ -38,7 +44,7 @@ pub fn list_files(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Move a handled file into `folder` (`.done`, `.rejected`) of its drop folder and forget it.
-pub fn move_under(drop: &Path, path: &Path, folder: &str, seen: &mut BTreeSet<PathBuf>) {
+pub fn move_under(drop: &Path, path: &Path, folder: &str, seen: &mut HashSet<PathBuf>) {
     let rel = path.strip_prefix(drop).unwrap_or(path);
     let to = drop.join(folder).join(rel);
     if let Some(parent) = to.parent() {
