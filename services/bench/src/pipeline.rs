@@ -219,6 +219,13 @@ fn tansu() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Which tansu build runs: the name of its install folder (`tansu-0.6.0` is the tests' opt-level 0
+/// build, `tansu-0.6.0-opt3` the optimised one; scripts/install-tansu.sh).
+fn tansu_build() -> String {
+    let home = tansu().ok().and_then(|b| b.parent()?.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()));
+    home.unwrap_or_else(|| "tansu".into())
+}
+
 /// Put a patient folder into a drop folder under a dot-name, then rename it into place.
 fn drop_patient(from: &Path, drop: &Path) -> Result<()> {
     let name = from.file_name().context("a patient folder")?.to_string_lossy().to_string();
@@ -490,7 +497,11 @@ pub fn pipeline(
         .spawn()
         .context("starting tansu")?;
     processes.0.push(("broker".into(), child));
-    wait_for(&bootstrap, 20, "tansu")?;
+    if let Err(e) = wait_for(&bootstrap, 20, "tansu") {
+        // Most often an engine this build lacks: say what tansu said.
+        let said = std::fs::read_to_string(root.join("tansu/tansu.log")).unwrap_or_default();
+        bail!("{e}; tansu's log ends: {}", said.lines().last().unwrap_or("(empty)"));
+    }
     for site in &sites {
         std::fs::create_dir_all(root.join("drop").join(site))?;
     }
@@ -722,10 +733,11 @@ fn report(r: &Report) {
     let duplicates: usize = r.predictions.values().map(|v| v.len() - 1).sum();
     let missing = r.expected.iter().filter(|c| !r.predictions.contains_key(*c) && !r.letters.contains_key(*c)).count();
     println!(
-        "renal bench pipeline: {} lesions from {} sites ({} over C-STORE), five worker processes on a private tansu ({} storage, fetch wait {} ms)",
+        "renal bench pipeline: {} lesions from {} sites ({} over C-STORE), five worker processes on a private tansu ({}, {} storage, fetch wait {} ms)",
         r.expected.len(),
         r.sites,
         r.scp_site,
+        tansu_build(),
         r.broker_storage,
         r.fetch_wait_ms
     );

@@ -435,9 +435,11 @@ enum BenchStage {
         /// from below; shorter costs the broker more CPU.
         #[arg(long, default_value_t = 50)]
         fetch_wait_ms: u64,
-        /// The broker's storage: `memory` (tansu's in-memory engine; Kafka itself writes to the
-        /// page cache and does not fsync per message) or `sqlite` (what the tests use).
-        #[arg(long, default_value = "memory")]
+        /// The broker's storage: `sqlite` (what the tests use; every tansu build has it) or
+        /// `memory` (tansu's in-memory engine, closer to Kafka, which writes to the page cache
+        /// and does not fsync per message; needs the bench build, `scripts/install-tansu.sh
+        /// bench`, named by TANSU_HOME).
+        #[arg(long, default_value = "sqlite")]
         broker_storage: String,
         /// Where to keep the cohort, stores and worker logs (an empty or new folder; default: a
         /// temporary folder, removed afterwards).
