@@ -83,9 +83,12 @@ async fn deliver<B: Bus>(
     Ok(())
 }
 
-/// The pause between scans is at least this many times the last walk of the drop folders: with a
-/// whole cohort waiting (tens of thousands of files) walking costs at most about 1/20 of a core.
-const WALK_SHARE_INVERSE: u32 = 20;
+/// The pause before the next scan: `scan_interval_ms`, or 20 times the last walk of the drop
+/// folders when that is longer, so that with a whole cohort waiting (tens of thousands of files)
+/// walking costs at most about a twentieth of a core.
+fn scan_pause(scan_interval_ms: u64, walk: Duration) -> Duration {
+    Duration::from_millis(scan_interval_ms.max(1)).max(walk * 20)
+}
 
 /// Run ingest until `shutdown` resolves (or, in batch mode, until the folders are drained).
 pub async fn run<B: Bus>(
@@ -250,7 +253,20 @@ pub async fn run<B: Bus>(
         asm.forget_idle(now, cfg.study_retention_ms);
         tokio::select! {
             _ = &mut shutdown => return Ok(stats),
-            _ = tokio::time::sleep(Duration::from_millis(cfg.scan_interval_ms.max(1)).max(walk * WALK_SHARE_INVERSE)) => {}
+            _ = tokio::time::sleep(scan_pause(cfg.scan_interval_ms, walk)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_walk_stretches_the_pause_between_scans() {
+        let ms = Duration::from_millis;
+        assert_eq!(scan_pause(250, ms(2)), ms(250), "a quick walk keeps the configured interval");
+        assert_eq!(scan_pause(250, ms(110)), ms(2_200), "a 110 ms walk waits 2.2 s");
+        assert_eq!(scan_pause(0, Duration::ZERO), ms(1), "never a busy loop");
     }
 }
