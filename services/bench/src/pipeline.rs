@@ -220,7 +220,7 @@ fn tansu() -> Result<PathBuf> {
 }
 
 /// Which tansu build runs: the name of its install folder (`tansu-0.6.0` is the tests' opt-level 0
-/// build, `tansu-0.6.0-opt3` the optimised one; scripts/install-tansu.sh).
+/// build, `tansu-0.6.0-bench` the optimised one with both engines; scripts/install-tansu.sh).
 fn tansu_build() -> String {
     let home = tansu().ok().and_then(|b| b.parent()?.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()));
     home.unwrap_or_else(|| "tansu".into())
