@@ -67,9 +67,15 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     g
 }
 
-/// Seconds from 1 ms to about 65 s, doubling: processing and latency histograms.
+/// Seconds from 1 ms to about 65 s, doubling: processing-time histograms.
 fn seconds_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.001, 2.0, 17).expect("valid buckets")
+}
+
+/// Seconds from 1 ms to about 4.7 hours, doubling: time a message waits between two stages,
+/// which includes a backlog's queueing when a whole cohort arrives at once (minutes).
+fn queueing_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.001, 2.0, 25).expect("valid buckets")
 }
 
 /// The metrics a stage loop updates, shared by every stage of the process (labelled by stage).
@@ -118,7 +124,7 @@ pub fn stage_metrics() -> &'static StageMetrics {
             "hop_latency_seconds",
             "From a message's production to the stage reading it, by stage and input topic.",
             &["stage", "topic"],
-            seconds_buckets(),
+            queueing_buckets(),
         ),
         consumer_lag: gauge(
             "consumer_lag",
