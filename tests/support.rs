@@ -268,18 +268,10 @@ pub fn files_under(root: &Path, ext: Option<&str>) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Copy the patient folder `from` into the drop folder `drop` as a careful sender does: under a
-/// hidden name first, renamed into place when complete, so the worker never reads a file that
-/// is still being written.
+/// Put the patient folder `from` into the drop folder `drop` as a careful sender does (under a
+/// hidden name, renamed into place when complete): the pipeline bench's own way.
 pub fn drop_patient(from: &Path, drop: &Path) {
-    let name = from.file_name().unwrap().to_string_lossy().to_string();
-    let hidden = drop.join(format!(".incoming-{name}"));
-    for f in files_under(from, None) {
-        let to = hidden.join(f.strip_prefix(from).unwrap());
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &to).unwrap();
-    }
-    std::fs::rename(hidden, drop.join(name)).unwrap();
+    renal_bench::drop_patient(from, drop).unwrap();
 }
 
 /// The end of a worker log for a failure message: its last `lines` lines, leaving out

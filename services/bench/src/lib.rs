@@ -8,7 +8,7 @@ mod cnn;
 mod pipeline;
 
 pub use cnn::cnn;
-pub use pipeline::{fitted_ensemble, pipeline, random_cnn_bundle};
+pub use pipeline::{drop_patient, fitted_ensemble, pipeline, random_cnn_bundle};
 
 use anyhow::{bail, Context, Result};
 use renal_ingest::config::sites_of_cohort;

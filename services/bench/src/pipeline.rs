@@ -226,8 +226,9 @@ fn tansu_build() -> String {
     home.unwrap_or_else(|| "tansu".into())
 }
 
-/// Put a patient folder into a drop folder under a dot-name, then rename it into place.
-fn drop_patient(from: &Path, drop: &Path) -> Result<()> {
+/// Put a patient folder into a drop folder under a dot-name, then rename it into place, as a
+/// careful sender does, so ingest never reads a file still being written.
+pub fn drop_patient(from: &Path, drop: &Path) -> Result<()> {
     let name = from.file_name().context("a patient folder")?.to_string_lossy().to_string();
     let hidden = drop.join(format!(".incoming-{name}"));
     for path in list_files(from) {

@@ -47,7 +47,8 @@ pub struct StageConfig {
     pub group: String,
     /// Input topics.
     pub inputs: Vec<Topic>,
-    /// Delays between retries of an input, of a send and of a read from an unreachable bus.
+    /// Delays between retries of an input and of a send (a failed read pauses a fixed
+    /// 50 ms instead: `READ_ERROR_PAUSE`).
     pub backoff: Backoff,
     /// Commit stored offsets at least this often, ms (and always at shutdown).
     pub commit_interval_ms: u64,
@@ -147,8 +148,9 @@ impl Commits {
 /// answered with `Retry` are processed again, as a batch of their own, after a back-off. Offsets
 /// are stored once every record of the batch is delivered, in arrival order.
 ///
-/// The loop outlasts an unreachable broker: reads, sends and commits that fail transiently are
-/// retried with the stage's back-off. Only failures that retrying cannot fix end it.
+/// The loop outlasts an unreachable broker: sends that fail transiently are retried with the
+/// stage's back-off, reads after a short fixed pause, commits at the next commit. Only failures
+/// that retrying cannot fix end it.
 pub async fn run_batched_stage<B, F, Fut>(
     bus: B,
     cfg: StageConfig,
