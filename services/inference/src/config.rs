@@ -24,6 +24,11 @@ pub struct InferenceConfig {
     /// Longest wait for a batch to fill after its first lesion, ms (default 50).
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// libtorch's threads for one forward pass on the CPU (default 0: libtorch's choice, one per
+    /// core unless `OMP_NUM_THREADS` says otherwise). Where other stages share the cores, 1 is
+    /// cheaper: a second thread mostly spins at each layer's barrier while its core is taken.
+    #[serde(default)]
+    pub cpu_threads: usize,
 }
 
 fn default_device() -> String {
@@ -51,6 +56,7 @@ impl InferenceConfig {
             model_version: model_version.into(),
             max_batch: default_max_batch(),
             max_wait_ms: default_max_wait_ms(),
+            cpu_threads: 0,
         }
     }
 
@@ -65,6 +71,29 @@ impl InferenceConfig {
         if self.max_batch == 0 || self.max_batch > 1024 {
             return Err(ConfigError(format!("max_batch {} must be 1 to 1024", self.max_batch)));
         }
+        if self.cpu_threads > 256 {
+            return Err(ConfigError(format!("cpu_threads {} must be 0 (libtorch's choice) to 256", self.cpu_threads)));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_at_start_up() {
+        let ok = InferenceConfig::new("/blobs", PathBuf::from("/models"), "newest");
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.cpu_threads, 0, "libtorch chooses unless told");
+        let one = InferenceConfig { cpu_threads: 1, ..ok.clone() };
+        assert!(one.validate().is_ok());
+        let many = InferenceConfig { cpu_threads: 257, ..ok.clone() };
+        assert!(many.validate().unwrap_err().to_string().contains("cpu_threads 257"));
+        let empty = InferenceConfig { max_batch: 0, ..ok.clone() };
+        assert!(empty.validate().unwrap_err().to_string().contains("max_batch 0"));
+        let gpu = InferenceConfig { device: "tpu".into(), ..ok };
+        assert!(gpu.validate().is_err());
     }
 }

@@ -14,12 +14,20 @@ pub struct InferenceStarted<'a> {
     pub device: &'a str,
     /// Why that device (what was asked, what was found).
     pub why: &'a str,
+    /// libtorch's threads per forward pass on the CPU.
+    pub cpu_threads: i32,
 }
 
 impl InternalEvent for InferenceStarted<'_> {
     fn emit(self) {
         pipeline_metrics().batch_size.with_label_values(&[self.device]);
-        tracing::info!(stage = "inference", device = self.device, "cnn device: {}", self.why);
+        tracing::info!(
+            stage = "inference",
+            device = self.device,
+            cpu_threads = self.cpu_threads,
+            "cnn device: {}",
+            self.why
+        );
         tracing::info!(
             stage = "inference",
             "inference: serving {} ({}, {}x{} input)",

@@ -40,6 +40,10 @@ pub async fn serve(
 ) -> Result<StageStats, ServeError> {
     config.validate()?;
     let (device, why) = renal_cnn::device::select(config.device()?).map_err(ServeError::Device)?;
+    if config.cpu_threads > 0 {
+        // Process-wide; this process serves one stage.
+        tch::set_num_threads(config.cpu_threads as i32);
+    }
     let version = renal_cnn::bundle::resolve(&config.registry, &config.model_version)?;
     let scorer = Scorer::load(&config.registry, &version, device)?;
     let net = &scorer.manifest().net;
@@ -49,6 +53,7 @@ pub async fn serve(
         input_px: net.input_px,
         device: device_label(device),
         why: &why,
+        cpu_threads: tch::get_num_threads(),
     });
     let store = renal_store::open(&config.blob_store)?;
     let bus = renal_bus::connect(&kafka, "renal-inference", &[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE])
