@@ -33,6 +33,11 @@ fn the_pipeline_bench_predicts_every_lesion_once_and_prints_its_tables() {
         assert!(text.contains(&format!("| {hop} |")), "no {hop} row:\n{text}");
     }
     assert!(text.contains("| Kafka itself (probe"), "{text}");
+    // The bench's own CPU is shown apart from the pipeline's, and the header says how many
+    // cores the processes were allowed (what a `taskset -c 0` run changes).
+    assert!(text.contains("| the bench itself ("), "{text}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(text.lines().next().unwrap().ends_with(&format!("{cores} CPU cores allowed")), "{text}");
     assert!(text.contains("- CPU per lesion / stages' benchmark: "), "{text}");
     // The worker logs and stores stay in --dir.
     assert!(work.join("ingest.log").is_file() && work.join("cohort/labels.csv").is_file());

@@ -427,8 +427,9 @@ enum BenchStage {
         /// Cohort seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Lesions the stages' own benchmark runs on.
-        #[arg(long, default_value_t = 8)]
+        /// Lesions the stages' own benchmark runs on, spread over the cohort (their sizes vary,
+        /// and so does their cost: fewer gives a noisier baseline).
+        #[arg(long, default_value_t = 24)]
         sample: usize,
         /// Longest hold of a consumer's fetch, ms (`[kafka] fetch_wait_max_ms`): tansu holds each
         /// fetch this long even when messages are waiting, so it bounds the latency per hop
