@@ -32,7 +32,8 @@ const AE_TITLE: &str = "RENAL_BENCH";
 /// Fetch wait of the bench's own watch on the outputs, ms. The watch is the bench's instrument,
 /// not a pipeline stage: with the workers' short wait its fetches (seven topics, every partition,
 /// held for the whole wait by tansu) cost the broker more than all the workers' fetches together,
-/// and that CPU would be charged to the pipeline. At 250 ms the end time is late by at most that.
+/// and that CPU would be charged to the pipeline. At 250 ms the end time is late by at most 0.5 s
+/// (a message can land just after a fetch read, and waits for the next).
 const WATCH_FETCH_WAIT_MS: u64 = 250;
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (clock ticks of
