@@ -239,3 +239,31 @@ fn tsne_agrees_with_scikit_learn() {
     assert!(ours_kl <= 1.05 * sk_kl, "KL {ours_kl} vs sklearn's {sk_kl}");
     assert!(ours_t >= sk_t - 0.02, "trustworthiness {ours_t} vs {sk_t}");
 }
+
+/// What Table 1 implies for a clinical model (renal_synth::implied) against the same reading in
+/// SciPy (`tests/reference/implied_auc.py`: quad for d2, truncnorm on a coarser grid). Tolerance:
+/// d2 to 1e-6; the AUCs to 2e-3 (the two grids differ; observed about 5e-4).
+#[test]
+fn table1_implied_auc_agrees_with_scipy() {
+    use renal_synth::implied::{expected_range, from_generator, from_table1, ClassModel, Shape};
+    let shape = |s: &Shape| serde_json::json!({"centre": s.centre, "sd": s.sd, "lo": s.lo, "hi": s.hi});
+    let class =
+        |c: &ClassModel| serde_json::json!({"age": shape(&c.age), "log_size": shape(&c.log_size), "male": c.male});
+    let ranges = [2usize, 10, 507, 655];
+    for ours in [from_table1(), from_generator()] {
+        let theirs = reference(
+            "implied_auc.py",
+            &serde_json::json!({"ranges": ranges, "benign": class(&ours.benign), "malignant": class(&ours.malignant)}),
+        );
+        for (n, d2) in ranges.iter().zip(theirs["d2"].as_array().unwrap()) {
+            let d2 = d2.as_f64().unwrap();
+            assert!((expected_range(*n) - d2).abs() < 1e-6, "d2({n}): ours {} SciPy {d2}", expected_range(*n));
+        }
+        let auc = theirs["auc"].as_f64().unwrap();
+        assert!((ours.auc - auc).abs() < 2e-3, "AUC ours {} SciPy {auc}", ours.auc);
+        for (i, each) in theirs["auc_each"].as_array().unwrap().iter().enumerate() {
+            let each = each.as_f64().unwrap();
+            assert!((ours.auc_each[i] - each).abs() < 2e-3, "variable {i}: ours {} SciPy {each}", ours.auc_each[i]);
+        }
+    }
+}

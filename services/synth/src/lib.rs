@@ -17,6 +17,7 @@
 pub mod bias_phantom;
 pub mod cohort;
 pub mod export;
+pub mod implied;
 mod noise;
 pub mod phantom;
 pub mod sites;
