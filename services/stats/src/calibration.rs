@@ -1,4 +1,5 @@
-//! Probability calibration: Platt (sigmoid) scaling and the expected calibration error.
+//! Probability calibration: Platt (sigmoid) scaling, isotonic regression, temperature scaling,
+//! and the expected calibration error.
 
 /// Platt scaling: `P(positive | f) = 1 / (1 + exp(a f + b))`.
 ///
@@ -26,7 +27,7 @@ pub enum CalibrationError {
     #[error("score {0} is not finite")]
     NonFinite(f64),
     /// Newton's method did not settle (does not happen on finite data; guarded anyway).
-    #[error("Platt fit did not converge in {0} iterations")]
+    #[error("calibration fit did not converge in {0} iterations")]
     NoConvergence(usize),
 }
 
@@ -124,6 +125,150 @@ impl Platt {
     pub fn probability(&self, score: f64) -> f64 {
         crate::sigmoid(-(self.a * score + self.b))
     }
+}
+
+/// Isotonic calibration: the non-decreasing step function of the score that fits the outcomes
+/// best in squared error (pool adjacent violators), read between its knots by linear
+/// interpolation and clipped beyond them. This is what scikit-learn's
+/// `IsotonicRegression(out_of_bounds="clip")` fits and predicts (and so
+/// `CalibratedClassifierCV(method="isotonic")`): tied scores are first pooled into one point
+/// of their mean outcome, weighted by their count.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Isotonic {
+    /// Distinct training scores, increasing.
+    pub knots: Vec<f64>,
+    /// Fitted probability at each knot, non-decreasing.
+    pub values: Vec<f64>,
+}
+
+impl Isotonic {
+    /// Fit on scores and outcomes (higher scores meaning more likely positive).
+    pub fn fit(scores: &[f64], positive: &[bool]) -> Result<Isotonic, CalibrationError> {
+        assert_eq!(scores.len(), positive.len(), "one label per score");
+        check_fit_input(scores, positive)?;
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&i, &j| scores[i].total_cmp(&scores[j]));
+        // Pool ties: (score, weight, mean outcome).
+        let mut points: Vec<(f64, f64, f64)> = Vec::new();
+        for i in order {
+            let y = f64::from(u8::from(positive[i]));
+            match points.last_mut() {
+                Some(last) if last.0 == scores[i] => {
+                    last.2 = (last.2 * last.1 + y) / (last.1 + 1.0);
+                    last.1 += 1.0;
+                }
+                _ => points.push((scores[i], 1.0, y)),
+            }
+        }
+        // Pool adjacent violators over blocks of (weight, mean, points covered).
+        let mut blocks: Vec<(f64, f64, usize)> = Vec::new();
+        for &(_, w, y) in &points {
+            blocks.push((w, y, 1));
+            while blocks.len() > 1 && blocks[blocks.len() - 2].1 > blocks[blocks.len() - 1].1 {
+                let (w2, y2, n2) = blocks.pop().expect("two blocks");
+                let last = blocks.last_mut().expect("one block");
+                last.1 = (last.1 * last.0 + y2 * w2) / (last.0 + w2);
+                last.0 += w2;
+                last.2 += n2;
+            }
+        }
+        let values: Vec<f64> = blocks.iter().flat_map(|&(_, y, n)| std::iter::repeat_n(y, n)).collect();
+        Ok(Isotonic { knots: points.iter().map(|p| p.0).collect(), values })
+    }
+
+    /// Calibrated probability of a score.
+    pub fn probability(&self, score: f64) -> f64 {
+        let k = &self.knots;
+        if score <= k[0] {
+            return self.values[0];
+        }
+        if score >= k[k.len() - 1] {
+            return self.values[k.len() - 1];
+        }
+        // k[i - 1] < score <= k[i].
+        let i = k.partition_point(|&x| x < score);
+        let t = (score - k[i - 1]) / (k[i] - k[i - 1]);
+        self.values[i - 1] + t * (self.values[i] - self.values[i - 1])
+    }
+}
+
+/// Temperature scaling (Guo et al. 2017) for a binary score on the logit scale:
+/// `P(positive | z) = 1 / (1 + exp(-z / T))`. One parameter, no intercept: it sharpens or
+/// softens a model's confidence without moving its 0.5 point. Fitted by minimising the
+/// cross-entropy on 0/1 outcomes (Newton's method in 1/T, to a gradient below 1e-12 per case).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Temperature {
+    /// T > 0 (1: the scores are used as they are).
+    pub temperature: f64,
+}
+
+impl Temperature {
+    /// Fit on logits and outcomes. T stays within 1e-3 to 1e6. Logits that separate the classes
+    /// perfectly have no finite optimum: the fit sharpens until the gradient vanishes at double
+    /// precision. Logits that point the wrong way get the flattest T (every probability 0.5),
+    /// since a temperature cannot reverse them.
+    pub fn fit(logits: &[f64], positive: &[bool]) -> Result<Temperature, CalibrationError> {
+        assert_eq!(logits.len(), positive.len(), "one label per score");
+        check_fit_input(logits, positive)?;
+        let n = logits.len() as f64;
+        // Loss in s = 1 / T: sum of softplus(-s z) for positives and softplus(s z) for negatives.
+        let loss = |s: f64| -> f64 {
+            logits.iter().zip(positive).map(|(&z, &y)| if y { softplus(-s * z) } else { softplus(s * z) }).sum()
+        };
+        let (s_min, s_max) = (1e-6, 1e3);
+        let mut s = 1.0;
+        let mut current = loss(s);
+        for _ in 0..200 {
+            let (mut g, mut h) = (0.0, 0.0);
+            for (&z, &y) in logits.iter().zip(positive) {
+                let p = crate::sigmoid(s * z);
+                g += (p - f64::from(u8::from(y))) * z;
+                h += p * (1.0 - p) * z * z;
+            }
+            if g.abs() < 1e-12 * n || (s >= s_max && g < 0.0) || (s <= s_min && g > 0.0) {
+                return Ok(Temperature { temperature: 1.0 / s });
+            }
+            let step_full = if h > 0.0 { -g / h } else { -g.signum() };
+            let mut step = 1.0;
+            loop {
+                let candidate_s = (s + step * step_full).clamp(s_min, s_max);
+                let candidate = loss(candidate_s);
+                // Armijo on the step actually taken (the bounds may have shortened it).
+                if candidate <= current + 1e-4 * g * (candidate_s - s) {
+                    let settled = current - candidate <= 1e-15 * current.abs();
+                    s = candidate_s;
+                    current = candidate;
+                    if settled {
+                        return Ok(Temperature { temperature: 1.0 / s });
+                    }
+                    break;
+                }
+                step /= 2.0;
+                if step < 1e-12 {
+                    return Ok(Temperature { temperature: 1.0 / s });
+                }
+            }
+        }
+        Err(CalibrationError::NoConvergence(200))
+    }
+
+    /// Calibrated probability of a logit.
+    pub fn probability(&self, logit: f64) -> f64 {
+        crate::sigmoid(logit / self.temperature)
+    }
+}
+
+/// Both classes present, every score finite.
+fn check_fit_input(scores: &[f64], positive: &[bool]) -> Result<(), CalibrationError> {
+    if let Some(&bad) = scores.iter().find(|s| !s.is_finite()) {
+        return Err(CalibrationError::NonFinite(bad));
+    }
+    let positives = positive.iter().filter(|&&p| p).count();
+    let negatives = positive.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return Err(CalibrationError::OneClass { positives, negatives });
+    }
+    Ok(())
 }
 
 /// One bin of a reliability diagram.
@@ -233,5 +378,48 @@ mod hard_cases {
         let flat = Platt::fit(&[0.3; 4], &[true, false, false, false]).unwrap();
         let want = (2.0 / 3.0 + 3.0 * 0.2) / 4.0;
         assert!((flat.probability(0.3) - want).abs() < 1e-9, "{flat:?}");
+    }
+
+    #[test]
+    fn isotonic_pools_violators_and_interpolates_between_knots() {
+        // Outcomes by score: 1: 0; 2: 1; 3: 0 -> 2 and 3 pool to 0.5; 4: 1, 1.
+        let iso = Isotonic::fit(&[1.0, 2.0, 3.0, 4.0, 4.0], &[false, true, false, true, true]).unwrap();
+        assert_eq!(iso.knots, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(iso.values, vec![0.0, 0.5, 0.5, 1.0]);
+        // Linear between knots, clipped outside.
+        assert!((iso.probability(1.5) - 0.25).abs() < 1e-15);
+        assert!((iso.probability(3.5) - 0.75).abs() < 1e-15);
+        assert_eq!((iso.probability(-9.0), iso.probability(9.0)), (0.0, 1.0));
+        // A tie of mixed outcomes is one knot at its mean.
+        let tied = Isotonic::fit(&[0.2, 0.2, 0.2, 0.9], &[true, false, false, true]).unwrap();
+        assert_eq!(tied.values, vec![1.0 / 3.0, 1.0]);
+        assert!(matches!(Isotonic::fit(&[0.1, f64::NAN], &[true, false]), Err(CalibrationError::NonFinite(_))));
+    }
+
+    #[test]
+    fn temperature_recovers_a_known_scale_and_stays_in_bounds() {
+        // Outcomes drawn in proportion 1 / (1 + exp(-z / 2.5)) at each logit: T = 2.5.
+        let (mut z, mut y) = (Vec::new(), Vec::new());
+        for k in -6..=6 {
+            let logit = k as f64;
+            let positives = (crate::sigmoid(logit / 2.5) * 10_000.0).round() as usize;
+            for i in 0..10_000 {
+                z.push(logit);
+                y.push(i < positives);
+            }
+        }
+        let t = Temperature::fit(&z, &y).unwrap();
+        assert!((t.temperature - 2.5).abs() < 1e-3, "{t:?}");
+        assert!((t.probability(2.5) - crate::sigmoid(1.0)).abs() < 1e-3);
+        // Perfectly separated logits: no finite optimum; the fit sharpens until the gradient
+        // vanishes at double precision (every training case within 1e-9 of its label), not an
+        // error.
+        let sharp = Temperature::fit(&[-1.0, -0.5, 0.5, 1.0], &[false, false, true, true]).unwrap();
+        assert!(sharp.temperature < 0.05, "{sharp:?}");
+        assert!(sharp.probability(0.5) > 1.0 - 1e-9 && sharp.probability(-0.5) < 1e-9, "{sharp:?}");
+        // Logits pointing the wrong way: the flattest temperature allowed (every p near 0.5).
+        let wrong = Temperature::fit(&[-1.0, -0.5, 0.5, 1.0], &[true, true, false, false]).unwrap();
+        assert!((wrong.probability(1.0) - 0.5).abs() < 1e-5, "{wrong:?}");
+        assert!(matches!(Temperature::fit(&[1.0], &[true]), Err(CalibrationError::OneClass { .. })));
     }
 }

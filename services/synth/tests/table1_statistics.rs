@@ -160,7 +160,10 @@ fn drawn_clinical_variables_are_no_more_telling_than_table_1() {
         .collect();
     let labels: Vec<bool> = cohort.iter().map(|l| l.malignant).collect();
     let drawn = renal_stats::roc_auc(&scores, &labels).unwrap();
-    eprintln!("best clinical ROC AUC: drawn {drawn:.4}, generator's shapes {:.4}, Table 1 {:.4}", generator.auc, table.auc);
+    eprintln!(
+        "best clinical ROC AUC: drawn {drawn:.4}, generator's shapes {:.4}, Table 1 {:.4}",
+        generator.auc, table.auc
+    );
     assert!((drawn - generator.auc).abs() < 0.01, "drawn {drawn:.4}, the generator's shapes {:.4}", generator.auc);
     assert!(drawn <= table.auc + 0.01, "drawn {drawn:.4}, Table 1 implies {:.4}", table.auc);
 }
