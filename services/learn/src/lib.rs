@@ -4,6 +4,7 @@
 //! and keeping lesions without a histopathology diagnosis out of every test set.
 
 pub mod bagging;
+pub mod calibrate;
 pub mod clinical;
 pub mod ensemble;
 pub mod split;
