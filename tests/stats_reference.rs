@@ -2,8 +2,8 @@
 //! (`tests/reference/sklearn_reference.py`, run from the test venv) on random inputs.
 //!
 //! Tolerances: 1e-9 absolute for the closed-form metrics (ROC AUC, average precision, trapezoid
-//! PR AUC, F1, Brier, binomial P values); Platt parameters 1e-4 relative, because scikit-learn
-//! stops its L-BFGS at a gradient tolerance of 1e-6 while ours runs Newton to 1e-12; the
+//! PR AUC, F1, Brier, log loss, binomial P values); Platt parameters 1e-4 relative, because
+//! scikit-learn stops its L-BFGS at a gradient tolerance of 1e-6 while ours runs Newton to 1e-12; the
 //! calibrated probabilities they give must agree to 1e-7 (observed: about 1e-9). The clinical
 //! model's update rule, run to convergence, must reach scikit-learn's L2 logistic optimum to
 //! 1e-6 in every coefficient (observed: about 1e-9). Bagged one-feature trees grown on the same
@@ -11,7 +11,9 @@
 //! its probabilities to 1e-12 (why one feature: see the test).
 
 use renal_e2e::venv_bin;
-use renal_stats::{average_precision, binomial_test_two_sided, brier, pr_auc_trapezoid, roc_auc, Confusion, Platt};
+use renal_stats::{
+    average_precision, binomial_test_two_sided, brier, log_loss, pr_auc_trapezoid, roc_auc, Confusion, Platt,
+};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -80,6 +82,7 @@ fn metrics_agree_with_scikit_learn_and_scipy() {
         close("pr_auc_trapezoid", pr_auc_trapezoid(&scores, &labels).unwrap(), f("pr_auc_trapezoid"));
         close("f1", Confusion::at_threshold(&probabilities, &labels, 0.5).f1(), f("f1"));
         close("brier", brier(&probabilities, &labels), f("brier"));
+        close("log loss", log_loss(&probabilities, &labels), f("log_loss"));
         for (&(k, m, p), reference) in binomial.iter().zip(theirs["binomial"].as_array().unwrap()) {
             close(&format!("binomial {k}/{m} vs {p}"), binomial_test_two_sided(k, m, p), reference.as_f64().unwrap());
         }

@@ -5,7 +5,7 @@ Reads one JSON object on stdin:
   {"scores": [...], "labels": [0/1 ...], "probabilities": [...], "threshold": 0.5,
    "binomial": [[k, n, p], ...]}
 and prints one JSON object with sklearn's ROC AUC, average precision, trapezoid PR AUC, F1 at
-the threshold, Brier score and Platt (sigmoid) calibration parameters, and SciPy's two-sided
+the threshold, Brier score, log loss and Platt (sigmoid) calibration parameters, and SciPy's two-sided
 binomial test P values. With a "logistic" key ({"x": rows, "y": 0/1, "sample_weight": [...],
 "C": c}) it also fits an L2 logistic regression (intercept unpenalised) to tight tolerance and
 prints its "coef" and "intercept". With a "bagging" key ({"x": rows, "y": 0/1, "draws": one
@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from sklearn.calibration import _sigmoid_calibration
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
-from sklearn.metrics import (auc, average_precision_score, brier_score_loss, f1_score,
+from sklearn.metrics import (auc, average_precision_score, brier_score_loss, f1_score, log_loss,
                              precision_recall_curve, roc_auc_score)
 
 
@@ -38,6 +38,7 @@ def main():
         "pr_auc_trapezoid": auc(recall, precision),
         "f1": f1_score(labels, (probabilities >= q["threshold"]).astype(int)),
         "brier": brier_score_loss(labels, probabilities),
+        "log_loss": log_loss(labels, probabilities),
         "platt": [float(a), float(b)],
         "binomial": [binomtest(k, n, p).pvalue for k, n, p in q["binomial"]],
     }

@@ -6,7 +6,7 @@
 //! and cohort, so [`compare`] fits all three on one set of rows (rows that chose nothing) and
 //! reports each one's ECE, Brier score and log loss on another.
 
-use renal_stats::{brier, expected_calibration_error, CalibrationError, Isotonic, Platt, Temperature};
+use renal_stats::{brier, expected_calibration_error, log_loss, CalibrationError, Isotonic, Platt, Temperature};
 
 /// Which calibrator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,21 +95,8 @@ pub struct Scored {
     pub ece: f64,
     /// Brier score.
     pub brier: f64,
-    /// Mean log loss (probabilities clamped to [1e-15, 1 - 1e-15]).
+    /// Mean log loss ([`renal_stats::log_loss`]).
     pub log_loss: f64,
-}
-
-/// Mean log loss of probabilities against outcomes.
-pub fn log_loss(probability: &[f64], positive: &[bool]) -> f64 {
-    let total: f64 = probability
-        .iter()
-        .zip(positive)
-        .map(|(&p, &y)| {
-            let p = p.clamp(1e-15, 1.0 - 1e-15);
-            -if y { p.ln() } else { (1.0 - p).ln() }
-        })
-        .sum();
-    total / probability.len() as f64
 }
 
 /// Fit each of [`Method::ALL`] on (`fit_raw`, `fit_y`) and score it on (`held_raw`, `held_y`).

@@ -44,14 +44,7 @@ impl Platt {
     /// Fit on scores and outcomes.
     pub fn fit(scores: &[f64], positive: &[bool]) -> Result<Platt, CalibrationError> {
         assert_eq!(scores.len(), positive.len(), "one label per score");
-        if let Some(&bad) = scores.iter().find(|s| !s.is_finite()) {
-            return Err(CalibrationError::NonFinite(bad));
-        }
-        let n_pos = positive.iter().filter(|&&p| p).count();
-        let n_neg = positive.len() - n_pos;
-        if n_pos == 0 || n_neg == 0 {
-            return Err(CalibrationError::OneClass { positives: n_pos, negatives: n_neg });
-        }
+        let (n_pos, n_neg) = check_fit_input(scores, positive)?;
         let hi = (n_pos as f64 + 1.0) / (n_pos as f64 + 2.0);
         let lo = 1.0 / (n_neg as f64 + 2.0);
         let t: Vec<f64> = positive.iter().map(|&p| if p { hi } else { lo }).collect();
@@ -258,8 +251,9 @@ impl Temperature {
     }
 }
 
-/// Both classes present, every score finite.
-fn check_fit_input(scores: &[f64], positive: &[bool]) -> Result<(), CalibrationError> {
+/// Every score finite and both classes present (what every calibrator's fit needs): the
+/// positive and negative counts.
+fn check_fit_input(scores: &[f64], positive: &[bool]) -> Result<(usize, usize), CalibrationError> {
     if let Some(&bad) = scores.iter().find(|s| !s.is_finite()) {
         return Err(CalibrationError::NonFinite(bad));
     }
@@ -268,7 +262,7 @@ fn check_fit_input(scores: &[f64], positive: &[bool]) -> Result<(), CalibrationE
     if positives == 0 || negatives == 0 {
         return Err(CalibrationError::OneClass { positives, negatives });
     }
-    Ok(())
+    Ok((positives, negatives))
 }
 
 /// One bin of a reliability diagram.

@@ -104,6 +104,21 @@ pub fn brier(probability: &[f64], positive: &[bool]) -> f64 {
     sum / probability.len() as f64
 }
 
+/// Mean log loss (cross-entropy) of probabilities against outcomes, probabilities clamped to
+/// [1e-15, 1 - 1e-15] (scikit-learn's `log_loss` clamp).
+pub fn log_loss(probability: &[f64], positive: &[bool]) -> f64 {
+    assert_eq!(probability.len(), positive.len(), "one label per probability");
+    let total: f64 = probability
+        .iter()
+        .zip(positive)
+        .map(|(&p, &y)| {
+            let p = p.clamp(1e-15, 1.0 - 1e-15);
+            -if y { p.ln() } else { (1.0 - p).ln() }
+        })
+        .sum();
+    total / probability.len() as f64
+}
+
 /// SplitMix64: a small, well-mixed seeded generator, so that bootstrap intervals are the same
 /// on every run and machine for a given seed.
 struct SplitMix64(u64);

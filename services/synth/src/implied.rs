@@ -103,11 +103,27 @@ pub fn normal_cdf(x: f64) -> f64 {
 
 /// Table 1 read with the module's assumptions (SD from the range and the class count).
 pub fn from_table1() -> Implied {
-    let class = |age: (f64, f64, f64), size: (f64, f64, f64), male: usize, n: usize| {
+    from_spreads(|age, size, n| {
         let d2 = expected_range(n);
+        ((age.2 - age.1) / d2, (size.2 / size.1).ln() / d2)
+    })
+}
+
+/// The generator's own shapes ([`crate::table1`]'s SDs, one for both classes) through the same
+/// computation.
+pub fn from_generator() -> Implied {
+    from_spreads(|_, _, _| (table1::AGE_SD_YEARS, table1::SIZE_LOG_SD))
+}
+
+/// Both classes from Table 1's medians, ranges and male counts, with the spreads `sds` gives a
+/// class from its age row, size row (median, min, max) and count: (age SD in years, log-size
+/// SD).
+fn from_spreads(sds: impl Fn((f64, f64, f64), (f64, f64, f64), usize) -> (f64, f64)) -> Implied {
+    let class = |age: (f64, f64, f64), size: (f64, f64, f64), male: usize, n: usize| {
+        let (age_sd, size_sd) = sds(age, size, n);
         ClassModel {
-            age: Shape { centre: age.0, sd: (age.2 - age.1) / d2, lo: age.1, hi: age.2 },
-            log_size: Shape { centre: size.0.ln(), sd: (size.2 / size.1).ln() / d2, lo: size.1.ln(), hi: size.2.ln() },
+            age: Shape { centre: age.0, sd: age_sd, lo: age.1, hi: age.2 },
+            log_size: Shape { centre: size.0.ln(), sd: size_sd, lo: size.1.ln(), hi: size.2.ln() },
             male: male as f64 / n as f64,
         }
     };
@@ -116,35 +132,12 @@ pub fn from_table1() -> Implied {
     implied(benign, malignant)
 }
 
-/// The generator's own shapes ([`crate::table1`]'s SDs, one for both classes) through the same
-/// computation.
-pub fn from_generator() -> Implied {
-    let class = |age: (f64, f64, f64), size: (f64, f64, f64), male: usize, n: usize| ClassModel {
-        age: Shape { centre: age.0, sd: table1::AGE_SD_YEARS, lo: age.1, hi: age.2 },
-        log_size: Shape { centre: size.0.ln(), sd: table1::SIZE_LOG_SD, lo: size.1.ln(), hi: size.2.ln() },
-        male: male as f64 / n as f64,
-    };
-    let benign = class(table1::AGE_BENIGN, table1::SIZE_BENIGN_CM, table1::MALE_BENIGN, table1::BENIGN);
-    let malignant = class(table1::AGE_MALIGNANT, table1::SIZE_MALIGNANT_CM, table1::MALE_MALIGNANT, table1::MALIGNANT);
-    implied(benign, malignant)
-}
-
 /// Probability mass of `shape` on each cell of `grid` (cell centres, equal widths): the density
-/// at the centre, zero outside the bounds, normalised to sum to one.
+/// at the centre (zero outside the bounds), normalised to sum to one.
 fn masses(shape: &Shape, grid: &[f64]) -> Vec<f64> {
-    let raw: Vec<f64> = grid
-        .iter()
-        .map(|&x| {
-            if x < shape.lo || x > shape.hi {
-                0.0
-            } else {
-                let z = (x - shape.centre) / shape.sd;
-                (-0.5 * z * z).exp()
-            }
-        })
-        .collect();
-    let total: f64 = raw.iter().sum();
-    raw.iter().map(|m| m / total).collect()
+    let density: Vec<f64> = grid.iter().map(|&x| shape.log_density(x).exp()).collect();
+    let total: f64 = density.iter().sum();
+    density.iter().map(|m| m / total).collect()
 }
 
 /// ROC AUC of the likelihood-ratio score over cells with masses `benign` and `malignant`: the
