@@ -100,12 +100,13 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert!(!test.is_empty());
     assert!(test.iter().all(|c| truth[*c] == "histopathology"), "imaging-diagnosed lesion in test");
 
-    // Predictions: one calibrated probability per test lesion and model (clinical, the T2 and
-    // T1C networks, the ensemble over them), and the report on exactly those.
+    // Predictions: one calibrated probability per test lesion and model (clinical, the two
+    // first-order baselines, the T2 and T1C networks, the ensemble over them), and the report on
+    // exactly those.
     let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
     let all_rows: Vec<Vec<&str>> = predictions.lines().skip(1).map(|l| l.split(',').collect()).collect();
     let (reader_rows, rows): (Vec<&Vec<&str>>, Vec<&Vec<&str>>) = all_rows.iter().partition(|r| r[1].contains('@'));
-    assert_eq!(rows.len(), 4 * test.len());
+    assert_eq!(rows.len(), 6 * test.len());
     // Held-out lesions other readers segmented: the ensemble once per reader's masks, and once
     // from the primary reader's through the same path.
     let lesions: Vec<serde_json::Value> = std::fs::read_to_string(out.join("lesions.jsonl"))
@@ -142,7 +143,7 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
         let (a, b): (f64, f64) = (r[2].parse().unwrap(), own[2].parse().unwrap());
         assert!((a - b).abs() < 1e-6, "{}: {a} vs {b}", r[0]);
     }
-    for model in ["clinical", "t2", "t1c", "ensemble"] {
+    for model in ["clinical", "first_order_t2", "first_order_t1c", "t2", "t1c", "ensemble"] {
         assert_eq!(rows.iter().filter(|r| r[1] == model).count(), test.len(), "{model}");
     }
     for r in &all_rows {
@@ -151,6 +152,10 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
         assert!((0.0..=1.0).contains(&p));
     }
     for model in ["t2", "t1c", "ensemble"] {
+        assert_eq!(report_n(&out, model), Some(test.len() as u64), "{model}");
+    }
+    // The first-order baselines, from the feature store the radiomics stage wrote.
+    for model in ["first_order_t2", "first_order_t1c"] {
         assert_eq!(report_n(&out, model), Some(test.len() as u64), "{model}");
     }
     // The ensemble's bundle, the one `renal worker ensemble` serves: pinned to the networks'.

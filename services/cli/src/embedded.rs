@@ -159,7 +159,7 @@ pub fn run(input: &Path, out: &Path, protocol: &Protocol, cnn: Option<&crate::tr
             _ => None,
         };
         let registry = out.join("models");
-        match renal_trainer::fit(&lesions, &truth, protocol, setup.as_ref(), &registry) {
+        match renal_trainer::fit(&lesions, &truth, protocol, setup.as_ref(), Some(&radiomics.table_root), &registry) {
             Ok(fitted) => {
                 let device = setup.as_ref().map_or(tch::Device::Cpu, |s| s.device);
                 let mut served = Predictions::new();

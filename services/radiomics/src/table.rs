@@ -162,6 +162,121 @@ pub fn reported_values(batch: &RecordBatch) -> usize {
         .sum()
 }
 
+/// One row read back from a lesion revision's file: its series and setting, and the values of
+/// the columns asked for (`None`: null).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRow {
+    /// `T2` or `T1C`.
+    pub series: String,
+    /// Setting label.
+    pub setting: String,
+    /// Isotropic spacing the setting resamples to; `None`: the acquired grid.
+    pub spacing_mm: Option<f64>,
+    /// Why the setting has no features; `None` when it has.
+    pub error: Option<String>,
+    /// The asked-for columns' values, in the order asked.
+    pub values: Vec<Option<f64>>,
+}
+
+/// Why the table could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// File system failure.
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    /// Not a Parquet file of this table.
+    #[error("{path}: {reason}")]
+    Format { path: std::path::PathBuf, reason: String },
+}
+
+/// The files of the `features` table under `root` (a store root), by (lesion id, revision):
+/// `<root>/features/site=*/date=*/<case_id>-r<revision>.parquet`. No table yet: none.
+pub fn index(
+    root: &std::path::Path,
+) -> Result<std::collections::BTreeMap<(String, u32), std::path::PathBuf>, ReadError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| ReadError::Io { path, source }
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let table = root.join(TABLE);
+    if !table.exists() {
+        return Ok(out);
+    }
+    let folders = |dir: &std::path::Path, prefix: &str| -> Result<Vec<std::path::PathBuf>, ReadError> {
+        let mut v = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                v.push(entry.path());
+            }
+        }
+        Ok(v)
+    };
+    for site in folders(&table, "site=")? {
+        for date in folders(&site, "date=")? {
+            for file in std::fs::read_dir(&date).map_err(io(&date))? {
+                let path = file.map_err(io(&date))?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                // Temporary files of a write in progress start with a dot.
+                let Some(stem) = name.strip_suffix(".parquet").filter(|_| !name.starts_with('.')) else { continue };
+                let Some((case, revision)) = stem.rsplit_once("-r") else { continue };
+                if let Ok(revision) = revision.parse::<u32>() {
+                    out.insert((case.to_string(), revision), path);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Read `columns` (feature or diagnostic tags) of every row of one file, with each row's series,
+/// setting, spacing and error; only those columns are decoded.
+pub fn read(path: &std::path::Path, columns: &[&str]) -> Result<Vec<ReadRow>, ReadError> {
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let format = |reason: String| ReadError::Format { path: path.to_path_buf(), reason };
+    let file = std::fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format(e.to_string()))?;
+    let fixed = ["series", "setting", "spacing_mm", "error"];
+    let mask = ProjectionMask::columns(builder.parquet_schema(), fixed.iter().chain(columns).copied());
+    let reader = builder.with_projection(mask).build().map_err(|e| format(e.to_string()))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| format(e.to_string()))?;
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| format(format!("no column {name}")));
+        let text = |name: &str| -> Result<StringArray, ReadError> {
+            column(name)?
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| format(format!("column {name} is not text")))
+        };
+        let number = |name: &str| -> Result<Float64Array, ReadError> {
+            column(name)?
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .cloned()
+                .ok_or_else(|| format(format!("column {name} is not Float64")))
+        };
+        let (series, setting, error) = (text("series")?, text("setting")?, text("error")?);
+        let spacing = number("spacing_mm")?;
+        let values: Vec<Float64Array> = columns.iter().map(|c| number(c)).collect::<Result<_, _>>()?;
+        let opt = |a: &Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+        for i in 0..batch.num_rows() {
+            out.push(ReadRow {
+                series: series.value(i).to_string(),
+                setting: setting.value(i).to_string(),
+                spacing_mm: opt(&spacing, i),
+                error: (!error.is_null(i)).then(|| error.value(i).to_string()),
+                values: values.iter().map(|a| opt(a, i)).collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +322,48 @@ mod tests {
         assert_eq!([series.value(0), series.value(1)], ["T2", "T1C"]);
         let setting = b.column_by_name("setting").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(setting.value(2), "4mm_fbneq8");
+    }
+
+    #[test]
+    fn files_index_by_lesion_revision_and_read_back_the_columns_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = renal_store::TableWriter::new(dir.path());
+        assert!(index(dir.path()).unwrap().is_empty(), "no table yet: no files");
+        let set = |spacing, mean: Result<f64, &str>| SettingFeatures {
+            setting: Setting::new(spacing, Discretisation::FixedBinNumber { bins: 16 }),
+            roi_voxels: 5,
+            features: mean.map(|m| vec![("stat_mean".into(), m), ("stat_var".into(), 2.0)]).map_err(String::from),
+            diagnostics: vec![("mean_int_init_img".into(), 100.0)],
+        };
+        for (case, revision, site) in [("HUP-0001", 1, "HUP"), ("HUP-0001", 2, "HUP"), ("MAY-0009-b", 1, "MAY")] {
+            let key = RowKey {
+                case_id: case,
+                revision,
+                site,
+                produced_at: "t",
+                code_version: "c",
+                settings_sha256: "s",
+                input_sha256: "i",
+            };
+            let t2 = [set(Some(1.0), Ok(f64::from(revision))), set(Some(2.0), Err("no ROI voxel on this grid"))];
+            let t1c = [set(None, Ok(7.0))];
+            let batch = features_batch(&key, &[("T2", &t2), ("T1C", &t1c)]);
+            writer.write(TABLE, site, "2026-12-06", &format!("{case}-r{revision}"), &batch).unwrap();
+        }
+        let files = index(dir.path()).unwrap();
+        let keys: Vec<(&str, u32)> = files.keys().map(|(c, r)| (c.as_str(), *r)).collect();
+        assert_eq!(keys, [("HUP-0001", 1), ("HUP-0001", 2), ("MAY-0009-b", 1)]);
+        let rows = read(&files[&("HUP-0001".to_string(), 2)], &["stat_mean", "mean_int_init_img", "stat_p10"]).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!((rows[0].series.as_str(), rows[0].setting.as_str()), ("T2", "1mm_fbn16"));
+        assert_eq!(rows[0].spacing_mm, Some(1.0));
+        assert_eq!(rows[0].values, [Some(2.0), Some(100.0), None], "stat_p10 was not reported: null");
+        assert_eq!(rows[1].error.as_deref(), Some("no ROI voxel on this grid"));
+        assert_eq!(rows[1].values[0], None);
+        assert_eq!((rows[2].series.as_str(), rows[2].spacing_mm, rows[2].values[0]), ("T1C", None, Some(7.0)));
+        assert!(matches!(
+            read(&files[&("HUP-0001".to_string(), 1)], &["no_such_feature"]),
+            Err(ReadError::Format { .. })
+        ));
     }
 }

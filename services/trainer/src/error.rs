@@ -38,6 +38,9 @@ pub enum TrainerError {
     /// An ensemble bundle could not be saved.
     #[error(transparent)]
     EnsembleBundle(#[from] renal_ensemble::bundle::BundleError),
+    /// The feature store could not be read.
+    #[error("feature store: {0}")]
+    Features(String),
     /// An output file could not be written or read.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -24,7 +24,7 @@ pub fn write_outputs(
     let mut test_labels = renal_eval::input::Labels::new();
     for round in &fitted.rounds {
         for (model, probabilities) in &round.base {
-            for (&i, &p) in round.split.test.iter().zip(probabilities) {
+            for (&i, &p) in round.split.test.iter().zip(probabilities).filter(|(_, p)| !p.is_nan()) {
                 by_model.entry(model.to_string()).or_default().insert(lesions[i].case_id.clone(), p);
                 test_labels.insert(lesions[i].case_id.clone(), fitted.malignant[i]);
             }
@@ -101,6 +101,14 @@ pub fn write_outputs(
             c.ece
         ),
     ];
+    for model in crate::baseline::MODELS {
+        let Some(m) = report.models.get(model) else { continue };
+        lines.push(format!(
+            "  {model} (logistic regression on 4 first-order features) held-out test: accuracy {:.2}, ROC AUC {}",
+            m.calls.accuracy.estimate,
+            auc_text(m)
+        ));
+    }
     if let Some(cfg) = cnn {
         lines.push(format!(
             "CNN arms ({}, {}x{} input, at most {} epochs, patience {}, {} trial(s)):",

@@ -19,6 +19,7 @@
 //! Missing age or sex is filled with the training part's median age or more common sex (and
 //! counted).
 
+use crate::baseline;
 use crate::cnn::{fit_split, read_composites};
 use crate::error::{io, TrainerError};
 use crate::protocol::{labelled, splits, Protocol, Truth, SPLIT_SEED};
@@ -62,8 +63,9 @@ pub struct Served {
 pub struct Round {
     /// Indices into [`Fitted::lesions`].
     pub split: Split,
-    /// Calibrated held-out probabilities of each base model (`clinical`, and with the networks
-    /// `t2` and `t1c`), in `split.test` order.
+    /// Calibrated held-out probabilities of each base model (`clinical`, with the feature store
+    /// the first-order baselines, with the networks `t2` and `t1c`), in `split.test` order; NaN
+    /// where a model could not score a lesion (a baseline without the lesion's features).
     pub base: Vec<(&'static str, Vec<f64>)>,
     /// The bundles, when the networks and the ensemble were fitted.
     pub served: Option<Served>,
@@ -105,12 +107,14 @@ fn features(lesions: &[&LesionV1], train: &[usize]) -> (Vec<Features>, Fill, usi
 }
 
 /// Fit every round of `protocol` on the labelled `lesion_messages`, saving bundles to
-/// `registry` (`cnn`: the networks' setup, `None` for the clinical model alone).
+/// `registry` (`cnn`: the networks' setup, `None` for the clinical model alone; `feature_store`:
+/// the store root whose `features` table feeds the first-order baselines, `None` for none).
 pub fn fit(
     lesion_messages: &[LesionV1],
     truth: &Truth,
     protocol: &Protocol,
     cnn: Option<&CnnSetup>,
+    feature_store: Option<&Path>,
     registry: &Path,
 ) -> Result<Fitted, TrainerError> {
     let (lesions, facts) = labelled(lesion_messages, truth);
@@ -120,6 +124,7 @@ pub fn fit(
         Some(c) => Some(read_composites(&*c.store, &lesions)?),
         None => None,
     };
+    let first_order = feature_store.map(|root| baseline::read(root, &lesions)).transpose()?;
     let mut out = Fitted {
         lesions: lesions.iter().map(|l| (*l).clone()).collect(),
         malignant: y.clone(),
@@ -129,6 +134,14 @@ pub fn fit(
         lines: Vec::new(),
         clinical_epochs: Vec::new(),
     };
+    if let Some(rows) = &first_order {
+        for (s, model) in baseline::MODELS.iter().enumerate() {
+            let missing = rows.iter().filter(|r| r[s].is_none()).count();
+            if missing > 0 {
+                out.lines.push(format!("  {model}: {missing} lesion(s) without first-order features, not predicted"));
+            }
+        }
+    }
     let mut clinical_fits = Vec::new();
     for (round, split) in rounds.iter().enumerate() {
         let (x, fill, filled) = features(&lesions, &split.train);
@@ -141,9 +154,18 @@ pub fn fit(
             .map_err(|source| TrainerError::Calibration { model: "clinical model".into(), source })?;
         let mut base =
             vec![("clinical", split.test.iter().map(|&i| platt.probability(model.probability(&x[i]))).collect())];
+        let label = if rounds.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
+        if let Some(rows) = &first_order {
+            for (s, model) in baseline::MODELS.iter().enumerate() {
+                let column: Vec<Option<Vec<f64>>> = rows.iter().map(|r| r[s].clone()).collect();
+                match baseline::fit_predict(&column, &y, [&split.train, &split.validation, &split.test]) {
+                    Ok(p) => base.push((*model, p)),
+                    Err(e) => out.lines.push(format!("  {label}{model} not fitted: {e}")),
+                }
+            }
+        }
         let mut served = None;
         if let (Some(c), Some(images)) = (cnn, &composites) {
-            let label = if rounds.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
             let parts = [&split.train[..], &split.validation, &split.test];
             let fit = fit_split(&lesions, images, &y, parts, &c.config, c.device, registry, &label, None)?;
             let [t2, t1c] = fit.test.clone();
@@ -295,7 +317,7 @@ mod tests {
         let truth = read_truth(&labels).unwrap();
         let registry = dir.path().join("models");
         let run = |protocol: &Protocol| {
-            let fitted = fit(&lesions, &truth, protocol, None, &registry).unwrap();
+            let fitted = fit(&lesions, &truth, protocol, None, None, &registry).unwrap();
             write_outputs(&fitted, &Predictions::new(), dir.path(), protocol, None).unwrap()
         };
         let lines = run(&Protocol::KFold(4));

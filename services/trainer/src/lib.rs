@@ -3,11 +3,12 @@
 //!
 //! [`config`] holds the networks' training settings; [`protocol`] reads the labels and cuts the
 //! labelled lesions into patient-grouped rounds (70/20/10, k folds, or leave one institution
-//! out); [`fit`] fits the clinical model, the T2 and T1C networks ([`cnn`]), the bagged
-//! ensemble and every Platt calibrator of each round and saves the bundles; [`evaluate`] writes
-//! the held-out predictions and the report. `renal run` and `renal train cnn` call these today;
+//! out); [`fit`] fits the clinical model, the first-order baselines ([`baseline`]), the T2 and
+//! T1C networks ([`cnn`]), the bagged ensemble and every Platt calibrator of each round and
+//! saves the bundles; [`evaluate`] writes the held-out predictions and the report. `renal run` and `renal train cnn` call these today;
 //! the trainer worker (`renal.labels` in, `renal.models` out) comes later, on the same parts.
 
+pub mod baseline;
 pub mod cnn;
 pub mod config;
 pub mod error;
