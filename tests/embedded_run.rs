@@ -164,7 +164,18 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     let ensemble: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ensembles.join(&ens_version).join("bundle.json")).unwrap()).unwrap();
     assert_eq!(ensemble["version"].as_str(), ens_version.to_str());
-    assert_eq!(ensemble["ensemble"]["meta"]["trees"].as_array().map(Vec::len), Some(10));
+    // The stacker kept (bagged trees only when they beat the best input on validation), and the
+    // scores it was chosen by.
+    let meta = &ensemble["ensemble"]["meta"];
+    match meta["kind"].as_str().unwrap() {
+        "bagging" => assert_eq!(meta["trees"].as_array().map(Vec::len), Some(10)),
+        "logistic" => assert_eq!(meta["coef"].as_array().map(Vec::len), Some(4)),
+        "input" => assert!(["t2", "t1c", "clinical"].contains(&meta["name"].as_str().unwrap())),
+        other => panic!("stacker {other}"),
+    }
+    let selection = &ensemble["ensemble"]["selection"];
+    assert_eq!(selection["candidates"].as_array().map(Vec::len), Some(5), "{selection}");
+    assert!(stdout.contains(&format!("stacker: {}", selection["chosen"].as_str().unwrap())), "{stdout}");
     // The networks' bundle: both weight files and a manifest naming the training lesions.
     let registry = out.join("models/cnn");
     let version = std::fs::read_dir(&registry).unwrap().next().unwrap().unwrap().file_name();

@@ -8,7 +8,7 @@
 //! recomputes it, so an edited or damaged file is refused.
 
 use renal_learn::clinical::{ClinicalModel, Features, Fill};
-use renal_learn::ensemble::Ensemble;
+use renal_learn::ensemble::{Ensemble, Meta};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -99,8 +99,17 @@ impl Content {
         if !(0.0..=1.0).contains(&self.threshold) {
             return Err(BundleError::Invalid(format!("threshold {} is not in [0, 1]", self.threshold)));
         }
-        if self.ensemble.meta.trees.is_empty() {
-            return Err(BundleError::Invalid("the meta-classifier has no trees".into()));
+        match &self.ensemble.meta {
+            Meta::Bagging(b) if b.trees.is_empty() => {
+                return Err(BundleError::Invalid("the meta-classifier has no trees".into()));
+            }
+            Meta::Logistic(m) if m.coef.len() != 4 || m.mean.len() != 3 || m.scale.len() != 3 => {
+                return Err(BundleError::Invalid("the logistic stacker does not take three inputs".into()));
+            }
+            Meta::Input { index, .. } if *index >= 3 => {
+                return Err(BundleError::Invalid(format!("the stacker passes input {index} of three through")));
+            }
+            _ => {}
         }
         let p = &self.ensemble.platt;
         if !(p.a.is_finite() && p.b.is_finite()) {
@@ -273,8 +282,11 @@ pub(crate) mod tests {
         std::fs::write(&file, text).unwrap();
         assert!(matches!(load(dir.path(), &saved.version), Err(BundleError::Tampered { .. })));
 
-        let mut bad = c;
+        let mut bad = c.clone();
         bad.threshold = 1.5;
+        assert!(matches!(save(dir.path(), bad, "t", "t"), Err(BundleError::Invalid(_))));
+        let mut bad = c;
+        bad.ensemble.meta = Meta::Input { index: 3, name: "fourth".into() };
         assert!(matches!(save(dir.path(), bad, "t", "t"), Err(BundleError::Invalid(_))));
     }
 
@@ -286,8 +298,8 @@ pub(crate) mod tests {
         let clinical = c.clinical.probability(&x);
         assert_eq!(call.inputs, [0.8, 0.7, clinical]);
         // Independently: mean tree vote, then the logistic calibrator 1 / (1 + exp(a s + b)).
-        let votes: f64 = c.ensemble.meta.trees.iter().map(|t| t.probability(&call.inputs)).sum::<f64>()
-            / c.ensemble.meta.trees.len() as f64;
+        let Meta::Bagging(meta) = &c.ensemble.meta else { panic!("Ensemble::fit fits trees") };
+        let votes: f64 = meta.trees.iter().map(|t| t.probability(&call.inputs)).sum::<f64>() / meta.trees.len() as f64;
         let want = 1.0 / (1.0 + (c.ensemble.platt.a * votes + c.ensemble.platt.b).exp());
         assert!((call.probability - want).abs() < 1e-12, "{} vs {want}", call.probability);
         assert_eq!(call.malignant, want >= 0.5);

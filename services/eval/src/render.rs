@@ -376,6 +376,46 @@ pub fn html(report: &Report) -> String {
         );
     }
     s += "</table>\n";
+    if !report.notes.is_empty() {
+        s += "<h2>How the models were made</h2><ul>\n";
+        for n in &report.notes {
+            let _ = writeln!(s, "<li>{}</li>", esc(n));
+        }
+        s += "</ul>\n";
+    }
+    if !report.calibrators.is_empty() {
+        s += "<h2>Calibrators on the held-out cases</h2><p>Each fitted on every round's validation cases (rows that chose nothing else of that model), scored on the pooled held-out cases; * the one served.</p><table><tr><th>model</th><th>method</th><th>n</th><th>ECE</th><th>Brier</th><th>log loss</th></tr>\n";
+        for c in &report.calibrators {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.model),
+                esc(&c.method),
+                if c.served { " *" } else { "" },
+                c.n,
+                fmt(c.ece),
+                fmt(c.brier),
+                fmt(c.log_loss)
+            );
+        }
+        s += "</table>\n";
+    }
+    if !report.selections.is_empty() {
+        s += "<h2>Choices made on validation cases, and their optimism</h2><table><tr><th>model</th><th>round</th><th>choice</th><th>validation ROC AUC</th><th>held-out ROC AUC</th><th>optimism</th></tr>\n";
+        for c in &report.selections {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.model),
+                c.round,
+                esc(&c.choice),
+                fmt(c.validation_auc),
+                fmt(c.held_out_auc),
+                fmt(c.optimism)
+            );
+        }
+        s += "</table>\n";
+    }
     if !report.experts.is_empty() {
         s += "<h2>Readers</h2><table><tr><th>reader</th><th>n</th><th>accuracy (95% CI)</th><th>sensitivity</th><th>specificity</th><th>PPV</th><th>NPV</th><th>F1</th><th>P vs zero rule</th></tr>\n";
         for (name, c) in &report.experts {

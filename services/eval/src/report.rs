@@ -136,6 +136,53 @@ pub struct Report {
     /// A t-SNE map of the networks' penultimate-layer embeddings, when they were given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_map: Option<EmbeddingMap>,
+    /// How the models were made: protocol, departures from the study, what the stacker chose.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Each model's calibrators side by side on the held-out cases, when the trainer gave them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calibrators: Vec<CalibratorScore>,
+    /// Choices made on validation cases and what they were worth on held-out ones, when the
+    /// trainer gave them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub selections: Vec<SelectionScore>,
+}
+
+/// One calibrator of one model: fitted on each round's validation cases, scored on the pooled
+/// held-out cases.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CalibratorScore {
+    /// Model.
+    pub model: String,
+    /// `platt`, `isotonic` or `temperature`.
+    pub method: String,
+    /// Held-out cases scored.
+    pub n: u64,
+    /// Expected calibration error (the report's bins).
+    pub ece: f64,
+    /// Brier score.
+    pub brier: f64,
+    /// Mean log loss.
+    pub log_loss: f64,
+    /// The one the served model uses.
+    pub served: bool,
+}
+
+/// A choice made on validation cases (an epoch, a stacker) and what it was worth held out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SelectionScore {
+    /// Model that chose.
+    pub model: String,
+    /// Round of the protocol (1-based).
+    pub round: usize,
+    /// What it chose.
+    pub choice: String,
+    /// ROC AUC on the validation cases it was chosen by.
+    pub validation_auc: f64,
+    /// ROC AUC of the same model on that round's held-out cases (null: one class there).
+    pub held_out_auc: f64,
+    /// `validation_auc - held_out_auc`: how optimistic the chosen score was.
+    pub optimism: f64,
 }
 
 /// One lesion on the embedding map.
@@ -330,6 +377,9 @@ pub fn build(labels: &Labels, predictions: &Predictions, reads: &Reads, settings
         experts,
         comparisons,
         embedding_map: None,
+        notes: Vec::new(),
+        calibrators: Vec::new(),
+        selections: Vec::new(),
     }
 }
 

@@ -49,7 +49,8 @@ pub enum Calibrator {
 /// Raw probabilities are clamped this far inside (0, 1) before their logit is taken.
 const LOGIT_EPS: f64 = 1e-6;
 
-fn logit(p: f64) -> f64 {
+/// The logit of a raw probability, clamped [`LOGIT_EPS`] inside (0, 1).
+pub fn logit(p: f64) -> f64 {
     let p = p.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS);
     (p / (1.0 - p)).ln()
 }

@@ -2,14 +2,24 @@
 //! predictions of the base models (T2, T1C, clinical), and the Platt calibrator is fitted on
 //! rows the meta-classifier never saw.
 //!
+//! The ensemble must earn its place: [`Ensemble::fit_cross_fitted`] scores the bagged trees, a
+//! penalised logistic stacker on the inputs' logits (both cross-fitted) and each input alone on
+//! the same rows, and keeps the trees only if they beat the best single input there; else the
+//! logistic stacker if it does; else the best input itself. The bundle records every
+//! candidate's score and the choice ([`Selection`]).
+//!
 //! The study trained its meta-classifier on the base models' predictions for their own training
 //! images (8,000 augmented rows of 816 lesions the models had fitted) and picked it by test
 //! accuracy (`method_notes.md` §3, §6); here the base models' training-set predictions come from
 //! [`out_of_fold`], and selection and calibration use separate rows.
 
 use crate::bagging::{Bagging, BaggingSettings};
+use crate::calibrate::logit;
 use crate::split::{partition, Lesion, SplitError};
-use renal_stats::{CalibrationError, Platt};
+use renal_stats::{roc_auc, CalibrationError, LogisticModel, Platt};
+
+/// L2 penalty of the logistic stacker (on standardised logits).
+pub const STACKER_L2: f64 = 1.0;
 
 /// Out-of-fold predictions: the lesions are cut into `k` patient-grouped parts; for each part,
 /// `fit_predict(train, predict)` fits a model on the other parts and returns its predictions for
@@ -45,18 +55,75 @@ pub enum EnsembleError {
     Calibration(#[from] CalibrationError),
 }
 
-/// A fitted ensemble: bagged trees over the base outputs, then Platt scaling.
+/// How the base outputs are combined.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Meta {
+    /// Bagged decision trees over the raw outputs (the study's meta-classifier).
+    Bagging(Bagging),
+    /// Logistic regression on the raw outputs' logits ([`STACKER_L2`]).
+    Logistic(LogisticModel),
+    /// One input passed through: the stacker fell back to the best single model.
+    Input {
+        /// Its position in the base outputs.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl Meta {
+    /// Uncalibrated combined score.
+    pub fn probability(&self, base_outputs: &[f64]) -> f64 {
+        match self {
+            Meta::Bagging(b) => b.probability(base_outputs),
+            Meta::Logistic(m) => m.predict(&logits(base_outputs)),
+            Meta::Input { index, .. } => base_outputs[*index],
+        }
+    }
+
+    /// `bagging`, `logistic`, or the input's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Meta::Bagging(_) => "bagging",
+            Meta::Logistic(_) => "logistic",
+            Meta::Input { name, .. } => name,
+        }
+    }
+}
+
+fn logits(row: &[f64]) -> Vec<f64> {
+    row.iter().map(|&p| logit(p)).collect()
+}
+
+/// What the stacker chose, and on what scores.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    /// Each candidate (`bagging`, `logistic`, each input by name) and its ROC AUC on the
+    /// ensemble's rows: out-of-fold for the two stackers, as given for the inputs.
+    pub candidates: Vec<(String, f64)>,
+    /// The one kept.
+    pub chosen: String,
+    /// Rows scored.
+    pub rows: usize,
+}
+
+/// A fitted ensemble: the meta-classifier over the base outputs, then Platt scaling.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ensemble {
     /// The meta-classifier.
-    pub meta: Bagging,
+    pub meta: Meta,
     /// The calibrator of its output.
     pub platt: Platt,
+    /// How the meta-classifier was chosen (`None`: bagging, not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
 }
 
 impl Ensemble {
-    /// Fit the meta-classifier on `meta_x` (one row of base-model probabilities per lesion,
-    /// out-of-fold) and the calibrator on `calibration_x` (base outputs on other lesions).
+    /// Fit the meta-classifier (bagged trees) on `meta_x` (one row of base-model probabilities
+    /// per lesion, out-of-fold) and the calibrator on `calibration_x` (base outputs on other
+    /// lesions).
     pub fn fit(
         meta_x: &[Vec<f64>],
         meta_y: &[bool],
@@ -67,29 +134,58 @@ impl Ensemble {
         let meta = Bagging::fit(meta_x, meta_y, settings);
         let raw: Vec<f64> = calibration_x.iter().map(|r| meta.probability(r)).collect();
         let platt = Platt::fit(&raw, calibration_y)?;
-        Ok(Ensemble { meta, platt })
+        Ok(Ensemble { meta: Meta::Bagging(meta), platt, selection: None })
     }
 
-    /// Fit both parts on one set of rows by cross-fitting: the meta-classifier on all of them;
-    /// the calibrator on out-of-fold meta scores (`k` patient-grouped folds, each scored by a
-    /// meta-classifier fitted on the other folds), so no calibration score comes from trees
-    /// that saw its row. For when the rows the base models never trained on are few (the
-    /// validation part of one split).
+    /// Fit on one set of rows by cross-fitting (`names`: the inputs' names, one per column):
+    /// each stacker's out-of-fold scores over `k` patient-grouped folds are its validation
+    /// scores and its calibrator's rows, so no calibration score comes from a stacker that saw
+    /// its row; the chosen stacker (see the module's rule) is then fitted on all rows. For when
+    /// the rows the base models never trained on are few (the validation part of one split).
+    /// Returns the ensemble and the chosen stacker's out-of-fold scores (its calibrator's rows).
     pub fn fit_cross_fitted(
         lesions: &[Lesion],
         x: &[Vec<f64>],
         y: &[bool],
+        names: &[&str],
         k: usize,
         settings: &BaggingSettings,
-    ) -> Result<Ensemble, EnsembleError> {
-        let oof = out_of_fold(lesions, k, settings.seed, |train, predict| {
-            let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
-            let ty: Vec<bool> = train.iter().map(|&i| y[i]).collect();
+    ) -> Result<(Ensemble, Vec<f64>), EnsembleError> {
+        assert!(x.iter().all(|r| r.len() == names.len()), "one name per input");
+        let rows = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<bool>) { idx.iter().map(|&i| (x[i].clone(), y[i])).unzip() };
+        let bagging_oof = out_of_fold(lesions, k, settings.seed, |train, predict| {
+            let (tx, ty) = rows(train);
             let meta = Bagging::fit(&tx, &ty, settings);
             predict.iter().map(|&i| meta.probability(&x[i])).collect()
         })?;
-        let platt = Platt::fit(&oof, y)?;
-        Ok(Ensemble { meta: Bagging::fit(x, y, settings), platt })
+        let fit_logistic = |tx: &[Vec<f64>], ty: &[bool]| {
+            LogisticModel::fit(&tx.iter().map(|r| logits(r)).collect::<Vec<_>>(), ty, STACKER_L2).ok()
+        };
+        let logistic_oof = out_of_fold(lesions, k, settings.seed, |train, predict| {
+            let (tx, ty) = rows(train);
+            match fit_logistic(&tx, &ty) {
+                Some(m) => predict.iter().map(|&i| m.predict(&logits(&x[i]))).collect(),
+                // A fold of one class: no ranking to offer.
+                None => vec![0.5; predict.len()],
+            }
+        })?;
+        let auc = |scores: &[f64]| roc_auc(scores, y).unwrap_or(0.5);
+        let column = |j: usize| -> Vec<f64> { x.iter().map(|r| r[j]).collect() };
+        let inputs: Vec<f64> = (0..names.len()).map(|j| auc(&column(j))).collect();
+        let best = (0..names.len()).fold(0, |b, j| if inputs[j] > inputs[b] { j } else { b });
+        let (bagging_auc, logistic_auc) = (auc(&bagging_oof), auc(&logistic_oof));
+        let (meta, scores) = if bagging_auc > inputs[best] {
+            (Meta::Bagging(Bagging::fit(x, y, settings)), bagging_oof)
+        } else if let (true, Some(m)) = (logistic_auc > inputs[best], fit_logistic(x, y)) {
+            (Meta::Logistic(m), logistic_oof)
+        } else {
+            (Meta::Input { index: best, name: names[best].to_string() }, column(best))
+        };
+        let platt = Platt::fit(&scores, y)?;
+        let mut candidates = vec![("bagging".to_string(), bagging_auc), ("logistic".to_string(), logistic_auc)];
+        candidates.extend(names.iter().zip(&inputs).map(|(n, &a)| (n.to_string(), a)));
+        let selection = Selection { candidates, chosen: meta.name().to_string(), rows: y.len() };
+        Ok((Ensemble { meta, platt, selection: Some(selection) }, scores))
     }
 
     /// Calibrated probability of malignancy.
@@ -140,31 +236,91 @@ mod tests {
         assert!(oof.iter().all(|p| p.is_finite()), "every lesion predicted");
     }
 
-    #[test]
-    fn cross_fitting_calibrates_on_out_of_fold_scores_and_keeps_all_rows_for_the_trees() {
-        let (l, x) = lesions(120, 4);
-        let y: Vec<bool> = l.iter().map(|v| v.malignant).collect();
-        let s = BaggingSettings::default();
-        let e = Ensemble::fit_cross_fitted(&l, &x, &y, 4, &s).unwrap();
-        assert_eq!(e.meta, Bagging::fit(&x, &y, &s), "the trees see every row");
-        // Recompute the out-of-fold scores independently and refit Platt on them.
-        let parts = partition(&l, 4, s.seed).unwrap();
-        let mut oof = vec![f64::NAN; l.len()];
+    /// Out-of-fold scores of `fit_predict` over the same folds as `fit_cross_fitted`, recomputed.
+    fn oof(l: &[Lesion], k: usize, seed: u64, fit_predict: impl Fn(&[usize], usize) -> f64) -> Vec<f64> {
+        let parts = partition(l, k, seed).unwrap();
+        let mut out = vec![f64::NAN; l.len()];
         for (i, part) in parts.iter().enumerate() {
             let train: Vec<usize> =
                 parts.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, p)| p.clone()).collect();
-            let tx: Vec<Vec<f64>> = train.iter().map(|&r| x[r].clone()).collect();
-            let ty: Vec<bool> = train.iter().map(|&r| y[r]).collect();
-            let meta = Bagging::fit(&tx, &ty, &s);
             for &r in part {
-                oof[r] = meta.probability(&x[r]);
+                out[r] = fit_predict(&train, r);
             }
         }
-        let platt = Platt::fit(&oof, &y).unwrap();
-        assert_eq!((e.platt.a, e.platt.b), (platt.a, platt.b));
-        // In-sample scores of the final trees would give a different (overconfident) fit.
-        let in_sample: Vec<f64> = x.iter().map(|r| e.meta.probability(r)).collect();
-        assert_ne!(Platt::fit(&in_sample, &y).unwrap().a, e.platt.a);
+        out
+    }
+
+    #[test]
+    fn cross_fitting_scores_every_candidate_out_of_fold_and_calibrates_the_chosen_one_there() {
+        let names = ["t2", "t1c", "clinical"];
+        let s = BaggingSettings::default();
+        for seed in [4, 5, 6] {
+            let (l, x) = lesions(120, seed);
+            let y: Vec<bool> = l.iter().map(|v| v.malignant).collect();
+            let (e, scores_back) = Ensemble::fit_cross_fitted(&l, &x, &y, &names, 4, &s).unwrap();
+            // Recompute each candidate's score independently.
+            let bagging = oof(&l, 4, s.seed, |train, r| {
+                let (tx, ty): (Vec<Vec<f64>>, Vec<bool>) = train.iter().map(|&i| (x[i].clone(), y[i])).unzip();
+                Bagging::fit(&tx, &ty, &s).probability(&x[r])
+            });
+            let logistic = oof(&l, 4, s.seed, |train, r| {
+                let (tx, ty): (Vec<Vec<f64>>, Vec<bool>) = train.iter().map(|&i| (logits(&x[i]), y[i])).unzip();
+                LogisticModel::fit(&tx, &ty, STACKER_L2).unwrap().predict(&logits(&x[r]))
+            });
+            let column = |j: usize| -> Vec<f64> { x.iter().map(|r| r[j]).collect() };
+            let auc = |v: &[f64]| roc_auc(v, &y).unwrap();
+            let sel = e.selection.clone().unwrap();
+            assert_eq!(sel.rows, 120);
+            let want = [auc(&bagging), auc(&logistic), auc(&column(0)), auc(&column(1)), auc(&column(2))];
+            let got: Vec<f64> = sel.candidates.iter().map(|c| c.1).collect();
+            assert_eq!(got, want);
+            // The rule: trees if they beat the best input, else the logistic stacker, else it.
+            let best_input = want[2..].iter().copied().fold(f64::MIN, f64::max);
+            let (chosen, scores) = if want[0] > best_input {
+                assert_eq!(e.meta, Meta::Bagging(Bagging::fit(&x, &y, &s)), "the trees see every row");
+                ("bagging".to_string(), bagging)
+            } else if want[1] > best_input {
+                ("logistic".to_string(), logistic)
+            } else {
+                let j = (2..5).find(|&j| want[j] == best_input).unwrap() - 2;
+                (names[j].to_string(), column(j))
+            };
+            assert_eq!((sel.chosen.as_str(), e.meta.name()), (chosen.as_str(), chosen.as_str()), "seed {seed}");
+            let platt = Platt::fit(&scores, &y).unwrap();
+            assert_eq!((e.platt.a, e.platt.b), (platt.a, platt.b), "calibrated on the chosen one's out-of-fold scores");
+            assert_eq!(scores_back, scores);
+        }
+    }
+
+    #[test]
+    fn a_stacker_that_cannot_beat_one_strong_input_falls_back_to_it() {
+        // One input carries everything; the other two are noise: neither stacker can beat it.
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let l: Vec<Lesion> = (0..90)
+            .map(|i| Lesion {
+                patient: format!("P{i}"),
+                site: "HUP".into(),
+                malignant: i % 2 == 0,
+                histopathology: true,
+            })
+            .collect();
+        let x: Vec<Vec<f64>> = l
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let strong = if v.malignant { 0.9 } else { 0.1 } - 0.001 * i as f64 % 0.05;
+                vec![rng.random::<f64>(), strong, rng.random::<f64>()]
+            })
+            .collect();
+        let y: Vec<bool> = l.iter().map(|v| v.malignant).collect();
+        let (e, _) =
+            Ensemble::fit_cross_fitted(&l, &x, &y, &["t2", "t1c", "clinical"], 5, &BaggingSettings::default()).unwrap();
+        assert_eq!(e.meta, Meta::Input { index: 1, name: "t1c".into() });
+        assert_eq!(e.meta.probability(&[0.3, 0.8, 0.1]), 0.8);
+        // Serialised as the bundle stores it, and back.
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["meta"]["kind"], "input");
+        assert_eq!(serde_json::from_value::<Ensemble>(json).unwrap(), e);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub enum LogisticError {
 }
 
 /// A fitted model: `P(y=1|x) = σ(b0 + Σ w_j (x_j − μ_j)/σ_j)`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogisticModel {
     /// Training means of each feature.
     pub mean: Vec<f64>,

@@ -58,13 +58,13 @@ fn of_series(rows: &[renal_radiomics::table::ReadRow], series: &str) -> Option<V
 }
 
 /// One series' baseline of one round: fitted on the `train` rows, Platt-calibrated on the
-/// `validation` rows; its calibrated probability for each `test` row (NaN where the lesion has
-/// no features). `Err`: why it could not be fitted, for people.
+/// `validation` rows. Raw outputs on the validation and test rows and calibrated ones on the
+/// test rows, NaN where a lesion has no features. `Err`: why it could not be fitted, for people.
 pub fn fit_predict(
     features: &[Option<Vec<f64>>],
     malignant: &[bool],
     parts: [&[usize]; 3],
-) -> Result<Vec<f64>, String> {
+) -> Result<crate::fit::Scores, String> {
     let [train, validation, test] = parts;
     let rows = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<bool>) {
         idx.iter().filter_map(|&i| features[i].clone().map(|x| (x, malignant[i]))).unzip()
@@ -72,9 +72,17 @@ pub fn fit_predict(
     let (tx, ty) = rows(train);
     let (vx, vy) = rows(validation);
     let model = LogisticModel::fit(&tx, &ty, L2).map_err(|e| e.to_string())?;
-    let raw: Vec<f64> = vx.iter().map(|x| model.predict(x)).collect();
-    let platt = Platt::fit(&raw, &vy).map_err(|e| format!("Platt calibration: {e}"))?;
-    Ok(test.iter().map(|&i| features[i].as_ref().map_or(f64::NAN, |x| platt.probability(model.predict(x)))).collect())
+    let platt = Platt::fit(&vx.iter().map(|x| model.predict(x)).collect::<Vec<_>>(), &vy)
+        .map_err(|e| format!("Platt calibration: {e}"))?;
+    let raw = |idx: &[usize]| -> Vec<f64> {
+        idx.iter().map(|&i| features[i].as_ref().map_or(f64::NAN, |x| model.predict(x))).collect()
+    };
+    let test_raw = raw(test);
+    Ok(crate::fit::Scores {
+        test: test_raw.iter().map(|&r| if r.is_nan() { r } else { platt.probability(r) }).collect(),
+        validation_raw: raw(validation),
+        test_raw,
+    })
 }
 
 #[cfg(test)]
@@ -118,15 +126,19 @@ mod tests {
         let (train, rest): (Vec<usize>, Vec<usize>) = (0..60).partition(|i| i % 5 < 3);
         let (validation, test): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|i| i % 5 == 3);
         assert!(test.contains(&9) && !test.contains(&5) && train.contains(&5));
-        let p = fit_predict(&features, &malignant, [&train, &validation, &test]).unwrap();
+        let scores = fit_predict(&features, &malignant, [&train, &validation, &test]).unwrap();
+        assert_eq!((scores.validation_raw.len(), scores.test_raw.len()), (validation.len(), test.len()));
+        let p = scores.test;
         assert_eq!(p.len(), test.len());
         let y: Vec<bool> = test.iter().map(|&i| malignant[i]).collect();
         assert!(renal_stats::roc_auc(&p, &y).unwrap() > 0.8);
         // Lesion 5 trains without features: skipped. Give a test lesion none: NaN.
         let mut gap = features.clone();
         gap[test[0]] = None;
-        let p = fit_predict(&gap, &malignant, [&train, &validation, &test]).unwrap();
+        let scores = fit_predict(&gap, &malignant, [&train, &validation, &test]).unwrap();
+        let p = &scores.test;
         assert!(p[0].is_nan() && p[1..].iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!(scores.test_raw[0].is_nan() && scores.validation_raw.iter().all(|v| v.is_finite()));
         // One class in training: an error for people, not a panic.
         let benign = vec![false; 60];
         assert!(fit_predict(&features, &benign, [&train, &validation, &test]).is_err());

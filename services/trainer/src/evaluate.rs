@@ -2,7 +2,7 @@
 //! in `split.csv`, the networks' embeddings in `embeddings.csv`, and the evaluation report.
 
 use crate::error::{io, TrainerError};
-use crate::fit::{Fitted, Predictions};
+use crate::fit::{Fitted, Predictions, Round, Scores};
 use crate::protocol::Protocol;
 use renal_eval::report::{build, Settings};
 use renal_messages::LesionV1;
@@ -23,8 +23,8 @@ pub fn write_outputs(
     let mut by_model: Predictions = Predictions::new();
     let mut test_labels = renal_eval::input::Labels::new();
     for round in &fitted.rounds {
-        for (model, probabilities) in &round.base {
-            for (&i, &p) in round.split.test.iter().zip(probabilities).filter(|(_, p)| !p.is_nan()) {
+        for (model, scores) in &round.base {
+            for (&i, &p) in round.split.test.iter().zip(&scores.test).filter(|(_, p)| !p.is_nan()) {
                 by_model.entry(model.to_string()).or_default().insert(lesions[i].case_id.clone(), p);
                 test_labels.insert(lesions[i].case_id.clone(), fitted.malignant[i]);
             }
@@ -65,6 +65,9 @@ pub fn write_outputs(
         "the T2 and T1C networks' embeddings"
     };
     report.embedding_map = renal_eval::report::embedding_map(&all_labels, &fitted.map_rows, source);
+    report.calibrators = calibrators(fitted, report.settings.ece_bins);
+    report.selections = selections(fitted);
+    report.notes = notes(fitted, protocol, cnn);
     if let Some((_, first, _)) = fitted.map_rows.first() {
         // The same embeddings for `renal eval --embeddings`.
         let path = out.join("embeddings.csv");
@@ -129,9 +132,148 @@ pub fn write_outputs(
             ));
         }
     }
+    let mut calibrated: Vec<String> = Vec::new();
+    for model in report.calibrators.iter().map(|c| c.model.as_str()).collect::<std::collections::BTreeSet<_>>() {
+        let rows: Vec<&renal_eval::report::CalibratorScore> =
+            report.calibrators.iter().filter(|c| c.model == model).collect();
+        let best = rows.iter().min_by(|a, b| a.ece.total_cmp(&b.ece)).expect("three methods");
+        let served = rows.iter().find(|c| c.served).map_or(f64::NAN, |c| c.ece);
+        calibrated.push(format!("{model} {} {:.3} (platt {served:.3})", best.method, best.ece));
+    }
+    if !calibrated.is_empty() {
+        lines.push(format!("  lowest held-out ECE by calibrator: {}", calibrated.join(", ")));
+    }
+    for model in ["t2", "t1c", "ensemble"] {
+        let o: Vec<f64> = report
+            .selections
+            .iter()
+            .filter(|c| c.model == model && c.optimism.is_finite())
+            .map(|c| c.optimism)
+            .collect();
+        if !o.is_empty() {
+            lines.push(format!(
+                "  {model}: validation ROC AUC of the choice exceeded the held-out one by {:.3} on average over {} round(s)",
+                o.iter().sum::<f64>() / o.len() as f64,
+                o.len()
+            ));
+        }
+    }
     lines.push(format!("  predictions: {}", predictions.display()));
     lines.push(format!("  report: {}", report_dir.join("index.html").display()));
     Ok(lines)
+}
+
+/// Each model's three calibrators, fitted on each round's validation outputs and scored on the
+/// pooled held-out outputs (`bins`: the report's ECE bins). A round where a calibrator cannot be
+/// fitted (one class among the validation rows) adds no rows to it.
+pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::CalibratorScore> {
+    use renal_learn::calibrate::{Calibrator, Method};
+    let mut models: Vec<&str> = Vec::new();
+    for round in &fitted.rounds {
+        for (m, _) in &round.base {
+            if !models.contains(m) {
+                models.push(m);
+            }
+        }
+    }
+    if fitted.rounds.iter().any(|r| r.ensemble.is_some()) {
+        models.push("ensemble");
+    }
+    let scores_of = |round: &'_ Round, model: &str| -> Option<Scores> {
+        if model == "ensemble" {
+            round.ensemble.clone()
+        } else {
+            round.base.iter().find(|(m, _)| *m == model).map(|(_, s)| s.clone())
+        }
+    };
+    let mut out = Vec::new();
+    for model in models {
+        for method in Method::ALL {
+            let (mut p, mut y) = (Vec::new(), Vec::new());
+            for round in &fitted.rounds {
+                let Some(scores) = scores_of(round, model) else { continue };
+                let finite = |raw: &[f64], idx: &[usize]| -> (Vec<f64>, Vec<bool>) {
+                    raw.iter().zip(idx).filter(|(r, _)| r.is_finite()).map(|(&r, &i)| (r, fitted.malignant[i])).unzip()
+                };
+                let (vr, vy) = finite(&scores.validation_raw, &round.split.validation);
+                let Ok(calibrator) = Calibrator::fit(method, &vr, &vy) else { continue };
+                let (tr, ty) = finite(&scores.test_raw, &round.split.test);
+                p.extend(tr.iter().map(|&r| calibrator.probability(r)));
+                y.extend(ty);
+            }
+            if p.is_empty() {
+                continue;
+            }
+            out.push(renal_eval::report::CalibratorScore {
+                model: model.to_string(),
+                method: method.name().to_string(),
+                n: p.len() as u64,
+                ece: renal_stats::expected_calibration_error(&p, &y, bins),
+                brier: renal_stats::brier(&p, &y),
+                log_loss: renal_stats::log_loss(&p, &y),
+                served: method == Method::Platt,
+            });
+        }
+    }
+    out
+}
+
+/// Every choice made on validation cases, round by round, with its optimism.
+pub fn selections(fitted: &Fitted) -> Vec<renal_eval::report::SelectionScore> {
+    let mut out = Vec::new();
+    for (n, round) in fitted.rounds.iter().enumerate() {
+        for c in &round.chosen {
+            out.push(renal_eval::report::SelectionScore {
+                model: c.model.clone(),
+                round: n + 1,
+                choice: c.choice.clone(),
+                validation_auc: c.validation_auc,
+                held_out_auc: c.held_out_auc,
+                optimism: c.validation_auc - c.held_out_auc,
+            });
+        }
+    }
+    out
+}
+
+/// How the models were made, for the report's readers.
+fn notes(fitted: &Fitted, protocol: &Protocol, cnn: Option<&renal_cnn::train::TrainConfig>) -> Vec<String> {
+    let mut out = vec![match protocol {
+        Protocol::Split => {
+            "protocol: one patient-grouped 70/20/10 split (the study's); the estimates rest on its 10% test part"
+                .to_string()
+        }
+        Protocol::KFold(k) => format!(
+            "protocol: {k} patient-grouped folds; every testable lesion predicted once, by models that never saw it"
+        ),
+        Protocol::LeaveOut(site) => {
+            format!("protocol: leave one institution out; tested on {site}, trained and validated on the other sites")
+        }
+    }];
+    if let Some(c) = cnn {
+        out.push(format!(
+            "networks: {}, {}x{} input, at most {} epochs (patience {}), {}; the study used ImageNet-initialised ResNet-50s at 200x200 for up to 500 epochs (`--study`)",
+            c.net.backbone.name(),
+            c.net.input_px,
+            c.net.input_px,
+            c.max_epochs,
+            c.patience,
+            if c.init_weights.is_some() { "initialised from the given weights" } else { "randomly initialised" }
+        ));
+    }
+    let mut stackers: std::collections::BTreeMap<&str, usize> = Default::default();
+    for c in fitted.rounds.iter().flat_map(|r| &r.chosen).filter(|c| c.model == "ensemble") {
+        *stackers.entry(c.choice.trim_start_matches("stacker ")).or_default() += 1;
+    }
+    if !stackers.is_empty() {
+        let used: Vec<String> = stackers.iter().map(|(s, n)| format!("{s} in {n}")).collect();
+        out.push(format!(
+            "ensemble stacker, per round: {} of {} round(s) (bagged trees, the study's, are kept only when they beat the best single input on the validation part; else a logistic stacker on the inputs' logits if it does; else the best input)",
+            used.join(", "),
+            fitted.rounds.len()
+        ));
+    }
+    out
 }
 
 fn auc_text(m: &renal_eval::report::ModelReport) -> String {
@@ -170,4 +312,143 @@ pub fn reader_agreement(lesions: &[LesionV1], out: &Path) -> Result<Vec<String>,
         lines.push(format!("  reader agreement: {}", path.display()));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::Chosen;
+    use renal_learn::bagging::BaggingSettings;
+    use renal_learn::ensemble::Ensemble;
+    use renal_learn::split::{Lesion, Split};
+
+    /// A deterministic "random" number in [0, 1) for row `i` and stream `k`.
+    fn noise(i: usize, k: usize) -> f64 {
+        ((i * 7919 + k * 104_729) % 1000) as f64 / 1000.0
+    }
+
+    /// One round over 200 lesions: 100 train (unused), 60 validation, 40 test; `base`: each
+    /// model's raw outputs for every lesion.
+    fn fitted(malignant: &[bool], base: Vec<(&'static str, Vec<f64>)>, chosen: Vec<Chosen>) -> Fitted {
+        let split = Split { train: (0..100).collect(), validation: (100..160).collect(), test: (160..200).collect() };
+        let base = base
+            .into_iter()
+            .map(|(m, raw)| {
+                let pick = |idx: &[usize]| idx.iter().map(|&i| raw[i]).collect::<Vec<f64>>();
+                let scores = Scores {
+                    validation_raw: pick(&split.validation),
+                    test_raw: pick(&split.test),
+                    test: pick(&split.test),
+                };
+                (m, scores)
+            })
+            .collect();
+        Fitted {
+            lesions: Vec::new(),
+            malignant: malignant.to_vec(),
+            rounds: vec![Round { split, base, ensemble: None, chosen, served: None }],
+            filled: 0,
+            map_rows: Vec::new(),
+            lines: Vec::new(),
+            clinical_epochs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn calibrators_are_fitted_on_validation_and_scored_on_the_held_out_rows() {
+        let malignant: Vec<bool> = (0..200).map(|i| i % 2 == 0).collect();
+        // Informative but overconfident raw outputs.
+        let raw: Vec<f64> = (0..200)
+            .map(|i| {
+                let z = if malignant[i] { 0.5 } else { -0.5 } + 2.0 * (noise(i, 1) - 0.5);
+                renal_stats::sigmoid(6.0 * z)
+            })
+            .collect();
+        let f = fitted(&malignant, vec![("clinical", raw.clone())], Vec::new());
+        let rows = calibrators(&f, 10);
+        let methods: Vec<&str> = rows.iter().map(|c| c.method.as_str()).collect();
+        assert_eq!(methods, ["platt", "isotonic", "temperature"]);
+        assert!(rows.iter().all(|c| c.n == 40 && c.model == "clinical"));
+        assert_eq!(rows.iter().filter(|c| c.served).map(|c| c.method.as_str()).collect::<Vec<_>>(), ["platt"]);
+        // Independently: Platt fitted on the 60 validation rows, scored on the 40 test rows.
+        let y_val: Vec<bool> = (100..160).map(|i| malignant[i]).collect();
+        let platt = renal_stats::Platt::fit(&raw[100..160], &y_val).unwrap();
+        let p: Vec<f64> = raw[160..200].iter().map(|&r| platt.probability(r)).collect();
+        let y: Vec<bool> = (160..200).map(|i| malignant[i]).collect();
+        assert!((rows[0].ece - renal_stats::expected_calibration_error(&p, &y, 10)).abs() < 1e-12);
+        assert!((rows[0].brier - renal_stats::brier(&p, &y)).abs() < 1e-12);
+        // The raw outputs are worse calibrated than any calibrator's.
+        let raw_brier = renal_stats::brier(&raw[160..200], &y);
+        assert!(rows.iter().all(|c| c.brier < raw_brier), "{rows:?} vs raw {raw_brier}");
+    }
+
+    #[test]
+    fn a_model_perfect_on_validation_and_random_on_test_is_chosen_and_its_optimism_reported() {
+        // Input 0 is perfect on the validation part and noise on the test part; input 1 is a
+        // weak honest model. The stacker can only see validation rows, so it takes input 0;
+        // the report must say how optimistic that choice's validation score was.
+        let malignant: Vec<bool> = (0..200).map(|i| (i * 3) % 5 < 2).collect();
+        let planted: Vec<f64> = (0..200)
+            .map(|i| {
+                if i < 160 {
+                    if malignant[i] {
+                        0.9
+                    } else {
+                        0.1
+                    }
+                } else {
+                    noise(i, 2)
+                }
+            })
+            .collect();
+        let honest: Vec<f64> = (0..200)
+            .map(|i| (if malignant[i] { 0.6 } else { 0.4 } + 0.5 * (noise(i, 3) - 0.5)).clamp(0.0, 1.0))
+            .collect();
+        let clinical: Vec<f64> = (0..200).map(|i| noise(i, 4)).collect();
+        let validation: Vec<usize> = (100..160).collect();
+        let lesions: Vec<Lesion> = validation
+            .iter()
+            .map(|&i| Lesion {
+                patient: format!("P{i}"),
+                site: "HUP".into(),
+                malignant: malignant[i],
+                histopathology: true,
+            })
+            .collect();
+        let x: Vec<Vec<f64>> = validation.iter().map(|&i| vec![planted[i], honest[i], clinical[i]]).collect();
+        let y: Vec<bool> = validation.iter().map(|&i| malignant[i]).collect();
+        let (ensemble, _) =
+            Ensemble::fit_cross_fitted(&lesions, &x, &y, &["t2", "t1c", "clinical"], 5, &BaggingSettings::default())
+                .unwrap();
+        let sel = ensemble.selection.clone().unwrap();
+        let validation_auc = sel.candidates.iter().find(|(n, _)| *n == sel.chosen).unwrap().1;
+        assert_eq!(validation_auc, 1.0, "perfect on validation: {sel:?}");
+        let test_raw: Vec<f64> =
+            (160..200).map(|i| ensemble.meta.probability(&[planted[i], honest[i], clinical[i]])).collect();
+        let test_y: Vec<bool> = (160..200).map(|i| malignant[i]).collect();
+        let held_out_auc = renal_stats::roc_auc(&test_raw, &test_y).unwrap();
+        assert!(held_out_auc < 0.75, "the planted input carries nothing on test: {held_out_auc}");
+        let chosen = vec![Chosen {
+            model: "ensemble".into(),
+            choice: format!("stacker {}", sel.chosen),
+            validation_auc,
+            held_out_auc,
+        }];
+        let f = fitted(&malignant, vec![("t2", planted)], chosen);
+        let rows = selections(&f);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].model.as_str(), rows[0].round), ("ensemble", 1));
+        assert!(rows[0].optimism > 0.25, "optimism stated: {:?}", rows[0]);
+        assert!((rows[0].optimism - (1.0 - held_out_auc)).abs() < 1e-12);
+        // And it reaches the report a user reads.
+        let mut report = renal_eval::report::build(
+            &Default::default(),
+            &Default::default(),
+            &Default::default(),
+            &Default::default(),
+        );
+        report.selections = rows;
+        let html = renal_eval::render::html(&report);
+        assert!(html.contains("their optimism") && html.contains(&format!("{:.3}", 1.0 - held_out_auc)), "{html}");
+    }
 }

@@ -35,8 +35,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Folds of the ensemble's cross-fitted calibration.
+/// Folds of the ensemble's cross-fitted choice and calibration.
 const ENSEMBLE_FOLDS: usize = 5;
+
+/// The ensemble's inputs, in order.
+const STACKED: [&str; 3] = ["t2", "t1c", "clinical"];
 
 /// What the CNN arms need besides the lesions.
 pub struct CnnSetup {
@@ -57,18 +60,54 @@ pub struct Served {
     pub ensemble: String,
 }
 
-/// One round of the protocol: its split, the base models' held-out probabilities, and the
-/// bundles that predict its held-out lesions through the stages.
+/// One model's outputs in one round; NaN where it could not score a lesion (a baseline without
+/// the lesion's features).
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// Raw (uncalibrated) outputs on the validation part, in `split.validation` order: the rows
+    /// every calibrator of the round is fitted on.
+    pub validation_raw: Vec<f64>,
+    /// Raw outputs on the test part, in `split.test` order.
+    pub test_raw: Vec<f64>,
+    /// Calibrated probabilities on the test part (Platt, as served).
+    pub test: Vec<f64>,
+}
+
+/// A choice made on the validation part, and what it was worth on the held-out test part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chosen {
+    /// Which model chose.
+    pub model: String,
+    /// What it chose (an epoch, a stacker).
+    pub choice: String,
+    /// ROC AUC of the choice on the validation part, the score it was chosen by.
+    pub validation_auc: f64,
+    /// ROC AUC of the same model on the test part (NaN: one class there).
+    pub held_out_auc: f64,
+}
+
+/// One round of the protocol: its split, the base models' outputs, and the bundles that predict
+/// its held-out lesions through the stages.
 #[derive(Debug, Clone)]
 pub struct Round {
     /// Indices into [`Fitted::lesions`].
     pub split: Split,
-    /// Calibrated held-out probabilities of each base model (`clinical`, with the feature store
-    /// the first-order baselines, with the networks `t2` and `t1c`), in `split.test` order; NaN
-    /// where a model could not score a lesion (a baseline without the lesion's features).
-    pub base: Vec<(&'static str, Vec<f64>)>,
+    /// Each base model's outputs (`clinical`, with the feature store the first-order baselines,
+    /// with the networks `t2` and `t1c`).
+    pub base: Vec<(&'static str, Scores)>,
+    /// The ensemble's outputs (validation: the chosen stacker's out-of-fold scores), when it was
+    /// fitted; its served probabilities come through the stages.
+    pub ensemble: Option<Scores>,
+    /// Choices made on the validation part.
+    pub chosen: Vec<Chosen>,
     /// The bundles, when the networks and the ensemble were fitted.
     pub served: Option<Served>,
+}
+
+/// ROC AUC of the finite scores (NaN: undefined).
+fn auc_of(scores: &[f64], positive: &[bool]) -> f64 {
+    let (s, y): (Vec<f64>, Vec<bool>) = scores.iter().zip(positive).filter(|(s, _)| s.is_finite()).unzip();
+    renal_stats::roc_auc(&s, &y).unwrap_or(f64::NAN)
 }
 
 /// Everything a protocol fitted.
@@ -152,14 +191,24 @@ pub fn fit(
         let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
         let platt = Platt::fit(&raw_val, &vy)
             .map_err(|source| TrainerError::Calibration { model: "clinical model".into(), source })?;
-        let mut base =
-            vec![("clinical", split.test.iter().map(|&i| platt.probability(model.probability(&x[i]))).collect())];
+        let raw_test: Vec<f64> = split.test.iter().map(|&i| model.probability(&x[i])).collect();
+        let test_y: Vec<bool> = split.test.iter().map(|&i| y[i]).collect();
+        let mut base = vec![(
+            "clinical",
+            Scores {
+                test: raw_test.iter().map(|&r| platt.probability(r)).collect(),
+                validation_raw: raw_val.clone(),
+                test_raw: raw_test.clone(),
+            },
+        )];
+        let mut chosen = Vec::new();
+        let mut ensemble_scores = None;
         let label = if rounds.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
         if let Some(rows) = &first_order {
             for (s, model) in baseline::MODELS.iter().enumerate() {
                 let column: Vec<Option<Vec<f64>>> = rows.iter().map(|r| r[s].clone()).collect();
                 match baseline::fit_predict(&column, &y, [&split.train, &split.validation, &split.test]) {
-                    Ok(p) => base.push((*model, p)),
+                    Ok(scores) => base.push((*model, scores)),
                     Err(e) => out.lines.push(format!("  {label}{model} not fitted: {e}")),
                 }
             }
@@ -168,9 +217,21 @@ pub fn fit(
         if let (Some(c), Some(images)) = (cnn, &composites) {
             let parts = [&split.train[..], &split.validation, &split.test];
             let fit = fit_split(&lesions, images, &y, parts, &c.config, c.device, registry, &label, None)?;
-            let [t2, t1c] = fit.test.clone();
-            base.push(("t2", t2));
-            base.push(("t1c", t1c));
+            for (r, role) in ["t2", "t1c"].into_iter().enumerate() {
+                let scores = Scores {
+                    validation_raw: fit.validation_raw[r].clone(),
+                    test_raw: fit.test_raw[r].clone(),
+                    test: fit.test[r].clone(),
+                };
+                let s = &fit.manifest.series[r];
+                chosen.push(Chosen {
+                    model: role.into(),
+                    choice: format!("epoch {} of trial {}", s.best.epoch, s.best.trial + 1),
+                    validation_auc: s.best.validation_auc,
+                    held_out_auc: auc_of(&scores.test_raw, &test_y),
+                });
+                base.push((role, scores));
+            }
             let best: Vec<String> = fit
                 .manifest
                 .series
@@ -193,8 +254,33 @@ pub fn fit(
                 raw_val.iter().enumerate().map(|(j, &c)| vec![raw[0][j], raw[1][j], c]).collect();
             let meta_lesions: Vec<Lesion> = split.validation.iter().map(|&i| facts[i].clone()).collect();
             let settings = BaggingSettings::default();
-            match Ensemble::fit_cross_fitted(&meta_lesions, &meta_x, &vy, ENSEMBLE_FOLDS, &settings) {
-                Ok(ensemble) => {
+            match Ensemble::fit_cross_fitted(&meta_lesions, &meta_x, &vy, &STACKED, ENSEMBLE_FOLDS, &settings) {
+                Ok((ensemble, oof)) => {
+                    let test_raw: Vec<f64> = (0..split.test.len())
+                        .map(|j| ensemble.meta.probability(&[fit.test_raw[0][j], fit.test_raw[1][j], raw_test[j]]))
+                        .collect();
+                    if let Some(sel) = &ensemble.selection {
+                        let scores: Vec<String> = sel.candidates.iter().map(|(n, a)| format!("{n} {a:.3}")).collect();
+                        out.lines.push(format!(
+                            "  {label}stacker: {} (cross-fitted validation ROC AUC on {} lesions: {})",
+                            sel.chosen,
+                            sel.rows,
+                            scores.join(", ")
+                        ));
+                        let validation_auc =
+                            sel.candidates.iter().find(|(n, _)| *n == sel.chosen).map_or(f64::NAN, |c| c.1);
+                        chosen.push(Chosen {
+                            model: "ensemble".into(),
+                            choice: format!("stacker {}", sel.chosen),
+                            validation_auc,
+                            held_out_auc: auc_of(&test_raw, &test_y),
+                        });
+                    }
+                    ensemble_scores = Some(Scores {
+                        test: test_raw.iter().map(|&r| ensemble.platt.probability(r)).collect(),
+                        validation_raw: oof,
+                        test_raw,
+                    });
                     let content = Content {
                         cnn_version: fit.manifest.version.clone(),
                         clinical: model.clone(),
@@ -206,7 +292,7 @@ pub fn fit(
                             "split_seed": SPLIT_SEED,
                             "round": round + 1,
                             "meta_rows": format!("validation part ({} lesions; the base models never trained on it)", split.validation.len()),
-                            "calibration": format!("platt on {ENSEMBLE_FOLDS}-fold patient-grouped out-of-fold meta scores of the same rows"),
+                            "calibration": format!("platt on {ENSEMBLE_FOLDS}-fold patient-grouped out-of-fold scores of the chosen stacker on the same rows"),
                             "bagging": settings,
                         }),
                     };
@@ -231,7 +317,7 @@ pub fn fit(
             "calibration": {"method": "platt", "fitted_on": "validation", "a": platt.a, "b": platt.b},
             "lesions": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
         }));
-        out.rounds.push(Round { split: split.clone(), base, served });
+        out.rounds.push(Round { split: split.clone(), base, ensemble: ensemble_scores, chosen, served });
     }
     std::fs::create_dir_all(registry).map_err(io(registry))?;
     let clinical = serde_json::json!({

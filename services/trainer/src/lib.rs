@@ -18,5 +18,5 @@ pub mod protocol;
 
 pub use config::CnnSettings;
 pub use error::TrainerError;
-pub use fit::{fit, CnnSetup, Fitted, Predictions, Round, Served};
+pub use fit::{fit, Chosen, CnnSetup, Fitted, Predictions, Round, Scores, Served};
 pub use protocol::{read_truth, Protocol};
