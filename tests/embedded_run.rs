@@ -66,6 +66,8 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
         input.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--protocol",
+        "split",
         "--input-px",
         "32",
         "--epochs",
