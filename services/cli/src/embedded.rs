@@ -57,6 +57,19 @@ fn embedded_secret(out: &Path, env: &str) -> Result<Vec<u8>> {
 pub fn run(input: &Path, out: &Path, protocol: &Protocol, cnn: Option<&crate::train::CnnArgs>) -> Result<()> {
     // Check the flags before minutes of preprocessing.
     let cnn_config = cnn.map(|a| a.settings().validate()).transpose().context("training settings")?;
+    check_protocol(input, protocol)?;
+    let mut prepared = prepare(input, out)?;
+    let labels = input.join("labels.csv");
+    if labels.exists() {
+        train(&mut prepared, &labels, out, protocol, cnn.zip(cnn_config))?;
+    } else {
+        println!("no {}: nothing to train or evaluate against", labels.display());
+    }
+    write_dead_letters(&prepared.letters, out)
+}
+
+/// Refuse a leave-one-institution-out protocol naming a site the input lacks.
+pub fn check_protocol(input: &Path, protocol: &Protocol) -> Result<()> {
     let sites = renal_ingest::config::sites_of_cohort(input)?;
     if let Protocol::LeaveOut(site) = protocol {
         if !sites.iter().any(|s| &s.code == site) {
@@ -64,6 +77,24 @@ pub fn run(input: &Path, out: &Path, protocol: &Protocol, cnn: Option<&crate::tr
             bail!("--protocol loio:{site}: the input has no site {site} (sites: {})", known.join(", "));
         }
     }
+    Ok(())
+}
+
+/// A cohort through ingest, preprocess and radiomics, ready to train on.
+pub struct Prepared {
+    rt: tokio::runtime::Runtime,
+    store: Arc<dyn BlobStore>,
+    /// The preprocessed lesions as they rode `renal.lesions`.
+    pub lesions: Vec<LesionV1>,
+    /// Every stage's dead letters so far.
+    pub letters: Vec<DeadLetterV1>,
+    /// Root of the feature store.
+    pub table_root: std::path::PathBuf,
+}
+
+/// Ingest, preprocess and radiomics of the cohort in `input`, into `out`.
+pub fn prepare(input: &Path, out: &Path) -> Result<Prepared> {
+    let sites = renal_ingest::config::sites_of_cohort(input)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Batch: everything is already there, so no quiet period, settle time or timeout; never
     // modify the user's input.
@@ -147,47 +178,69 @@ pub fn run(input: &Path, out: &Path, protocol: &Protocol, cnn: Option<&crate::tr
     for line in renal_trainer::evaluate::reader_agreement(&lesions, out)? {
         println!("{line}");
     }
-    let labels = input.join("labels.csv");
-    if labels.exists() {
-        let truth = renal_trainer::read_truth(&labels)?;
-        let setup = match (cnn, cnn_config) {
-            (Some(args), Some(config)) => Some(renal_trainer::CnnSetup {
-                store: store.clone(),
-                device: crate::train::device(args.device)?,
-                config,
-            }),
-            _ => None,
-        };
-        let registry = out.join("models");
-        match renal_trainer::fit(&lesions, &truth, protocol, setup.as_ref(), Some(&radiomics.table_root), &registry) {
-            Ok(fitted) => {
-                let device = setup.as_ref().map_or(tch::Device::Cpu, |s| s.device);
-                let mut served = Predictions::new();
-                for (n, round) in fitted.rounds.iter().enumerate() {
-                    let Some(bundles) = &round.served else { continue };
-                    let held_out: Vec<&LesionV1> = round.split.test.iter().map(|&i| &fitted.lesions[i]).collect();
-                    let what = format!("round {} of {}", n + 1, fitted.rounds.len());
-                    let (predicted, dead) =
-                        held_out_through_stages(&rt, &held_out, bundles, &registry, &store, device, out, &what)?;
-                    letters.extend(dead);
-                    for (model, cases) in predicted {
-                        served.entry(model).or_default().extend(cases);
-                    }
-                }
-                let config = setup.as_ref().map(|s| &s.config);
-                for line in renal_trainer::evaluate::write_outputs(&fitted, &served, out, protocol, config)? {
-                    println!("{line}");
-                }
-            }
-            Err(e @ renal_trainer::TrainerError::TooFewLabelled { .. }) => println!("models: not trained; {e}"),
-            Err(e) => return Err(e.into()),
+    Ok(Prepared { rt, store, lesions, letters, table_root: radiomics.table_root })
+}
+
+/// Fit every round of `protocol` on the prepared lesions and `labels`, predict each round's
+/// held-out lesions through the inference and ensemble stages, and write the models,
+/// predictions and report into `out`; `cnn`: the networks' flags and checked settings.
+pub fn train(
+    prepared: &mut Prepared,
+    labels: &Path,
+    out: &Path,
+    protocol: &Protocol,
+    cnn: Option<(&crate::train::CnnArgs, renal_cnn::train::TrainConfig)>,
+) -> Result<()> {
+    let truth = renal_trainer::read_truth(labels)?;
+    let setup = match cnn {
+        Some((args, config)) => Some(renal_trainer::CnnSetup {
+            store: prepared.store.clone(),
+            device: crate::train::device(args.device)?,
+            config,
+        }),
+        None => None,
+    };
+    let registry = out.join("models");
+    let fitted = match renal_trainer::fit(
+        &prepared.lesions,
+        &truth,
+        protocol,
+        setup.as_ref(),
+        Some(&prepared.table_root),
+        &registry,
+    ) {
+        Ok(fitted) => fitted,
+        Err(e @ renal_trainer::TrainerError::TooFewLabelled { .. }) => {
+            println!("models: not trained; {e}");
+            return Ok(());
         }
-    } else {
-        println!("no {}: nothing to train or evaluate against", labels.display());
+        Err(e) => return Err(e.into()),
+    };
+    let device = setup.as_ref().map_or(tch::Device::Cpu, |s| s.device);
+    let mut served = Predictions::new();
+    for (n, round) in fitted.rounds.iter().enumerate() {
+        let Some(bundles) = &round.served else { continue };
+        let held_out: Vec<&LesionV1> = round.split.test.iter().map(|&i| &fitted.lesions[i]).collect();
+        let what = format!("round {} of {}", n + 1, fitted.rounds.len());
+        let (predicted, dead) =
+            held_out_through_stages(&prepared.rt, &held_out, bundles, &registry, &prepared.store, device, out, &what)?;
+        prepared.letters.extend(dead);
+        for (model, cases) in predicted {
+            served.entry(model).or_default().extend(cases);
+        }
     }
+    let config = setup.as_ref().map(|s| &s.config);
+    for line in renal_trainer::evaluate::write_outputs(&fitted, &served, out, protocol, config)? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `OUT/dead_letters.jsonl`: every dead letter, one JSON object per line.
+pub fn write_dead_letters(letters: &[DeadLetterV1], out: &Path) -> Result<()> {
     let path = out.join("dead_letters.jsonl");
     let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-    for letter in &letters {
+    for letter in letters {
         writeln!(f, "{}", serde_json::to_string(letter)?)?;
     }
     println!("  dead letters: {} in {}", letters.len(), path.display());
