@@ -263,9 +263,10 @@ enum TrainModel {
     /// Train the T2 and T1C networks on the preprocessed lesions of a `renal run` output and save
     /// them as a bundle (OUT/models/cnn/<version>/, or --registry).
     ///
-    /// Lesions are split as `renal run` splits them (patient-grouped, stratified, seed 1; 70/20/10
-    /// unless --parts says otherwise); the networks train on the first part, choose their epoch
-    /// and calibrate on the second, and the third is scored for the held-out ROC AUC line.
+    /// Lesions are split as `renal run --protocol split` splits them (patient-grouped,
+    /// stratified, seed 1; 70/20/10 unless --parts says otherwise); the networks train on four
+    /// fifths of the first part and choose their epoch on the other fifth, calibrate on the
+    /// second part, and the third is scored for the held-out ROC AUC line.
     #[command(after_help = "Example:\n  renal train cnn --run out --labels cohort/labels.csv --epochs 20")]
     Cnn {
         /// A `renal run` output folder (lesions.jsonl and blobs/).

@@ -401,7 +401,7 @@ pub fn html(report: &Report) -> String {
         s += "</table>\n";
     }
     if !report.selections.is_empty() {
-        s += "<h2>Choices made on validation cases, and their optimism</h2><table><tr><th>model</th><th>round</th><th>choice</th><th>validation ROC AUC</th><th>held-out ROC AUC</th><th>optimism</th></tr>\n";
+        s += "<h2>Choices made before testing, and their optimism</h2><table><tr><th>model</th><th>round</th><th>choice</th><th>ROC AUC where chosen</th><th>held-out ROC AUC</th><th>optimism</th></tr>\n";
         for c in &report.selections {
             let _ = writeln!(
                 s,
@@ -409,7 +409,7 @@ pub fn html(report: &Report) -> String {
                 esc(&c.model),
                 c.round,
                 esc(&c.choice),
-                fmt(c.validation_auc),
+                fmt(c.chosen_auc),
                 fmt(c.held_out_auc),
                 fmt(c.optimism)
             );

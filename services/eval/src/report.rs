@@ -168,7 +168,8 @@ pub struct CalibratorScore {
     pub served: bool,
 }
 
-/// A choice made on validation cases (an epoch, a stacker) and what it was worth held out.
+/// A choice made on cases other than the held-out ones (an epoch, a stacker) and what it was
+/// worth held out.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SelectionScore {
     /// Model that chose.
@@ -177,11 +178,12 @@ pub struct SelectionScore {
     pub round: usize,
     /// What it chose.
     pub choice: String,
-    /// ROC AUC on the validation cases it was chosen by.
-    pub validation_auc: f64,
+    /// ROC AUC on the cases it was chosen by (a network's or the clinical model's selection
+    /// part, the stacker's validation part, out of fold).
+    pub chosen_auc: f64,
     /// ROC AUC of the same model on that round's held-out cases (null: one class there).
     pub held_out_auc: f64,
-    /// `validation_auc - held_out_auc`: how optimistic the chosen score was.
+    /// `chosen_auc - held_out_auc`: how optimistic the chosen score was.
     pub optimism: f64,
 }
 

@@ -1,5 +1,6 @@
 //! The T2 and T1C networks of one split: composites read from the blob store, both networks
-//! trained, Platt-calibrated on validation, scored on the test part and saved as a bundle.
+//! trained (epochs chosen on a fifth of the training part), Platt-calibrated on validation,
+//! scored on the test part and saved as a bundle.
 
 use crate::error::{io, TrainerError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,31 +66,33 @@ pub struct CnnFit {
     pub manifest: Manifest,
     /// Calibrated test probabilities, T2 then T1C, in `split.test` order.
     pub test: [Vec<f64>; 2],
-    /// Raw (uncalibrated) validation outputs, T2 then T1C, in `split.validation` order.
+    /// Raw (uncalibrated) outputs on the calibration part, T2 then T1C, in its order.
     pub validation_raw: [Vec<f64>; 2],
     /// Raw test outputs, T2 then T1C.
     pub test_raw: [Vec<f64>; 2],
-    /// Penultimate-layer embeddings of every lesion of the three parts (by index into the
+    /// Penultimate-layer embeddings of every lesion of the four parts (by index into the
     /// lesions), T2's then T1C's values.
     pub embeddings: std::collections::BTreeMap<usize, Vec<f64>>,
 }
 
-/// Train T2 and T1C networks on `train`, choose epochs and calibrate on `validation`, predict
-/// `test`; the bundle goes to `registry`. `checkpoint`: a folder to keep each network's
-/// checkpoint in (one sub-folder per series) and resume from.
+/// Train T2 and T1C networks on the first of `parts`, choose their epochs on the second
+/// (`protocol::selection_split`), calibrate on the third and predict the fourth, the test part;
+/// the bundle goes to `registry` (its data manifest's validation lesions: the second part).
+/// `checkpoint`: a folder to keep each network's checkpoint in (one sub-folder per series) and
+/// resume from.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_split(
     lesions: &[&LesionV1],
     composites: &[[Vec<f32>; 2]],
     malignant: &[bool],
-    parts: [&[usize]; 3],
+    parts: [&[usize]; 4],
     config: &TrainConfig,
     device: Device,
     registry: &Path,
     label: &str,
     checkpoint: Option<&Path>,
 ) -> Result<CnnFit, TrainerError> {
-    let [train_idx, val_idx, test_idx] = parts;
+    let [train_idx, val_idx, calibration_idx, test_idx] = parts;
     let pick = |idx: &[usize], r: usize| -> Samples {
         let images: Vec<&[f32]> = idx.iter().map(|&i| composites[i][r].as_slice()).collect();
         Samples::new(&images, idx.iter().map(|&i| malignant[i]).collect(), COMPOSITE_PX)
@@ -102,7 +105,7 @@ pub fn fit_split(
     let (mut validation_raw, mut test_raw) = (Vec::new(), Vec::new());
     let mut embeddings: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
     for (r, role) in ["t2", "t1c"].iter().enumerate() {
-        let (tr, va, te) = (pick(train_idx, r), pick(val_idx, r), pick(test_idx, r));
+        let (tr, va, ca, te) = (pick(train_idx, r), pick(val_idx, r), pick(calibration_idx, r), pick(test_idx, r));
         let epochs = (config.max_epochs * config.trials) as u64;
         let progress = bar(epochs, &format!("{label}cnn {role}"));
         let mut log_line = |e: &EpochLog| {
@@ -129,18 +132,22 @@ pub fn fit_split(
         let result = train(config, &tr, &va, device, folder.as_deref(), &mut log_line)
             .map_err(|source| TrainerError::Network { role: role.to_string(), source })?;
         progress.finish_and_clear();
-        let (raw_val, emb_val) = predict(&result.net, &va.images, device, 32);
-        let cal = Platt::fit(&raw_val, &va.malignant)
+        let (raw_cal, emb_cal) = predict(&result.net, &ca.images, device, 32);
+        let cal = Platt::fit(&raw_cal, &ca.malignant)
             .map_err(|source| TrainerError::Calibration { model: format!("{role} network"), source })?;
         let (raw_test, emb_test) = predict(&result.net, &te.images, device, 32);
         let (_, emb_train) = predict(&result.net, &tr.images, device, 32);
-        for (idx, emb) in [(train_idx, emb_train), (val_idx, emb_val), (test_idx, emb_test)] {
-            for (&i, e) in idx.iter().zip(emb) {
+        let (_, emb_val) = predict(&result.net, &va.images, device, 32);
+        // Once per lesion and series (a small cohort chooses and calibrates on the same part).
+        let mut seen = std::collections::BTreeSet::new();
+        for (idx, emb) in [(train_idx, emb_train), (val_idx, emb_val), (calibration_idx, emb_cal), (test_idx, emb_test)]
+        {
+            for (&i, e) in idx.iter().zip(emb).filter(|(&i, _)| seen.insert(i)) {
                 embeddings.entry(i).or_default().extend(e.into_iter().map(f64::from));
             }
         }
         test.push(raw_test.iter().map(|&p| cal.probability(p)).collect::<Vec<f64>>());
-        validation_raw.push(raw_val);
+        validation_raw.push(raw_cal);
         test_raw.push(raw_test);
         trained.push((
             result,
@@ -208,11 +215,13 @@ pub fn train_cnn(
 ) -> Result<Vec<String>, TrainerError> {
     let messages = read_lesions_file(&run.join("lesions.jsonl"))?;
     let (lesions, protocol, split) = crate::protocol::labelled_split(&messages, labels, parts)?;
+    let (fit_idx, select_idx) = crate::protocol::selection_split(&protocol, &split.train)?
+        .unwrap_or_else(|| (split.train.clone(), split.validation.clone()));
     let store = renal_store::open(&run.join("blobs").display().to_string())
         .map_err(|source| TrainerError::Blob { what: "the run's blob store".into(), source })?;
     let composites = read_composites(&*store, &lesions)?;
     let y: Vec<bool> = protocol.iter().map(|l| l.malignant).collect();
-    let parts = [&split.train[..], &split.validation, &split.test];
+    let parts = [&fit_idx[..], &select_idx, &split.validation, &split.test];
     let fit = fit_split(&lesions, &composites, &y, parts, config, device, registry, "", checkpoint)?;
     let mut lines = vec![format!(
         "bundle {} in {}",
@@ -223,7 +232,7 @@ pub fn train_cnn(
         let truth: Vec<bool> = split.test.iter().map(|&i| y[i]).collect();
         let auc = renal_stats::roc_auc(probs, &truth).map(|a| format!("{a:.3}")).unwrap_or_else(|| "undefined".into());
         lines.push(format!(
-            "  {}: best epoch {} of trial {} (validation AUC {:.3}); held-out test ROC AUC {auc} on {} lesions",
+            "  {}: best epoch {} of trial {} (selection AUC {:.3}); held-out test ROC AUC {auc} on {} lesions",
             s.role,
             s.best.epoch,
             s.best.trial + 1,

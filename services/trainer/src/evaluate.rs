@@ -152,7 +152,7 @@ pub fn write_outputs(
             .collect();
         if !o.is_empty() {
             lines.push(format!(
-                "  {model}: validation ROC AUC of the choice exceeded the held-out one by {:.3} on average over {} round(s)",
+                "  {model}: ROC AUC where its choice was made exceeded the held-out one by {:.3} on average over {} round(s)",
                 o.iter().sum::<f64>() / o.len() as f64,
                 o.len()
             ));
@@ -227,9 +227,9 @@ pub fn selections(fitted: &Fitted) -> Vec<renal_eval::report::SelectionScore> {
                 model: c.model.clone(),
                 round: n + 1,
                 choice: c.choice.clone(),
-                validation_auc: c.validation_auc,
+                chosen_auc: c.chosen_auc,
                 held_out_auc: c.held_out_auc,
-                optimism: c.validation_auc - c.held_out_auc,
+                optimism: c.chosen_auc - c.held_out_auc,
             });
         }
     }
@@ -421,8 +421,8 @@ mod tests {
             Ensemble::fit_cross_fitted(&lesions, &x, &y, &["t2", "t1c", "clinical"], 5, &BaggingSettings::default())
                 .unwrap();
         let sel = ensemble.selection.clone().unwrap();
-        let validation_auc = sel.candidates.iter().find(|(n, _)| *n == sel.chosen).unwrap().1;
-        assert_eq!(validation_auc, 1.0, "perfect on validation: {sel:?}");
+        let chosen_auc = sel.candidates.iter().find(|(n, _)| *n == sel.chosen).unwrap().1;
+        assert_eq!(chosen_auc, 1.0, "perfect on validation: {sel:?}");
         let test_raw: Vec<f64> =
             (160..200).map(|i| ensemble.meta.probability(&[planted[i], honest[i], clinical[i]])).collect();
         let test_y: Vec<bool> = (160..200).map(|i| malignant[i]).collect();
@@ -431,7 +431,7 @@ mod tests {
         let chosen = vec![Chosen {
             model: "ensemble".into(),
             choice: format!("stacker {}", sel.chosen),
-            validation_auc,
+            chosen_auc,
             held_out_auc,
         }];
         let f = fitted(&malignant, vec![("t2", planted)], chosen);

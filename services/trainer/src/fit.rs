@@ -1,15 +1,18 @@
 //! Fitting every arm of every round of a protocol, and saving what the stages serve.
 //!
-//! The clinical model trains on the training part and stops early on validation; its Platt
-//! calibrator is fitted on the validation part's raw outputs. The networks train on the same
-//! training part, choose their epoch on the validation part (`renal_cnn::train`) and are
-//! Platt-calibrated on it too; each round's pair is saved as a bundle in `<registry>/cnn/`.
+//! Each model makes its own choices inside the training part (`protocol::selection_split`: four
+//! fifths fit, one fifth chooses), so the validation part chooses nothing and calibrates
+//! everything. The clinical model fits and stops early there; its Platt calibrator is fitted on
+//! the validation part's raw outputs. The networks train on the same rows, choose their epoch
+//! on the same selection rows (`renal_cnn::train`) and are Platt-calibrated on the validation
+//! part; each round's pair is saved as a bundle in `<registry>/cnn/`.
 //!
-//! With both networks, the ensemble: bagged decision trees (the study's meta-classifier) over
-//! the three base models' raw outputs (T2, T1C, clinical), then Platt scaling. The base models
-//! never trained on the validation part, so its outputs are the meta-classifier's rows; the
-//! calibrator is fitted on those rows' out-of-fold meta scores (5 patient-grouped folds), so it
-//! never sees a score from trees that learned that row (`Ensemble::fit_cross_fitted`). The
+//! With both networks, the ensemble: a stacker over the three base models' raw outputs (T2,
+//! T1C, clinical), then Platt scaling. The base models neither trained nor chose on the
+//! validation part, so its outputs are the stacker's rows; the stacker (the study's bagged trees
+//! unless they cannot beat the best input there) and its calibrator's rows are its out-of-fold
+//! scores (5 patient-grouped folds), so the calibrator never sees a score from a stacker that
+//! learned that row (`Ensemble::fit_cross_fitted`). The
 //! study fitted its meta-classifier on the base models' own training rows and chose it by test
 //! accuracy; out-of-fold base predictions over the training part would need five more
 //! trainings of each network per split, which a CPU run cannot afford. Each round's ensemble
@@ -22,7 +25,7 @@
 use crate::baseline;
 use crate::cnn::{fit_split, read_composites};
 use crate::error::{io, TrainerError};
-use crate::protocol::{labelled, splits, Protocol, Truth, SPLIT_SEED};
+use crate::protocol::{labelled, selection_split, splits, Protocol, Truth, SPLIT_SEED};
 use renal_ensemble::bundle::{Content, DEFAULT_THRESHOLD};
 use renal_ensemble::join::recorded;
 use renal_learn::bagging::BaggingSettings;
@@ -81,7 +84,7 @@ pub struct Chosen {
     /// What it chose (an epoch, a stacker).
     pub choice: String,
     /// ROC AUC of the choice on the validation part, the score it was chosen by.
-    pub validation_auc: f64,
+    pub chosen_auc: f64,
     /// ROC AUC of the same model on the test part (NaN: one class there).
     pub held_out_auc: f64,
 }
@@ -186,8 +189,18 @@ pub fn fit(
         let (x, fill, filled) = features(&lesions, &split.train);
         out.filled += filled;
         let pick = |idx: &[usize]| -> (Vec<Features>, Vec<bool>) { idx.iter().map(|&i| (x[i], y[i])).unzip() };
-        let ((tx, ty), (vx, vy)) = (pick(&split.train), pick(&split.validation));
-        let model = ClinicalModel::fit(&tx, &ty, &vx, &vy, &ClinicalSettings::default())?;
+        let label = if rounds.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
+        let (fit_idx, select_idx) = match selection_split(&facts, &split.train)? {
+            Some(parts) => parts,
+            None => {
+                out.lines.push(format!(
+                    "  {label}too few lesions of a class to set a fifth of the training part aside: epochs chosen on the validation part, which also calibrates"
+                ));
+                (split.train.clone(), split.validation.clone())
+            }
+        };
+        let ((tx, ty), (sx, sy), (vx, vy)) = (pick(&fit_idx), pick(&select_idx), pick(&split.validation));
+        let model = ClinicalModel::fit(&tx, &ty, &sx, &sy, &ClinicalSettings::default())?;
         let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
         let platt = Platt::fit(&raw_val, &vy)
             .map_err(|source| TrainerError::Calibration { model: "clinical model".into(), source })?;
@@ -201,9 +214,13 @@ pub fn fit(
                 test_raw: raw_test.clone(),
             },
         )];
-        let mut chosen = Vec::new();
+        let mut chosen = vec![Chosen {
+            model: "clinical".into(),
+            choice: format!("epoch {}", model.best_epoch),
+            chosen_auc: auc_of(&sx.iter().map(|r| model.probability(r)).collect::<Vec<_>>(), &sy),
+            held_out_auc: auc_of(&raw_test, &test_y),
+        }];
         let mut ensemble_scores = None;
-        let label = if rounds.len() == 1 { String::new() } else { format!("fold {}: ", round + 1) };
         if let Some(rows) = &first_order {
             for (s, model) in baseline::MODELS.iter().enumerate() {
                 let column: Vec<Option<Vec<f64>>> = rows.iter().map(|r| r[s].clone()).collect();
@@ -215,7 +232,7 @@ pub fn fit(
         }
         let mut served = None;
         if let (Some(c), Some(images)) = (cnn, &composites) {
-            let parts = [&split.train[..], &split.validation, &split.test];
+            let parts = [&fit_idx[..], &select_idx, &split.validation, &split.test];
             let fit = fit_split(&lesions, images, &y, parts, &c.config, c.device, registry, &label, None)?;
             for (r, role) in ["t2", "t1c"].into_iter().enumerate() {
                 let scores = Scores {
@@ -227,7 +244,7 @@ pub fn fit(
                 chosen.push(Chosen {
                     model: role.into(),
                     choice: format!("epoch {} of trial {}", s.best.epoch, s.best.trial + 1),
-                    validation_auc: s.best.validation_auc,
+                    chosen_auc: s.best.validation_auc,
                     held_out_auc: auc_of(&scores.test_raw, &test_y),
                 });
                 base.push((role, scores));
@@ -236,7 +253,7 @@ pub fn fit(
                 .manifest
                 .series
                 .iter()
-                .map(|s| format!("{} epoch {} (validation AUC {:.3})", s.role, s.best.epoch, s.best.validation_auc))
+                .map(|s| format!("{} epoch {} (selection AUC {:.3})", s.role, s.best.epoch, s.best.validation_auc))
                 .collect();
             out.lines.push(format!("  {label}CNN bundle {}: {}", fit.manifest.version, best.join(", ")));
             if round == 0 {
@@ -267,12 +284,12 @@ pub fn fit(
                             sel.rows,
                             scores.join(", ")
                         ));
-                        let validation_auc =
+                        let chosen_auc =
                             sel.candidates.iter().find(|(n, _)| *n == sel.chosen).map_or(f64::NAN, |c| c.1);
                         chosen.push(Chosen {
                             model: "ensemble".into(),
                             choice: format!("stacker {}", sel.chosen),
-                            validation_auc,
+                            chosen_auc,
                             held_out_auc: auc_of(&test_raw, &test_y),
                         });
                     }

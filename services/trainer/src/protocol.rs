@@ -17,6 +17,35 @@ pub const SPLIT_SEED: u64 = 1;
 /// than two lesions says nothing).
 pub const MIN_LABELLED: usize = 20;
 
+/// The training part is cut into this many patient-grouped parts; one of them makes each
+/// model's own choices ([`selection_split`]).
+pub const SELECTION_PARTS: usize = 5;
+
+/// Fewest lesions of each class the selection part must hold; with fewer, choices are made on
+/// the validation part instead ([`selection_split`]).
+pub const MIN_SELECTION_PER_CLASS: usize = 3;
+
+/// Lesions to fit on, and lesions to choose on.
+pub type FitAndSelect = (Vec<usize>, Vec<usize>);
+
+/// A round's training part cut for each model's own choices: (fit on these, choose on these),
+/// grouped by patient and stratified, one part in [`SELECTION_PARTS`] choosing. The clinical
+/// model's early stopping and a network's epoch and trial are chosen there, so the validation
+/// part chooses nothing: every calibrator and the stacker are fitted on it. `None` when that
+/// part would hold fewer than [`MIN_SELECTION_PER_CLASS`] lesions of either class (a small
+/// cohort): the caller then chooses on the validation part, as the study did, and says so.
+pub fn selection_split(facts: &[Lesion], train: &[usize]) -> Result<Option<FitAndSelect>, TrainerError> {
+    let sub: Vec<Lesion> = train.iter().map(|&i| facts[i].clone()).collect();
+    let Ok(parts) = renal_learn::split::partition(&sub, SELECTION_PARTS, SPLIT_SEED) else { return Ok(None) };
+    let select: Vec<usize> = parts[0].iter().map(|&j| train[j]).collect();
+    let malignant = select.iter().filter(|&&i| facts[i].malignant).count();
+    if malignant.min(select.len() - malignant) < MIN_SELECTION_PER_CLASS {
+        return Ok(None);
+    }
+    let fit: Vec<usize> = parts[1..].iter().flatten().map(|&j| train[j]).collect();
+    Ok(Some((fit, select)))
+}
+
 /// How lesions are held out for the report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Protocol {
@@ -121,4 +150,39 @@ pub fn labelled_split<'a>(
     }
     let split = train_validation_test(&protocol, parts, SPLIT_SEED)?;
     Ok((lesions, protocol, split))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lesions(n: usize) -> Vec<Lesion> {
+        (0..n)
+            .map(|i| Lesion {
+                patient: format!("P{}", i / 2),
+                site: "HUP".into(),
+                malignant: i % 5 < 3,
+                histopathology: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fifth_of_the_training_part_chooses_grouped_by_patient_with_both_classes() {
+        let facts = lesions(200);
+        let train: Vec<usize> = (0..200).filter(|i| i % 10 < 8).collect();
+        let (fit, select) = selection_split(&facts, &train).unwrap().unwrap();
+        let mut all: Vec<usize> = fit.iter().chain(&select).copied().collect();
+        all.sort();
+        assert_eq!(all, train, "the two cover the training part once");
+        let patients =
+            |idx: &[usize]| idx.iter().map(|&i| facts[i].patient.clone()).collect::<std::collections::BTreeSet<_>>();
+        assert!(patients(&fit).is_disjoint(&patients(&select)), "a patient on both sides");
+        assert!((28..=36).contains(&select.len()), "about a fifth: {}", select.len());
+        let malignant = select.iter().filter(|&&i| facts[i].malignant).count();
+        assert!(malignant >= MIN_SELECTION_PER_CLASS && select.len() - malignant >= MIN_SELECTION_PER_CLASS);
+        // Too small to set a fifth aside with three of each class: the caller chooses on validation.
+        let tiny: Vec<usize> = (0..20).collect();
+        assert_eq!(selection_split(&facts, &tiny).unwrap(), None);
+    }
 }
