@@ -384,7 +384,7 @@ pub fn html(report: &Report) -> String {
         s += "</ul>\n";
     }
     if !report.calibrators.is_empty() {
-        s += "<h2>Calibrators on the held-out cases</h2><p>Each fitted on every round's validation cases (rows that chose nothing else of that model), scored on the pooled held-out cases; * the one served.</p><table><tr><th>model</th><th>method</th><th>n</th><th>ECE</th><th>Brier</th><th>log loss</th></tr>\n";
+        s += "<h2>Calibrators on the held-out cases</h2><p>Each fitted on every round's calibration cases (validation cases that chose nothing), scored on the pooled held-out cases; * the one served.</p><table><tr><th>model</th><th>method</th><th>n</th><th>ECE</th><th>Brier</th><th>log loss</th></tr>\n";
         for c in &report.calibrators {
             let _ = writeln!(
                 s,

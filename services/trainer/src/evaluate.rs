@@ -163,8 +163,8 @@ pub fn write_outputs(
     Ok(lines)
 }
 
-/// Each model's three calibrators, fitted on each round's validation outputs and scored on the
-/// pooled held-out outputs (`bins`: the report's ECE bins). A round where a calibrator cannot be
+/// Each model's three calibrators, fitted on each round's calibration rows (the validation
+/// part's histopathology-confirmed lesions) and scored on the pooled held-out outputs (`bins`: the report's ECE bins). A round where a calibrator cannot be
 /// fitted (one class among the validation rows) adds no rows to it.
 pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::CalibratorScore> {
     use renal_learn::calibrate::{Calibrator, Method};
@@ -195,7 +195,7 @@ pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::Cali
                 let finite = |raw: &[f64], idx: &[usize]| -> (Vec<f64>, Vec<bool>) {
                     raw.iter().zip(idx).filter(|(r, _)| r.is_finite()).map(|(&r, &i)| (r, fitted.malignant[i])).unzip()
                 };
-                let (vr, vy) = finite(&scores.validation_raw, &round.split.validation);
+                let (vr, vy) = finite(&scores.validation_raw, &round.calibration);
                 let Ok(calibrator) = Calibrator::fit(method, &vr, &vy) else { continue };
                 let (tr, ty) = finite(&scores.test_raw, &round.split.test);
                 p.extend(tr.iter().map(|&r| calibrator.probability(r)));
@@ -346,7 +346,14 @@ mod tests {
         Fitted {
             lesions: Vec::new(),
             malignant: malignant.to_vec(),
-            rounds: vec![Round { split, base, ensemble: None, chosen, served: None }],
+            rounds: vec![Round {
+                calibration: split.validation.clone(),
+                split,
+                base,
+                ensemble: None,
+                chosen,
+                served: None,
+            }],
             filled: 0,
             map_rows: Vec::new(),
             lines: Vec::new(),

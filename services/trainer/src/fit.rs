@@ -2,7 +2,8 @@
 //!
 //! Each model makes its own choices inside the training part (`protocol::selection_split`: four
 //! fifths fit, one fifth chooses), so the validation part chooses nothing and calibrates
-//! everything. The clinical model fits and stops early there; its Platt calibrator is fitted on
+//! everything, on its histopathology-confirmed lesions: the tested population
+//! (`protocol::calibration_rows`). The clinical model fits and stops early there; its Platt calibrator is fitted on
 //! the validation part's raw outputs. The networks train on the same rows, choose their epoch
 //! on the same selection rows (`renal_cnn::train`) and are Platt-calibrated on the validation
 //! part; each round's pair is saved as a bundle in `<registry>/cnn/`.
@@ -25,7 +26,7 @@
 use crate::baseline;
 use crate::cnn::{fit_split, read_composites};
 use crate::error::{io, TrainerError};
-use crate::protocol::{labelled, selection_split, splits, Protocol, Truth, SPLIT_SEED};
+use crate::protocol::{calibration_rows, labelled, selection_split, splits, Protocol, Truth, SPLIT_SEED};
 use renal_ensemble::bundle::{Content, DEFAULT_THRESHOLD};
 use renal_ensemble::join::recorded;
 use renal_learn::bagging::BaggingSettings;
@@ -67,8 +68,8 @@ pub struct Served {
 /// the lesion's features).
 #[derive(Debug, Clone, Default)]
 pub struct Scores {
-    /// Raw (uncalibrated) outputs on the validation part, in `split.validation` order: the rows
-    /// every calibrator of the round is fitted on.
+    /// Raw (uncalibrated) outputs on the round's calibration rows, in [`Round::calibration`]
+    /// order: the rows every calibrator of the round is fitted on.
     pub validation_raw: Vec<f64>,
     /// Raw outputs on the test part, in `split.test` order.
     pub test_raw: Vec<f64>,
@@ -95,6 +96,9 @@ pub struct Chosen {
 pub struct Round {
     /// Indices into [`Fitted::lesions`].
     pub split: Split,
+    /// The validation lesions every calibrator and the stacker learned on
+    /// (`protocol::calibration_rows`).
+    pub calibration: Vec<usize>,
     /// Each base model's outputs (`clinical`, with the feature store the first-order baselines,
     /// with the networks `t2` and `t1c`).
     pub base: Vec<(&'static str, Scores)>,
@@ -199,7 +203,8 @@ pub fn fit(
                 (split.train.clone(), split.validation.clone())
             }
         };
-        let ((tx, ty), (sx, sy), (vx, vy)) = (pick(&fit_idx), pick(&select_idx), pick(&split.validation));
+        let calibration = calibration_rows(&facts, &split.validation);
+        let ((tx, ty), (sx, sy), (vx, vy)) = (pick(&fit_idx), pick(&select_idx), pick(&calibration));
         let model = ClinicalModel::fit(&tx, &ty, &sx, &sy, &ClinicalSettings::default())?;
         let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
         let platt = Platt::fit(&raw_val, &vy)
@@ -224,7 +229,7 @@ pub fn fit(
         if let Some(rows) = &first_order {
             for (s, model) in baseline::MODELS.iter().enumerate() {
                 let column: Vec<Option<Vec<f64>>> = rows.iter().map(|r| r[s].clone()).collect();
-                match baseline::fit_predict(&column, &y, [&split.train, &split.validation, &split.test]) {
+                match baseline::fit_predict(&column, &y, [&split.train, &calibration, &split.test]) {
                     Ok(scores) => base.push((*model, scores)),
                     Err(e) => out.lines.push(format!("  {label}{model} not fitted: {e}")),
                 }
@@ -232,7 +237,7 @@ pub fn fit(
         }
         let mut served = None;
         if let (Some(c), Some(images)) = (cnn, &composites) {
-            let parts = [&fit_idx[..], &select_idx, &split.validation, &split.test];
+            let parts = [&fit_idx[..], &select_idx, &calibration, &split.test];
             let fit = fit_split(&lesions, images, &y, parts, &c.config, c.device, registry, &label, None)?;
             for (r, role) in ["t2", "t1c"].into_iter().enumerate() {
                 let scores = Scores {
@@ -269,7 +274,7 @@ pub fn fit(
             let raw = &fit.validation_raw;
             let meta_x: Vec<Vec<f64>> =
                 raw_val.iter().enumerate().map(|(j, &c)| vec![raw[0][j], raw[1][j], c]).collect();
-            let meta_lesions: Vec<Lesion> = split.validation.iter().map(|&i| facts[i].clone()).collect();
+            let meta_lesions: Vec<Lesion> = calibration.iter().map(|&i| facts[i].clone()).collect();
             let settings = BaggingSettings::default();
             match Ensemble::fit_cross_fitted(&meta_lesions, &meta_x, &vy, &STACKED, ENSEMBLE_FOLDS, &settings) {
                 Ok((ensemble, oof)) => {
@@ -308,7 +313,7 @@ pub fn fit(
                             "protocol": format!("{protocol:?}"),
                             "split_seed": SPLIT_SEED,
                             "round": round + 1,
-                            "meta_rows": format!("validation part ({} lesions; the base models never trained on it)", split.validation.len()),
+                            "meta_rows": format!("the validation part's histopathology-confirmed lesions ({}; the base models neither trained nor chose on them)", calibration.len()),
                             "calibration": format!("platt on {ENSEMBLE_FOLDS}-fold patient-grouped out-of-fold scores of the chosen stacker on the same rows"),
                             "bagging": settings,
                         }),
@@ -334,7 +339,7 @@ pub fn fit(
             "calibration": {"method": "platt", "fitted_on": "validation", "a": platt.a, "b": platt.b},
             "lesions": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
         }));
-        out.rounds.push(Round { split: split.clone(), base, ensemble: ensemble_scores, chosen, served });
+        out.rounds.push(Round { split: split.clone(), calibration, base, ensemble: ensemble_scores, chosen, served });
     }
     std::fs::create_dir_all(registry).map_err(io(registry))?;
     let clinical = serde_json::json!({

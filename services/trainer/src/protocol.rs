@@ -46,6 +46,21 @@ pub fn selection_split(facts: &[Lesion], train: &[usize]) -> Result<Option<FitAn
     Ok(Some((fit, select)))
 }
 
+/// The validation lesions every calibrator and the stacker learn on: the histopathology-confirmed
+/// ones, the population every test part is drawn from (imaging-diagnosed lesions are never
+/// tested on, and in the study's labels they are all benign, so a calibrator fitted on them too
+/// learns a lower malignancy rate than the tested one: on the default cohort 56% of the
+/// validation part is malignant against 84% of the tested lesions). The whole validation part
+/// when its confirmed lesions hold fewer than two of either class.
+pub fn calibration_rows(facts: &[Lesion], validation: &[usize]) -> Vec<usize> {
+    let confirmed: Vec<usize> = validation.iter().copied().filter(|&i| facts[i].histopathology).collect();
+    let malignant = confirmed.iter().filter(|&&i| facts[i].malignant).count();
+    if malignant.min(confirmed.len() - malignant) < 2 {
+        return validation.to_vec();
+    }
+    confirmed
+}
+
 /// How lesions are held out for the report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Protocol {
@@ -184,5 +199,21 @@ mod tests {
         // Too small to set a fifth aside with three of each class: the caller chooses on validation.
         let tiny: Vec<usize> = (0..20).collect();
         assert_eq!(selection_split(&facts, &tiny).unwrap(), None);
+    }
+
+    #[test]
+    fn calibrators_learn_on_the_confirmed_lesions_unless_too_few() {
+        let mut facts = lesions(40);
+        for (i, l) in facts.iter_mut().enumerate() {
+            l.histopathology = i % 4 != 0;
+        }
+        let validation: Vec<usize> = (0..20).collect();
+        let rows = calibration_rows(&facts, &validation);
+        assert_eq!(rows, validation.iter().copied().filter(|i| i % 4 != 0).collect::<Vec<_>>());
+        // Confirmed lesions all malignant: the whole validation part.
+        for l in facts.iter_mut().filter(|l| !l.malignant) {
+            l.histopathology = false;
+        }
+        assert_eq!(calibration_rows(&facts, &validation), validation);
     }
 }
