@@ -113,15 +113,7 @@ pub fn write_outputs(
         ));
     }
     if let Some(cfg) = cnn {
-        lines.push(format!(
-            "CNN arms ({}, {}x{} input, at most {} epochs, patience {}, {} trial(s)):",
-            cfg.net.backbone.name(),
-            cfg.net.input_px,
-            cfg.net.input_px,
-            cfg.max_epochs,
-            cfg.patience,
-            cfg.trials
-        ));
+        lines.push(format!("CNN arms ({}):", network_settings(cfg)));
         lines.extend(fitted.lines.iter().cloned());
         for model in ["t2", "t1c", "ensemble"] {
             let Some(m) = report.models.get(model) else { continue };
@@ -143,7 +135,7 @@ pub fn write_outputs(
     if !calibrated.is_empty() {
         lines.push(format!("  lowest held-out ECE by calibrator: {}", calibrated.join(", ")));
     }
-    for model in ["t2", "t1c", "ensemble"] {
+    for model in ["clinical", "t2", "t1c", "ensemble"] {
         let o: Vec<f64> = report
             .selections
             .iter()
@@ -252,12 +244,8 @@ fn notes(fitted: &Fitted, protocol: &Protocol, cnn: Option<&renal_cnn::train::Tr
     }];
     if let Some(c) = cnn {
         out.push(format!(
-            "networks: {}, {}x{} input, at most {} epochs (patience {}), {}; the study used ImageNet-initialised ResNet-50s at 200x200 for up to 500 epochs (`--study`)",
-            c.net.backbone.name(),
-            c.net.input_px,
-            c.net.input_px,
-            c.max_epochs,
-            c.patience,
+            "networks: {}, {}; the study used ImageNet-initialised ResNet-50s at 200x200 for up to 500 epochs (`--study`)",
+            network_settings(c),
             if c.init_weights.is_some() { "initialised from the given weights" } else { "randomly initialised" }
         ));
     }
@@ -274,6 +262,19 @@ fn notes(fitted: &Fitted, protocol: &Protocol, cnn: Option<&renal_cnn::train::Tr
         ));
     }
     out
+}
+
+/// The networks' settings in words.
+fn network_settings(c: &renal_cnn::train::TrainConfig) -> String {
+    format!(
+        "{}, {}x{} input, at most {} epochs, patience {}, {} trial(s)",
+        c.net.backbone.name(),
+        c.net.input_px,
+        c.net.input_px,
+        c.max_epochs,
+        c.patience,
+        c.trials
+    )
 }
 
 fn auc_text(m: &renal_eval::report::ModelReport) -> String {
