@@ -59,7 +59,7 @@ impl Calibrator {
     /// Fit `method` on raw probabilities and outcomes.
     pub fn fit(method: Method, raw: &[f64], positive: &[bool]) -> Result<Calibrator, CalibrationError> {
         Ok(match method {
-            Method::Platt => Calibrator::Platt(Platt::fit(raw, positive)?),
+            Method::Platt => Calibrator::Platt(Platt::fit_non_decreasing(raw, positive)?),
             Method::Isotonic => Calibrator::Isotonic(Isotonic::fit(raw, positive)?),
             Method::Temperature => {
                 let z: Vec<f64> = raw.iter().map(|&p| logit(p)).collect();

@@ -181,7 +181,7 @@ impl Ensemble {
         } else {
             (Meta::Input { index: best, name: names[best].to_string() }, column(best))
         };
-        let platt = Platt::fit(&scores, y)?;
+        let platt = Platt::fit_non_decreasing(&scores, y)?;
         let mut candidates = vec![("bagging".to_string(), bagging_auc), ("logistic".to_string(), logistic_auc)];
         candidates.extend(names.iter().zip(&inputs).map(|(n, &a)| (n.to_string(), a)));
         let selection = Selection { candidates, chosen: meta.name().to_string(), rows: y.len() };
@@ -286,7 +286,7 @@ mod tests {
                 (names[j].to_string(), column(j))
             };
             assert_eq!((sel.chosen.as_str(), e.meta.name()), (chosen.as_str(), chosen.as_str()), "seed {seed}");
-            let platt = Platt::fit(&scores, &y).unwrap();
+            let platt = Platt::fit_non_decreasing(&scores, &y).unwrap();
             assert_eq!((e.platt.a, e.platt.b), (platt.a, platt.b), "calibrated on the chosen one's out-of-fold scores");
             assert_eq!(scores_back, scores);
         }

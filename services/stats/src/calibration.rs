@@ -114,6 +114,23 @@ impl Platt {
         Err(CalibrationError::NoConvergence(200))
     }
 
+    /// [`Platt::fit`], kept from inverting the ranking: where the best sigmoid falls as the score
+    /// rises (`a > 0`, the scores rank these rows worse than chance), the best non-decreasing
+    /// one is flat, the rows' smoothed positive rate for every score (the log likelihood is
+    /// concave in `(a, b)`, so the optimum under `a <= 0` lies on `a = 0`). On a handful of
+    /// calibration rows a weak model's slope can come out inverted by chance; a calibrator
+    /// should then say "no information", not turn the model around.
+    pub fn fit_non_decreasing(scores: &[f64], positive: &[bool]) -> Result<Platt, CalibrationError> {
+        let platt = Platt::fit(scores, positive)?;
+        if platt.a <= 0.0 {
+            return Ok(platt);
+        }
+        let n_pos = positive.iter().filter(|&&p| p).count() as f64;
+        let n_neg = positive.len() as f64 - n_pos;
+        let mean_target = (n_pos * (n_pos + 1.0) / (n_pos + 2.0) + n_neg / (n_neg + 2.0)) / (n_pos + n_neg);
+        Ok(Platt { a: 0.0, b: ((1.0 - mean_target) / mean_target).ln() })
+    }
+
     /// Calibrated probability of a score.
     pub fn probability(&self, score: f64) -> f64 {
         crate::sigmoid(-(self.a * score + self.b))
@@ -357,6 +374,28 @@ mod tests {
 #[cfg(test)]
 mod hard_cases {
     use super::*;
+
+    #[test]
+    fn a_non_decreasing_platt_never_turns_a_model_around() {
+        // Ten rows on which the scores rank the outcomes backwards: plain Platt inverts them.
+        let s = [0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.65, 0.7, 0.8, 0.9];
+        let y = [true, true, true, false, true, false, true, false, false, false];
+        // Unequal classes make the flat level informative: one more positive.
+        let y3 = [true, true, true, false, true, false, true, true, false, false];
+        let k3 = Platt::fit_non_decreasing(&s, &y3).unwrap();
+        assert!(Platt::fit(&s, &y3).unwrap().a > 0.0 && k3.a == 0.0);
+        assert!((k3.probability(0.5) - (6.0 * 7.0 / 8.0 + 4.0 / 6.0) / 10.0).abs() < 1e-12, "{k3:?}");
+        let plain = Platt::fit(&s, &y).unwrap();
+        assert!(plain.a > 0.0, "{plain:?}");
+        let kept = Platt::fit_non_decreasing(&s, &y).unwrap();
+        assert_eq!(kept.a, 0.0);
+        // Flat at the smoothed positive rate: five of each, (5 * 6/7 + 5 * 1/7) / 10.
+        let want = (5.0 * 6.0 / 7.0 + 5.0 / 7.0) / 10.0;
+        assert!(s.iter().all(|&v| (kept.probability(v) - want).abs() < 1e-12), "{kept:?}");
+        // Scores that rank the right way: the same fit as plain Platt.
+        let right: Vec<bool> = y.iter().map(|v| !v).collect();
+        assert_eq!(Platt::fit_non_decreasing(&s, &right).unwrap(), Platt::fit(&s, &right).unwrap());
+    }
 
     #[test]
     fn nearly_constant_and_separable_scores_converge() {

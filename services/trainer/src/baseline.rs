@@ -72,7 +72,7 @@ pub fn fit_predict(
     let (tx, ty) = rows(train);
     let (vx, vy) = rows(validation);
     let model = LogisticModel::fit(&tx, &ty, L2).map_err(|e| e.to_string())?;
-    let platt = Platt::fit(&vx.iter().map(|x| model.predict(x)).collect::<Vec<_>>(), &vy)
+    let platt = Platt::fit_non_decreasing(&vx.iter().map(|x| model.predict(x)).collect::<Vec<_>>(), &vy)
         .map_err(|e| format!("Platt calibration: {e}"))?;
     let raw = |idx: &[usize]| -> Vec<f64> {
         idx.iter().map(|&i| features[i].as_ref().map_or(f64::NAN, |x| model.predict(x))).collect()

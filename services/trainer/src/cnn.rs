@@ -133,7 +133,7 @@ pub fn fit_split(
             .map_err(|source| TrainerError::Network { role: role.to_string(), source })?;
         progress.finish_and_clear();
         let (raw_cal, emb_cal) = predict(&result.net, &ca.images, device, 32);
-        let cal = Platt::fit(&raw_cal, &ca.malignant)
+        let cal = Platt::fit_non_decreasing(&raw_cal, &ca.malignant)
             .map_err(|source| TrainerError::Calibration { model: format!("{role} network"), source })?;
         let (raw_test, emb_test) = predict(&result.net, &te.images, device, 32);
         let (_, emb_train) = predict(&result.net, &tr.images, device, 32);

@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(rows.iter().filter(|c| c.served).map(|c| c.method.as_str()).collect::<Vec<_>>(), ["platt"]);
         // Independently: Platt fitted on the 60 validation rows, scored on the 40 test rows.
         let y_val: Vec<bool> = (100..160).map(|i| malignant[i]).collect();
-        let platt = renal_stats::Platt::fit(&raw[100..160], &y_val).unwrap();
+        let platt = renal_stats::Platt::fit_non_decreasing(&raw[100..160], &y_val).unwrap();
         let p: Vec<f64> = raw[160..200].iter().map(|&r| platt.probability(r)).collect();
         let y: Vec<bool> = (160..200).map(|i| malignant[i]).collect();
         assert!((rows[0].ece - renal_stats::expected_calibration_error(&p, &y, 10)).abs() < 1e-12);

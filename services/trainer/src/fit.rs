@@ -207,7 +207,7 @@ pub fn fit(
         let ((tx, ty), (sx, sy), (vx, vy)) = (pick(&fit_idx), pick(&select_idx), pick(&calibration));
         let model = ClinicalModel::fit(&tx, &ty, &sx, &sy, &ClinicalSettings::default())?;
         let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
-        let platt = Platt::fit(&raw_val, &vy)
+        let platt = Platt::fit_non_decreasing(&raw_val, &vy)
             .map_err(|source| TrainerError::Calibration { model: "clinical model".into(), source })?;
         let raw_test: Vec<f64> = split.test.iter().map(|&i| model.probability(&x[i])).collect();
         let test_y: Vec<bool> = split.test.iter().map(|&i| y[i]).collect();
