@@ -156,8 +156,9 @@ pub fn write_outputs(
 }
 
 /// Each model's three calibrators, fitted on each round's calibration rows (the validation
-/// part's histopathology-confirmed lesions) and scored on the pooled held-out outputs (`bins`: the report's ECE bins). A round where a calibrator cannot be
-/// fitted (one class among the validation rows) adds no rows to it.
+/// part's histopathology-confirmed lesions) and scored on the pooled held-out outputs (`bins`:
+/// the report's ECE bins). A round where a calibrator cannot be fitted (one class among the
+/// calibration rows) adds no rows to it.
 pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::CalibratorScore> {
     use renal_learn::calibrate::{Calibrator, Method};
     let mut models: Vec<&str> = Vec::new();
