@@ -3,8 +3,9 @@
 //! The study calibrated with Platt scaling only. Isotonic regression assumes nothing about the
 //! shape of the distortion but needs more rows; temperature scaling has one parameter and
 //! cannot move a model's 0.5 point. Which calibrates best is an empirical question per model
-//! and cohort, so [`compare`] fits all three on one set of rows (rows that chose nothing) and
-//! reports each one's ECE, Brier score and log loss on another.
+//! and cohort, so [`compare`] fits all three on the same rows of each round (rows that chose
+//! nothing) and reports each one's ECE, Brier score and log loss on the rounds' pooled
+//! held-out rows.
 
 use renal_stats::{brier, expected_calibration_error, log_loss, CalibrationError, Isotonic, Platt, Temperature};
 
@@ -87,11 +88,27 @@ impl Calibrator {
     }
 }
 
-/// One calibrator's held-out scores.
+/// One round of a comparison: the raw outputs and outcomes the calibrators are fitted on, and
+/// the held-out ones they are scored on.
+#[derive(Debug, Clone, Copy)]
+pub struct Round<'a> {
+    /// Raw probabilities the calibrators are fitted on.
+    pub fit_raw: &'a [f64],
+    /// Their outcomes.
+    pub fit_y: &'a [bool],
+    /// Held-out raw probabilities.
+    pub held_raw: &'a [f64],
+    /// Their outcomes.
+    pub held_y: &'a [bool],
+}
+
+/// One method's scores on the pooled held-out rows of every round it could be fitted in.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Scored {
-    /// The calibrator, fitted.
-    pub calibrator: Calibrator,
+    /// The calibrator of each round it was fitted in.
+    pub calibrators: Vec<Calibrator>,
+    /// Held-out rows scored.
+    pub n: usize,
     /// Expected calibration error over `bins` equal-width bins.
     pub ece: f64,
     /// Brier score.
@@ -100,28 +117,34 @@ pub struct Scored {
     pub log_loss: f64,
 }
 
-/// Fit each of [`Method::ALL`] on (`fit_raw`, `fit_y`) and score it on (`held_raw`, `held_y`).
-pub fn compare(
-    fit_raw: &[f64],
-    fit_y: &[bool],
-    held_raw: &[f64],
-    held_y: &[bool],
-    bins: usize,
-) -> Result<Vec<Scored>, CalibrationError> {
-    assert_eq!(held_raw.len(), held_y.len(), "one label per held-out probability");
-    Method::ALL
-        .iter()
-        .map(|&m| {
-            let calibrator = Calibrator::fit(m, fit_raw, fit_y)?;
-            let p: Vec<f64> = held_raw.iter().map(|&r| calibrator.probability(r)).collect();
-            Ok(Scored {
-                ece: expected_calibration_error(&p, held_y, bins),
-                brier: brier(&p, held_y),
-                log_loss: log_loss(&p, held_y),
-                calibrator,
-            })
-        })
-        .collect()
+/// Fit each of [`Method::ALL`] on each round's fit rows, apply it to that round's held-out rows,
+/// and score the pooled held-out probabilities (one calibrator per round: the rounds of a
+/// cross-validation). A round where a method cannot be fitted (one class among its fit rows)
+/// adds nothing to that method; a method fitted in no round is left out.
+pub fn compare(rounds: &[Round<'_>], bins: usize) -> Vec<(Method, Scored)> {
+    let mut out = Vec::new();
+    for method in Method::ALL {
+        let (mut calibrators, mut p, mut y) = (Vec::new(), Vec::new(), Vec::new());
+        for r in rounds {
+            assert_eq!(r.held_raw.len(), r.held_y.len(), "one label per held-out probability");
+            let Ok(calibrator) = Calibrator::fit(method, r.fit_raw, r.fit_y) else { continue };
+            p.extend(r.held_raw.iter().map(|&raw| calibrator.probability(raw)));
+            y.extend_from_slice(r.held_y);
+            calibrators.push(calibrator);
+        }
+        if calibrators.is_empty() {
+            continue;
+        }
+        let scored = Scored {
+            n: p.len(),
+            ece: expected_calibration_error(&p, &y, bins),
+            brier: brier(&p, &y),
+            log_loss: log_loss(&p, &y),
+            calibrators,
+        };
+        out.push((method, scored));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -150,15 +173,17 @@ mod tests {
         let (held_raw, held_y) = rows(20_000, 2, truth);
         let raw_ece = expected_calibration_error(&held_raw, &held_y, 10);
         assert!(raw_ece > 0.07, "the planted distortion shows: {raw_ece}");
-        let scored = compare(&fit_raw, &fit_y, &held_raw, &held_y, 10).unwrap();
-        let methods: Vec<Method> = scored.iter().map(|s| s.calibrator.method()).collect();
+        let round = Round { fit_raw: &fit_raw, fit_y: &fit_y, held_raw: &held_raw, held_y: &held_y };
+        let scored = compare(&[round], 10);
+        let methods: Vec<Method> = scored.iter().map(|(m, _)| *m).collect();
         assert_eq!(methods, Method::ALL);
-        for s in &scored {
-            assert!(s.ece < 0.02, "{:?}: held-out ECE {}", s.calibrator.method(), s.ece);
+        for (m, s) in &scored {
+            assert_eq!((s.calibrators.len(), s.calibrators[0].method(), s.n), (1, *m, 20_000));
+            assert!(s.ece < 0.02, "{m:?}: held-out ECE {}", s.ece);
             assert!(s.log_loss < log_loss(&held_raw, &held_y), "{s:?}");
         }
         // Temperature finds the planted scale.
-        let Calibrator::Temperature(t) = &scored[2].calibrator else { panic!("third is temperature") };
+        let Calibrator::Temperature(t) = &scored[2].1.calibrators[0] else { panic!("third is temperature") };
         assert!((t.temperature - 2.0).abs() < 0.1, "{t:?}");
     }
 
@@ -170,8 +195,9 @@ mod tests {
         let truth = |raw: f64| if raw < 0.5 { 0.2 } else { 0.8 };
         let (fit_raw, fit_y) = rows(20_000, 3, truth);
         let (held_raw, held_y) = rows(20_000, 4, truth);
-        let scored = compare(&fit_raw, &fit_y, &held_raw, &held_y, 10).unwrap();
-        let (platt, isotonic, temperature) = (&scored[0], &scored[1], &scored[2]);
+        let round = Round { fit_raw: &fit_raw, fit_y: &fit_y, held_raw: &held_raw, held_y: &held_y };
+        let scored = compare(&[round], 10);
+        let (platt, isotonic, temperature) = (&scored[0].1, &scored[1].1, &scored[2].1);
         assert!(isotonic.ece < 0.02, "{isotonic:?}");
         assert!(isotonic.brier < platt.brier && isotonic.brier < temperature.brier, "{scored:?}");
         assert!(platt.ece > 0.03 && temperature.ece > 0.03, "{scored:?}");
@@ -189,5 +215,28 @@ mod tests {
             assert_eq!(back.probability(0.3), c.probability(0.3));
         }
         assert!(Calibrator::fit(Method::Isotonic, &[0.2, 0.4], &[true, true]).is_err());
+    }
+
+    #[test]
+    fn rounds_pool_their_held_out_rows_and_a_round_that_cannot_fit_adds_none() {
+        let truth = |raw: f64| raw;
+        let (a_raw, a_y) = rows(400, 6, truth);
+        let (b_raw, b_y) = rows(400, 7, truth);
+        let one_class = [true; 50];
+        let rounds = [
+            Round { fit_raw: &a_raw[..200], fit_y: &a_y[..200], held_raw: &a_raw[200..], held_y: &a_y[200..] },
+            Round { fit_raw: &b_raw[..200], fit_y: &b_y[..200], held_raw: &b_raw[200..], held_y: &b_y[200..] },
+            Round { fit_raw: &b_raw[..50], fit_y: &one_class, held_raw: &b_raw[..50], held_y: &b_y[..50] },
+        ];
+        for (m, s) in compare(&rounds, 10) {
+            assert_eq!((s.calibrators.len(), s.n), (2, 400), "{m:?}");
+            // Independently: each round's own calibrator on its own held-out rows, pooled.
+            let mut p: Vec<f64> = a_raw[200..].iter().map(|&r| s.calibrators[0].probability(r)).collect();
+            p.extend(b_raw[200..].iter().map(|&r| s.calibrators[1].probability(r)));
+            let y: Vec<bool> = a_y[200..].iter().chain(&b_y[200..]).copied().collect();
+            assert_eq!(s.brier, brier(&p, &y), "{m:?}");
+            assert_eq!(s.ece, expected_calibration_error(&p, &y, 10), "{m:?}");
+        }
+        assert!(compare(&rounds[2..], 10).is_empty(), "no round fitted: no rows");
     }
 }

@@ -160,7 +160,7 @@ pub fn write_outputs(
 /// the report's ECE bins). A round where a calibrator cannot be fitted (one class among the
 /// calibration rows) adds no rows to it.
 pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::CalibratorScore> {
-    use renal_learn::calibrate::{Calibrator, Method};
+    use renal_learn::calibrate;
     let mut models: Vec<&str> = Vec::new();
     for round in &fitted.rounds {
         for (m, _) in &round.base {
@@ -172,39 +172,40 @@ pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::Cali
     if fitted.rounds.iter().any(|r| r.ensemble.is_some()) {
         models.push("ensemble");
     }
-    let scores_of = |round: &'_ Round, model: &str| -> Option<Scores> {
+    fn scores_of<'a>(round: &'a Round, model: &str) -> Option<&'a Scores> {
         if model == "ensemble" {
-            round.ensemble.clone()
+            round.ensemble.as_ref()
         } else {
-            round.base.iter().find(|(m, _)| *m == model).map(|(_, s)| s.clone())
+            round.base.iter().find(|(m, _)| *m == model).map(|(_, s)| s)
         }
+    }
+    // Finite raw outputs with their outcomes.
+    let finite = |raw: &[f64], idx: &[usize]| -> (Vec<f64>, Vec<bool>) {
+        raw.iter().zip(idx).filter(|(r, _)| r.is_finite()).map(|(&r, &i)| (r, fitted.malignant[i])).unzip()
     };
     let mut out = Vec::new();
     for model in models {
-        for method in Method::ALL {
-            let (mut p, mut y) = (Vec::new(), Vec::new());
-            for round in &fitted.rounds {
-                let Some(scores) = scores_of(round, model) else { continue };
-                let finite = |raw: &[f64], idx: &[usize]| -> (Vec<f64>, Vec<bool>) {
-                    raw.iter().zip(idx).filter(|(r, _)| r.is_finite()).map(|(&r, &i)| (r, fitted.malignant[i])).unzip()
-                };
-                let (vr, vy) = finite(&scores.validation_raw, &round.calibration);
-                let Ok(calibrator) = Calibrator::fit(method, &vr, &vy) else { continue };
-                let (tr, ty) = finite(&scores.test_raw, &round.split.test);
-                p.extend(tr.iter().map(|&r| calibrator.probability(r)));
-                y.extend(ty);
-            }
-            if p.is_empty() {
-                continue;
-            }
+        let rows: Vec<_> = fitted
+            .rounds
+            .iter()
+            .filter_map(|round| {
+                let s = scores_of(round, model)?;
+                Some((finite(&s.validation_raw, &round.calibration), finite(&s.test_raw, &round.split.test)))
+            })
+            .collect();
+        let rounds: Vec<calibrate::Round<'_>> = rows
+            .iter()
+            .map(|((fit_raw, fit_y), (held_raw, held_y))| calibrate::Round { fit_raw, fit_y, held_raw, held_y })
+            .collect();
+        for (method, s) in calibrate::compare(&rounds, bins) {
             out.push(renal_eval::report::CalibratorScore {
                 model: model.to_string(),
                 method: method.name().to_string(),
-                n: p.len() as u64,
-                ece: renal_stats::expected_calibration_error(&p, &y, bins),
-                brier: renal_stats::brier(&p, &y),
-                log_loss: renal_stats::log_loss(&p, &y),
-                served: method == Method::Platt,
+                n: s.n as u64,
+                ece: s.ece,
+                brier: s.brier,
+                log_loss: s.log_loss,
+                served: method == calibrate::Method::Platt,
             });
         }
     }
