@@ -92,7 +92,7 @@ pub fn fit_split(
     label: &str,
     checkpoint: Option<&Path>,
 ) -> Result<CnnFit, TrainerError> {
-    let [train_idx, val_idx, calibration_idx, test_idx] = parts;
+    let [train_idx, select_idx, calibration_idx, test_idx] = parts;
     let pick = |idx: &[usize], r: usize| -> Samples {
         let images: Vec<&[f32]> = idx.iter().map(|&i| composites[i][r].as_slice()).collect();
         Samples::new(&images, idx.iter().map(|&i| malignant[i]).collect(), COMPOSITE_PX)
@@ -105,7 +105,7 @@ pub fn fit_split(
     let (mut validation_raw, mut test_raw) = (Vec::new(), Vec::new());
     let mut embeddings: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
     for (r, role) in ["t2", "t1c"].iter().enumerate() {
-        let (tr, va, ca, te) = (pick(train_idx, r), pick(val_idx, r), pick(calibration_idx, r), pick(test_idx, r));
+        let (tr, va, ca, te) = (pick(train_idx, r), pick(select_idx, r), pick(calibration_idx, r), pick(test_idx, r));
         let epochs = (config.max_epochs * config.trials) as u64;
         let progress = bar(epochs, &format!("{label}cnn {role}"));
         let mut log_line = |e: &EpochLog| {
@@ -140,7 +140,8 @@ pub fn fit_split(
         let (_, emb_val) = predict(&result.net, &va.images, device, 32);
         // Once per lesion and series (a small cohort chooses and calibrates on the same part).
         let mut seen = std::collections::BTreeSet::new();
-        for (idx, emb) in [(train_idx, emb_train), (val_idx, emb_val), (calibration_idx, emb_cal), (test_idx, emb_test)]
+        for (idx, emb) in
+            [(train_idx, emb_train), (select_idx, emb_val), (calibration_idx, emb_cal), (test_idx, emb_test)]
         {
             for (&i, e) in idx.iter().zip(emb).filter(|(&i, _)| seen.insert(i)) {
                 embeddings.entry(i).or_default().extend(e.into_iter().map(f64::from));
@@ -164,7 +165,7 @@ pub fn fit_split(
             history: t.history.clone(),
             data: DataManifest {
                 train: manifest_of(train_idx, r),
-                validation: manifest_of(val_idx, r),
+                validation: manifest_of(select_idx, r),
                 train_malignant: *tm,
                 validation_malignant: *vm,
             },

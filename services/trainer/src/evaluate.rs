@@ -212,7 +212,7 @@ pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::Cali
     out
 }
 
-/// Every choice made on validation cases, round by round, with its optimism.
+/// Every choice made before testing, round by round, with its optimism.
 pub fn selections(fitted: &Fitted) -> Vec<renal_eval::report::SelectionScore> {
     let mut out = Vec::new();
     for (n, round) in fitted.rounds.iter().enumerate() {

@@ -77,14 +77,15 @@ pub struct Scores {
     pub test: Vec<f64>,
 }
 
-/// A choice made on the validation part, and what it was worth on the held-out test part.
+/// A choice made before testing (on the selection part, or the stacker's on the calibration
+/// rows), and what it was worth on the held-out test part.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chosen {
     /// Which model chose.
     pub model: String,
     /// What it chose (an epoch, a stacker).
     pub choice: String,
-    /// ROC AUC of the choice on the validation part, the score it was chosen by.
+    /// ROC AUC where the choice was made, the score it was chosen by.
     pub chosen_auc: f64,
     /// ROC AUC of the same model on the test part (NaN: one class there).
     pub held_out_auc: f64,
@@ -105,7 +106,7 @@ pub struct Round {
     /// The ensemble's outputs (validation: the chosen stacker's out-of-fold scores), when it was
     /// fitted; its served probabilities come through the stages.
     pub ensemble: Option<Scores>,
-    /// Choices made on the validation part.
+    /// Choices made before testing.
     pub chosen: Vec<Chosen>,
     /// The bundles, when the networks and the ensemble were fitted.
     pub served: Option<Served>,
@@ -336,7 +337,7 @@ pub fn fit(
         out.clinical_epochs.push(model.best_epoch);
         clinical_fits.push(serde_json::json!({
             "weights": model,
-            "calibration": {"method": "platt", "fitted_on": "validation", "a": platt.a, "b": platt.b},
+            "calibration": {"method": "platt", "fitted_on": "the validation part's histopathology-confirmed lesions (non-decreasing)", "a": platt.a, "b": platt.b},
             "lesions": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
         }));
         out.rounds.push(Round { split: split.clone(), calibration, base, ensemble: ensemble_scores, chosen, served });

@@ -49,8 +49,8 @@ pub fn selection_split(facts: &[Lesion], train: &[usize]) -> Result<Option<FitAn
 /// The validation lesions every calibrator and the stacker learn on: the histopathology-confirmed
 /// ones, the population every test part is drawn from (imaging-diagnosed lesions are never
 /// tested on, and in the study's labels they are all benign, so a calibrator fitted on them too
-/// learns a lower malignancy rate than the tested one: on the default cohort 56% of the
-/// validation part is malignant against 84% of the tested lesions). The whole validation part
+/// learns a lower malignancy rate than the tested one: on a 160-lesion cohort (seed 21) 56%
+/// of the validation part was malignant against 84% of the tested lesions). The whole validation part
 /// when its confirmed lesions hold fewer than two of either class.
 pub fn calibration_rows(facts: &[Lesion], validation: &[usize]) -> Vec<usize> {
     let confirmed: Vec<usize> = validation.iter().copied().filter(|&i| facts[i].histopathology).collect();
