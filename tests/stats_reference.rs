@@ -105,7 +105,7 @@ fn metrics_agree_with_scikit_learn_and_scipy() {
 
 #[test]
 fn clinical_model_reaches_scikit_learns_penalised_optimum() {
-    use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features};
+    use renal_learn::clinical::{ClinicalModel, ClinicalSettings, Features, VolumeScale};
     // Run the study's update rule as full-batch gradient descent with momentum until it settles:
     // it must land on the unique minimum of mean class-weighted cross-entropy + 0.01 |w|^2, which
     // scikit-learn finds with C = 1 / (2 N 0.01) and per-row weights N / n_class.
@@ -121,6 +121,8 @@ fn clinical_model_reaches_scikit_learns_penalised_optimum() {
         batch_size: 0,
         max_epochs: 20_000,
         patience: 20_000,
+        // The optimiser is under test: the volume as given (the log scale is one map before it).
+        volume: VolumeScale::Linear,
         ..ClinicalSettings::default()
     };
     let m = ClinicalModel::fit(&x, &y, &x, &y, &settings).unwrap();
