@@ -12,6 +12,7 @@
 //! beat it has learned less from its series than four numbers carry.
 
 use crate::error::TrainerError;
+use crate::protocol::FitAndScore;
 use renal_messages::LesionV1;
 use renal_stats::{LogisticModel, Platt};
 use std::path::Path;
@@ -57,30 +58,51 @@ fn of_series(rows: &[renal_radiomics::table::ReadRow], series: &str) -> Option<V
     (reference > 0.0 && x.iter().all(|v| v.is_finite())).then_some(x)
 }
 
-/// One series' baseline of one round: fitted on the `train` rows, Platt-calibrated on the
-/// `validation` rows. Raw outputs on the validation and test rows and calibrated ones on the
-/// test rows, NaN where a lesion has no features. `Err`: why it could not be fitted, for people.
+/// Where a baseline's calibrator learns.
+#[derive(Debug, Clone, Copy)]
+pub enum Calibrate<'a> {
+    /// On these rows, scored by the model fitted on the training part.
+    On(&'a [usize]),
+    /// On out-of-fold scores: per fold, a model fitted on its first rows scores its second.
+    CrossFitted(&'a [FitAndScore]),
+}
+
+/// One series' baseline of one round: fitted on the `train` rows, Platt-calibrated as
+/// `calibrate` says. Raw outputs on the calibration rows (out of fold when cross-fitted) and on
+/// the `test` rows, calibrated ones on the test rows; NaN where a lesion has no features.
+/// `Err`: why it could not be fitted, for people.
 pub fn fit_predict(
     features: &[Option<Vec<f64>>],
     malignant: &[bool],
-    parts: [&[usize]; 3],
+    train: &[usize],
+    test: &[usize],
+    calibrate: Calibrate<'_>,
 ) -> Result<crate::fit::Scores, String> {
-    let [train, validation, test] = parts;
-    let rows = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<bool>) {
-        idx.iter().filter_map(|&i| features[i].clone().map(|x| (x, malignant[i]))).unzip()
+    let fit = |idx: &[usize]| -> Result<LogisticModel, String> {
+        let (x, y): (Vec<Vec<f64>>, Vec<bool>) =
+            idx.iter().filter_map(|&i| features[i].clone().map(|x| (x, malignant[i]))).unzip();
+        LogisticModel::fit(&x, &y, L2).map_err(|e| e.to_string())
     };
-    let (tx, ty) = rows(train);
-    let (vx, vy) = rows(validation);
-    let model = LogisticModel::fit(&tx, &ty, L2).map_err(|e| e.to_string())?;
-    let platt = Platt::fit_non_decreasing(&vx.iter().map(|x| model.predict(x)).collect::<Vec<_>>(), &vy)
-        .map_err(|e| format!("Platt calibration: {e}"))?;
-    let raw = |idx: &[usize]| -> Vec<f64> {
+    let raw = |model: &LogisticModel, idx: &[usize]| -> Vec<f64> {
         idx.iter().map(|&i| features[i].as_ref().map_or(f64::NAN, |x| model.predict(x))).collect()
     };
-    let test_raw = raw(test);
+    let model = fit(train)?;
+    let (calibration_rows, calibration_raw) = match calibrate {
+        Calibrate::On(rows) => (rows.to_vec(), raw(&model, rows)),
+        Calibrate::CrossFitted(folds) => crate::fit::out_of_fold(folds, |f, s| Ok::<_, String>(raw(&fit(f)?, s)))?,
+    };
+    let (cal_raw, cal_y): (Vec<f64>, Vec<bool>) = calibration_raw
+        .iter()
+        .zip(&calibration_rows)
+        .filter(|(r, _)| r.is_finite())
+        .map(|(&r, &i)| (r, malignant[i]))
+        .unzip();
+    let platt = Platt::fit_non_decreasing(&cal_raw, &cal_y).map_err(|e| format!("Platt calibration: {e}"))?;
+    let test_raw = raw(&model, test);
     Ok(crate::fit::Scores {
         test: test_raw.iter().map(|&r| if r.is_nan() { r } else { platt.probability(r) }).collect(),
-        validation_raw: raw(validation),
+        calibration_rows,
+        calibration_raw,
         test_raw,
     })
 }
@@ -126,8 +148,9 @@ mod tests {
         let (train, rest): (Vec<usize>, Vec<usize>) = (0..60).partition(|i| i % 5 < 3);
         let (validation, test): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|i| i % 5 == 3);
         assert!(test.contains(&9) && !test.contains(&5) && train.contains(&5));
-        let scores = fit_predict(&features, &malignant, [&train, &validation, &test]).unwrap();
-        assert_eq!((scores.validation_raw.len(), scores.test_raw.len()), (validation.len(), test.len()));
+        let scores = fit_predict(&features, &malignant, &train, &test, Calibrate::On(&validation)).unwrap();
+        assert_eq!((scores.calibration_raw.len(), scores.test_raw.len()), (validation.len(), test.len()));
+        assert_eq!(scores.calibration_rows, validation);
         let p = scores.test;
         assert_eq!(p.len(), test.len());
         let y: Vec<bool> = test.iter().map(|&i| malignant[i]).collect();
@@ -135,12 +158,33 @@ mod tests {
         // Lesion 5 trains without features: skipped. Give a test lesion none: NaN.
         let mut gap = features.clone();
         gap[test[0]] = None;
-        let scores = fit_predict(&gap, &malignant, [&train, &validation, &test]).unwrap();
+        let scores = fit_predict(&gap, &malignant, &train, &test, Calibrate::On(&validation)).unwrap();
         let p = &scores.test;
         assert!(p[0].is_nan() && p[1..].iter().all(|v| (0.0..=1.0).contains(v)));
-        assert!(scores.test_raw[0].is_nan() && scores.validation_raw.iter().all(|v| v.is_finite()));
+        assert!(scores.test_raw[0].is_nan() && scores.calibration_raw.iter().all(|v| v.is_finite()));
+        // Cross-fitted: each scored row by the model of the fold that did not train on it.
+        let folds: Vec<FitAndScore> = (0..4)
+            .map(|k| {
+                let scored: Vec<usize> = train.iter().chain(&validation).copied().filter(|i| i % 4 == k).collect();
+                let fit = train.iter().chain(&validation).copied().filter(|i| i % 4 != k).collect();
+                (fit, scored)
+            })
+            .collect();
+        let crossed = fit_predict(&features, &malignant, &train, &test, Calibrate::CrossFitted(&folds)).unwrap();
+        let expected_rows: Vec<usize> = folds.iter().flat_map(|f| f.1.clone()).collect();
+        assert_eq!(crossed.calibration_rows, expected_rows);
+        let (fx, fy): (Vec<Vec<f64>>, Vec<bool>) =
+            folds[1].0.iter().filter_map(|&i| features[i].clone().map(|x| (x, malignant[i]))).unzip();
+        let fold_model = LogisticModel::fit(&fx, &fy, L2).unwrap();
+        let j = crossed.calibration_rows.iter().position(|&i| i == folds[1].1[0]).unwrap();
+        assert_eq!(crossed.calibration_raw[j], fold_model.predict(features[folds[1].1[0]].as_ref().unwrap()));
+        // The served model and its test scores do not depend on where it is calibrated.
+        assert_eq!(
+            crossed.test_raw,
+            fit_predict(&features, &malignant, &train, &test, Calibrate::On(&validation)).unwrap().test_raw
+        );
         // One class in training: an error for people, not a panic.
         let benign = vec![false; 60];
-        assert!(fit_predict(&features, &benign, [&train, &validation, &test]).is_err());
+        assert!(fit_predict(&features, &benign, &train, &test, Calibrate::On(&validation)).is_err());
     }
 }

@@ -190,7 +190,7 @@ pub fn calibrators(fitted: &Fitted, bins: usize) -> Vec<renal_eval::report::Cali
             .iter()
             .filter_map(|round| {
                 let s = scores_of(round, model)?;
-                Some((finite(&s.validation_raw, &round.calibration), finite(&s.test_raw, &round.split.test)))
+                Some((finite(&s.calibration_raw, &s.calibration_rows), finite(&s.test_raw, &round.split.test)))
             })
             .collect();
         let rounds: Vec<calibrate::Round<'_>> = rows
@@ -244,6 +244,10 @@ fn notes(fitted: &Fitted, protocol: &Protocol, cnn: Option<&renal_cnn::train::Tr
             format!("protocol: leave one institution out; tested on {site}, trained and validated on the other sites")
         }
     }];
+    out.push(
+        "clinical model: age, sex and the log of tumour volume, min-max scaled on the training rows (the study scaled the volume itself, on every row; a few large lesions then squash the rest below a hundredth of the range)"
+            .to_string(),
+    );
     if let Some(c) = cnn {
         out.push(format!(
             "networks: {}, {}; the study used ImageNet-initialised ResNet-50s at 200x200 for up to 500 epochs (`--study`)",
@@ -339,7 +343,8 @@ mod tests {
             .map(|(m, raw)| {
                 let pick = |idx: &[usize]| idx.iter().map(|&i| raw[i]).collect::<Vec<f64>>();
                 let scores = Scores {
-                    validation_raw: pick(&split.validation),
+                    calibration_rows: split.validation.clone(),
+                    calibration_raw: pick(&split.validation),
                     test_raw: pick(&split.test),
                     test: pick(&split.test),
                 };

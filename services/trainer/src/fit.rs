@@ -26,7 +26,9 @@
 use crate::baseline;
 use crate::cnn::{fit_split, read_composites};
 use crate::error::{io, TrainerError};
-use crate::protocol::{calibration_rows, labelled, selection_split, splits, Protocol, Truth, SPLIT_SEED};
+use crate::protocol::{
+    calibration_folds, calibration_rows, labelled, selection_split, splits, FitAndScore, Protocol, Truth, SPLIT_SEED,
+};
 use renal_ensemble::bundle::{Content, DEFAULT_THRESHOLD};
 use renal_ensemble::join::recorded;
 use renal_learn::bagging::BaggingSettings;
@@ -68,9 +70,14 @@ pub struct Served {
 /// the lesion's features).
 #[derive(Debug, Clone, Default)]
 pub struct Scores {
-    /// Raw (uncalibrated) outputs on the round's calibration rows, in [`Round::calibration`]
-    /// order: the rows every calibrator of the round is fitted on.
-    pub validation_raw: Vec<f64>,
+    /// The rows this model's calibrators are fitted on (indices into [`Fitted::lesions`]): for
+    /// the networks and the ensemble the round's [`Round::calibration`] rows; for the clinical
+    /// model and the baselines every confirmed lesion outside the test part, scored out of fold
+    /// (`protocol::calibration_folds`), or the same rows as the networks' when too few.
+    pub calibration_rows: Vec<usize>,
+    /// Raw (uncalibrated) outputs on [`Self::calibration_rows`], in their order (out of fold
+    /// where the rows were cross-fitted).
+    pub calibration_raw: Vec<f64>,
     /// Raw outputs on the test part, in `split.test` order.
     pub test_raw: Vec<f64>,
     /// Calibrated probabilities on the test part (Platt, as served).
@@ -153,6 +160,22 @@ fn features(lesions: &[&LesionV1], train: &[usize]) -> (Vec<Features>, Fill, usi
     (rows, fill, filled)
 }
 
+/// Out-of-fold raw scores over cross-fitting `folds`: `score(fit, scored)` fits on `fit` and
+/// returns its raw outputs on `scored`. Returns the scored rows in fold order, and their scores.
+pub fn out_of_fold<E>(
+    folds: &[FitAndScore],
+    mut score: impl FnMut(&[usize], &[usize]) -> Result<Vec<f64>, E>,
+) -> Result<(Vec<usize>, Vec<f64>), E> {
+    let (mut rows, mut raw) = (Vec::new(), Vec::new());
+    for (fit, scored) in folds {
+        let s = score(fit, scored)?;
+        assert_eq!(s.len(), scored.len(), "one score per scored row");
+        rows.extend_from_slice(scored);
+        raw.extend(s);
+    }
+    Ok((rows, raw))
+}
+
 /// Fit every round of `protocol` on the labelled `lesion_messages`, saving bundles to
 /// `registry` (`cnn`: the networks' setup, `None` for the clinical model alone; `feature_store`:
 /// the store root whose `features` table feeds the first-order baselines, `None` for none).
@@ -208,7 +231,24 @@ pub fn fit(
         let ((tx, ty), (sx, sy), (vx, vy)) = (pick(&fit_idx), pick(&select_idx), pick(&calibration));
         let model = ClinicalModel::fit(&tx, &ty, &sx, &sy, &ClinicalSettings::default())?;
         let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
-        let platt = Platt::fit_non_decreasing(&raw_val, &vy)
+        let folds = calibration_folds(&facts, split);
+        if folds.is_none() {
+            out.lines.push(format!(
+                "  {label}too few confirmed lesions outside the test part to cross-fit: the clinical model and baselines are calibrated on the validation part"
+            ));
+        }
+        let (calibration_rows, calibration_raw) = match &folds {
+            Some(folds) => out_of_fold(folds, |fit, score| {
+                // Each fold stops early on a part of its own training rows, as the served model does.
+                let (f, s) = selection_split(&facts, fit)?.unwrap_or_else(|| (fit.to_vec(), fit.to_vec()));
+                let ((fx, fy), (sx, sy)) = (pick(&f), pick(&s));
+                let m = ClinicalModel::fit(&fx, &fy, &sx, &sy, &ClinicalSettings::default())?;
+                Ok::<_, TrainerError>(score.iter().map(|&i| m.probability(&x[i])).collect())
+            })?,
+            None => (calibration.clone(), raw_val.clone()),
+        };
+        let calibration_y: Vec<bool> = calibration_rows.iter().map(|&i| y[i]).collect();
+        let platt = Platt::fit_non_decreasing(&calibration_raw, &calibration_y)
             .map_err(|source| TrainerError::Calibration { model: "clinical model".into(), source })?;
         let raw_test: Vec<f64> = split.test.iter().map(|&i| model.probability(&x[i])).collect();
         let test_y: Vec<bool> = split.test.iter().map(|&i| y[i]).collect();
@@ -216,7 +256,8 @@ pub fn fit(
             "clinical",
             Scores {
                 test: raw_test.iter().map(|&r| platt.probability(r)).collect(),
-                validation_raw: raw_val.clone(),
+                calibration_rows,
+                calibration_raw,
                 test_raw: raw_test.clone(),
             },
         )];
@@ -230,7 +271,11 @@ pub fn fit(
         if let Some(rows) = &first_order {
             for (s, model) in baseline::MODELS.iter().enumerate() {
                 let column: Vec<Option<Vec<f64>>> = rows.iter().map(|r| r[s].clone()).collect();
-                match baseline::fit_predict(&column, &y, [&split.train, &calibration, &split.test]) {
+                let calibrate = match &folds {
+                    Some(folds) => baseline::Calibrate::CrossFitted(folds),
+                    None => baseline::Calibrate::On(&calibration),
+                };
+                match baseline::fit_predict(&column, &y, &split.train, &split.test, calibrate) {
                     Ok(scores) => base.push((*model, scores)),
                     Err(e) => out.lines.push(format!("  {label}{model} not fitted: {e}")),
                 }
@@ -242,7 +287,8 @@ pub fn fit(
             let fit = fit_split(&lesions, images, &y, parts, &c.config, c.device, registry, &label, None)?;
             for (r, role) in ["t2", "t1c"].into_iter().enumerate() {
                 let scores = Scores {
-                    validation_raw: fit.validation_raw[r].clone(),
+                    calibration_rows: calibration.clone(),
+                    calibration_raw: fit.validation_raw[r].clone(),
                     test_raw: fit.test_raw[r].clone(),
                     test: fit.test[r].clone(),
                 };
@@ -301,7 +347,8 @@ pub fn fit(
                     }
                     ensemble_scores = Some(Scores {
                         test: test_raw.iter().map(|&r| ensemble.platt.probability(r)).collect(),
-                        validation_raw: oof,
+                        calibration_rows: calibration.clone(),
+                        calibration_raw: oof,
                         test_raw,
                     });
                     let content = Content {
@@ -337,7 +384,7 @@ pub fn fit(
         out.clinical_epochs.push(model.best_epoch);
         clinical_fits.push(serde_json::json!({
             "weights": model,
-            "calibration": {"method": "platt", "fitted_on": "the validation part's histopathology-confirmed lesions (non-decreasing)", "a": platt.a, "b": platt.b},
+            "calibration": {"method": "platt", "fitted_on": if folds.is_some() { "out-of-fold scores of every histopathology-confirmed lesion outside the test part (5 patient-grouped folds; non-decreasing)" } else { "the validation part's histopathology-confirmed lesions (non-decreasing)" }, "a": platt.a, "b": platt.b},
             "lesions": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
         }));
         out.rounds.push(Round { split: split.clone(), calibration, base, ensemble: ensemble_scores, chosen, served });
