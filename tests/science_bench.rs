@@ -1,5 +1,6 @@
 //! `renal bench science` on a small cohort without the networks: both protocols run on the
-//! same prepared lesions and each prints a table whose rows match its report.
+//! same prepared lesions and each prints a table whose rows match its report; `--reuse` trains
+//! again on what the first run left and prints the same tables.
 
 use renal_e2e::renal;
 
@@ -45,4 +46,19 @@ fn science_bench_prints_a_table_per_protocol_from_its_reports() {
     assert!(split.lines().filter(|l| l.ends_with(",test")).all(|l| l.starts_with("MAY-")), "{split}");
     assert!(stdout.contains("Table 1 implies for a clinical model"), "{stdout}");
     assert!(stdout.contains("ingest + preprocess + radiomics"), "{stdout}");
+
+    // Again on what the first run left: nothing re-made, the same (seeded) models and tables.
+    let again =
+        renal(&["bench", "science", "--hold-out", "may", "--no-cnn", "--dir", keep.to_str().unwrap(), "--reuse"]);
+    let second = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{second}\n{}", String::from_utf8_lossy(&again.stderr));
+    assert!(second.contains("cohort and preparation reused"), "{second}");
+    let tables =
+        |out: &str| -> Vec<String> { out.lines().filter(|l| l.starts_with("| ")).map(str::to_string).collect() };
+    assert!(!tables(&stdout).is_empty());
+    assert_eq!(tables(&stdout), tables(&second));
+    let header = |out: &str| {
+        out.lines().find(|l| l.starts_with("renal bench science:")).map(|l| l.split(" (").next().unwrap().to_string())
+    };
+    assert_eq!(header(&stdout), header(&second), "lesions and patients counted the same way");
 }

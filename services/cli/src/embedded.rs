@@ -181,6 +181,30 @@ pub fn prepare(input: &Path, out: &Path) -> Result<Prepared> {
     Ok(Prepared { rt, store, lesions, letters, table_root: radiomics.table_root })
 }
 
+/// What [`prepare`] left in `out` by an earlier run: its lesions, blob store, feature store and
+/// dead letters (as [`write_dead_letters`] wrote them), without ingesting anything again.
+pub fn reopen(out: &Path) -> Result<Prepared> {
+    let read_lines = |name: &str| -> Result<Vec<String>> {
+        let path = out.join(name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (is {} a finished earlier run?)", path.display(), out.display()))?;
+        Ok(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+    };
+    let lesions: Vec<LesionV1> = read_lines("lesions.jsonl")?
+        .iter()
+        .map(|l| serde_json::from_str(l).context("a line of lesions.jsonl"))
+        .collect::<Result<_>>()?;
+    let letters: Vec<DeadLetterV1> = read_lines("dead_letters.jsonl")?
+        .iter()
+        .map(|l| serde_json::from_str(l).context("a line of dead_letters.jsonl"))
+        .collect::<Result<_>>()?;
+    let store = renal_store::open(&out.join("blobs").display().to_string())?;
+    let radiomics = renal_radiomics::RadiomicsConfig::new(out.join("blobs").display().to_string(), out.join("store"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    println!("reopened {}: {} lesions, {} dead letters", out.display(), lesions.len(), letters.len());
+    Ok(Prepared { rt, store, lesions, letters, table_root: radiomics.table_root })
+}
+
 /// Fit every round of `protocol` on the prepared lesions and `labels`, predict each round's
 /// held-out lesions through the inference and ensemble stages, and write the models,
 /// predictions and report into `out`; `cnn`: the networks' flags and checked settings.

@@ -52,7 +52,8 @@ enum Command {
     /// most 12 epochs (the study: ImageNet-initialised ResNet-50s at 200x200, up to 500 epochs;
     /// --study sets those), and 5-fold cross-validation instead of one 70/20/10 split
     /// (--protocol split), whose 10% test part is too small to estimate anything on a cohort of
-    /// a few hundred lesions.
+    /// a few hundred lesions. The clinical model scales the log of the tumour volume (the study:
+    /// the volume itself, which its few large lesions squash).
     #[command(
         after_help = "Examples:\n  renal run --input cohort --out out\n  renal run --input cohort --out out --protocol split --study"
     )]
@@ -415,7 +416,7 @@ enum BenchStage {
     /// model. At 1,162 lesions with the networks this takes hours on 2 CPU cores and about 30 GB
     /// of disk (the cohort, volumes and composites).
     #[command(
-        after_help = "Examples:\n  renal bench science --lesions 1162 --dir science\n  renal bench science --lesions 300 --no-cnn"
+        after_help = "Examples:\n  renal bench science --lesions 1162 --dir science\n  renal bench science --lesions 300 --no-cnn\n  renal bench science --dir science --reuse --no-cnn   (train again, nothing re-made)"
     )]
     Science {
         /// Lesions in the synthetic cohort (over the study's five sites).
@@ -434,6 +435,10 @@ enum BenchStage {
         /// removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Train again on the cohort and prepared run an earlier call left in --dir (no synth,
+        /// ingest, preprocess or radiomics; --lesions and --seed are then the earlier run's).
+        #[arg(long, requires = "dir")]
+        reuse: bool,
         /// Skip the T2 and T1C networks.
         #[arg(long)]
         no_cnn: bool,
@@ -535,8 +540,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             stage: BenchStage::Pipeline { lesions, seed, sample, fetch_wait_ms, broker_storage, dir },
         } => renal_bench::pipeline(lesions, seed, sample, fetch_wait_ms, &broker_storage, dir.as_deref()),
-        Command::Bench { stage: BenchStage::Science { lesions, seed, folds, hold_out, dir, no_cnn, cnn } } => {
-            science::run(lesions, seed, folds, &hold_out.to_uppercase(), dir.as_deref(), (!no_cnn).then_some(&cnn))
+        Command::Bench { stage: BenchStage::Science { lesions, seed, folds, hold_out, dir, reuse, no_cnn, cnn } } => {
+            let cnn = (!no_cnn).then_some(&cnn);
+            science::run(lesions, seed, folds, &hold_out.to_uppercase(), dir.as_deref(), reuse, cnn)
         }
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             renal_bench::synth(lesions, seed, threads, dir.as_deref())

@@ -8,20 +8,22 @@
 //! and the calibrator with the lowest held-out ECE; then what the study's Table 1 implies a
 //! clinical model can reach, and the time of each part.
 
-use crate::embedded::{check_protocol, prepare, train, write_dead_letters};
+use crate::embedded::{check_protocol, prepare, reopen, train, write_dead_letters};
 use anyhow::{Context, Result};
 use renal_trainer::Protocol;
 use std::path::Path;
 use std::time::Instant;
 
 /// `renal bench science`; `dir`: where to keep everything (default: a temporary folder, removed
-/// afterwards); `cnn`: the networks' flags, `None` to skip them.
+/// afterwards); `reuse`: train again on the cohort and prepared run an earlier call left in
+/// `dir`; `cnn`: the networks' flags, `None` to skip them.
 pub fn run(
     lesions: usize,
     seed: u64,
     folds: usize,
     hold_out: &str,
     dir: Option<&Path>,
+    reuse: bool,
     cnn: Option<&crate::train::CnnArgs>,
 ) -> Result<()> {
     let cnn_config = cnn.map(|a| a.settings().validate()).transpose().context("training settings")?;
@@ -31,21 +33,34 @@ pub fn run(
     let root = dir.unwrap_or(temp.path());
     let cohort = root.join("cohort");
     let started = Instant::now();
-    let config = renal_synth::SynthConfig { lesions, seed, ..renal_synth::SynthConfig::default() };
-    eprintln!("bench science: synthesising {lesions} lesions (seed {seed}) into {}", cohort.display());
-    let made = renal_synth::generate(&config, &cohort, &|_| {})?;
-    let synth_s = started.elapsed().as_secs_f64();
-    check_protocol(&cohort, &loio)?;
-
-    let t = Instant::now();
     let run_dir = root.join("run");
-    let mut prepared = prepare(&cohort, &run_dir)?;
-    let prepare_s = t.elapsed().as_secs_f64();
+    let (made, mut prepared, synth_s, prepare_s) = if reuse {
+        let dir = dir.context("--reuse needs the --dir of an earlier run")?;
+        check_protocol(&cohort, &loio)?;
+        let prepared = reopen(&run_dir).with_context(|| format!("reusing {}", dir.display()))?;
+        (counted(&cohort.join("labels.csv"))?, prepared, 0.0, 0.0)
+    } else {
+        let config = renal_synth::SynthConfig { lesions, seed, ..renal_synth::SynthConfig::default() };
+        eprintln!("bench science: synthesising {lesions} lesions (seed {seed}) into {}", cohort.display());
+        let made = renal_synth::generate(&config, &cohort, &|_| {})?;
+        let made = (made.lesions, made.patients);
+        let synth_s = started.elapsed().as_secs_f64();
+        check_protocol(&cohort, &loio)?;
+        let t = Instant::now();
+        let prepared = prepare(&cohort, &run_dir)?;
+        // Written now, so that a later --reuse finds them even if training fails.
+        write_dead_letters(&prepared.letters, &run_dir)?;
+        (made, prepared, synth_s, t.elapsed().as_secs_f64())
+    };
     let labels = cohort.join("labels.csv");
     let mut tables = Vec::new();
     for (name, protocol) in [("kfold", &kfold), ("loio", &loio)] {
         let t = Instant::now();
         let out = run_dir.join(name);
+        if out.exists() {
+            // An earlier run's models and report (--reuse): nothing of them may be read as new.
+            std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+        }
         std::fs::create_dir_all(&out)?;
         eprintln!("bench science: {protocol:?} into {}", out.display());
         train(&mut prepared, &labels, &out, protocol, cnn.zip(cnn_config.clone()))?;
@@ -55,12 +70,12 @@ pub fn run(
         )?;
         tables.push((protocol.clone(), seconds, report));
     }
-    write_dead_letters(&prepared.letters, &run_dir)?;
 
     println!(
-        "\nrenal bench science: {} lesions of {} patients (seed {seed}), {} dead letters; {}",
-        made.lesions,
-        made.patients,
+        "\nrenal bench science: {} lesions of {} patients ({}), {} dead letters; {}",
+        made.0,
+        made.1,
+        if reuse { "the cohort and preparation of an earlier run".to_string() } else { format!("seed {seed}") },
         prepared.letters.len(),
         match &cnn_config {
             Some(c) => format!(
@@ -84,12 +99,31 @@ pub fn run(
         "\nWhat the study's Table 1 implies for a clinical model (age, sex, size; renal_synth::implied): ROC AUC {:.3}",
         implied.auc
     );
+    let made_s = if reuse {
+        "cohort and preparation reused".to_string()
+    } else {
+        format!("synth {synth_s:.0} s, ingest + preprocess + radiomics {prepare_s:.0} s")
+    };
     println!(
-        "time: synth {synth_s:.0} s, ingest + preprocess + radiomics {prepare_s:.0} s, {}; total {:.0} s",
+        "time: {made_s}, {}; total {:.0} s",
         tables.iter().map(|(p, s, _)| format!("{p:?} {s:.0} s")).collect::<Vec<_>>().join(", "),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Lesions and patients of a cohort, from its `labels.csv` (one row per lesion and reader).
+fn counted(labels: &Path) -> Result<(usize, usize)> {
+    let mut reader = csv::Reader::from_path(labels).with_context(|| format!("reading {}", labels.display()))?;
+    let (mut lesions, mut patients) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    for row in reader.deserialize::<std::collections::HashMap<String, String>>() {
+        let row = row.with_context(|| format!("a row of {}", labels.display()))?;
+        let field =
+            |name: &str| row.get(name).cloned().with_context(|| format!("{} has no {name} column", labels.display()));
+        lesions.insert(field("case_id")?);
+        patients.insert(field("patient_id")?);
+    }
+    Ok((lesions.len(), patients.len()))
 }
 
 /// One protocol's Markdown table from its report: a row per model.
