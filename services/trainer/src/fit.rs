@@ -3,8 +3,11 @@
 //! Each model makes its own choices inside the training part (`protocol::selection_split`: four
 //! fifths fit, one fifth chooses), so the validation part chooses nothing and calibrates
 //! everything, on its histopathology-confirmed lesions: the tested population
-//! (`protocol::calibration_rows`). The clinical model fits and stops early there; its Platt calibrator is fitted on
-//! the validation part's raw outputs. The networks train on the same rows, choose their epoch
+//! (`protocol::calibration_rows`). The clinical model fits and stops early inside the training
+//! part (on the log of tumour volume, `renal_learn::clinical`). It and the first-order
+//! baselines are cheap enough to cross-fit: their Platt calibrators learn on out-of-fold scores
+//! of every confirmed lesion outside the test part (`protocol::calibration_folds`; the
+//! validation part alone, when too small). The networks train on the same rows, choose their epoch
 //! on the same selection rows (`renal_cnn::train`) and are Platt-calibrated on the validation
 //! part; each round's pair is saved as a bundle in `<registry>/cnn/`.
 //!
