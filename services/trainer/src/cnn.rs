@@ -222,8 +222,9 @@ pub fn train_cnn(
         .map_err(|source| TrainerError::Blob { what: "the run's blob store".into(), source })?;
     let composites = read_composites(&*store, &lesions)?;
     let y: Vec<bool> = protocol.iter().map(|l| l.malignant).collect();
-    let calibration = crate::protocol::calibration_rows(&protocol, &split.validation);
-    let parts = [&fit_idx[..], &select_idx, &calibration, &split.test];
+    let calibration = crate::protocol::confirmed_rows(&protocol, &split.validation);
+    let choose = crate::protocol::confirmed_rows(&protocol, &select_idx);
+    let parts = [&fit_idx[..], &choose, &calibration, &split.test];
     let fit = fit_split(&lesions, &composites, &y, parts, config, device, registry, "", checkpoint)?;
     let mut lines = vec![format!(
         "bundle {} in {}",

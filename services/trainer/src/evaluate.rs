@@ -262,7 +262,7 @@ fn notes(fitted: &Fitted, protocol: &Protocol, cnn: Option<&renal_cnn::train::Tr
     if !stackers.is_empty() {
         let used: Vec<String> = stackers.iter().map(|(s, n)| format!("{s} in {n}")).collect();
         out.push(format!(
-            "ensemble stacker, per round: {} of {} round(s) (bagged trees, the study's, are kept only when they beat the best single input on the validation part; else a logistic stacker on the inputs' logits if it does; else the best input)",
+            "ensemble stacker, per round: {} of {} round(s) (the better of bagged trees, the study's, and a logistic stacker on the inputs' logits, cross-fitted on the validation part, when it beats the best single input there; else that input)",
             used.join(", "),
             fitted.rounds.len()
         ));

@@ -3,7 +3,7 @@
 //! Each model makes its own choices inside the training part (`protocol::selection_split`: four
 //! fifths fit, one fifth chooses), so the validation part chooses nothing and calibrates
 //! everything, on its histopathology-confirmed lesions: the tested population
-//! (`protocol::calibration_rows`). The clinical model fits and stops early inside the training
+//! (`protocol::confirmed_rows`). The clinical model fits and stops early inside the training
 //! part (on the log of tumour volume, `renal_learn::clinical`). It and the first-order
 //! baselines are cheap enough to cross-fit: their Platt calibrators learn on out-of-fold scores
 //! of every confirmed lesion outside the test part (`protocol::calibration_folds`; the
@@ -13,9 +13,10 @@
 //!
 //! With both networks, the ensemble: a stacker over the three base models' raw outputs (T2,
 //! T1C, clinical), then Platt scaling. The base models neither trained nor chose on the
-//! validation part, so its outputs are the stacker's rows; the stacker (the study's bagged trees
-//! unless they cannot beat the best input there) and its calibrator's rows are its out-of-fold
-//! scores (5 patient-grouped folds), so the calibrator never sees a score from a stacker that
+//! validation part, so its outputs are the stacker's rows; the stacker (the better of the
+//! study's bagged trees and a logistic stacker, unless neither beats the best input there) and
+//! its calibrator's rows are its out-of-fold scores (5 patient-grouped folds), so the
+//! calibrator never sees a score from a stacker that
 //! learned that row (`Ensemble::fit_cross_fitted`). The
 //! study fitted its meta-classifier on the base models' own training rows and chose it by test
 //! accuracy; out-of-fold base predictions over the training part would need five more
@@ -30,7 +31,7 @@ use crate::baseline;
 use crate::cnn::{fit_split, read_composites};
 use crate::error::{io, TrainerError};
 use crate::protocol::{
-    calibration_folds, calibration_rows, labelled, selection_split, splits, FitAndScore, Protocol, Truth, SPLIT_SEED,
+    calibration_folds, confirmed_rows, labelled, selection_split, splits, FitAndScore, Protocol, Truth, SPLIT_SEED,
 };
 use renal_ensemble::bundle::{Content, DEFAULT_THRESHOLD};
 use renal_ensemble::join::recorded;
@@ -108,7 +109,7 @@ pub struct Round {
     /// Indices into [`Fitted::lesions`].
     pub split: Split,
     /// The validation lesions every calibrator and the stacker learned on
-    /// (`protocol::calibration_rows`).
+    /// (`protocol::confirmed_rows`).
     pub calibration: Vec<usize>,
     /// Each base model's outputs (`clinical`, with the feature store the first-order baselines,
     /// with the networks `t2` and `t1c`).
@@ -230,7 +231,7 @@ pub fn fit(
                 (split.train.clone(), split.validation.clone())
             }
         };
-        let calibration = calibration_rows(&facts, &split.validation);
+        let calibration = confirmed_rows(&facts, &split.validation);
         let ((tx, ty), (sx, sy), (vx, vy)) = (pick(&fit_idx), pick(&select_idx), pick(&calibration));
         let model = ClinicalModel::fit(&tx, &ty, &sx, &sy, &ClinicalSettings::default())?;
         let raw_val: Vec<f64> = vx.iter().map(|r| model.probability(r)).collect();
@@ -286,7 +287,9 @@ pub fn fit(
         }
         let mut served = None;
         if let (Some(c), Some(images)) = (cnn, &composites) {
-            let parts = [&fit_idx[..], &select_idx, &calibration, &split.test];
+            // Epochs are chosen on the tested population, as calibrators are.
+            let choose = confirmed_rows(&facts, &select_idx);
+            let parts = [&fit_idx[..], &choose, &calibration, &split.test];
             let fit = fit_split(&lesions, images, &y, parts, &c.config, c.device, registry, &label, None)?;
             for (r, role) in ["t2", "t1c"].into_iter().enumerate() {
                 let scores = Scores {
@@ -349,7 +352,7 @@ pub fn fit(
                         });
                     }
                     ensemble_scores = Some(Scores {
-                        test: test_raw.iter().map(|&r| ensemble.platt.probability(r)).collect(),
+                        test: test_raw.iter().map(|&r| ensemble.calibrated(r)).collect(),
                         calibration_rows: calibration.clone(),
                         calibration_raw: oof,
                         test_raw,
@@ -365,7 +368,7 @@ pub fn fit(
                             "split_seed": SPLIT_SEED,
                             "round": round + 1,
                             "meta_rows": format!("the validation part's histopathology-confirmed lesions ({}; the base models neither trained nor chose on them)", calibration.len()),
-                            "calibration": format!("platt on {ENSEMBLE_FOLDS}-fold patient-grouped out-of-fold scores of the chosen stacker on the same rows"),
+                            "calibration": format!("platt on the logits of {ENSEMBLE_FOLDS}-fold patient-grouped out-of-fold scores of the chosen stacker on the same rows"),
                             "bagging": settings,
                         }),
                     };
