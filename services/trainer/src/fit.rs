@@ -16,11 +16,11 @@
 //! validation part, so its outputs are the stacker's rows; the stacker (the better of the
 //! study's bagged trees and a logistic stacker, unless neither beats the best input there) and
 //! its calibrator's rows are its out-of-fold scores (5 patient-grouped folds), so the
-//! calibrator never sees a score from a stacker that
-//! learned that row (`Ensemble::fit_cross_fitted`). The
-//! study fitted its meta-classifier on the base models' own training rows and chose it by test
-//! accuracy; out-of-fold base predictions over the training part would need five more
-//! trainings of each network per split, which a CPU run cannot afford. Each round's ensemble
+//! calibrator never sees a score from a stacker that learned that row
+//! (`Ensemble::fit_cross_fitted`). The study fitted its meta-classifier on the base models'
+//! own training rows and chose it by test accuracy; out-of-fold base predictions over the
+//! training part would need five more trainings of each network per split, which a CPU run
+//! cannot afford. Each round's ensemble
 //! (with its clinical model and the fill values) is saved as a bundle in
 //! `<registry>/ensemble/<version>/`, the one the ensemble stage serves.
 //!
@@ -108,8 +108,9 @@ pub struct Chosen {
 pub struct Round {
     /// Indices into [`Fitted::lesions`].
     pub split: Split,
-    /// The validation lesions every calibrator and the stacker learned on
-    /// (`protocol::confirmed_rows`).
+    /// The validation lesions the networks' calibrators and the stacker learned on
+    /// (`protocol::confirmed_rows`; the clinical model's and the baselines' are in their
+    /// [`Scores::calibration_rows`]).
     pub calibration: Vec<usize>,
     /// Each base model's outputs (`clinical`, with the feature store the first-order baselines,
     /// with the networks `t2` and `t1c`).
