@@ -154,12 +154,31 @@ pub struct EpochLog {
     pub train_loss: f64,
     /// Weighted validation loss (training part's class weights).
     pub validation_loss: f64,
-    /// Validation ROC AUC.
+    /// Validation ROC AUC (NaN when the validation rows hold one class; `null` in JSON).
+    #[serde(with = "nan_as_null")]
     pub validation_auc: f64,
     /// Validation accuracy at 0.5.
     pub validation_accuracy: f64,
     /// Wall time of the epoch, s.
     pub seconds: f64,
+}
+
+/// A float that may be NaN, as JSON: `null` for NaN (JSON has no NaN, and serde_json writes
+/// it as `null` and then refuses to read that back into a float).
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            s.serialize_none()
+        } else {
+            s.serialize_some(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
 }
 
 /// Where a trial stands; written after every epoch when checkpointing.
@@ -490,6 +509,25 @@ mod tests {
             trials: 1,
             ..TrainConfig::cpu_quick()
         }
+    }
+
+    #[test]
+    fn an_undefined_validation_auc_survives_json() {
+        let log = |auc: f64| EpochLog {
+            trial: 0,
+            epoch: 1,
+            train_loss: 0.5,
+            validation_loss: 0.6,
+            validation_auc: auc,
+            validation_accuracy: 1.0,
+            seconds: 1.0,
+        };
+        let json = serde_json::to_string(&log(f64::NAN)).unwrap();
+        assert!(json.contains("\"validation_auc\":null"), "{json}");
+        let back: EpochLog = serde_json::from_str(&json).unwrap();
+        assert!(back.validation_auc.is_nan());
+        let back: EpochLog = serde_json::from_str(&serde_json::to_string(&log(0.75)).unwrap()).unwrap();
+        assert_eq!(back, log(0.75));
     }
 
     #[test]
