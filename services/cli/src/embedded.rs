@@ -184,18 +184,14 @@ pub fn prepare(input: &Path, out: &Path) -> Result<Prepared> {
 /// What [`prepare`] left in `out` by an earlier run: its lesions, blob store, feature store and
 /// dead letters (as [`write_dead_letters`] wrote them), without ingesting anything again.
 pub fn reopen(out: &Path) -> Result<Prepared> {
-    let read_lines = |name: &str| -> Result<Vec<String>> {
-        let path = out.join(name);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (is {} a finished earlier run?)", path.display(), out.display()))?;
-        Ok(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
-    };
-    let lesions: Vec<LesionV1> = read_lines("lesions.jsonl")?
-        .iter()
-        .map(|l| serde_json::from_str(l).context("a line of lesions.jsonl"))
-        .collect::<Result<_>>()?;
-    let letters: Vec<DeadLetterV1> = read_lines("dead_letters.jsonl")?
-        .iter()
+    let context =
+        |name: &str| format!("reading {} (is {} a finished earlier run?)", out.join(name).display(), out.display());
+    let lesions =
+        renal_trainer::cnn::read_lesions_file(&out.join("lesions.jsonl")).with_context(|| context("lesions.jsonl"))?;
+    let letters: Vec<DeadLetterV1> = std::fs::read_to_string(out.join("dead_letters.jsonl"))
+        .with_context(|| context("dead_letters.jsonl"))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).context("a line of dead_letters.jsonl"))
         .collect::<Result<_>>()?;
     let store = renal_store::open(&out.join("blobs").display().to_string())?;
