@@ -6,6 +6,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 # The test suite's Python tools (scripts/python-env.sh installs them).
 export RENAL_VENV="${RENAL_VENV:-$HOME/.cache/renal-mri/venv}"
+# NannyML and Evidently, the drift references, in a venv of their own (python-env.sh too).
+export RENAL_DRIFT_VENV="${RENAL_DRIFT_VENV:-$HOME/.cache/renal-mri/drift-venv}"
 # Grafana's dashboard schema and tsc (scripts/install-grafana-schema.sh installs them).
 export RENAL_GRAFANA_SCHEMA="${RENAL_GRAFANA_SCHEMA:-$HOME/.cache/renal-mri/grafana-schema}"
 # libtorch for the CNN arm (scripts/install-libtorch.sh installs it). torch-sys reads LIBTORCH at

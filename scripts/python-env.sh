@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The test suite's Python tools (scripts/requirements-test.txt) in one virtual environment
-# outside the clone ($RENAL_VENV, set by env.sh). Reinstalls only when the requirements change.
+# The test suite's Python tools in two virtual environments outside the clone, each
+# reinstalled only when its requirements change:
+#   $RENAL_VENV        scripts/requirements-test.txt  (SciPy, scikit-learn, SimpleITK, torch, MIRP, ...)
+#   $RENAL_DRIFT_VENV  scripts/requirements-drift.txt (NannyML and Evidently, which pin pandas apart)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-req="$REPO_ROOT/scripts/requirements-test.txt"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-stamp="$RENAL_VENV/.requirements.sha256"
-if [ -x "$RENAL_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
-    echo "python-env: ok ($RENAL_VENV)"
-    exit 0
-fi
-echo "python-env: installing $(grep -c '^[a-zA-Z]' "$req") requirement(s) into $RENAL_VENV"
-python3 -m venv "$RENAL_VENV"
-"$RENAL_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-echo "$want" >"$stamp"
-echo "python-env: ok ($RENAL_VENV)"
+
+install() {
+    local venv="$1" req="$2"
+    local want stamp
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    stamp="$venv/.requirements.sha256"
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+        echo "python-env: ok ($venv)"
+        return
+    fi
+    echo "python-env: installing $(grep -c '^[a-zA-Z]' "$req") requirement(s) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    echo "$want" >"$stamp"
+    echo "python-env: ok ($venv)"
+}
+
+install "$RENAL_VENV" "$REPO_ROOT/scripts/requirements-test.txt"
+install "$RENAL_DRIFT_VENV" "$REPO_ROOT/scripts/requirements-drift.txt"

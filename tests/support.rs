@@ -209,8 +209,18 @@ pub fn wait_for_listener(addr: &str, seconds: u64, what: &str) {
 
 /// The test suite's Python environment (scripts/python-env.sh builds it).
 pub fn venv_bin(program: &str) -> PathBuf {
-    let venv = std::env::var("RENAL_VENV").unwrap_or_else(|_| {
-        format!("{}/.cache/renal-mri/venv", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+    venv_program("RENAL_VENV", "venv", program)
+}
+
+/// A program in the drift venv (NannyML, Evidently; `$RENAL_DRIFT_VENV`, installed by
+/// scripts/python-env.sh).
+pub fn drift_venv_bin(program: &str) -> PathBuf {
+    venv_program("RENAL_DRIFT_VENV", "drift-venv", program)
+}
+
+fn venv_program(var: &str, default: &str, program: &str) -> PathBuf {
+    let venv = std::env::var(var).unwrap_or_else(|_| {
+        format!("{}/.cache/renal-mri/{default}", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
     });
     let bin = Path::new(&venv).join("bin").join(program);
     assert!(bin.exists(), "{} missing: run scripts/python-env.sh (scripts/test.sh does)", bin.display());

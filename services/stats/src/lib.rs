@@ -12,6 +12,7 @@
 pub mod binary;
 pub mod calibration;
 pub mod curves;
+pub mod drift;
 pub mod logistic;
 pub mod tsne;
 
