@@ -66,6 +66,10 @@ pub const DEAD_ENSEMBLE: Topic = dead("renal.dead.ensemble", "ensemble");
 pub const DEAD_TRAINER: Topic = dead("renal.dead.trainer", "trainer");
 /// Dead letters of label intake (rows that are not labels).
 pub const DEAD_LABELS: Topic = dead("renal.dead.labels", "labels");
+/// Dead letters of the monitor (messages it cannot read: a label that is no label, a features
+/// file that is gone). The monitor does not read its own.
+pub const DEAD_MONITOR: Topic =
+    Topic { name: "renal.dead.monitor", producer: "monitor", consumers: &["replay"], payload: "DeadLetterV1" };
 
 const fn dead(name: &'static str, producer: &'static str) -> Topic {
     Topic { name, producer, consumers: &["replay", "monitor"], payload: "DeadLetterV1" }
@@ -87,6 +91,7 @@ pub const ALL: &[Topic] = &[
     DEAD_ENSEMBLE,
     DEAD_TRAINER,
     DEAD_LABELS,
+    DEAD_MONITOR,
 ];
 
 /// The dead-letter topic of a stage.

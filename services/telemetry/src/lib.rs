@@ -23,7 +23,9 @@
 //! partition and offset of a message, never its key or content (the case id is still the
 //! accession number until de-identification lands).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Something that happened in a worker: emitting it logs it and counts it.
 pub trait InternalEvent {
@@ -63,6 +65,13 @@ fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> Hist
 /// A gauge family registered in the process's registry.
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry().register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+/// A floating-point gauge family registered in the process's registry.
+fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry().register(Box::new(g.clone())).expect("registered once");
     g
 }
@@ -192,6 +201,107 @@ pub fn pipeline_metrics() -> &'static PipelineMetrics {
             prometheus::exponential_buckets(0.25, 2.0, 14).expect("valid buckets"),
         ),
         blob_bytes: counter("blob_bytes_total", "Bytes read from and written to the blob store.", &["operation"]),
+    });
+    &METRICS
+}
+
+/// What the monitor reports: drift of the score signals per site and scanner, a summary of the
+/// watched features' drift, and calibration and performance per site. Feature names never
+/// become labels (there are thousands); the `drift` table holds them.
+pub struct MonitorMetrics {
+    /// `renal_drift_psi{site, scanner, signal}`: PSI of the latest window of a score signal
+    /// (`ensemble`, `t2`, `t1c`).
+    pub psi: GaugeVec,
+    /// `renal_drift_ks{site, scanner, signal}`: its Kolmogorov–Smirnov statistic.
+    pub ks: GaugeVec,
+    /// `renal_drift_ks_p{site, scanner, signal}`: the KS test's P value.
+    pub ks_p: GaugeVec,
+    /// `renal_drift_wasserstein{site, scanner, signal}`: its Wasserstein-1 distance.
+    pub wasserstein: GaugeVec,
+    /// `renal_drift_window_lesions{site, scanner, signal}`: lesions in that window.
+    pub window: GaugeVec,
+    /// `renal_drift_features_drifted_ratio{site, scanner}`: share of the watched radiomics
+    /// features whose latest window's KS P value is below 0.01.
+    pub features_drifted: GaugeVec,
+    /// `renal_drift_features_max_psi{site, scanner}`: the largest PSI among them.
+    pub features_max_psi: GaugeVec,
+    /// `renal_calibration_ece{site}`: expected calibration error of the latest labelled window.
+    pub ece: GaugeVec,
+    /// `renal_calibration_brier{site}`: its Brier score.
+    pub brier: GaugeVec,
+    /// `renal_realised_roc_auc{site}`: its ROC AUC.
+    pub roc_auc: GaugeVec,
+    /// `renal_realised_accuracy{site}`: its accuracy at the served threshold.
+    pub accuracy: GaugeVec,
+    /// `renal_calibration_labelled_lesions{site}`: labelled lesions in that window.
+    pub labelled: GaugeVec,
+    /// `renal_expected_accuracy{site}`: CBPE's expected accuracy of the site's predictions
+    /// still without a label.
+    pub expected_accuracy: GaugeVec,
+    /// `renal_expected_roc_auc{site}`: CBPE's expected ROC AUC of those.
+    pub expected_roc_auc: GaugeVec,
+    /// `renal_cbpe_error{site}`: CBPE's expected accuracy of the labelled window minus its
+    /// realised accuracy.
+    pub cbpe_error: GaugeVec,
+    /// `renal_monitor_observations_total{kind}`: observations taken in (case, values,
+    /// prediction, label, dead_letter).
+    pub observations: IntCounterVec,
+    /// `renal_monitor_dead_letters_seen_total{stage, reason}`: dead letters of every stage,
+    /// as the monitor read them off their topics.
+    pub dead_letters_seen: IntCounterVec,
+}
+
+/// The monitor metrics, registered on first use.
+pub fn monitor_metrics() -> &'static MonitorMetrics {
+    static METRICS: LazyLock<MonitorMetrics> = LazyLock::new(|| {
+        let signal = ["site", "scanner", "signal"];
+        MonitorMetrics {
+            psi: float_gauge("drift_psi", "PSI of the latest window of a score signal.", &signal),
+            ks: float_gauge("drift_ks", "Kolmogorov-Smirnov statistic of the latest window.", &signal),
+            ks_p: float_gauge("drift_ks_p", "Two-sided KS P value of the latest window.", &signal),
+            wasserstein: float_gauge("drift_wasserstein", "Wasserstein-1 distance of the latest window.", &signal),
+            window: float_gauge("drift_window_lesions", "Lesions in the latest window.", &signal),
+            features_drifted: float_gauge(
+                "drift_features_drifted_ratio",
+                "Share of watched radiomics features whose latest window has KS P < 0.01.",
+                &["site", "scanner"],
+            ),
+            features_max_psi: float_gauge(
+                "drift_features_max_psi",
+                "Largest PSI among the watched radiomics features' latest windows.",
+                &["site", "scanner"],
+            ),
+            ece: float_gauge("calibration_ece", "Expected calibration error of the latest labelled window.", &["site"]),
+            brier: float_gauge("calibration_brier", "Brier score of the latest labelled window.", &["site"]),
+            roc_auc: float_gauge("realised_roc_auc", "ROC AUC of the latest labelled window.", &["site"]),
+            accuracy: float_gauge("realised_accuracy", "Accuracy of the latest labelled window.", &["site"]),
+            labelled: float_gauge(
+                "calibration_labelled_lesions",
+                "Labelled lesions in the latest calibration window.",
+                &["site"],
+            ),
+            expected_accuracy: float_gauge(
+                "expected_accuracy",
+                "CBPE expected accuracy of predictions still without a label.",
+                &["site"],
+            ),
+            expected_roc_auc: float_gauge(
+                "expected_roc_auc",
+                "CBPE expected ROC AUC of predictions still without a label.",
+                &["site"],
+            ),
+            cbpe_error: float_gauge(
+                "cbpe_error",
+                "CBPE expected minus realised accuracy on the latest labelled window.",
+                &["site"],
+            ),
+            observations: counter("monitor_observations_total", "Observations taken in, by kind.", &["kind"]),
+            dead_letters_seen: counter(
+                "monitor_dead_letters_seen_total",
+                "Dead letters read off every stage's dead-letter topic, by stage and reason.",
+                &["stage", "reason"],
+            ),
+        }
     });
     &METRICS
 }
