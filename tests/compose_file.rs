@@ -38,7 +38,7 @@ fn mounts(service: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-const WORKERS: [&str; 5] = ["ingest", "preprocess", "radiomics", "inference", "ensemble"];
+const WORKERS: [&str; 6] = ["ingest", "preprocess", "radiomics", "inference", "ensemble", "monitor"];
 
 #[test]
 fn every_service_agrees_with_the_repository() {

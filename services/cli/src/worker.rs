@@ -13,7 +13,7 @@ use std::future::Future;
 use std::path::Path;
 
 /// The stages `renal worker` runs.
-pub const STAGES: [&str; 5] = ["ingest", "preprocess", "radiomics", "inference", "ensemble"];
+pub const STAGES: [&str; 6] = ["ingest", "preprocess", "radiomics", "inference", "ensemble", "monitor"];
 
 /// `[telemetry]`: where the worker answers Prometheus and health checks.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -89,6 +89,7 @@ pub fn run(name: &str, path: &Path) -> Result<()> {
         "radiomics" => serve(&text, name, |c, k| renal_radiomics::serve(c, k, interrupted())),
         "inference" => serve(&text, name, |c, k| renal_inference::serve(c, k, interrupted())),
         "ensemble" => serve(&text, name, |c, k| renal_ensemble::serve(c, k, interrupted())),
+        "monitor" => serve(&text, name, |c, k| renal_monitor::serve(c, k, interrupted())),
         other => bail!("no worker named {other:?} (workers: {})", STAGES.join(", ")),
     }
     .with_context(context)
@@ -131,6 +132,18 @@ mod tests {
         let (_, radiomics): (_, renal_radiomics::RadiomicsConfig) =
             sections(&file("radiomics.toml"), "radiomics").unwrap();
         assert_eq!(radiomics.settings, None, "the study's grid by default");
+        let (_, monitor): (_, renal_monitor::MonitorConfig) = sections(&file("monitor.toml"), "monitor").unwrap();
+        let minimal = renal_monitor::MonitorConfig::new("r".into(), "t".into(), "s".into());
+        assert_eq!(
+            renal_monitor::MonitorConfig {
+                reference: minimal.reference.clone(),
+                table_root: minimal.table_root.clone(),
+                state_dir: minimal.state_dir.clone(),
+                ..monitor
+            },
+            minimal,
+            "the file lists the defaults"
+        );
     }
 
     #[test]

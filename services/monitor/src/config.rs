@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields)]
 pub struct MonitorConfig {
     /// The reference file the serving bundle's training wrote (`models/monitor/<ensemble
-    /// version>.json` in a registry).
+    /// version>.json` in a registry), or a folder of them: its newest `.json`.
     pub reference: PathBuf,
     /// Root of the Parquet store: the `features` table is read from it, the `drift` and
     /// `calibration` tables are written to it.

@@ -144,8 +144,27 @@ impl MonitorReference {
         std::fs::rename(&tmp, path).map_err(io)
     }
 
-    /// Read one back.
+    /// Read one back; `path` may also be a folder of references (the newest `.json` in it,
+    /// by modification time, is read).
     pub fn load(path: &Path) -> Result<MonitorReference, ReferenceError> {
+        let io = |source| ReferenceError::Io { path: path.into(), source };
+        let path = &if path.is_dir() {
+            let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+            for entry in std::fs::read_dir(path).map_err(io)? {
+                let entry = entry.map_err(io)?;
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "json") {
+                    let t = entry.metadata().and_then(|m| m.modified()).map_err(io)?;
+                    if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                        newest = Some((t, p));
+                    }
+                }
+            }
+            let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no .json reference in the folder");
+            newest.ok_or_else(|| io(none))?.1
+        } else {
+            path.to_path_buf()
+        };
         let text = std::fs::read(path).map_err(|source| ReferenceError::Io { path: path.into(), source })?;
         serde_json::from_slice(&text).map_err(|source| ReferenceError::Format { path: path.into(), source })
     }
@@ -198,6 +217,7 @@ mod tests {
         let p = path(dir.path(), "ens-1");
         r.save(&p).unwrap();
         assert_eq!(MonitorReference::load(&p).unwrap(), r);
+        assert_eq!(MonitorReference::load(p.parent().unwrap()).unwrap(), r, "the newest in the folder");
         assert!(matches!(MonitorReference::load(&dir.path().join("none.json")), Err(ReferenceError::Io { .. })));
     }
 }
