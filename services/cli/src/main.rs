@@ -35,7 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write a synthetic multi-site cohort as DICOM (MR series + SEG), NIfTI masks, labels.csv and manifest.json.
-    #[command(after_help = "Example:\n  renal synth --out cohort --lesions 160 --seed 7 --sites HUP,MAY,TCIA")]
+    #[command(
+        after_help = "Examples:\n  renal synth --out cohort --lesions 160 --seed 7 --sites HUP,MAY,TCIA\n  renal synth --out drifted --lesions 400 --drift MAY:20:vendor   (MAY's scanner replaced after its 20th lesion)"
+    )]
     Synth(SynthArgs),
     /// Run every stage in one process on the in-process bus (no broker needed).
     ///
@@ -316,6 +318,12 @@ struct SynthArgs {
     /// Write into a non-empty folder.
     #[arg(long)]
     overwrite: bool,
+    /// SITE:FROM_LESION:KIND: from the site's lesion FROM_LESION on (0-based), images are
+    /// acquired differently. KIND `vendor`: another vendor's scanner at another field strength
+    /// (protocols, intensity scale, noise, bias field); `contrast`: a later contrast phase
+    /// (lesions enhance less on T1C). Repeat for several sites. Labels do not change.
+    #[arg(long = "drift", value_name = "SITE:FROM_LESION:KIND")]
+    drift: Vec<renal_synth::drift::DriftSpec>,
 }
 
 #[derive(Subcommand)]
@@ -590,6 +598,7 @@ fn synth(args: SynthArgs) -> Result<()> {
         multi_segmenter_fraction: args.multi_reader_fraction,
         second_lesion_probability: args.second_lesion_probability,
         overwrite: args.overwrite,
+        drift: args.drift.clone(),
     };
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
@@ -612,6 +621,9 @@ fn synth(args: SynthArgs) -> Result<()> {
     let sites: Vec<String> = s.per_site.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("  sites: {}", sites.join(", "));
     println!("  malignant {} / benign {}; {} lesions with three readers' masks", s.malignant, s.benign, s.multi_reader);
+    for d in &args.drift {
+        println!("  drift: {} from its lesion {} on: {:?}", d.site, d.from_lesion, d.kind);
+    }
     println!("  {} files, {:.1} MB, {:.1} s", s.files, s.bytes as f64 / 1e6, s.seconds);
     println!("  labels: {}", out.join("labels.csv").display());
     println!("  manifest: {}", out.join("manifest.json").display());

@@ -16,6 +16,7 @@
 
 pub mod bias_phantom;
 pub mod cohort;
+pub mod drift;
 pub mod export;
 pub mod implied;
 mod noise;
@@ -46,6 +47,8 @@ pub struct SynthConfig {
     pub second_lesion_probability: f64,
     /// Write into a non-empty output folder.
     pub overwrite: bool,
+    /// Sites whose acquisition changes part-way (`renal synth --drift`).
+    pub drift: Vec<drift::DriftSpec>,
 }
 
 impl Default for SynthConfig {
@@ -57,6 +60,7 @@ impl Default for SynthConfig {
             multi_segmenter_fraction: 0.15,
             second_lesion_probability: 0.06,
             overwrite: false,
+            drift: Vec::new(),
         }
     }
 }
@@ -105,6 +109,9 @@ pub struct Manifest {
     pub cases: Vec<CaseRecord>,
     /// Every MR series, with its segmentations.
     pub series: Vec<SeriesRecord>,
+    /// Sites whose acquisition changes part-way (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<drift::DriftSpec>,
 }
 
 /// What a run wrote.
@@ -132,7 +139,9 @@ pub struct Summary {
 
 /// The cohort `config` describes, without rendering anything.
 pub fn plan(config: &SynthConfig) -> Result<Vec<LesionSpec>, SynthError> {
-    Ok(cohort::sample_cohort(&config.cohort())?)
+    let mut specs = cohort::sample_cohort(&config.cohort())?;
+    drift::apply(&mut specs, &config.drift);
+    Ok(specs)
 }
 
 fn prepare_output(out: &Path, overwrite: bool) -> Result<(), SynthError> {
@@ -187,6 +196,7 @@ pub fn generate(
         coordinates: "DICOM patient coordinates (LPS), millimetres".into(),
         cases: outputs.iter().map(|o| o.case.clone()).collect(),
         series: outputs.iter().flat_map(|o| o.series.iter().cloned()).collect(),
+        drift: config.drift.clone(),
     };
     let manifest_path = out.join("manifest.json");
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| index_err(&manifest_path, e.to_string()))?;

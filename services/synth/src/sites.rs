@@ -91,6 +91,9 @@ pub struct SiteProfile {
     pub bits_stored: u16,
     /// PatientPosition.
     pub patient_position: &'static str,
+    /// Lesions' solid enhancement on the post-contrast series relative to the subtype's usual
+    /// (1: the usual; below 1: a later phase, see `drift`).
+    pub t1c_enhancement: f64,
 }
 
 impl SiteProfile {
@@ -173,6 +176,7 @@ pub static SITES: std::sync::LazyLock<Vec<SiteProfile>> = std::sync::LazyLock::n
             rescale: None,
             bits_stored: 12,
             patient_position: "HFS",
+            t1c_enhancement: 1.0,
         },
         SiteProfile {
             code: "MAY",
@@ -225,6 +229,7 @@ pub static SITES: std::sync::LazyLock<Vec<SiteProfile>> = std::sync::LazyLock::n
             rescale: None,
             bits_stored: 12,
             patient_position: "FFS",
+            t1c_enhancement: 1.0,
         },
         SiteProfile {
             code: "TCIA",
@@ -277,6 +282,7 @@ pub static SITES: std::sync::LazyLock<Vec<SiteProfile>> = std::sync::LazyLock::n
             rescale: Some((1.53419, 0.0)),
             bits_stored: 12,
             patient_position: "HFS",
+            t1c_enhancement: 1.0,
         },
         SiteProfile {
             code: "SXH",
@@ -329,6 +335,7 @@ pub static SITES: std::sync::LazyLock<Vec<SiteProfile>> = std::sync::LazyLock::n
             rescale: None,
             bits_stored: 12,
             patient_position: "HFS",
+            t1c_enhancement: 1.0,
         },
         SiteProfile {
             code: "PHH",
@@ -381,6 +388,7 @@ pub static SITES: std::sync::LazyLock<Vec<SiteProfile>> = std::sync::LazyLock::n
             rescale: None,
             bits_stored: 12,
             patient_position: "FFS",
+            t1c_enhancement: 1.0,
         },
     ]
 });
