@@ -229,6 +229,26 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert_eq!(checked, all_rows.iter().filter(|r| r[1].starts_with("ensemble")).count());
     // The radiomics stage ran too: one feature file per lesion.
     assert_eq!(count_files(&out.join("store/features"), "parquet"), lesions.len());
+
+    // The monitor's reference for the served bundle: the validation lesions' scores through
+    // the stages, the training and validation lesions' watched features; and its report.
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("models/monitor").join(format!("{}.json", ens_version.to_str().unwrap()))).unwrap(),
+    )
+    .unwrap();
+    let validation = split.iter().filter(|(_, p)| p == "validation").count() as u64;
+    assert_eq!(reference["lesions"].as_u64(), Some(validation));
+    let signals = reference["signals"].as_object().unwrap();
+    for s in ["ensemble", "t2", "t1c"] {
+        assert_eq!(signals[s]["count"].as_u64(), Some(validation), "{s}");
+    }
+    let features: Vec<&String> = signals.keys().filter(|k| k.contains('/')).collect();
+    assert!(features.iter().any(|k| k.starts_with("T2/") && k.ends_with("/stat_mean")), "{features:?}");
+    assert!(features.iter().any(|k| k.starts_with("T1C/") && k.contains("/morph_")), "{features:?}");
+    assert!(stdout.contains("monitor: "), "{stdout}");
+    let png = std::fs::read(out.join("report/monitor/drift_heatmap.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(out.join("report/monitor/index.html").exists());
 }
 
 /// Recompute every `ensemble`/`ensemble@<reader>` row of `rows` (case, model, probability) by

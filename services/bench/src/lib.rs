@@ -5,7 +5,10 @@
 //! networks) and printing medians and ratios.
 
 mod cnn;
+mod monitor;
 mod pipeline;
+
+pub use monitor::monitor;
 
 pub use cnn::cnn;
 pub use pipeline::{drop_patient, fitted_ensemble, pipeline, random_cnn_bundle};

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use renal_bus::{Batching, Bus, InProcessBus};
 use renal_ingest::{IngestConfig, IngestStats, Mode};
-use renal_messages::{topics, DeadLetterV1, LesionV1, Message, PredictionV1};
+use renal_messages::{topics, CaseV1, DeadLetterV1, LesionV1, Message, PredictionV1};
 use renal_store::BlobStore;
 use renal_trainer::{Predictions, Protocol, Served};
 use std::io::Write;
@@ -84,6 +84,8 @@ pub fn check_protocol(input: &Path, protocol: &Protocol) -> Result<()> {
 pub struct Prepared {
     rt: tokio::runtime::Runtime,
     store: Arc<dyn BlobStore>,
+    /// The cases as they rode `renal.cases` (the monitor reads their scanners).
+    pub cases: Vec<CaseV1>,
     /// The preprocessed lesions as they rode `renal.lesions`.
     pub lesions: Vec<LesionV1>,
     /// Every stage's dead letters so far.
@@ -168,6 +170,14 @@ pub fn prepare(input: &Path, out: &Path) -> Result<Prepared> {
 
     let lesions: Vec<LesionV1> =
         bus.records(topics::LESIONS).iter().map(|r| LesionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
+    let cases: Vec<CaseV1> =
+        bus.records(topics::CASES).iter().map(|r| CaseV1::decode(&r.payload)).collect::<Result<_, _>>()?;
+    // The cases as they rode renal.cases, for the monitor of a `--reuse` run.
+    let cases_file = out.join("cases.jsonl");
+    let mut f = std::fs::File::create(&cases_file).with_context(|| format!("writing {}", cases_file.display()))?;
+    for c in &cases {
+        writeln!(f, "{}", serde_json::to_string(c)?)?;
+    }
     // The preprocessed lesions as they rode renal.lesions, for `renal train cnn --run OUT`.
     let lesions_file = out.join("lesions.jsonl");
     let mut f = std::fs::File::create(&lesions_file).with_context(|| format!("writing {}", lesions_file.display()))?;
@@ -178,7 +188,7 @@ pub fn prepare(input: &Path, out: &Path) -> Result<Prepared> {
     for line in renal_trainer::evaluate::reader_agreement(&lesions, out)? {
         println!("{line}");
     }
-    Ok(Prepared { rt, store, lesions, letters, table_root: radiomics.table_root })
+    Ok(Prepared { rt, store, cases, lesions, letters, table_root: radiomics.table_root })
 }
 
 /// What [`prepare`] left in `out` by an earlier run: its lesions, blob store, feature store and
@@ -194,11 +204,20 @@ pub fn reopen(out: &Path) -> Result<Prepared> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).context("a line of dead_letters.jsonl"))
         .collect::<Result<_>>()?;
+    // Runs prepared before the monitor existed have no cases.jsonl: their scanners are unknown.
+    let cases: Vec<CaseV1> = match std::fs::read_to_string(out.join("cases.jsonl")) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).context("a line of cases.jsonl"))
+            .collect::<Result<_>>()?,
+        Err(_) => Vec::new(),
+    };
     let store = renal_store::open(&out.join("blobs").display().to_string())?;
     let radiomics = renal_radiomics::RadiomicsConfig::new(out.join("blobs").display().to_string(), out.join("store"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     println!("reopened {}: {} lesions, {} dead letters", out.display(), lesions.len(), letters.len());
-    Ok(Prepared { rt, store, lesions, letters, table_root: radiomics.table_root })
+    Ok(Prepared { rt, store, cases, lesions, letters, table_root: radiomics.table_root })
 }
 
 /// Fit every round of `protocol` on the prepared lesions and `labels`, predict each round's
@@ -238,20 +257,76 @@ pub fn train(
     };
     let device = setup.as_ref().map_or(tch::Device::Cpu, |s| s.device);
     let mut served = Predictions::new();
+    let mut streamed: Vec<(usize, Vec<PredictionV1>)> = Vec::new();
     for (n, round) in fitted.rounds.iter().enumerate() {
         let Some(bundles) = &round.served else { continue };
         let held_out: Vec<&LesionV1> = round.split.test.iter().map(|&i| &fitted.lesions[i]).collect();
         let what = format!("round {} of {}", n + 1, fitted.rounds.len());
-        let (predicted, dead) =
+        let (predicted, primary, dead) =
             held_out_through_stages(&prepared.rt, &held_out, bundles, &registry, &prepared.store, device, out, &what)?;
         prepared.letters.extend(dead);
         for (model, cases) in predicted {
             served.entry(model).or_default().extend(cases);
         }
+        streamed.push((n, primary));
     }
     let config = setup.as_ref().map(|s| &s.config);
     for line in renal_trainer::evaluate::write_outputs(&fitted, &served, out, protocol, config)? {
         println!("{line}");
+    }
+    monitor_rounds(prepared, &fitted, &streamed, &registry, device, out)
+}
+
+/// Each served round's reference (its validation lesions through its stages) and its held-out
+/// lesions through the monitor ([`crate::monitoring`]).
+fn monitor_rounds(
+    prepared: &Prepared,
+    fitted: &renal_trainer::Fitted,
+    streamed: &[(usize, Vec<PredictionV1>)],
+    registry: &Path,
+    device: tch::Device,
+    out: &Path,
+) -> Result<()> {
+    if streamed.is_empty() {
+        return Ok(());
+    }
+    let shown = spinner("{spinner} monitor: each round's reference through its stages {msg}");
+    let mut references = Vec::new();
+    for (n, _) in streamed {
+        let round = &fitted.rounds[*n];
+        let bundles = round.served.as_ref().expect("streamed rounds were served");
+        shown.set_message(format!("(round {} of {})", n + 1, fitted.rounds.len()));
+        let validation: Vec<LesionV1> = round.split.validation.iter().map(|&i| fitted.lesions[i].clone()).collect();
+        let (predicted, _) =
+            predict_through_stages(&prepared.rt, &validation, bundles, registry, &prepared.store, device, out)?;
+        let threshold = renal_ensemble::bundle::load(registry, &bundles.ensemble)?.content.threshold;
+        references.push((predicted, threshold));
+    }
+    shown.finish_and_clear();
+    let rounds: Vec<crate::monitoring::RoundInput> = streamed
+        .iter()
+        .zip(&references)
+        .map(|((n, held_out), (reference, threshold))| {
+            let round = &fitted.rounds[*n];
+            let lesion = |&i: &usize| (fitted.lesions[i].case_id.clone(), fitted.lesions[i].revision);
+            crate::monitoring::RoundInput {
+                round: n + 1,
+                ensemble_version: &round.served.as_ref().expect("served").ensemble,
+                threshold: *threshold,
+                reference,
+                reference_lesions: round.split.train.iter().chain(&round.split.validation).map(lesion).collect(),
+                held_out,
+            }
+        })
+        .collect();
+    let malignant: std::collections::BTreeMap<String, bool> =
+        fitted.lesions.iter().zip(&fitted.malignant).map(|(l, &m)| (l.case_id.clone(), m)).collect();
+    let monitored = crate::monitoring::run(&rounds, &prepared.cases, &malignant, registry, &prepared.table_root)?;
+    for line in crate::monitoring::summary(&monitored, &prepared.table_root) {
+        println!("{line}");
+    }
+    for line in crate::monitoring::report(&prepared.table_root, &out.join("report").join("monitor"))? {
+        println!("  {line}");
     }
     Ok(())
 }
@@ -270,7 +345,8 @@ pub fn write_dead_letters(letters: &[DeadLetterV1], out: &Path) -> Result<()> {
 /// The held-out `lesions` predicted by the inference and ensemble stages serving `bundles`:
 /// from the primary reader's masks as `ensemble`, and, for the lesions other readers segmented,
 /// from each other reader's masks as `ensemble@<reader>` next to the primary reader's of the
-/// same lesions as `ensemble@primary`; with the dead letters of the stages.
+/// same lesions as `ensemble@primary`; with the primary reader's predictions as they left the
+/// ensemble stage, and the dead letters of the stages.
 #[allow(clippy::too_many_arguments)]
 fn held_out_through_stages(
     rt: &tokio::runtime::Runtime,
@@ -281,7 +357,8 @@ fn held_out_through_stages(
     device: tch::Device,
     out: &Path,
     what: &str,
-) -> Result<(Predictions, Vec<DeadLetterV1>)> {
+) -> Result<(Predictions, Vec<PredictionV1>, Vec<DeadLetterV1>)> {
+    let mut primary = Vec::new();
     let shown = spinner(&format!("{{spinner}} held-out lesions of {what} through inference and ensemble {{msg}}"));
     let mut by_model = Predictions::new();
     let mut letters = Vec::new();
@@ -303,6 +380,9 @@ fn held_out_through_stages(
         let (predicted, dead) = predict_through_stages(rt, set, bundles, registry, store, device, out)?;
         letters.extend(dead);
         let model = if reader == "primary" { "ensemble".to_string() } else { format!("ensemble@{reader}") };
+        if reader == "primary" {
+            primary = predicted.clone();
+        }
         for p in predicted {
             if reader != "primary" {
                 if let Some(&own) = by_model.get("ensemble").and_then(|m| m.get(&p.case_id)) {
@@ -313,7 +393,7 @@ fn held_out_through_stages(
         }
     }
     shown.finish_and_clear();
-    Ok((by_model, letters))
+    Ok((by_model, primary, letters))
 }
 
 /// Send `lesions` to `renal.lesions` of a bus of their own and run the inference and ensemble

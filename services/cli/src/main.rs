@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod embedded;
 mod eval;
 mod files;
+mod monitoring;
 mod science;
 mod train;
 mod worker;
@@ -215,6 +216,11 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         ece_bins: usize,
     },
+    /// What the monitor found, drawn from the store's `drift` and `calibration` tables.
+    Monitor {
+        #[command(subcommand)]
+        action: MonitorAction,
+    },
     /// IBSI radiomics features of an image and its mask as CSV (feature columns named by IBSI
     /// tags, after provenance columns): one row on the acquired grid, or one row per setting of
     /// a settings file (resampling and discretisation, as the radiomics worker does). Families:
@@ -289,6 +295,23 @@ enum TrainModel {
         parts: Vec<f64>,
         #[command(flatten)]
         cnn: train::CnnArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum MonitorAction {
+    /// The drift heat map (site and scanner x signal, the latest window's PSI) and calibration
+    /// per site as labels arrived, from a store's `drift` and `calibration` tables: writes
+    /// OUT/index.html, OUT/drift_heatmap.svg and .png, OUT/calibration.svg. `renal run` writes
+    /// the same into OUT/report/monitor/.
+    #[command(after_help = "Example:\n  renal monitor report --store run/store --out monitor-report")]
+    Report {
+        /// Root of the Parquet store (holds drift/ and calibration/).
+        #[arg(long)]
+        store: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -453,6 +476,30 @@ enum BenchStage {
         #[command(flatten)]
         cnn: train::CnnArgs,
     },
+    /// The monitor's drift statistics on a reference and an analysis set against Evidently's
+    /// data-drift preset and NannyML's univariate drift on the same data (drift venv of
+    /// scripts/python-env.sh): time per window, agreement per feature, and the streaming cost
+    /// per lesion with every feature watched on both series.
+    #[command(
+        after_help = "Examples:\n  renal bench monitor                       (10,000 x 3,087, minutes)\n  renal bench monitor --rows 2000 --features 200\n  renal bench monitor --no-python"
+    )]
+    Monitor {
+        /// Rows of the reference set and of the analysis set (one window).
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// Features (columns); 3,087 is one series' radiomics row.
+        #[arg(long, default_value_t = 3_087)]
+        features: usize,
+        /// Share of the analysis columns shifted (by 0.01 to 0.2 of their SD).
+        #[arg(long, default_value_t = 0.1)]
+        shifted: f64,
+        /// Seed of the data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Time renal-monitor alone (no Evidently or NannyML).
+        #[arg(long)]
+        no_python: bool,
+    },
     /// Generate a cohort into a temporary folder and report throughput against the 2-minute target for 1,162 lesions.
     #[command(after_help = "Example:\n  renal bench synth --lesions 1162 --threads 2")]
     Synth {
@@ -552,6 +599,9 @@ fn run(cli: Cli) -> Result<()> {
             let cnn = (!no_cnn).then_some(&cnn);
             science::run(lesions, seed, folds, &hold_out.to_uppercase(), dir.as_deref(), reuse, cnn)
         }
+        Command::Bench { stage: BenchStage::Monitor { rows, features, shifted, seed, no_python } } => {
+            renal_bench::monitor(rows, features, shifted, seed, !no_python)
+        }
         Command::Bench { stage: BenchStage::Synth { lesions, seed, threads, dir } } => {
             renal_bench::synth(lesions, seed, threads, dir.as_deref())
         }
@@ -577,6 +627,12 @@ fn run(cli: Cli) -> Result<()> {
             let n4 = renal_imaging::n4::N4Settings { shrink_factor: shrink, ..Default::default() };
             let options = files::PreprocessOptions { n4, match_to, size, order, preview };
             files::run_preprocess(&image, &mask, &out, &options)
+        }
+        Command::Monitor { action: MonitorAction::Report { store, out } } => {
+            for line in monitoring::report(&store, &out)? {
+                println!("{line}");
+            }
+            Ok(())
         }
         Command::Eval { predictions, labels, experts, embeddings, out, threshold, bootstrap, seed, ece_bins } => {
             let settings = renal_eval::report::Settings { threshold, bootstrap_resamples: bootstrap, seed, ece_bins };

@@ -146,7 +146,7 @@ impl InternalEvent for CalibrationComputed<'_> {
         m.expected_accuracy.with_label_values(&site).set(r.expected_accuracy);
         m.expected_roc_auc.with_label_values(&site).set(r.expected_roc_auc);
         m.cbpe_error.with_label_values(&site).set(r.cbpe_accuracy_on_labelled - r.accuracy);
-        tracing::info!(
+        tracing::debug!(
             stage = "monitor",
             site = %r.site,
             labelled = r.n,

@@ -40,6 +40,7 @@ pub mod config;
 pub mod events;
 pub mod process;
 pub mod reference;
+pub mod report;
 pub mod run;
 pub mod serve;
 pub mod table;

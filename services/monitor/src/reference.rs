@@ -26,7 +26,10 @@ pub const SCORE_SIGNALS: [&str; 3] = [ENSEMBLE, T2, T1C];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceSettings {
-    /// Quantile bins of the PSI (default 10).
+    /// Quantile bins of the PSI (default 5). PSI grows with empty and sparse bins: on windows
+    /// of 50 drawn from the reference itself, 10 bins give a median PSI of 0.19 (95th
+    /// percentile 0.74, above the usual 0.25 "shift"), 5 bins 0.075 (0.21); measured over 2,000
+    /// draws against a 1,000-value reference.
     #[serde(default = "default_bins")]
     pub psi_bins: usize,
     /// Reference values kept per signal; beyond, evenly spaced quantiles (default 1,000).
@@ -43,7 +46,7 @@ pub struct ReferenceSettings {
 }
 
 fn default_bins() -> usize {
-    10
+    5
 }
 fn default_cap() -> usize {
     1_000

@@ -135,7 +135,7 @@ pub struct Ks {
 
 /// Largest `m * n` (reference size times window size) for which [`ks_two_sample`] counts lattice
 /// paths for an exact P value; beyond it the asymptotic distribution is close and much cheaper.
-pub const KS_EXACT_CELLS: u64 = 4_000_000;
+pub const KS_EXACT_CELLS: u64 = 1_000_000;
 
 /// Two-sided two-sample KS test of sorted samples `a` (size m) and `b` (size n), as SciPy's
 /// `ks_2samp` (its `exact` method up to [`KS_EXACT_CELLS`], else the asymptotic one).

@@ -1,0 +1,235 @@
+//! `renal bench monitor`: the monitor's drift statistics against the drift tools people use,
+//! on the same data in the same run.
+//!
+//! A reference set and an analysis set of `rows` x `features` (normal columns, each with its own
+//! location and scale; a share of the analysis columns shifted by 0.01 to 0.2 of their standard
+//! deviation, the rest drawn from the reference's own distribution). Timed:
+//! - renal-monitor: every column's window against its reference (PSI, KS with its P value,
+//!   Wasserstein-1), on the current thread pool; the references are built once beforehand, as a
+//!   bundle's training does;
+//! - Evidently's `DataDriftPreset` with the KS test on every column, and with its own choice of
+//!   test per column; NannyML's `UnivariateDriftCalculator` with KS and Wasserstein
+//!   (`tests/reference/drift_bench.py`, loading the data untimed);
+//! - the streaming cost per lesion: a monitor watching `2 x features` signals (both series)
+//!   taking lesions one by one, windows of 50 compared every 10 lesions.
+//!
+//! Agreement: each column's verdict (KS P < 0.05) against Evidently's KS verdict, and the KS
+//! statistic and Wasserstein distance against NannyML's values.
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use renal_stats::drift::{compare, Drift, Reference};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A small seeded generator (xorshift64*), normal draws by Box–Muller.
+struct Rng(u64);
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// Column-major data: `columns[j][i]`.
+struct Data {
+    reference: Vec<Vec<f64>>,
+    analysis: Vec<Vec<f64>>,
+    /// The shift of each analysis column, in its standard deviations (0: none).
+    shift_sd: Vec<f64>,
+}
+
+fn make_data(rows: usize, features: usize, shifted_share: f64, seed: u64) -> Data {
+    let shifted = (features as f64 * shifted_share).round() as usize;
+    let columns: Vec<(Vec<f64>, Vec<f64>, f64)> = (0..features)
+        .into_par_iter()
+        .map(|j| {
+            let mut rng =
+                Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (j as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let (loc, scale) = (rng.normal() * 10.0, 0.5 + 4.0 * rng.uniform());
+            let shift = if j < shifted { 0.01 + 0.19 * j as f64 / shifted.max(1) as f64 } else { 0.0 };
+            let r = (0..rows).map(|_| loc + scale * rng.normal()).collect();
+            let a = (0..rows).map(|_| loc + scale * (shift + rng.normal())).collect();
+            (r, a, shift)
+        })
+        .collect();
+    let mut d = Data { reference: Vec::new(), analysis: Vec::new(), shift_sd: Vec::new() };
+    for (r, a, s) in columns {
+        d.reference.push(r);
+        d.analysis.push(a);
+        d.shift_sd.push(s);
+    }
+    d
+}
+
+fn write_parquet(path: &Path, columns: &[Vec<f64>]) -> Result<()> {
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+    let batch = RecordBatch::try_from_iter(
+        columns.iter().enumerate().map(|(j, c)| (format!("f{j}"), Arc::new(Float64Array::from(c.clone())) as ArrayRef)),
+    )?;
+    let file = std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(())
+}
+
+/// The drift venv's Python and a script under tests/reference/.
+fn drift_python(file: &str) -> Result<(PathBuf, PathBuf)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference").join(file);
+    let venv = std::env::var("RENAL_DRIFT_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/renal-mri/drift-venv")
+    });
+    let python = venv.join("bin/python");
+    if !python.exists() || !script.exists() {
+        bail!(
+            "the Evidently and NannyML side needs {} and {} (run scripts/python-env.sh from the repository, or pass --no-python)",
+            python.display(),
+            script.display()
+        );
+    }
+    Ok((python, script))
+}
+
+/// Seconds per lesion of a monitor watching `signals` features per lesion (windows of 50,
+/// compared every 10 lesions), over `lesions` lesions after the windows fill.
+fn streaming_cost(data: &Data, lesions: usize) -> Result<(f64, usize)> {
+    use renal_monitor::process::{Monitor, Observation};
+    use renal_monitor::reference::{MonitorReference, ReferenceSettings};
+    // Both series: every column twice, as T2 and T1C features of one setting.
+    let names: Vec<String> =
+        ["T2", "T1C"].iter().flat_map(|s| (0..data.reference.len()).map(move |j| format!("{s}/bench/f{j}"))).collect();
+    let values: BTreeMap<String, Vec<f64>> = names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            (n.clone(), data.reference[k % data.reference.len()][..1000.min(data.reference[0].len())].to_vec())
+        })
+        .collect();
+    let settings = ReferenceSettings { sample_cap: 1_000, ..ReferenceSettings::default() };
+    let reference = MonitorReference::build("bench", 0.5, 1_000, settings, &values)?;
+    let config = renal_monitor::MonitorConfig::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
+    let mut monitor = Monitor::new(config, reference);
+    monitor.observe(&Observation::Case { case_id: "warm".into(), site: "B".into(), scanner: "S".into() }, 0);
+    let rows = data.analysis[0].len();
+    let lesion = |i: usize| Observation::Values {
+        case_id: format!("L{i}"),
+        revision: 1,
+        site: "B".into(),
+        values: names
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (n.clone(), data.analysis[k % data.analysis.len()][i % rows]))
+            .collect(),
+    };
+    let mut compared = 0;
+    // Fill the windows first (untimed), then time `lesions` more.
+    for i in 0..50 {
+        monitor.observe(&Observation::Case { case_id: format!("L{i}"), site: "B".into(), scanner: "S".into() }, 0);
+        monitor.observe(&lesion(i), 0);
+    }
+    let started = std::time::Instant::now();
+    for i in 50..50 + lesions {
+        monitor.observe(&Observation::Case { case_id: format!("L{i}"), site: "B".into(), scanner: "S".into() }, 0);
+        compared += monitor.observe(&lesion(i), 0).drift.len();
+    }
+    Ok((started.elapsed().as_secs_f64() / lesions as f64, compared))
+}
+
+/// The bench; `python: false` times renal-monitor alone.
+pub fn monitor(rows: usize, features: usize, shifted_share: f64, seed: u64, python: bool) -> Result<()> {
+    if rows < 2 || features == 0 {
+        bail!("--rows must be at least 2 and --features at least 1");
+    }
+    println!(
+        "renal bench monitor: {rows} reference rows and {rows} analysis rows x {features} features ({:.0}% of them shifted by 0.01-0.2 SD), seed {seed}, {} threads",
+        shifted_share * 100.0,
+        rayon::current_num_threads()
+    );
+    let data = make_data(rows, features, shifted_share, seed);
+    let started = std::time::Instant::now();
+    let references: Vec<Reference> =
+        data.reference.par_iter().map(|c| Reference::new(c, 10, rows)).collect::<Result<_, _>>()?;
+    let build_s = started.elapsed().as_secs_f64();
+    let (ours_s, drift) = crate::timed(3, || -> Result<Vec<Drift>> {
+        Ok(references.par_iter().zip(&data.analysis).map(|(r, w)| compare(r, w)).collect())
+    })?;
+    let (per_lesion_s, compared) = streaming_cost(&data, 100)?;
+    let ours_verdicts: Vec<bool> = drift.iter().map(|d| d.ks_p < 0.05).collect();
+
+    let mut table = vec![(
+        format!("renal-monitor: PSI, KS and its P value, Wasserstein-1 ({} threads)", rayon::current_num_threads()),
+        ours_s,
+    )];
+    let mut notes = Vec::new();
+    if python {
+        let (python_bin, script) = drift_python("drift_bench.py")?;
+        let dir = tempfile::tempdir()?;
+        let (r, a) = (dir.path().join("reference.parquet"), dir.path().join("analysis.parquet"));
+        write_parquet(&r, &data.reference)?;
+        write_parquet(&a, &data.analysis)?;
+        println!("  running Evidently and NannyML on the same data (minutes at 10,000 x 3,087) ...");
+        let out = std::process::Command::new(&python_bin).arg(&script).arg(&r).arg(&a).output()?;
+        if !out.status.success() {
+            bail!("drift_bench.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let theirs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let secs = |k: &str| theirs[k]["seconds"].as_f64().unwrap_or(f64::NAN);
+        table.push(("Evidently DataDriftPreset, KS on every column".into(), secs("evidently_ks")));
+        table.push(("Evidently DataDriftPreset, its default test per column".into(), secs("evidently_default")));
+        table.push(("NannyML UnivariateDriftCalculator, KS and Wasserstein".into(), secs("nannyml")));
+        let column = |j: usize| format!("f{j}");
+        let agree = (0..features)
+            .filter(|&j| theirs["evidently_ks"]["drift"][column(j)].as_bool() == Some(ours_verdicts[j]))
+            .count();
+        let max_diff = |tool: &str, key: &str, ours: &dyn Fn(&Drift) -> f64| {
+            (0..features)
+                .map(|j| (ours(&drift[j]) - theirs[tool][key][column(j)].as_f64().unwrap_or(f64::NAN)).abs())
+                .fold(0.0, f64::max)
+        };
+        notes.push(format!(
+            "drift verdicts (KS P < 0.05): the same as Evidently's KS test on {agree} of {features} features ({:.2}%)",
+            100.0 * agree as f64 / features as f64
+        ));
+        notes.push(format!(
+            "KS statistic: largest difference from NannyML's {:.2e}; Wasserstein-1: largest difference from NannyML's {:.2e}",
+            max_diff("nannyml", "ks", &|d| d.ks),
+            max_diff("nannyml", "wasserstein", &|d| d.wasserstein)
+        ));
+        let default_agree = (0..features)
+            .filter(|&j| theirs["evidently_default"]["drift"][column(j)].as_bool() == Some(ours_verdicts[j]))
+            .count();
+        notes.push(format!(
+            "Evidently's default test per column (normed Wasserstein above 0.1 at this size) agrees with the KS verdict on {default_agree} of {features}"
+        ));
+    }
+    let truly = data.shift_sd.iter().filter(|&&s| s > 0.0).count();
+    let found = ours_verdicts.iter().zip(&data.shift_sd).filter(|(&v, &s)| v && s > 0.0).count();
+    let false_alarms = ours_verdicts.iter().zip(&data.shift_sd).filter(|(&v, &s)| v && s == 0.0).count();
+    println!("\n| per window, {rows} x {features} | median s | vs renal-monitor |\n|---|---:|---:|");
+    for (name, s) in &table {
+        println!("| {name} | {s:.3} | {:.1}x |", s / ours_s);
+    }
+    println!();
+    println!("- renal-monitor: references built once in {build_s:.3} s (10 PSI bins, every reference value kept)");
+    println!(
+        "- renal-monitor: KS flags {found} of the {truly} shifted features and {false_alarms} of the {} unshifted ones (P < 0.05)",
+        features - truly
+    );
+    println!(
+        "- streaming: {:.2} ms per lesion watching {} signals (both series), windows of 50 compared every 10 lesions ({compared} comparisons over 100 lesions)",
+        per_lesion_s * 1e3,
+        2 * features
+    );
+    for n in notes {
+        println!("- {n}");
+    }
+    Ok(())
+}

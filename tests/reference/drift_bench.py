@@ -1,0 +1,81 @@
+"""Evidently's data-drift preset and NannyML's univariate drift on the same reference and
+analysis data as `renal bench monitor`, timed, with each feature's verdict.
+
+Usage: drift_bench.py REFERENCE.parquet ANALYSIS.parquet  (one column per feature)
+Writes JSON: per tool its wall time (data loading excluded) and per feature its statistic and
+drift verdict. Runs in the drift venv (scripts/python-env.sh).
+
+- Evidently: DataDriftPreset, every column with the two-sample KS test (`ks`, drift when
+  P < 0.05), and, timed apart, the preset's own choice of test per column (for numerical
+  columns over 1,000 rows: the normed Wasserstein distance, drift above 0.1).
+- NannyML: UnivariateDriftCalculator with the Kolmogorov-Smirnov statistic and the Wasserstein
+  distance over one chunk (the whole analysis set), fitted on the reference.
+"""
+import json
+import sys
+import time
+import warnings
+
+import pandas as pd
+
+warnings.filterwarnings("ignore")
+
+
+def evidently_run(reference, analysis, stattest):
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    preset = DataDriftPreset(method=stattest, threshold=0.05) if stattest else DataDriftPreset()
+    started = time.perf_counter()
+    snapshot = Report([preset]).run(current_data=analysis, reference_data=reference)
+    seconds = time.perf_counter() - started
+    verdicts, values = {}, {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        column = config.get("column")
+        if column is None or "value" not in metric:
+            continue
+        value = float(metric["value"])
+        threshold = config.get("threshold", 0.05)
+        method = str(config.get("method", ""))
+        values[column] = value
+        # P values drift below the threshold; distances above it.
+        is_p_value = "p_value" in metric.get("metric_name", "").lower() or method.lower() in ("ks", "k-s p_value")
+        verdicts[column] = value < threshold if is_p_value else value >= threshold
+    return seconds, values, verdicts
+
+
+def nannyml_run(reference, analysis):
+    import nannyml as nml
+
+    calc = nml.UnivariateDriftCalculator(
+        column_names=list(reference.columns),
+        continuous_methods=["kolmogorov_smirnov", "wasserstein"],
+        chunk_size=len(analysis),
+    )
+    started = time.perf_counter()
+    calc.fit(reference)
+    result = calc.calculate(analysis).filter(period="analysis").to_df()
+    seconds = time.perf_counter() - started
+    ks, wasserstein = {}, {}
+    for column in reference.columns:
+        ks[column] = float(result[(column, "kolmogorov_smirnov", "value")].iloc[-1])
+        wasserstein[column] = float(result[(column, "wasserstein", "value")].iloc[-1])
+    return seconds, ks, wasserstein
+
+
+def main():
+    reference = pd.read_parquet(sys.argv[1])
+    analysis = pd.read_parquet(sys.argv[2])
+    out = {"rows": len(reference), "features": reference.shape[1]}
+    seconds, values, verdicts = evidently_run(reference, analysis, "ks")
+    out["evidently_ks"] = {"seconds": seconds, "p_value": values, "drift": verdicts}
+    seconds, values, verdicts = evidently_run(reference, analysis, None)
+    out["evidently_default"] = {"seconds": seconds, "value": values, "drift": verdicts}
+    seconds, ks, wasserstein = nannyml_run(reference, analysis)
+    out["nannyml"] = {"seconds": seconds, "ks": ks, "wasserstein": wasserstein}
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
