@@ -121,10 +121,10 @@ pub fn log_loss(probability: &[f64], positive: &[bool]) -> f64 {
 
 /// SplitMix64: a small, well-mixed seeded generator, so that bootstrap intervals are the same
 /// on every run and machine for a given seed.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -135,6 +135,11 @@ impl SplitMix64 {
     /// Uniform in 0..n (Lemire's multiply-shift; the bias is below 2^-32 for the sizes here).
     fn below(&mut self, n: usize) -> usize {
         (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    pub(crate) fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

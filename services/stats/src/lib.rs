@@ -18,7 +18,8 @@ pub mod tsne;
 
 pub use binary::{adjusted_wald, binomial_test_two_sided, mcnemar_exact, Confusion, Z95};
 pub use calibration::{
-    expected_calibration_error, reliability_bins, CalibrationError, Isotonic, Platt, ReliabilityBin, Temperature,
+    ece_consistency_p, expected_calibration_error, reliability_bins, CalibrationError, Isotonic, Platt, ReliabilityBin,
+    Temperature,
 };
 pub use curves::{average_precision, bootstrap_ci, brier, log_loss, pr_auc_trapezoid, pr_curve, roc_curve, Curve};
 pub use logistic::{LogisticError, LogisticModel};
