@@ -12,7 +12,7 @@
 
 use anyhow::{Context, Result};
 use renal_messages::{CaseV1, PredictionV1};
-use renal_monitor::process::{observe_case, observe_prediction, Findings, Monitor, Observation};
+use renal_monitor::process::{observe_case, observe_prediction, CalibrationRow, Findings, Monitor, Observation};
 use renal_monitor::reference::{self, feature_values, MonitorReference, ReferenceSettings, ENSEMBLE, T1C, T2};
 use renal_monitor::run::Sink;
 use renal_monitor::MonitorConfig;
@@ -44,9 +44,8 @@ pub struct Monitored {
     pub calibration_rows: u64,
     /// The latest comparison per (site, scanner, signal) over all rounds: (PSI, KS P value, n).
     pub latest: BTreeMap<(String, String, String), (f64, f64, u64)>,
-    /// The latest calibration per site: (labelled, ECE, accuracy, CBPE expected accuracy of the
-    /// same lesions).
-    pub calibration: BTreeMap<String, (u64, f64, f64, f64)>,
+    /// The latest calibration per site.
+    pub calibration: BTreeMap<String, CalibrationRow>,
     /// The references written.
     pub references: Vec<PathBuf>,
 }
@@ -58,7 +57,7 @@ impl Monitored {
             self.latest.insert(key, (r.drift.psi, r.drift.ks_p, r.drift.n));
         }
         for c in &f.calibration {
-            self.calibration.insert(c.site.clone(), (c.n, c.ece, c.accuracy, c.cbpe_accuracy_on_labelled));
+            self.calibration.insert(c.site.clone(), c.clone());
         }
     }
 }
@@ -199,8 +198,11 @@ pub fn summary(m: &Monitored, table_root: &Path) -> Vec<String> {
             MonitorConfig::new(PathBuf::new(), PathBuf::new(), PathBuf::new()).min_lesions
         ));
     }
-    for (site, (n, ece, acc, cbpe)) in &m.calibration {
-        lines.push(format!("  {site}: {n} labelled, ECE {ece:.3}, accuracy {acc:.3} (CBPE expected {cbpe:.3})"));
+    for (site, c) in &m.calibration {
+        lines.push(format!(
+            "  {site}: {} labelled, ECE {:.3} (P {:.3} were it calibrated), accuracy {:.3} (CBPE expected {:.3})",
+            c.n, c.ece, c.ece_p, c.accuracy, c.cbpe_accuracy_on_labelled
+        ));
     }
     if let Some(first) = m.references.first() {
         lines.push(format!("  references: {} (and one per round)", first.display()));

@@ -139,6 +139,7 @@ impl InternalEvent for CalibrationComputed<'_> {
         let m = monitor_metrics();
         let site = [r.site.as_str()];
         m.ece.with_label_values(&site).set(r.ece);
+        m.ece_p.with_label_values(&site).set(r.ece_p);
         m.brier.with_label_values(&site).set(r.brier);
         m.roc_auc.with_label_values(&site).set(r.roc_auc);
         m.accuracy.with_label_values(&site).set(r.accuracy);
@@ -151,6 +152,7 @@ impl InternalEvent for CalibrationComputed<'_> {
             site = %r.site,
             labelled = r.n,
             ece = r.ece,
+            ece_p = r.ece_p,
             roc_auc = r.roc_auc,
             accuracy = r.accuracy,
             expected_accuracy = r.expected_accuracy,

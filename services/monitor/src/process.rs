@@ -158,6 +158,11 @@ pub struct DriftRow {
     pub drift: Drift,
 }
 
+/// Label redraws behind each ECE's P value.
+const ECE_RESAMPLES: usize = 999;
+/// Their seed: the same window gives the same P value, after a restart too.
+const ECE_SEED: u64 = 0x5EED_ECE0;
+
 /// A site's calibration and performance over its most recent labelled lesions, and what CBPE
 /// expects of its unlabelled ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +187,10 @@ pub struct CalibrationRow {
     pub brier: f64,
     /// Expected calibration error over `ece_bins` equal-width bins.
     pub ece: f64,
+    /// P value of that ECE were the probabilities calibrated (consistency resampling,
+    /// [`renal_stats::ece_consistency_p`], 999 redraws): small windows give large ECEs by
+    /// chance, so the alert asks for both.
+    pub ece_p: f64,
     /// Reliability diagram: per bin, (lesions, mean predicted, observed rate).
     pub reliability: Vec<(u64, f64, f64)>,
     /// CBPE's expected accuracy of the same labelled lesions, had their labels not come: its
@@ -436,6 +445,7 @@ impl Monitor {
             accuracy: confusion.accuracy(),
             brier: renal_stats::brier(&p, &y),
             ece: renal_stats::expected_calibration_error(&p, &y, self.config.ece_bins),
+            ece_p: renal_stats::ece_consistency_p(&p, &y, self.config.ece_bins, ECE_RESAMPLES, ECE_SEED),
             reliability: bins.iter().map(|b| (b.count as u64, b.mean_predicted, b.observed_rate)).collect(),
             cbpe_accuracy_on_labelled: on_labelled.expected_accuracy,
             unlabelled: pending.len() as u64,
@@ -648,8 +658,9 @@ pub(crate) mod tests {
     }
 
     /// Scores pushed towards 0.5 (p' = 0.5 + 0.1 (p - 0.5)) of lesions whose labels follow p
-    /// (mostly near 0 or 1) raise the site's ECE above the 0.15 alert threshold; on the
-    /// calibrated scores of the same lesions CBPE's expected accuracy is within 0.05 of the
+    /// (mostly near 0 or 1) raise the site's ECE above the 0.15 alert threshold with a P value
+    /// below 0.01 were they calibrated (the alert asks for both); on the calibrated scores of
+    /// the same lesions the P value stays above 0.01 and CBPE's expected accuracy is within 0.05 of the
     /// realised accuracy over 200 labelled lesions (observed: squashed ECE 0.319; calibrated ECE
     /// 0.054, accuracy 0.855, CBPE 0.856).
     #[test]
@@ -684,11 +695,12 @@ pub(crate) mod tests {
         }
         let (c, s) = (last_c.unwrap(), last_s.unwrap());
         println!(
-            "calibrated: ECE {:.3}, accuracy {:.3}, CBPE {:.3}; squashed: ECE {:.3}",
-            c.ece, c.accuracy, c.cbpe_accuracy_on_labelled, s.ece
+            "calibrated: ECE {:.3} (P {:.3}), accuracy {:.3}, CBPE {:.3}; squashed: ECE {:.3} (P {:.3})",
+            c.ece, c.ece_p, c.accuracy, c.cbpe_accuracy_on_labelled, s.ece, s.ece_p
         );
         assert_eq!((c.n, s.n), (200, 200));
         assert!(s.ece > 0.15 && c.ece < 0.15, "{} {}", s.ece, c.ece);
+        assert!(s.ece_p < 0.01 && c.ece_p > 0.01, "{} {}", s.ece_p, c.ece_p);
         assert!((c.cbpe_accuracy_on_labelled - c.accuracy).abs() < 0.05);
     }
 }

@@ -39,6 +39,8 @@ pub struct CalibrationRead {
     pub n: i64,
     /// Expected calibration error.
     pub ece: f64,
+    /// Its P value were the probabilities calibrated.
+    pub ece_p: f64,
     /// Realised accuracy.
     pub accuracy: f64,
     /// CBPE's expected accuracy of the same lesions.
@@ -129,6 +131,7 @@ pub fn read_calibration(root: &Path) -> Result<Vec<CalibrationRead>, ReportError
             let site = column::<StringArray>(&b, "site", &path)?;
             let (at, n) = (column::<Int64Array>(&b, "window_end_ms", &path)?, column::<Int64Array>(&b, "n", &path)?);
             let ece = column::<Float64Array>(&b, "ece", &path)?;
+            let ece_p = column::<Float64Array>(&b, "ece_p", &path)?;
             let acc = column::<Float64Array>(&b, "accuracy", &path)?;
             let cbpe = column::<Float64Array>(&b, "cbpe_accuracy_on_labelled", &path)?;
             for i in 0..b.num_rows() {
@@ -137,6 +140,7 @@ pub fn read_calibration(root: &Path) -> Result<Vec<CalibrationRead>, ReportError
                     window_end_ms: at.value(i),
                     n: n.value(i),
                     ece: ece.value(i),
+                    ece_p: ece_p.value(i),
                     accuracy: acc.value(i),
                     cbpe_accuracy: cbpe.value(i),
                 });
@@ -221,7 +225,7 @@ pub fn heatmap_svg(rows: &[DriftRead]) -> String {
     cols.dedup();
     let (left, top, w, h) = (260.0, 90.0, 100.0, 30.0);
     let width = left + w * cols.len() as f64 + 20.0;
-    let height = top + h * row_names.len().max(1) as f64 + 40.0;
+    let height = top + h * row_names.len().max(1) as f64 + 56.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"DejaVu Sans, sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"15\">Drift: PSI of the latest window against the reference (features: median over the family)</text>\n"
     );
@@ -263,8 +267,9 @@ pub fn heatmap_svg(rows: &[DriftRead]) -> String {
     }
     let _ = writeln!(
         s,
-        "<text x=\"10\" y=\"{}\" fill=\"#555\">PSI below 0.1: stable; 0.1 to 0.25: a shift to watch; above 0.25: drift. *: KS P &lt; 0.01; (k/n): features with KS P &lt; 0.01. Grey: no window filled.</text>\n</svg>",
-        height - 12.0
+        "<text x=\"10\" y=\"{}\" fill=\"#555\">PSI below 0.1: stable; 0.1 to 0.25: a shift to watch; above 0.25: drift.</text>\n<text x=\"10\" y=\"{}\" fill=\"#555\">*: KS P &lt; 0.01; (k/n): features with KS P &lt; 0.01. Grey: no window filled.</text>\n</svg>",
+        height - 28.0,
+        height - 10.0
     );
     s
 }
@@ -334,7 +339,7 @@ pub fn html(drift: &[DriftRead], calibration: &[CalibrationRead]) -> String {
     s += &heatmap_svg(drift);
     s += "<h2>Calibration as labels arrive</h2>\n";
     s += &calibration_svg(calibration);
-    s += "<h2>Latest calibration per site</h2><table><tr><th>site</th><th>labelled</th><th>ECE</th><th>accuracy</th><th>CBPE expected accuracy</th></tr>\n";
+    s += "<h2>Latest calibration per site</h2><table><tr><th>site</th><th>labelled</th><th>ECE</th><th>ECE's P if calibrated</th><th>accuracy</th><th>CBPE expected accuracy</th></tr>\n";
     let mut latest: BTreeMap<&str, &CalibrationRead> = BTreeMap::new();
     for r in calibration {
         latest.insert(&r.site, r);
@@ -342,10 +347,11 @@ pub fn html(drift: &[DriftRead], calibration: &[CalibrationRead]) -> String {
     for (site, r) in latest {
         let _ = writeln!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
             esc(site),
             r.n,
             r.ece,
+            r.ece_p,
             r.accuracy,
             r.cbpe_accuracy
         );

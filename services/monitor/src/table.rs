@@ -88,6 +88,7 @@ pub fn calibration_batch(rows: &[CalibrationRow], p: &Provenance) -> RecordBatch
         ("accuracy", f(|r| r.accuracy)),
         ("brier", f(|r| r.brier)),
         ("ece", f(|r| r.ece)),
+        ("ece_p", f(|r| r.ece_p)),
         ("reliability", text(rows.iter().map(|r| serde_json::to_string(&r.reliability).unwrap_or_default()).collect())),
         ("cbpe_accuracy_on_labelled", f(|r| r.cbpe_accuracy_on_labelled)),
         ("unlabelled", i(|r| r.unlabelled)),

@@ -227,6 +227,8 @@ pub struct MonitorMetrics {
     pub features_max_psi: GaugeVec,
     /// `renal_calibration_ece{site}`: expected calibration error of the latest labelled window.
     pub ece: GaugeVec,
+    /// `renal_calibration_ece_p{site}`: the ECE's P value were the probabilities calibrated.
+    pub ece_p: GaugeVec,
     /// `renal_calibration_brier{site}`: its Brier score.
     pub brier: GaugeVec,
     /// `renal_realised_roc_auc{site}`: its ROC AUC.
@@ -272,6 +274,11 @@ pub fn monitor_metrics() -> &'static MonitorMetrics {
                 &["site", "scanner"],
             ),
             ece: float_gauge("calibration_ece", "Expected calibration error of the latest labelled window.", &["site"]),
+            ece_p: float_gauge(
+                "calibration_ece_p",
+                "P value of that ECE were the probabilities calibrated (consistency resampling).",
+                &["site"],
+            ),
             brier: float_gauge("calibration_brier", "Brier score of the latest labelled window.", &["site"]),
             roc_auc: float_gauge("realised_roc_auc", "ROC AUC of the latest labelled window.", &["site"]),
             accuracy: float_gauge("realised_accuracy", "Accuracy of the latest labelled window.", &["site"]),
