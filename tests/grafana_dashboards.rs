@@ -8,7 +8,8 @@
 //! their values (`Plain<T>`), as JSON carries them. `scripts/install-grafana-schema.sh`
 //! installs the pinned versions.
 //!
-//! Every query in the dashboards runs against a real Prometheus in `tests/pipeline_observed.rs`.
+//! Every query in the dashboards runs against a real Prometheus: the pipeline's in
+//! `tests/pipeline_observed.rs`, the monitor's in `tests/monitor_drift.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,17 +47,20 @@ fn schema_dir() -> PathBuf {
 }
 
 /// Panel types whose options are checked, and the module of their `Options` type.
-const PANEL_OPTIONS: [(&str, &str); 2] = [
+const PANEL_OPTIONS: [(&str, &str); 4] = [
     ("timeseries", "timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen"),
     ("stat", "stat/panelcfg/x/StatPanelCfg_types.gen"),
+    ("table", "table/panelcfg/x/TablePanelCfg_types.gen"),
+    ("status-history", "statushistory/panelcfg/x/StatusHistoryPanelCfg_types.gen"),
 ];
 
 /// The dashboard as a TypeScript module typed by Grafana's schema.
 fn module(dashboard: &serde_json::Value) -> String {
     let mut ts = String::from("import type { Dashboard } from '@grafana/schema';\n");
-    for (kind, path) in PANEL_OPTIONS {
+    // Panel types are not all identifiers (`status-history`): each options type by its index.
+    for (i, (_, path)) in PANEL_OPTIONS.iter().enumerate() {
         ts.push_str(&format!(
-            "import type {{ Options as {kind}Options }} from '@grafana/schema/dist/esm/raw/composable/{path}';\n"
+            "import type {{ Options as Options{i} }} from '@grafana/schema/dist/esm/raw/composable/{path}';\n"
         ));
     }
     ts.push_str(
@@ -68,8 +72,11 @@ fn module(dashboard: &serde_json::Value) -> String {
         if kind == "row" {
             continue;
         }
-        assert!(PANEL_OPTIONS.iter().any(|(k, _)| *k == kind), "panel type {kind} has no options check here");
-        ts.push_str(&format!("export const options{}: Plain<{kind}Options> = {:#};\n", panel["id"], panel["options"]));
+        let i = PANEL_OPTIONS
+            .iter()
+            .position(|(k, _)| *k == kind)
+            .unwrap_or_else(|| panic!("panel type {kind} has no options check here"));
+        ts.push_str(&format!("export const options{}: Plain<Options{i}> = {:#};\n", panel["id"], panel["options"]));
     }
     ts
 }
@@ -145,6 +152,13 @@ fn dashboards_use_the_provisioned_datasource_and_the_provisioned_folder() {
             }
         }
     }
+    // Each dashboard's queries run against a real Prometheus in some test, and uids differ.
+    let names: Vec<String> = dashboards().iter().map(|(n, _)| format!("{n}.json")).collect();
+    assert_eq!(names, renal_e2e::QUERIED_DASHBOARDS, "a dashboard whose queries no test runs");
+    let mut uids: Vec<String> = dashboards().iter().map(|(_, d)| d["uid"].as_str().unwrap().to_string()).collect();
+    uids.sort();
+    uids.dedup();
+    assert_eq!(uids.len(), names.len(), "dashboard uids repeat: {uids:?}");
     // The provider reads the folder the compose file mounts the dashboards at.
     let provider = std::fs::read_to_string(repo().join("deploy/grafana/provisioning/dashboards/renal.yml")).unwrap();
     let path = provider.lines().find_map(|l| l.trim().strip_prefix("path: ")).expect("a provider path");

@@ -5,7 +5,7 @@
 //! them every second with the deployment's alert rules loaded. A synthetic cohort arrives half
 //! through the drop folder and half over DICOM C-STORE, with a truncated file among it. Once
 //! every lesion has its prediction:
-//! - every PromQL expression of the Grafana dashboards (`$__rate_interval` as 1m, `$site` as all
+//! - every PromQL expression of the pipeline's Grafana dashboard (`$__rate_interval` as 1m, `$site` as all
 //!   sites) and every signal of the alert rules returns data through Prometheus' HTTP API;
 //! - the end-to-end latency histogram counted each lesion, consumer lag was reported, blob
 //!   traffic and C-STORE associations were counted;
@@ -13,7 +13,9 @@
 //!   worker's `/metrics` or in the debug logs.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{alert_expressions, alert_signals, fitted_ensemble, random_cnn_bundle, Broker, Prometheus};
+use renal_e2e::{
+    alert_expressions, alert_signals, dashboard_queries, fitted_ensemble, random_cnn_bundle, Broker, Prometheus,
+};
 use renal_messages::{topics, Message, PredictionV1};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,24 +34,6 @@ impl Drop for Workers {
             let _ = c.wait();
         }
     }
-}
-
-/// Every PromQL expression of every dashboard, with Grafana's variables given values.
-fn dashboard_queries() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dashboards");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for panel in dashboard["panels"].as_array().unwrap() {
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$site", ".*");
-                assert!(!expr.contains('$'), "an unhandled variable in {expr}");
-                out.push((panel["title"].as_str().unwrap().to_string(), expr));
-            }
-        }
-    }
-    out
 }
 
 /// Values of the cohort that identify a patient or an object: names (whole and each part),
@@ -191,7 +175,7 @@ state_dir = "{root}/ensemble-state"
 
     // Every dashboard query and alert signal returns data once Prometheus has scraped the end
     // of the run (rates over 1m need two scrapes of each series).
-    let mut queries = dashboard_queries();
+    let mut queries = dashboard_queries("pipeline.json");
     let signals: BTreeSet<String> = alert_expressions().iter().flat_map(|e| alert_signals(e)).collect();
     queries.extend(signals.into_iter().map(|s| ("alert signal".to_string(), s)));
     assert!(queries.len() > 25, "{queries:?}");

@@ -447,12 +447,18 @@ pub struct Prometheus {
 impl Prometheus {
     /// Start it and wait until it answers.
     pub fn start(targets: &[(&str, String)]) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
-        let mut config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n",
-            rules.canonicalize().unwrap().display()
-        );
+        Prometheus::start_with_rules(targets, &[rules.canonicalize().unwrap()])
+    }
+
+    /// Start it with these rule files instead of the workers' alert rules.
+    pub fn start_with_rules(targets: &[(&str, String)], rules: &[PathBuf]) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n");
+        for r in rules {
+            config.push_str(&format!("  - {}\n", r.display()));
+        }
+        config.push_str("scrape_configs:\n");
         for (job, target) in targets {
             config.push_str(&format!("  - job_name: {job}\n    static_configs:\n      - targets: [\"{target}\"]\n"));
         }
@@ -524,6 +530,28 @@ pub fn alert_expressions() -> Vec<String> {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml")).unwrap();
     text.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).map(str::to_string).collect()
 }
+
+/// Every PromQL expression of one of the deployment's Grafana dashboards (`pipeline.json`,
+/// `monitor.json`), with the panel's title, Grafana's variables given values:
+/// `$__rate_interval` as 1m, `$site` as every site. `tests/pipeline_observed.rs` runs the
+/// pipeline's against a real Prometheus, `tests/monitor_drift.rs` the monitor's.
+pub fn dashboard_queries(file: &str) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dashboards").join(file);
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$site", ".*");
+            assert!(!expr.contains('$'), "an unhandled variable in {expr}");
+            out.push((panel["title"].as_str().unwrap().to_string(), expr));
+        }
+    }
+    assert!(!out.is_empty(), "{file} has no queries");
+    out
+}
+
+/// The dashboards whose queries a test runs against a real Prometheus (see [`dashboard_queries`]).
+pub const QUERIED_DASHBOARDS: [&str; 2] = ["monitor.json", "pipeline.json"];
 
 /// `renal synth` a one-site cohort of `lesions` single-lesion patients into `out`; returns its
 /// case ids (the answer key's).
