@@ -169,6 +169,18 @@ fn features(store: &Path, setting: &Setting, case_id: &str, site: &str, values: 
     }
 }
 
+/// The worker, killed if the test fails before stopping it.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The monitor's alert rules with their pending time shortened, next to `dir`.
 fn rules_for_test(dir: &Path) -> std::path::PathBuf {
     let text =
@@ -211,7 +223,7 @@ fn a_replaced_scanner_fires_its_sites_drift_alert_and_no_other() {
     )
     .unwrap();
     let prometheus = Prometheus::start_with_rules(&[("renal-monitor", metrics.clone())], &[rules_for_test(root)]);
-    let worker = start_worker("monitor", &config, &root.join("monitor.log"));
+    let mut worker = Running(Some(start_worker("monitor", &config, &root.join("monitor.log"))));
 
     // 60 lesions per site, interleaved; MAY's scanner replaced after its 30th.
     let (sites, per_site, change) = (["HUP", "MAY", "SXH", "PHH"], 60, 30);
@@ -351,7 +363,7 @@ fn a_replaced_scanner_fires_its_sites_drift_alert_and_no_other() {
         let result = prometheus.query(&expr);
         assert!(!result.is_empty(), "panel {panel:?}: {expr} returned nothing");
     }
-    interrupt(worker);
+    interrupt(worker.0.take().expect("running"));
 
     // The drift table: MAY's new scanner crossed both thresholds at its first comparison, 20
     // lesions after the change, and so did each shifted feature's.
