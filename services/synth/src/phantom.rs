@@ -222,7 +222,8 @@ fn draw_look(spec: &LesionSpec, rng: &mut impl Rng) -> Look {
         Subtype::MetanephricAdenoma => (n(0.38, 0.08), n(0.36, 0.08), n(0.06, 0.02)),
         Subtype::RenalAdenoma => (n(0.42, 0.08), n(0.44, 0.08), n(0.06, 0.02)),
     };
-    let t1c = (t1c * spec.site.t1c_enhancement).clamp(0.05, 1.0);
+    // Exactly the drawn value when the enhancement is 1 (every site without a drift).
+    let t1c = t1c * spec.site.t1c_enhancement;
     let mut u = || rng.random::<f64>();
     let size = spec.size_cm;
     let necrosis = match spec.subtype {
