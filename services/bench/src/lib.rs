@@ -206,17 +206,21 @@ fn which(program: &str) -> bool {
 /// A reference script under tests/reference/ and the venv's Python (scripts/python-env.sh
 /// builds it).
 pub fn reference_script(file: &str) -> Result<(PathBuf, PathBuf)> {
+    venv_script("RENAL_VENV", "venv", file, "the Python baseline needs")
+}
+
+/// A script under tests/reference/ and the Python of the venv named by `var` (default
+/// `~/.cache/renal-mri/<default_dir>`); `need` starts the error when either is missing.
+pub(crate) fn venv_script(var: &str, default_dir: &str, file: &str, need: &str) -> Result<(PathBuf, PathBuf)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference").join(file);
-    let venv = std::env::var("RENAL_VENV").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/renal-mri/venv")
+    let venv = std::env::var(var).map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .join(".cache/renal-mri")
+            .join(default_dir)
     });
     let python = venv.join("bin/python");
     if !python.exists() || !script.exists() {
-        bail!(
-            "the Python baseline needs {} and {} (run scripts/python-env.sh from the repository)",
-            python.display(),
-            script.display()
-        );
+        bail!("{need} {} and {} (run scripts/python-env.sh from the repository)", python.display(), script.display());
     }
     Ok((python, script))
 }

@@ -85,19 +85,7 @@ fn write_parquet(path: &Path, columns: &[Vec<f64>]) -> Result<()> {
 
 /// The drift venv's Python and a script under tests/reference/.
 fn drift_python(file: &str) -> Result<(PathBuf, PathBuf)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference").join(file);
-    let venv = std::env::var("RENAL_DRIFT_VENV").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/renal-mri/drift-venv")
-    });
-    let python = venv.join("bin/python");
-    if !python.exists() || !script.exists() {
-        bail!(
-            "the Evidently and NannyML side needs {} and {} (run scripts/python-env.sh from the repository, or pass --no-python)",
-            python.display(),
-            script.display()
-        );
-    }
-    Ok((python, script))
+    crate::venv_script("RENAL_DRIFT_VENV", "drift-venv", file, "the Evidently and NannyML side (or --no-python) needs")
 }
 
 /// Lesions in a monitoring window (the monitor's default `window_lesions`).

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use renal_messages::{CaseV1, PredictionV1};
 use renal_monitor::process::{observe_case, observe_prediction, CalibrationRow, Findings, Monitor, Observation};
 use renal_monitor::reference::{self, feature_values, MonitorReference, ReferenceSettings, ENSEMBLE, T1C, T2};
-use renal_monitor::run::Sink;
+use renal_monitor::run::{now_ms, Sink};
 use renal_monitor::MonitorConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -155,10 +155,6 @@ pub fn run(
         monitored.calibration_rows += sink.calibration_rows;
     }
     Ok(monitored)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Lines for people: per site and scanner, the score signals' latest PSI and KS P value, and

@@ -148,7 +148,9 @@ impl Journal {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time, ms since the Unix epoch: when the monitor observes (`renal run`'s monitor
+/// too).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
