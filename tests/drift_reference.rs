@@ -3,15 +3,17 @@
 //!
 //! Tolerances: the KS statistic, Wasserstein-1, the quantile bin edges and the PSI on them to
 //! 1e-12 (relative where the value is large); the exact KS P value to 1e-10 absolute (both count
-//! lattice paths in doubles); the asymptotic one to 1e-10 against SciPy's `kstwobign` (the same
-//! limit law) and, as a reading aid, within 0.02 of `ks_2samp(method="asymp")`, which uses the
-//! finite-n distribution at n = m n / (m + n). NannyML's univariate KS statistic and
+//! lattice paths in doubles); the asymptotic one, on every case, to 1e-10 against SciPy's
+//! `kstwobign` at Stephens' corrected argument (the same formula), and where both samples hold
+//! at least 50 values, within 0.004 of the exact P value (0.0025 at worst here, at P = 0.35) and
+//! within 0.015 of `ks_2samp(method="asymp")`, SciPy's finite-n distribution at
+//! n = m n / (m + n), itself 0.011 from the exact value there. NannyML's univariate KS statistic and
 //! Wasserstein distance (its exact mode: references under 10,000 rows) to 1e-12. CBPE's expected
 //! accuracy to 1e-12; its expected ROC AUC to 1e-4, because NannyML rounds its cumulative
 //! expected counts to 5 decimals before taking the area.
 
 use renal_e2e::drift_venv_bin;
-use renal_stats::drift::{cbpe, compare, kolmogorov_sf, ks_two_sample, wasserstein_1, Reference};
+use renal_stats::drift::{cbpe, compare, kolmogorov_sf, ks_two_sample, ks_two_sample_with, wasserstein_1, Reference};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -61,6 +63,9 @@ fn drift_statistics_agree_with_scipy_and_nannyml() {
         (500, 120, 0.0, 1.6, Some(100.0)),
         (1000, 200, 1.0, 1.0, None),
         (2000, 2500, 0.05, 1.0, None),
+        // Monitoring windows of 50 against large references, near the 0.05 verdict.
+        (9_000, 50, 0.1, 1.0, None),
+        (5_000, 50, 0.0, 1.0, Some(1000.0)),
     ];
     let mut samples = Vec::new();
     for &(m, n, shift, scale, round) in &cases {
@@ -95,16 +100,28 @@ fn drift_statistics_agree_with_scipy_and_nannyml() {
         close(&what("nannyml ks"), d.ks, f("nannyml_ks"), 1e-12);
         close(&what("wasserstein"), d.wasserstein, f("wasserstein"), 1e-12);
         close(&what("nannyml wasserstein"), d.wasserstein, f("nannyml_wasserstein"), 1e-12);
-        if d.ks_exact {
-            close(&what("exact ks p"), d.ks_p, f("ks_p_exact"), 1e-10);
-        } else {
-            close(&what("asymptotic ks p"), d.ks_p, f("kstwobign_p"), 1e-10);
-            close(&what("ks p against ks_2samp asymp"), d.ks_p, f("ks_p_asymp"), 0.02);
-        }
-        // The plain two-sample entry points agree with the windowed comparison.
         let (mut sa, mut sb) = (a.clone(), b.clone());
         sa.sort_by(f64::total_cmp);
         sb.sort_by(f64::total_cmp);
+        if d.ks_exact {
+            close(&what("exact ks p"), d.ks_p, f("ks_p_exact"), 1e-10);
+        }
+        // The asymptotic form on every case, whatever the exact limit chose.
+        let asymptotic = ks_two_sample_with(&sa, &sb, m as u64, 0);
+        assert!(!asymptotic.exact);
+        println!(
+            "{}: exact {:.5}, ours asymptotic {:.5}, SciPy asymptotic {:.5}",
+            what("ks p"),
+            f("ks_p_exact"),
+            asymptotic.p_value,
+            f("ks_p_asymp")
+        );
+        close(&what("asymptotic ks p"), asymptotic.p_value, f("stephens_p"), 1e-10);
+        if m.min(n) >= 50 {
+            close(&what("asymptotic ks p against the exact one"), asymptotic.p_value, f("ks_p_exact"), 0.004);
+            close(&what("asymptotic ks p against ks_2samp asymp"), asymptotic.p_value, f("ks_p_asymp"), 0.015);
+        }
+        // The plain two-sample entry points agree with the windowed comparison.
         assert_eq!(ks_two_sample(&sa, &sb).statistic, d.ks);
         assert_eq!(wasserstein_1(&sa, &sb), d.wasserstein);
     }
@@ -119,8 +136,8 @@ fn drift_statistics_agree_with_scipy_and_nannyml() {
 }
 
 /// A reference too large to keep whole: its quantile sample gives the KS statistic within one
-/// quantile step (1 / cap) of the full reference's, and the P value the limit law's with the
-/// full reference's size.
+/// quantile step (1 / cap) of the full reference's, and the P value the corrected limit law's
+/// with the full reference's size.
 #[test]
 fn a_quantile_reference_stays_within_a_step_of_the_full_one() {
     let mut rng = Lcg(7);
@@ -136,7 +153,7 @@ fn a_quantile_reference_stays_within_a_step_of_the_full_one() {
     let d = compare(&reference, &window);
     assert!((d.ks - whole.statistic).abs() <= 1.0 / cap as f64 + 1e-12, "{} vs {}", d.ks, whole.statistic);
     assert!(!d.ks_exact);
-    let en = 20_000.0 * 150.0 / 20_150.0;
-    assert!((d.ks_p - kolmogorov_sf(f64::sqrt(en) * d.ks)).abs() < 1e-15);
+    let en = f64::sqrt(20_000.0 * 150.0 / 20_150.0);
+    assert!((d.ks_p - kolmogorov_sf((en + 0.12 + 0.11 / en) * d.ks)).abs() < 1e-15);
     assert!((d.wasserstein - wasserstein_1(&sf, &sw)).abs() < 0.01, "{} vs {}", d.wasserstein, wasserstein_1(&sf, &sw));
 }

@@ -138,13 +138,12 @@ pub struct Ks {
 pub const KS_EXACT_CELLS: u64 = 1_000_000;
 
 /// Two-sided two-sample KS test of sorted samples `a` (size m) and `b` (size n), as SciPy's
-/// `ks_2samp` (its `exact` method up to [`KS_EXACT_CELLS`], else the asymptotic one).
+/// `ks_2samp` (its `exact` method up to [`KS_EXACT_CELLS`], else an asymptotic one).
 ///
 /// The statistic is kept as the integer `h`, the largest `|n #{a <= x} - m #{b <= x}|` over the
-/// merged sample (`D = h / (m n)`), so that the exact P value, `P(D >= d)`, counts lattice paths from `(0, 0)`
-/// to `(m, n)` that stay strictly inside `|i n - j m| < h` without rounding error at the
-/// boundary. Each cell holds the fraction of paths to it that stayed inside, so no binomial
-/// coefficient is ever formed.
+/// merged sample (`D = h / (m n)`), so that the exact P value, `P(D >= d)`, counts lattice paths
+/// from `(0, 0)` to `(m, n)` that stay strictly inside `|i n - j m| < h` without rounding error at
+/// the boundary.
 pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Ks {
     ks_two_sample_with(a, b, a.len() as u64, KS_EXACT_CELLS)
 }
@@ -152,78 +151,125 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Ks {
 /// As [`ks_two_sample`], with `a` standing for a population of `population` values (its
 /// quantiles when larger than `a`: the P value is then asymptotic, with `m = population`), and a
 /// chosen exact limit.
+///
+/// Beyond the exact limit the P value is the Kolmogorov limit law at Stephens' corrected
+/// argument `(sqrt(en) + 0.12 + 0.11 / sqrt(en)) D`, `en = m n / (m + n)` (Stephens 1970; the
+/// form Numerical Recipes' `kstwo` uses): within about 0.001 of the exact P value near 0.05 for
+/// windows of 50, where the bare limit `sqrt(en) D` is 0.007 too high.
 pub fn ks_two_sample_with(a: &[f64], b: &[f64], population: u64, exact_cells: u64) -> Ks {
     let (m, n) = (a.len() as u64, b.len() as u64);
     if m == 0 || n == 0 {
         return Ks { statistic: 0.0, p_value: 1.0, exact: true };
     }
-    // h = max over x of |n * #{a <= x} - m * #{b <= x}|, both counts taken after every value
-    // equal to x (ties step together).
-    let (mut i, mut j, mut h) = (0usize, 0usize, 0u64);
-    while i < a.len() || j < b.len() {
-        let x = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => unreachable!(),
-        };
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        h = h.max((n * i as u64).abs_diff(m * j as u64));
-    }
+    let h = ks_integer_statistic(a, b);
     let statistic = h as f64 / (m * n) as f64;
     if population == m && m.saturating_mul(n) <= exact_cells {
         let p_value = (1.0 - ks_paths_inside(m, n, h)).clamp(0.0, 1.0);
         return Ks { statistic, p_value, exact: true };
     }
-    let en = population as f64 * n as f64 / (population + n) as f64;
-    Ks { statistic, p_value: kolmogorov_sf(en.sqrt() * statistic), exact: false }
+    let en = (population as f64 * n as f64 / (population + n) as f64).sqrt();
+    Ks { statistic, p_value: kolmogorov_sf((en + 0.12 + 0.11 / en) * statistic), exact: false }
+}
+
+/// `max_x |n #{a <= x} - m #{b <= x}|` over the merged sorted samples, both counts taken after
+/// every value equal to `x` (ties step together).
+///
+/// Only the smaller sample's distinct values are visited: between two of them its count is
+/// constant and the larger sample's count rises, so the largest distance in that stretch is at
+/// one of its two ends, each found in the larger sample by [`gallop`]ing forward. A reference of
+/// 10,000 against a window of 50 costs about 100 short searches instead of a 10,050-step merge;
+/// two samples of equal size cost a merge.
+fn ks_integer_statistic(a: &[f64], b: &[f64]) -> u64 {
+    // |n A - m B| is symmetric in (a, m) and (b, n): walk whichever is smaller.
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let (s_len, l_len) = (small.len() as u64, large.len() as u64);
+    let distance = |l_count: usize, s_count: usize| (s_len * l_count as u64).abs_diff(l_len * s_count as u64);
+    // Before the small sample's first value: its count is 0, the large one's up to #{< v_1}.
+    let mut cursor = gallop(large, 0, |x| x < small[0]);
+    let mut h = distance(cursor, 0);
+    let mut k = 0;
+    while k < small.len() {
+        let v = small[k];
+        while k < small.len() && small[k] <= v {
+            k += 1;
+        }
+        // At v (after every value equal to it) ...
+        cursor = gallop(large, cursor, |x| x <= v);
+        h = h.max(distance(cursor, k));
+        // ... and just before the next distinct value (the whole tail after the last one).
+        let below_next = small.get(k).map_or(large.len(), |&next| gallop(large, cursor, |x| x < next));
+        h = h.max(distance(below_next, k));
+    }
+    h
+}
+
+/// The first index at or after `from` where `below` stops holding in `sorted` (`below` true on
+/// a prefix, false after), by galloping: probes 1, 2, 4, ... ahead, then a binary search within
+/// the last step. Walking forward over increasing targets costs `O(s log(l / s))` for `s`
+/// targets in `l` values: searches when `s` is small, a merge when it is not.
+fn gallop(sorted: &[f64], from: usize, below: impl Fn(f64) -> bool) -> usize {
+    let (mut lo, mut hi, mut step) = (from, from, 1);
+    while hi < sorted.len() && below(sorted[hi]) {
+        lo = hi + 1;
+        hi += step;
+        step *= 2;
+    }
+    let hi = hi.min(sorted.len());
+    lo + sorted[lo..hi].partition_point(|&x| below(x))
 }
 
 /// Fraction of monotone lattice paths from `(0, 0)` to `(m, n)` with `|i n - j m| < h` at every
 /// point.
 ///
-/// Only the band of cells inside is visited: in row `i`, `j` runs over the open interval
-/// `((i n - h) / m, (i n + h) / m)`, about `2 h / m` cells, so the work is about `2 D m n`
-/// rather than `m n` (D is the statistic). Both ends of the band only move right as `i` grows,
-/// so the cells that fall out on the left are zeroed and those on the right were never set.
-/// The recurrence `(i row[j] + j row[j - 1]) / (i + j)` uses a table of reciprocals.
+/// Cells hold path counts (`row[j] += row[j - 1]`, one addition each); the outer loop runs over
+/// the longer side, so each row of the band is short (about `2 h / max(m, n)` cells) and the
+/// processor overlaps consecutive rows. Only the band is visited: in row `i`, `j` runs over the
+/// open interval `((i n - h) / m, (i n + h) / m)`, about `2 D m n` cells in all (D is the
+/// statistic). Both ends of the band only move right as `i` grows, so the cells that fall out on
+/// the left are zeroed and those on the right were never set. Counts are rescaled by `2^-600`
+/// (exact in binary) whenever they pass `2^600`, and the total `C(m + n, n)` is divided out in
+/// logs.
 fn ks_paths_inside(m: u64, n: u64, h: u64) -> f64 {
     if h == 0 {
         return 0.0;
     }
-    let recip: Vec<f64> = (0..=m + n).map(|k| if k == 0 { 0.0 } else { 1.0 / k as f64 }).collect();
-    // row[j] = fraction of the C(i + j, i) paths to (i, j) that stayed inside.
+    // The band is symmetric under swapping the samples: keep the rows short.
+    let (m, n) = if m >= n { (m, n) } else { (n, m) };
+    let (big, scale) = (2f64.powi(600), 2f64.powi(-600));
+    let mut rescaled = 0i64;
     let mut row = vec![0.0f64; n as usize + 1];
+    row[0] = 1.0;
     let mut prev_lo = 0usize;
     for i in 0..=m {
         // Inside: i n - h < j m < i n + h.
         let lo = if i * n < h { 0 } else { ((i * n - h) / m + 1) as usize };
         let hi = (((i * n + h - 1) / m) as usize).min(n as usize);
-        for cell in &mut row[prev_lo..lo.min(n as usize + 1)] {
-            *cell = 0.0;
-        }
-        prev_lo = lo;
         if lo > hi {
             // The band has left the grid: no path stays inside.
             return 0.0;
         }
-        let fi = i as f64;
-        for j in lo..=hi {
-            let ju = j as u64;
-            row[j] = if i == 0 && j == 0 {
-                1.0
-            } else {
-                let left = if j > 0 { row[j - 1] * ju as f64 } else { 0.0 };
-                (row[j] * fi + left) * recip[(i + ju) as usize]
-            };
+        for cell in &mut row[prev_lo..lo] {
+            *cell = 0.0;
+        }
+        prev_lo = lo;
+        let band = &mut row[lo.saturating_sub(1)..=hi];
+        // band[0] is row[lo - 1] (zero: outside) unless lo == 0, where it is row[0] itself,
+        // whose only paths come from above.
+        for k in 1..band.len() {
+            band[k] += band[k - 1];
+        }
+        // Counts rise along a row (each is its left neighbour plus the cell above), so the
+        // last is the largest; a row multiplies them by at most n + 1.
+        if band[band.len() - 1] > big {
+            band.iter_mut().for_each(|c| *c *= scale);
+            rescaled += 1;
         }
     }
-    row[n as usize]
+    let log_total: f64 = (1..=n).map(|k| ((m + k) as f64 / k as f64).ln()).sum();
+    if row[n as usize] == 0.0 {
+        return 0.0;
+    }
+    (row[n as usize].ln() + rescaled as f64 * 600.0 * std::f64::consts::LN_2 - log_total).exp().min(1.0)
 }
 
 /// Survival function of the Kolmogorov distribution, `P(K > x)` for the limit of `sqrt(n) D_n`
@@ -255,29 +301,47 @@ pub fn kolmogorov_sf(x: f64) -> f64 {
 
 /// Wasserstein-1 (earth mover's) distance between two sorted samples: the area between their
 /// empirical CDFs, `integral |F_a(x) - F_b(x)| dx` (SciPy's `wasserstein_distance`).
+///
+/// The smaller sample's distinct values cut the line into stretches where its CDF is a
+/// constant `c`; inside each, the larger sample's values (found by [`gallop`]) are walked in one
+/// branch-free pass adding `|F_large - c|` times each gap.
 pub fn wasserstein_1(a: &[f64], b: &[f64]) -> f64 {
     if a.is_empty() || b.is_empty() {
         return 0.0;
     }
-    let (m, n) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j) = (0usize, 0usize);
-    let mut x = a[0].min(b[0]);
-    let mut area = 0.0;
-    while i < a.len() || j < b.len() {
-        let next = match (a.get(i), b.get(j)) {
-            (Some(&p), Some(&q)) => p.min(q),
-            (Some(&p), None) => p,
-            (None, Some(&q)) => q,
-            (None, None) => unreachable!(),
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let (s_len, l_len) = (small.len() as f64, large.len() as f64);
+    // Area of |F_large - c| over [from, to], where the large sample's values strictly inside are
+    // large[k0..k1] and F_large is k0 / l_len on [from, large[k0]).
+    let stretch = |from: f64, to: f64, k0: usize, k1: usize, c: f64| {
+        let mut area = 0.0;
+        let mut x = from;
+        for (k, &v) in large[k0..k1].iter().enumerate() {
+            area += ((k0 + k) as f64 / l_len - c).abs() * (v - x);
+            x = v;
+        }
+        area + (k1 as f64 / l_len - c).abs() * (to - x)
+    };
+    // Below the small sample's first value, its CDF is 0.
+    let mut cursor = gallop(large, 0, |x| x < small[0]);
+    let mut area = if cursor > 0 { stretch(large[0], small[0], 0, cursor, 0.0) } else { 0.0 };
+    let mut k = 0;
+    while k < small.len() {
+        let v = small[k];
+        while k < small.len() && small[k] <= v {
+            k += 1;
+        }
+        let c = k as f64 / s_len;
+        let k0 = gallop(large, cursor, |x| x <= v);
+        area += match small.get(k) {
+            Some(&next) => {
+                cursor = gallop(large, k0, |x| x < next);
+                stretch(v, next, k0, cursor, c)
+            }
+            // After the last value the small CDF is 1, up to the large sample's maximum.
+            None if k0 < large.len() => stretch(v, large[large.len() - 1], k0, large.len(), 1.0),
+            None => 0.0,
         };
-        area += (i as f64 / m - j as f64 / n).abs() * (next - x);
-        x = next;
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
     }
     area
 }
@@ -394,6 +458,60 @@ mod tests {
             for h in 0..=m * n {
                 let (band, full) = (ks_paths_inside(m, n, h), paths_inside_full_grid(m, n, h));
                 assert!((band - full).abs() < 1e-12, "m {m} n {n} h {h}: band {band} full {full}");
+            }
+        }
+    }
+
+    /// The statistic and Wasserstein-1 by walking the merged sample, as defined.
+    fn merged_walk(a: &[f64], b: &[f64]) -> (u64, f64) {
+        let (m, n) = (a.len() as u64, b.len() as u64);
+        let (mut i, mut j, mut h, mut area) = (0usize, 0usize, 0u64, 0.0);
+        let mut x = a[0].min(b[0]);
+        while i < a.len() || j < b.len() {
+            let next = a.get(i).copied().unwrap_or(f64::INFINITY).min(b.get(j).copied().unwrap_or(f64::INFINITY));
+            area += (i as f64 / m as f64 - j as f64 / n as f64).abs() * (next - x);
+            x = next;
+            while i < a.len() && a[i] <= x {
+                i += 1;
+            }
+            while j < b.len() && b[j] <= x {
+                j += 1;
+            }
+            h = h.max((n * i as u64).abs_diff(m * j as u64));
+        }
+        (h, area)
+    }
+
+    /// The binary-search statistic and the stretch-wise Wasserstein-1 equal the merged walk on
+    /// random samples of every size relation, with and without ties (values rounded to a grid).
+    #[test]
+    fn searched_statistic_and_stretches_equal_the_merged_walk() {
+        let mut state = 12345u64;
+        let mut uniform = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for (m, n) in [(1, 1), (1, 9), (9, 1), (3, 4), (50, 10_000), (10_000, 50), (200, 230), (7, 700)] {
+            for grid in [0.0, 20.0] {
+                let mut draw = |len: usize, shift: f64| {
+                    let mut v: Vec<f64> = (0..len)
+                        .map(|_| {
+                            let x = shift + 3.0 * uniform();
+                            if grid > 0.0 {
+                                (x * grid).round() / grid
+                            } else {
+                                x
+                            }
+                        })
+                        .collect();
+                    v.sort_by(f64::total_cmp);
+                    v
+                };
+                let (a, b) = (draw(m, 0.0), draw(n, 0.4));
+                let (h, area) = merged_walk(&a, &b);
+                assert_eq!(ks_integer_statistic(&a, &b), h, "m {m} n {n} grid {grid}");
+                let w = wasserstein_1(&a, &b);
+                assert!((w - area).abs() <= 1e-12 * area.max(1.0), "m {m} n {n} grid {grid}: {w} vs {area}");
             }
         }
     }
