@@ -8,7 +8,7 @@ mod cnn;
 mod monitor;
 mod pipeline;
 
-pub use monitor::monitor;
+pub use monitor::{monitor, Peers};
 
 pub use cnn::cnn;
 pub use pipeline::{drop_patient, fitted_ensemble, pipeline, random_cnn_bundle};
