@@ -231,15 +231,21 @@ pub fn train_cnn(
         fit.manifest.version,
         bundle::folder(registry).join(&fit.manifest.version).display()
     )];
-    for (s, probs) in fit.manifest.series.iter().zip(&fit.test) {
-        let truth: Vec<bool> = split.test.iter().map(|&i| y[i]).collect();
-        let auc = renal_stats::roc_auc(probs, &truth).map(|a| format!("{a:.3}")).unwrap_or_else(|| "undefined".into());
+    // The network's own ranking (its raw score) and the calibrated probability's: a calibrator
+    // fitted on few lesions can come out flat (kept so rather than inverted), which leaves every
+    // lesion at the base rate and the calibrated AUC at 0.5 whatever the network ranked.
+    let truth: Vec<bool> = split.test.iter().map(|&i| y[i]).collect();
+    let auc =
+        |p: &[f64]| renal_stats::roc_auc(p, &truth).map(|a| format!("{a:.3}")).unwrap_or_else(|| "undefined".into());
+    for ((s, probs), raw) in fit.manifest.series.iter().zip(&fit.test).zip(&fit.test_raw) {
         lines.push(format!(
-            "  {}: best epoch {} of trial {} (selection AUC {:.3}); held-out test ROC AUC {auc} on {} lesions",
+            "  {}: best epoch {} of trial {} (selection AUC {:.3}); held-out test ROC AUC {} from the network's score, {} calibrated, on {} lesions",
             s.role,
             s.best.epoch,
             s.best.trial + 1,
             s.best.validation_auc,
+            auc(raw),
+            auc(probs),
             truth.len()
         ));
     }
