@@ -143,7 +143,7 @@ fn features(store: &Path, setting: &Setting, case_id: &str, site: &str, values: 
         input_sha256: "0",
     };
     let per_series = |series: &str| SettingFeatures {
-        setting: setting.clone(),
+        setting: *setting,
         roi_voxels: 100,
         features: Ok(FEATURES
             .iter()
