@@ -3,7 +3,7 @@ tests/drift_reference.rs.
 
 Reads {"cases": [{"reference", "window", "bins"}], "cbpe": [{"p", "threshold"}]} on stdin and
 writes, per case, SciPy's two-sample KS test (exact and asymptotic), the limiting Kolmogorov
-tail at Stephens' corrected argument, SciPy's Wasserstein distance, NumPy's quantile edges and the PSI on them, and NannyML's
+tail at the corrected argument renal-stats uses beyond its exact limit, SciPy's Wasserstein distance, NumPy's quantile edges and the PSI on them, and NannyML's
 univariate KS statistic and Wasserstein distance; per CBPE case, NannyML's expected accuracy
 and expected ROC AUC. Runs in the drift venv (scripts/python-env.sh).
 """
@@ -47,11 +47,12 @@ def main():
         exact = stats.ks_2samp(r, w, method="exact")
         asymp = stats.ks_2samp(r, w, method="asymp")
         en = np.sqrt(len(r) * len(w) / (len(r) + len(w)))
+        weight = 1 - min(len(r), len(w)) / max(len(r), len(w))
         out["cases"].append({
             "ks": float(exact.statistic),
             "ks_p_exact": float(exact.pvalue),
             "ks_p_asymp": float(asymp.pvalue),
-            "stephens_p": float(stats.kstwobign.sf((en + 0.12 + 0.11 / en) * exact.statistic)),
+            "corrected_p": float(stats.kstwobign.sf((en + weight * (0.12 + 0.11 / en)) * exact.statistic)),
             "wasserstein": float(stats.wasserstein_distance(r, w)),
             "edges": edges.tolist(),
             "psi": psi(r, w, edges),

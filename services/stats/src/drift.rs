@@ -152,10 +152,16 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Ks {
 /// quantiles when larger than `a`: the P value is then asymptotic, with `m = population`), and a
 /// chosen exact limit.
 ///
-/// Beyond the exact limit the P value is the Kolmogorov limit law at Stephens' corrected
-/// argument `(sqrt(en) + 0.12 + 0.11 / sqrt(en)) D`, `en = m n / (m + n)` (Stephens 1970; the
-/// form Numerical Recipes' `kstwo` uses): within about 0.001 of the exact P value near 0.05 for
-/// windows of 50, where the bare limit `sqrt(en) D` is 0.007 too high.
+/// Beyond the exact limit the P value is the Kolmogorov limit law at a corrected argument
+/// `(sqrt(en) + w (0.12 + 0.11 / sqrt(en))) D`, `en = m n / (m + n)`, `w = 1 - min(m, n) /
+/// max(m, n)`. Stephens' one-sample correction (`w = 1`) is right when one sample dwarfs the
+/// other, the monitor's case (a window of 50 against a large reference: the bare limit law is
+/// 0.0066 too high near P = 0.05, the corrected one exact to 1e-4); for equal sizes the bare
+/// law is right (10,000 against 10,000: exact to 1e-5, Stephens' 0.0006 low), so the correction
+/// is weighted by how unequal the sizes are. Measured against SciPy's exact P at P near 0.2,
+/// 0.05 and 0.01 for sizes from 50 to 10,000: within 0.0025 when one sample is at least 4 times
+/// the other or both are equal, within 0.006 otherwise but for near-equal sizes with a small
+/// common divisor (60 and 50: up to 0.02), which the exact path covers up to 10^6 cells.
 pub fn ks_two_sample_with(a: &[f64], b: &[f64], population: u64, exact_cells: u64) -> Ks {
     let (m, n) = (a.len() as u64, b.len() as u64);
     if m == 0 || n == 0 {
@@ -168,7 +174,8 @@ pub fn ks_two_sample_with(a: &[f64], b: &[f64], population: u64, exact_cells: u6
         return Ks { statistic, p_value, exact: true };
     }
     let en = (population as f64 * n as f64 / (population + n) as f64).sqrt();
-    Ks { statistic, p_value: kolmogorov_sf((en + 0.12 + 0.11 / en) * statistic), exact: false }
+    let w = 1.0 - population.min(n) as f64 / population.max(n) as f64;
+    Ks { statistic, p_value: kolmogorov_sf((en + w * (0.12 + 0.11 / en)) * statistic), exact: false }
 }
 
 /// `max_x |n #{a <= x} - m #{b <= x}|` over the merged sorted samples, both counts taken after
