@@ -34,7 +34,7 @@
 //! test's store is copied there (the note's heat map).
 
 use renal_bus::{Bus, KafkaBus, KafkaConfig};
-use renal_e2e::{dashboard_queries, free_port, http_get, interrupt, renal, start_worker, Broker, Prometheus};
+use renal_e2e::{dashboard_queries, free_port, http_get, renal, start_worker, Broker, Prometheus, Running};
 use renal_messages::{
     topics, BlobRef, CaseV1, Clinical, DeadLetterSource, DeadLetterV1, FeaturesV1, LabelV1, Message, PredictionV1,
     Provenance, Role, ScoresV1, SeriesRef,
@@ -169,18 +169,6 @@ fn features(store: &Path, setting: &Setting, case_id: &str, site: &str, values: 
     }
 }
 
-/// The worker, killed if the test fails before stopping it.
-struct Running(Option<std::process::Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The monitor's alert rules with their pending time shortened, next to `dir`.
 fn rules_for_test(dir: &Path) -> std::path::PathBuf {
     let text =
@@ -223,7 +211,7 @@ fn a_replaced_scanner_fires_its_sites_drift_alert_and_no_other() {
     )
     .unwrap();
     let prometheus = Prometheus::start_with_rules(&[("renal-monitor", metrics.clone())], &[rules_for_test(root)]);
-    let mut worker = Running(Some(start_worker("monitor", &config, &root.join("monitor.log"))));
+    let worker = Running::new(start_worker("monitor", &config, &root.join("monitor.log")));
 
     // 60 lesions per site, interleaved; MAY's scanner replaced after its 30th.
     let (sites, per_site, change) = (["HUP", "MAY", "SXH", "PHH"], 60, 30);
@@ -363,7 +351,7 @@ fn a_replaced_scanner_fires_its_sites_drift_alert_and_no_other() {
         let result = prometheus.query(&expr);
         assert!(!result.is_empty(), "panel {panel:?}: {expr} returned nothing");
     }
-    interrupt(worker.0.take().expect("running"));
+    worker.interrupt();
 
     // The drift table: MAY's new scanner crossed both thresholds at its first comparison, 20
     // lesions after the change, and so did each shifted feature's.

@@ -315,6 +315,30 @@ pub fn interrupt(mut worker: Child) {
     assert!(status.success(), "worker exit {status:?}");
 }
 
+/// A worker process that is killed if the test fails before [`Running::interrupt`] stops it,
+/// as [`Broker`] and [`Prometheus`] are.
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn new(worker: Child) -> Running {
+        Running(Some(worker))
+    }
+
+    /// Stop it as [`interrupt`] does: SIGINT, and a clean exit asserted.
+    pub fn interrupt(mut self) {
+        interrupt(self.0.take().expect("a running worker"));
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A synthetic lesion: an ellipsoid of `semi_axes_mm` centred in a `dims` grid of `spacing`
 /// (origin and axes fixed), intensities a ramp, a ripple and seeded uniform noise.
 pub fn synthetic_lesion(
