@@ -189,23 +189,15 @@ pub fn monitor(rows: usize, features: usize, shifted_share: f64, seed: u64, peer
         (format!("its default reference ({} values kept, quantiles beyond)", settings.sample_cap), &kept),
         ("every reference value kept".to_string(), &every),
     ] {
-        let (whole_s, drift) = crate::timed(3, || -> Result<Vec<Drift>> {
-            Ok(references.par_iter().zip(&data.analysis).map(|(r, w)| compare(r, w)).collect())
-        })?;
+        // Every column's first `len` analysis rows against its reference, on the current pool.
+        let compare_all = |len: usize| -> Result<Vec<Drift>> {
+            Ok(references.par_iter().zip(&data.analysis).map(|(r, w)| compare(r, &w[..len])).collect())
+        };
+        let (whole_s, drift) = crate::timed(3, || compare_all(rows))?;
+        let (window_s, window_drift) = crate::timed(3, || compare_all(window))?;
         // One thread too: the Python tools below use one core.
-        let (whole_one_s, _) = one.install(|| {
-            crate::timed(3, || -> Result<Vec<Drift>> {
-                Ok(references.iter().zip(&data.analysis).map(|(r, w)| compare(r, w)).collect())
-            })
-        })?;
-        let (window_s, window_drift) = crate::timed(3, || -> Result<Vec<Drift>> {
-            Ok(references.par_iter().zip(&data.analysis).map(|(r, w)| compare(r, &w[..window])).collect())
-        })?;
-        let (window_one_s, _) = one.install(|| {
-            crate::timed(3, || -> Result<Vec<Drift>> {
-                Ok(references.iter().zip(&data.analysis).map(|(r, w)| compare(r, &w[..window])).collect())
-            })
-        })?;
+        let (whole_one_s, _) = one.install(|| crate::timed(3, || compare_all(rows)))?;
+        let (window_one_s, _) = one.install(|| crate::timed(3, || compare_all(window)))?;
         let exact = window_drift.iter().filter(|d| d.ks_exact).count();
         table.push((format!("renal-monitor, {what}, {threads} threads"), whole_s));
         table.push((format!("renal-monitor, {what}, 1 thread"), whole_one_s));
