@@ -308,3 +308,42 @@ fn isotonic_and_temperature_agree_with_scikit_learn_and_scipy() {
         assert!((temperature - t).abs() <= 1e-6 * t, "n {n} temperature: ours {temperature} SciPy {t}");
     }
 }
+
+/// The paired DeLong test (the trainer's champion-challenger comparison) against MLstatkit's
+/// `Delong_test` (`tests/reference/delong_reference.py`), which follows R pROC's `roc.test`:
+/// both AUCs, the variance of their difference and z to 1e-9 absolute, the two-sided P to
+/// 1e-9; scores rounded so that ties occur within and across classes.
+#[test]
+fn the_paired_delong_test_agrees_with_mlstatkit() {
+    let mut rng = Lcg(20261207);
+    let mut cases = Vec::new();
+    let mut ours = Vec::new();
+    for (n, decimals) in [(12usize, 1.0), (40, 2.0), (33, 1.0), (250, 2.0), (1200, 3.0)] {
+        let labels: Vec<bool> = (0..n).map(|_| rng.uniform() < 0.4).collect();
+        let round = |x: f64| (x * 10f64.powf(decimals)).round() / 10f64.powf(decimals);
+        // Model b shares part of model a's noise: correlated, as a champion and its challenger are.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for &y in &labels {
+            let shared = rng.uniform();
+            let signal = if y { 0.3 } else { 0.0 };
+            a.push(round((shared + rng.uniform() + signal) / 2.3));
+            b.push(round((shared + rng.uniform() + 1.5 * signal) / 2.45));
+        }
+        ours.push(renal_stats::delong_paired(&a, &b, &labels).unwrap());
+        let labels01: Vec<u8> = labels.iter().map(|&y| u8::from(y)).collect();
+        cases.push(serde_json::json!({"labels": labels01, "a": a, "b": b}));
+    }
+    let answers = reference("delong_reference.py", &serde_json::json!({ "cases": cases }));
+    for (ours, theirs) in ours.iter().zip(answers.as_array().unwrap()) {
+        assert_eq!(theirs["method"], "delong", "{theirs}");
+        let close = |x: f64, key: &str| {
+            let want = theirs[key].as_f64().unwrap();
+            assert!((x - want).abs() < 1e-9, "{key}: ours {x}, MLstatkit {want} ({ours:?})");
+        };
+        close(ours.auc_a, "auc_a");
+        close(ours.auc_b, "auc_b");
+        close(ours.var_diff, "var_diff");
+        close(ours.z(), "z");
+        close(ours.p_two_sided(), "p");
+    }
+}

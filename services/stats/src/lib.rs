@@ -12,6 +12,7 @@
 pub mod binary;
 pub mod calibration;
 pub mod curves;
+pub mod delong;
 pub mod drift;
 pub mod logistic;
 pub mod tsne;
@@ -22,6 +23,7 @@ pub use calibration::{
     Temperature,
 };
 pub use curves::{average_precision, bootstrap_ci, brier, log_loss, pr_auc_trapezoid, pr_curve, roc_curve, Curve};
+pub use delong::{delong_paired, normal_quantile, normal_sf, PairedAuc};
 pub use logistic::{LogisticError, LogisticModel};
 pub use tsne::{tsne, TsneMap, TsneSettings};
 
