@@ -158,8 +158,10 @@ fn examples() -> Vec<Example> {
         entry(ModelEventV1 {
             version: 1,
             event: "promoted".into(),
-            model_version: "m-0002".into(),
+            model_version: "ens-0123456789ab".into(),
             bundle: blob(9),
+            deployment: Some("default".into()),
+            reason: Some("ROC AUC 0.84 vs 0.82 (DeLong lower bound -0.03 > -0.05)".into()),
             provenance: provenance(),
         }),
         entry(DeadLetterV1 {

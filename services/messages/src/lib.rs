@@ -366,12 +366,21 @@ pub struct LabelV1 {
 pub struct ModelEventV1 {
     /// Always 1.
     pub version: u32,
-    /// `trained`, `promoted` or `rolled_back`.
+    /// `trained` (a new version entered the registry), `promoted` (a deployment's pointer
+    /// moved to it), `rejected` (a challenger the trainer did not promote) or `rolled_back`
+    /// (a deployment's pointer moved back to it).
     pub event: String,
-    /// Bundle version concerned.
+    /// Model version concerned: the ensemble bundle's (`ens-...`), which names its CNN bundle.
     pub model_version: String,
-    /// Registry key of the bundle.
+    /// Registry key of the ensemble bundle file, with its hash and size.
     pub bundle: BlobRef,
+    /// Deployment whose pointer moved, or whose champion a rejected challenger was compared
+    /// with (null for `trained`).
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// Why, in words (a promotion's or rejection's comparison, a rollback's cause).
+    #[serde(default)]
+    pub reason: Option<String>,
     /// How it was made.
     pub provenance: Provenance,
 }
