@@ -240,6 +240,9 @@ fn notes(fitted: &Fitted, protocol: &Protocol, cnn: Option<&renal_cnn::train::Tr
         Protocol::KFold(k) => format!(
             "protocol: {k} patient-grouped folds; every testable lesion predicted once, by models that never saw it"
         ),
+        Protocol::HeldOut(patients) => format!(
+            "protocol: tested on the champion's held-out lesions ({patients:?}), trained and validated (80/20) on every other patient's"
+        ),
         Protocol::LeaveOut(site) => {
             format!("protocol: leave one institution out; tested on {site}, trained and validated on the other sites")
         }

@@ -9,6 +9,7 @@
 //! the trainer worker (`renal.labels` in, `renal.models` out) comes later, on the same parts.
 
 pub mod baseline;
+pub mod challenge;
 pub mod cnn;
 pub mod config;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod evaluate;
 pub mod fit;
 pub mod protocol;
 
+pub use challenge::{decide, Decision, Margins};
 pub use config::CnnSettings;
 pub use error::TrainerError;
 pub use fit::{fit, Chosen, CnnSetup, Fitted, Predictions, Round, Scores, Served};

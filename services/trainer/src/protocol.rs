@@ -104,6 +104,22 @@ pub enum Protocol {
     KFold(usize),
     /// Test on one site's lesions; train and validate (80/20) on the other sites'.
     LeaveOut(String),
+    /// Test on these patients' histopathology-confirmed lesions (a champion's held-out set, to
+    /// compare a challenger with it on lesions neither saw); train and validate (80/20) on
+    /// every other patient's. Not a command-line protocol: the trainer builds it from the
+    /// registry.
+    HeldOut(HeldOutPatients),
+}
+
+/// Patient pseudonyms whose lesions are held out; shown as a count, so that a protocol printed
+/// into a bundle's notes lists no pseudonyms.
+#[derive(Clone, PartialEq)]
+pub struct HeldOutPatients(pub std::sync::Arc<std::collections::BTreeSet<String>>);
+
+impl std::fmt::Debug for HeldOutPatients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} patients", self.0.len())
+    }
 }
 
 impl std::str::FromStr for Protocol {
@@ -177,6 +193,12 @@ pub fn splits(lesions: &[Lesion], protocol: &Protocol) -> Result<Vec<Split>, Tra
             .map(|fold| carve_validation(lesions, fold))
             .collect::<Result<_, _>>()?,
         Protocol::LeaveOut(site) => vec![leave_one_institution_out(lesions, site, 0.2, SPLIT_SEED)?],
+        Protocol::HeldOut(patients) => {
+            let held = |i: &usize| patients.0.contains(&lesions[*i].patient);
+            let test = (0..lesions.len()).filter(|i| held(i) && lesions[*i].histopathology).collect();
+            let train = (0..lesions.len()).filter(|i| !held(i)).collect();
+            vec![carve_validation(lesions, Split { train, validation: Vec::new(), test })?]
+        }
     };
     if splits.iter().any(|s| s.test.is_empty() || s.validation.is_empty() || s.train.is_empty()) {
         return Err(TrainerError::Protocol(format!("{} labelled lesions are too few for {protocol:?}", lesions.len())));
@@ -213,6 +235,22 @@ mod tests {
                 histopathology: true,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_held_out_patient_set_is_tested_on_and_none_of_its_lesions_trains() {
+        let mut facts = lesions(100);
+        facts[3].histopathology = false;
+        // Patients 0 and 1 (lesions 0-3), and one nobody has.
+        let patients: std::collections::BTreeSet<String> = ["P0", "P1", "P77"].iter().map(|s| s.to_string()).collect();
+        let protocol = Protocol::HeldOut(HeldOutPatients(std::sync::Arc::new(patients)));
+        assert_eq!(format!("{protocol:?}"), "HeldOut(3 patients)");
+        let split = &splits(&facts, &protocol).unwrap()[0];
+        assert_eq!(split.test, vec![0, 1, 2], "lesion 3 is imaging-diagnosed: neither tested nor trained on");
+        let mut rest: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
+        rest.sort();
+        assert_eq!(rest, (4..100).collect::<Vec<_>>());
+        assert!((15..=25).contains(&split.validation.len()), "about a fifth validates: {}", split.validation.len());
     }
 
     #[test]
