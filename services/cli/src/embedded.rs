@@ -82,8 +82,8 @@ pub fn check_protocol(input: &Path, protocol: &Protocol) -> Result<()> {
 
 /// A cohort through ingest, preprocess and radiomics, ready to train on.
 pub struct Prepared {
-    rt: tokio::runtime::Runtime,
-    store: Arc<dyn BlobStore>,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) store: Arc<dyn BlobStore>,
     /// The cases as they rode `renal.cases` (the monitor reads their scanners).
     pub cases: Vec<CaseV1>,
     /// The preprocessed lesions as they rode `renal.lesions`.
@@ -274,6 +274,8 @@ pub fn train(
     for line in renal_trainer::evaluate::write_outputs(&fitted, &served, out, protocol, config)? {
         println!("{line}");
     }
+    crate::models::start_book(labels, out)?;
+    crate::models::register_first(&fitted, &streamed, out, &format!("{protocol:?}"))?;
     monitor_rounds(prepared, &fitted, &streamed, &registry, device, out)
 }
 
@@ -399,7 +401,7 @@ fn held_out_through_stages(
 /// Send `lesions` to `renal.lesions` of a bus of their own and run the inference and ensemble
 /// stages on it, serving `bundles`, until both have drained their inputs; their predictions
 /// and dead letters.
-fn predict_through_stages(
+pub(crate) fn predict_through_stages(
     rt: &tokio::runtime::Runtime,
     lesions: &[LesionV1],
     bundles: &Served,

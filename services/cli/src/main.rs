@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod embedded;
 mod eval;
 mod files;
+mod models;
 mod monitoring;
 mod science;
 mod train;
@@ -78,10 +79,29 @@ enum Command {
         #[command(flatten)]
         cnn: train::CnnArgs,
     },
-    /// Train models outside `renal run`.
-    Train {
+    /// Retrain on an output folder's labels (a challenger against the model it serves), or
+    /// train models outside `renal run` (`renal train cnn`).
+    ///
+    /// With --out OUT: fit a challenger (networks, clinical model, ensemble, calibrator) on
+    /// every labelled lesion in OUT/labels.jsonl except the champion's held-out patients', predict
+    /// those held-out lesions through the inference and ensemble stages with both models, register
+    /// the challenger in OUT/models, and promote it only if its ROC AUC is not worse than the
+    /// champion's by more than --auc-margin (one-sided 95% DeLong bound) and its ECE not worse by
+    /// more than --ece-margin; otherwise the reason is recorded (renal models show VERSION).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  renal labels import corrected.csv --out out/run && renal train --out out/run\n  renal train cnn --run out --labels cohort/labels.csv --epochs 20"
+    )]
+    Train(Box<TrainArgs>),
+    /// Label intake.
+    Labels {
         #[command(subcommand)]
-        model: TrainModel,
+        action: LabelsAction,
+    },
+    /// The model registry: versions, the promoted pointer per deployment, its history.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
     },
     /// Run one worker on Kafka until interrupted.
     #[command(after_help = "Example:\n  RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml")]
@@ -264,6 +284,98 @@ enum Command {
     Bench {
         #[command(subcommand)]
         stage: BenchStage,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(subcommand)]
+    model: Option<TrainModel>,
+    /// A renal run output folder whose promoted model is challenged.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Deployment whose champion is challenged.
+    #[arg(long, default_value = renal_registry::DEFAULT_DEPLOYMENT)]
+    deployment: String,
+    /// Largest ROC AUC loss tolerated (one-sided 95% DeLong lower bound of the change).
+    #[arg(long, default_value_t = renal_trainer::Margins::default().auc_margin)]
+    auc_margin: f64,
+    /// Largest ECE increase tolerated (10 equal-width bins).
+    #[arg(long, default_value_t = renal_trainer::Margins::default().ece_margin)]
+    ece_margin: f64,
+    #[command(flatten)]
+    cnn: train::CnnArgs,
+}
+
+#[derive(Subcommand)]
+enum LabelsAction {
+    /// Merge a pathology labels CSV (case_id,label[,subtype][,diagnosis_source]) into an output
+    /// folder's label book, OUT/labels.jsonl: new lesions are added, a later label of a lesion
+    /// replaces the earlier one (a corrected diagnosis), bad rows go to OUT/dead_letters.jsonl
+    /// with their reason.
+    #[command(after_help = "Example:\n  renal labels import pathology-2026-12.csv --out out/run")]
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// A renal run output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Which registry: an output folder's, or a registry folder.
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// A renal run output folder (its registry is OUT/models).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A registry folder.
+    #[arg(long, conflicts_with = "out")]
+    registry: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Every registered version with its held-out metrics and the deployments it serves.
+    #[command(after_help = "Example:\n  renal models list --out out/run")]
+    List {
+        #[command(flatten)]
+        at: RegistryArgs,
+    },
+    /// One version: what it was trained on, its metrics, the comparison with its champion, and
+    /// every event concerning it.
+    #[command(after_help = "Example:\n  renal models show ens-0123456789ab --out out/run")]
+    Show {
+        /// Model version (ens-...).
+        version: String,
+        #[command(flatten)]
+        at: RegistryArgs,
+    },
+    /// Point a deployment at a version (by hand; the trainer promotes after its comparison).
+    #[command(after_help = "Example:\n  renal models promote ens-0123456789ab --out out/run --reason \"reviewed\"")]
+    Promote {
+        /// Model version (ens-...).
+        version: String,
+        #[command(flatten)]
+        at: RegistryArgs,
+        /// Deployment.
+        #[arg(long, default_value = renal_registry::DEFAULT_DEPLOYMENT)]
+        deployment: String,
+        /// Why (recorded with the event).
+        #[arg(long, default_value = "promoted by hand")]
+        reason: String,
+    },
+    /// Point a deployment back at the version it served before.
+    #[command(after_help = "Example:\n  renal models rollback --out out/run --reason \"calibration alert at MAY\"")]
+    Rollback {
+        #[command(flatten)]
+        at: RegistryArgs,
+        /// Deployment.
+        #[arg(long, default_value = renal_registry::DEFAULT_DEPLOYMENT)]
+        deployment: String,
+        /// Why (recorded with the event).
+        #[arg(long, default_value = "rolled back by hand")]
+        reason: String,
     },
 }
 
@@ -579,11 +691,43 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { input, out, protocol, no_cnn, cnn } => {
             embedded::run(&input, &out, &protocol, (!no_cnn).then_some(&cnn))
         }
-        Command::Train { model: TrainModel::Cnn { run, labels, registry, checkpoint, parts, cnn } } => {
+        Command::Train(args) if args.model.is_some() => {
+            let Some(TrainModel::Cnn { run, labels, registry, checkpoint, parts, cnn }) = args.model else {
+                unreachable!("matched on a subcommand")
+            };
             let parts: [f64; 3] =
                 parts.try_into().map_err(|_| anyhow::anyhow!("--parts: want three fractions, e.g. 0.7,0.2,0.1"))?;
             train::train_cnn(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
         }
+        Command::Train(args) => {
+            let TrainArgs { out, deployment, auc_margin, ece_margin, cnn, .. } = *args;
+            let Some(out) = out else {
+                bail!("renal train: give --out OUT (retrain on a run's labels) or a subcommand (renal train cnn)")
+            };
+            let config = cnn.settings().validate().context("training settings")?;
+            let margins = renal_trainer::Margins { auc_margin, ece_margin, ..Default::default() };
+            models::retrain(&out, &deployment, &margins, (&cnn, config))
+        }
+        Command::Labels { action: LabelsAction::Import { file, out } } => models::import_labels(&file, &out),
+        Command::Models { action } => match action {
+            ModelsAction::List { at } => {
+                models::list(&models::open_registry(at.out.as_deref(), at.registry.as_deref())?)
+            }
+            ModelsAction::Show { version, at } => {
+                models::show(&models::open_registry(at.out.as_deref(), at.registry.as_deref())?, &version)
+            }
+            ModelsAction::Promote { version, at, deployment, reason } => models::promote(
+                &models::open_registry(at.out.as_deref(), at.registry.as_deref())?,
+                &deployment,
+                &version,
+                &reason,
+            ),
+            ModelsAction::Rollback { at, deployment, reason } => models::rollback(
+                &models::open_registry(at.out.as_deref(), at.registry.as_deref())?,
+                &deployment,
+                &reason,
+            ),
+        },
         Command::Radiomics { image, mask, ibsi_phantom, bins, bin_width, resegment, settings, out } => {
             let resegment = resegment.map(|r| (r[0], r[1]));
             let binning = files::Binning { bins, bin_width, resegment, settings };

@@ -3,9 +3,10 @@
 //!
 //! [`process`] reads a labels CSV into one `LabelV1` per row, or a typed error per bad row
 //! whose code is the dead-letter reason; [`run`] sends them (good rows to `renal.labels`, bad
-//! ones to `renal.dead.labels`). The trainer reads its labels through the same step. A labels
-//! drop folder and `renal labels import` come with the trainer worker.
+//! ones to `renal.dead.labels`); [`book`] keeps the latest label of each lesion, as the trainer
+//! reads them. The trainer reads its labels through the same step.
 
+pub mod book;
 pub mod process;
 pub mod run;
 
