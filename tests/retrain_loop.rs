@@ -14,7 +14,12 @@ use std::path::Path;
 
 fn ok(args: &[&str]) -> String {
     let out = renal(args);
-    assert!(out.status.success(), "renal {args:?}: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "renal {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -44,7 +49,8 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let (cohort, run) = (dir.path().join("cohort"), dir.path().join("run"));
     ok(&["synth", "--out", cohort.to_str().unwrap(), "--lesions", "40", "--sites", "HUP,MAY", "--seed", "8"]);
     let small = ["--input-px", "32", "--epochs", "2"];
-    let mut args = vec!["run", "--input", cohort.to_str().unwrap(), "--out", run.to_str().unwrap(), "--protocol", "kfold:3"];
+    let mut args =
+        vec!["run", "--input", cohort.to_str().unwrap(), "--out", run.to_str().unwrap(), "--protocol", "kfold:3"];
     args.extend(small);
     let stdout = ok(&args);
     assert!(stdout.contains("registered and promoted for deployment default"), "{stdout}");
@@ -70,8 +76,11 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let imported = ok(&["labels", "import", file.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert!(imported.contains("0 new, 1 revised, 1 unchanged; 1 bad rows"), "{imported}");
     let book = std::fs::read_to_string(run.join("labels.jsonl")).unwrap();
-    let revised: serde_json::Value =
-        book.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|l| l["case_id"] == flipped[id].as_str()).unwrap();
+    let revised: serde_json::Value = book
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["case_id"] == flipped[id].as_str())
+        .unwrap();
     assert_eq!(revised["label"], flipped[label].as_str(), "the later label replaces the earlier one");
     let dead = std::fs::read_to_string(run.join("dead_letters.jsonl")).unwrap();
     assert!(dead.contains("\"reason_code\":\"bad_label\"") && dead.contains("corrected.csv:4"), "{dead}");
@@ -88,10 +97,12 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let challenger = promoted[0].0.clone();
     assert_ne!(challenger, champion);
     let entry: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join(format!("models/entries/{challenger}.json"))).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run.join(format!("models/entries/{challenger}.json"))).unwrap())
+            .unwrap();
     assert_eq!(entry["champion"], champion.as_str());
     let champion_entry: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join(format!("models/entries/{champion}.json"))).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run.join(format!("models/entries/{champion}.json"))).unwrap())
+            .unwrap();
     // Compared on the champion's held-out lesions, none of which it trained on.
     let ids = |e: &serde_json::Value, k: &str| -> std::collections::BTreeSet<String> {
         e[k].as_array().unwrap().iter().map(|r| r["case_id"].as_str().unwrap().to_string()).collect()
@@ -114,7 +125,9 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
         shuffled[i][label] = b;
         shuffled[j][label] = a;
     }
-    let csv = std::iter::once(header.to_string()).chain(shuffled.iter().map(|r| r.join(","))).collect::<Vec<_>>().join("\n") + "\n";
+    let csv =
+        std::iter::once(header.to_string()).chain(shuffled.iter().map(|r| r.join(","))).collect::<Vec<_>>().join("\n")
+            + "\n";
     std::fs::write(&file, csv).unwrap();
     ok(&["labels", "import", file.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     let mut args = vec!["train", "--out", run.to_str().unwrap()];
@@ -124,7 +137,10 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let last = events(&run).pop().unwrap();
     assert_eq!(last["event"], "rejected");
     assert!(last["reason"].as_str().unwrap().starts_with("not promoted:"), "{last}");
-    assert_eq!(listed(&run).iter().filter(|(_, d)| d == "default").map(|(v, _)| v.clone()).collect::<Vec<_>>(), [challenger.clone()]);
+    assert_eq!(
+        listed(&run).iter().filter(|(_, d)| d == "default").map(|(v, _)| v.clone()).collect::<Vec<_>>(),
+        [challenger.clone()]
+    );
 
     // By hand: roll back to the champion, promote the challenger again.
     let back = ok(&["models", "rollback", "--out", run.to_str().unwrap(), "--reason", "test"]);

@@ -5,8 +5,10 @@
 //! labelled lesions into patient-grouped rounds (70/20/10, k folds, or leave one institution
 //! out); [`fit`] fits the clinical model, the first-order baselines ([`baseline`]), the T2 and
 //! T1C networks ([`cnn`]), the bagged ensemble and every Platt calibrator of each round and
-//! saves the bundles; [`evaluate`] writes the held-out predictions and the report. `renal run` and `renal train cnn` call these today;
-//! the trainer worker (`renal.labels` in, `renal.models` out) comes later, on the same parts.
+//! saves the bundles; [`evaluate`] writes the held-out predictions and the report; [`challenge`]
+//! decides whether a challenger may replace the champion. `renal run`, `renal train --out` and
+//! `renal train cnn` call these today; the trainer worker (`renal.labels` in, `renal.models` out)
+//! comes later, on the same parts.
 
 pub mod baseline;
 pub mod challenge;
