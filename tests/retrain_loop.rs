@@ -137,10 +137,8 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let last = events(&run).pop().unwrap();
     assert_eq!(last["event"], "rejected");
     assert!(last["reason"].as_str().unwrap().starts_with("not promoted:"), "{last}");
-    assert_eq!(
-        listed(&run).iter().filter(|(_, d)| d == "default").map(|(v, _)| v.clone()).collect::<Vec<_>>(),
-        [challenger.clone()]
-    );
+    let serving: Vec<String> = listed(&run).into_iter().filter(|(_, d)| d == "default").map(|(v, _)| v).collect();
+    assert_eq!(serving, [challenger.as_str()], "the refused challenger changed nothing");
 
     // By hand: roll back to the champion, promote the challenger again.
     let back = ok(&["models", "rollback", "--out", run.to_str().unwrap(), "--reason", "test"]);
