@@ -21,6 +21,8 @@
 //! right and the event missing (workers that start read the pointer), never an event that
 //! names a version nobody promoted.
 
+pub mod follow;
+
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use renal_messages::{BlobRef, ModelEventV1, Provenance};
 use renal_store::TableWriter;
@@ -391,12 +393,12 @@ pub fn table_row(e: &ModelEventV1) -> RecordBatch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A registry with an ensemble bundle file for each of `versions` (the registry only
     /// hashes the file; its content is the ensemble crate's business).
-    fn registry(dir: &Path, versions: &[&str]) -> Registry {
+    pub(crate) fn registry(dir: &Path, versions: &[&str]) -> Registry {
         let reg = Registry::new(&dir.join("models"), &dir.join("store"));
         for (n, v) in versions.iter().enumerate() {
             let folder = dir.join("models").join("ensemble").join(v);

@@ -1,0 +1,129 @@
+//! Following a deployment's promoted model from `renal.models`: how the inference and ensemble
+//! workers learn that they should serve another version without a restart.
+//!
+//! An event is only a wake-up: on each `promoted` or `rolled_back` event of the deployment the
+//! follower reads the deployment's pointer (the registry is the truth) and passes it on when it
+//! names a version other than the one last passed on. So events replayed from the start of the
+//! topic, repeated, or out of order end at the pointer's version, and a promotion made between a
+//! worker's start-up and its subscription is caught by the read at subscription.
+//!
+//! Every replica must see every event, so each follower reads in a consumer group of its own
+//! (`<stage>-models-<process id>-<start time>`) and commits nothing.
+
+use crate::{Pointer, Registry};
+use renal_bus::{Bus, BusError, Consumer};
+use renal_messages::{topics, Message, ModelEventV1};
+use std::future::Future;
+
+/// A consumer group no other replica shares.
+pub fn own_group(stage: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{stage}-models-{}-{nanos}", std::process::id())
+}
+
+/// Send on `tx` each new pointer of `deployment` (other than `serving`, the version served at
+/// start-up) until `shutdown` resolves or the receiver is dropped.
+pub async fn follow<B: Bus>(
+    bus: &B,
+    group: &str,
+    registry: &Registry,
+    deployment: &str,
+    serving: &str,
+    tx: tokio::sync::mpsc::UnboundedSender<Pointer>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BusError> {
+    let mut consumer = bus.consumer(group, &[topics::MODELS])?;
+    let mut last = serving.to_string();
+    let check = |last: &mut String| -> bool {
+        match registry.promoted(deployment) {
+            Ok(Some(p)) if p.version != *last => {
+                *last = p.version.clone();
+                tx.send(p).is_ok()
+            }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(deployment, "model registry: {e}; still serving {last}");
+                true
+            }
+        }
+    };
+    if !check(&mut last) {
+        return Ok(());
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let record = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = consumer.recv() => r,
+        };
+        let record = match record {
+            Ok(r) => r,
+            Err(BusError::Transient(why)) => {
+                tracing::warn!(deployment, "reading renal.models: {why}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Ok(event) = ModelEventV1::decode(&record.payload) else {
+            tracing::warn!(offset = record.offset, "renal.models: a message that is not a ModelEventV1, ignored");
+            continue;
+        };
+        let moved = matches!(event.event.as_str(), "promoted" | "rolled_back");
+        if moved && event.deployment.as_deref() == Some(deployment) && !check(&mut last) {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use renal_bus::InProcessBus;
+
+    #[test]
+    fn each_move_of_the_pointer_is_passed_on_once_and_other_deployments_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = crate::tests::registry(dir.path(), &["ens-a", "ens-b", "ens-c"]);
+        reg.promote("default", "ens-a", None, "first").unwrap();
+        let bus = InProcessBus::new(1);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let seen = rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let follower = {
+                let (bus, reg) = (bus.clone(), reg.clone());
+                async move {
+                    let mut stopped = stopped;
+                    let until = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    follow(&bus, "g", &reg, "default", "ens-a", tx, until).await
+                }
+            };
+            let driver = async {
+                let send = |e: ModelEventV1| {
+                    let bus = bus.clone();
+                    async move { bus.send(topics::MODELS, &e.model_version, e.encode()).await.unwrap() }
+                };
+                let mut seen = Vec::new();
+                let e = reg.promote("default", "ens-b", Some("ens-a"), "better").unwrap().unwrap();
+                send(e.clone()).await;
+                seen.push(rx.recv().await.unwrap().version);
+                // The same event again, and another deployment's: nothing new.
+                send(e).await;
+                send(reg.promote("HUP", "ens-c", None, "pilot").unwrap().unwrap()).await;
+                send(reg.rollback("default", "alert").unwrap()).await;
+                seen.push(rx.recv().await.unwrap().version);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                assert!(rx.try_recv().is_err(), "a pointer passed on twice");
+                let _ = stop.send(true);
+                seen
+            };
+            let (result, seen) = tokio::join!(follower, driver);
+            result.unwrap();
+            seen
+        });
+        assert_eq!(seen, ["ens-b", "ens-a"]);
+    }
+}
