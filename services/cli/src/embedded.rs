@@ -441,8 +441,8 @@ pub(crate) fn predict_through_stages(
             }
         }
         let scoring =
-            renal_inference::run(batching, scorer, store.clone(), bus.clone(), until(stopped.clone()), &|_| {});
-        let predicting = renal_ensemble::run(&ensemble, bundle, bus.clone(), until(stopped.clone()), &|_| {});
+            renal_inference::run(batching, scorer, store.clone(), bus.clone(), None, until(stopped.clone()), &|_| {});
+        let predicting = renal_ensemble::run(&ensemble, bundle, bus.clone(), None, until(stopped.clone()), &|_| {});
         let (drained, scored, predicted) = tokio::join!(drained, scoring, predicting);
         (sent, drained, scored, predicted)
     });

@@ -10,8 +10,13 @@ use std::path::PathBuf;
 pub struct EnsembleConfig {
     /// Model registry folder (holds `ensemble/<version>/`).
     pub registry: PathBuf,
-    /// Ensemble bundle to serve, e.g. `ens-1a2b3c4d5e6f`, or `newest` (the bundle written last).
+    /// Ensemble bundle to serve, e.g. `ens-1a2b3c4d5e6f`; `newest` (the bundle written last); or
+    /// `promoted`: `deployment`'s promoted model, followed on `renal.models` (a new promotion is
+    /// served from the next score on, without a restart).
     pub model_version: String,
+    /// Deployment whose promoted model `model_version = "promoted"` serves (default `default`).
+    #[serde(default = "default_deployment")]
+    pub deployment: String,
     /// Folder of the join tables (`lesions/`: clinical values by lesion id; `partial-scores/`:
     /// parked half scores); keep it on a persistent volume.
     pub state_dir: PathBuf,
@@ -24,6 +29,9 @@ pub struct EnsembleConfig {
     pub modality_wait_ms: u64,
 }
 
+fn default_deployment() -> String {
+    "default".into()
+}
 fn default_wait_ms() -> u64 {
     30_000
 }
@@ -34,6 +42,7 @@ impl EnsembleConfig {
         EnsembleConfig {
             registry,
             model_version: model_version.into(),
+            deployment: default_deployment(),
             state_dir,
             lesion_wait_ms: default_wait_ms(),
             modality_wait_ms: default_wait_ms(),

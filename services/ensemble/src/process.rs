@@ -165,9 +165,14 @@ pub fn predict(bundle: &Bundle, scores: &ScoresV1, row: &ClinicalRow, score_payl
 /// Where a score came from: its place on the bus, which names its wait and its dead letter.
 type Position = (Option<String>, Option<i32>, Option<i64>);
 
-/// The scores loop's state: the bundle, the tables, and when each waiting score was first seen.
+/// Bundles a worker keeps after being told to serve newer ones: scores made by an earlier CNN
+/// bundle before a switch are still predicted by the ensemble bundle fitted on that CNN.
+pub const KEPT_BUNDLES: usize = 4;
+
+/// The scores loop's state: the bundles, the tables, and when each waiting score was first seen.
 pub struct Scoring {
-    bundle: Bundle,
+    /// Served bundles, oldest first; the last is the promoted one.
+    bundles: Vec<Bundle>,
     table: ClinicalTable,
     partials: PartialTable,
     wait: Duration,
@@ -178,7 +183,25 @@ impl Scoring {
     /// Serve `bundle`, joining against `table`, waiting at most `lesion_wait` for a lesion;
     /// partial scores are parked in `partials`.
     pub fn new(bundle: Bundle, table: ClinicalTable, partials: PartialTable, lesion_wait: Duration) -> Scoring {
-        Scoring { bundle, table, partials, wait: lesion_wait, first_seen: HashMap::new() }
+        Scoring { bundles: vec![bundle], table, partials, wait: lesion_wait, first_seen: HashMap::new() }
+    }
+
+    /// Serve `bundle` from now on. A score of the CNN bundle it was fitted on is predicted by it;
+    /// a score of an earlier CNN bundle (scored before the inference workers switched) by the
+    /// newest kept ensemble bundle fitted on that one. The version being replaced.
+    pub fn serve(&mut self, bundle: Bundle) -> String {
+        let before = self.bundles.last().expect("always one bundle").version.clone();
+        self.bundles.retain(|b| b.version != bundle.version);
+        self.bundles.push(bundle);
+        if self.bundles.len() > KEPT_BUNDLES {
+            self.bundles.remove(0);
+        }
+        before
+    }
+
+    /// The promoted bundle.
+    pub fn current(&self) -> &Bundle {
+        self.bundles.last().expect("always one bundle")
     }
 
     /// Scores still waiting for their lesion.
@@ -199,15 +222,16 @@ impl Scoring {
             Decoded::Whole(s) => &s.model_version,
             Decoded::Part { model_version, .. } => model_version,
         };
-        if *model_version != self.bundle.content.cnn_version {
+        let Some(chosen) = self.bundles.iter().rposition(|b| b.content.cnn_version == *model_version) else {
+            let current = self.current();
             return Err(EnsembleError::ModelMismatch {
                 scores: model_version.clone(),
-                bundle: self.bundle.version.clone(),
-                fitted: self.bundle.content.cnn_version.clone(),
+                bundle: current.version.clone(),
+                fitted: current.content.cnn_version.clone(),
             });
-        }
+        };
         let (case_id, revision, site, model_version, t2, t1c) = match decoded {
-            Decoded::Whole(scores) => return self.join(payload, source, &scores, now, false),
+            Decoded::Whole(scores) => return self.join(chosen, payload, source, &scores, now, false),
             Decoded::Part { case_id, revision, site, model_version, t2, t1c } => {
                 (case_id, revision, site, model_version, t2, t1c)
             }
@@ -233,7 +257,7 @@ impl Scoring {
                     input_sha256: String::new(),
                 },
             };
-            return self.join(payload, source, &scores, now, true);
+            return self.join(chosen, payload, source, &scores, now, true);
         }
         let part = PartialScore {
             first_seen_ms: parked.as_ref().map_or_else(now_ms, |p| p.first_seen_ms),
@@ -252,10 +276,11 @@ impl Scoring {
         Ok(Scored::Parked)
     }
 
-    /// Join a whole score with its lesion's values (waiting for them), predict, and forget the
-    /// parked parts it was completed from (`completes_parked`).
+    /// Join a whole score with its lesion's values (waiting for them), predict with bundle
+    /// `chosen`, and forget the parked parts it was completed from (`completes_parked`).
     fn join(
         &mut self,
+        chosen: usize,
         payload: &[u8],
         source: &DeadLetterSource,
         scores: &ScoresV1,
@@ -271,7 +296,7 @@ impl Scoring {
                         .map_err(|e| EnsembleError::State(e.to_string()))?;
                 }
                 self.first_seen.remove(&key);
-                Ok(Scored::Predicted(Box::new(predict(&self.bundle, scores, &row, payload))))
+                Ok(Scored::Predicted(Box::new(predict(&self.bundles[chosen], scores, &row, payload))))
             }
             None => {
                 let since = *self.first_seen.entry(key.clone()).or_insert(now);
@@ -375,6 +400,57 @@ pub(crate) mod tests {
             Ok(Scored::Predicted(p)) => *p,
             other => panic!("not a prediction: {other:?}"),
         }
+    }
+
+    #[test]
+    fn after_a_switch_each_score_is_predicted_by_the_bundle_fitted_on_its_networks() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = dir.path().join("models");
+        let old = bundle::save(&reg, content(CNN), "t", "t").unwrap();
+        let mut recalibrated = content(CNN);
+        recalibrated.ensemble.platt.a *= 0.5;
+        let recalibrated = bundle::save(&reg, recalibrated, "t", "t").unwrap();
+        const NEW_CNN: &str = "cnn-ba9876543210";
+        let retrained = bundle::save(&reg, content(NEW_CNN), "t", "t").unwrap();
+        let table = ClinicalTable::open(&dir.path().join("state")).unwrap();
+        let partials = PartialTable::open(&dir.path().join("partials")).unwrap();
+        let mut s = Scoring::new(old.clone(), table.clone(), partials, Duration::from_secs(10));
+        take_lesion(&lesion("MAY-0001", 1, Some(60), 20.0), &table).unwrap();
+        let t0 = Instant::now();
+        let version_of = |s: &mut Scoring, cnn: &str, offset: i64| {
+            let sc = scores("MAY-0001", 1, 0.7, 0.4, cnn);
+            let p = predicted(s.process(&sc.encode(), &at(offset, "MAY-0001"), t0));
+            (p.model_version, p.cnn_model_version, p.probability)
+        };
+        let (v, _, p_old) = version_of(&mut s, CNN, 0);
+        assert_eq!(v, old.version);
+        // Recalibration only: the same networks, so every score moves to the new bundle at once.
+        assert_eq!(s.serve(recalibrated.clone()), old.version);
+        let (v, _, p_new) = version_of(&mut s, CNN, 1);
+        assert_eq!(v, recalibrated.version);
+        assert_ne!(p_old, p_new, "the recalibrated bundle answers differently");
+        // New networks: their scores go to the bundle fitted on them, while scores the old
+        // networks made before the inference workers switched still go to the newest bundle
+        // fitted on those.
+        s.serve(retrained.clone());
+        assert_eq!(
+            version_of(&mut s, NEW_CNN, 2),
+            (retrained.version.clone(), NEW_CNN.to_string(), version_of(&mut s, NEW_CNN, 3).2)
+        );
+        assert_eq!(version_of(&mut s, CNN, 4).0, recalibrated.version);
+        assert_eq!(s.current().version, retrained.version);
+        let stranger = scores("MAY-0001", 1, 0.7, 0.4, "cnn-000000000000");
+        assert_eq!(code(&s.process(&stranger.encode(), &at(5, "MAY-0001"), t0)), "model_mismatch");
+        // Only the last few bundles are kept.
+        for n in 0..KEPT_BUNDLES {
+            let mut c = content(NEW_CNN);
+            c.threshold = 0.1 + n as f64 / 10.0;
+            s.serve(bundle::save(&reg, c, "t", "t").unwrap());
+        }
+        assert_eq!(
+            code(&s.process(&scores("MAY-0001", 1, 0.7, 0.4, CNN).encode(), &at(6, "MAY-0001"), t0)),
+            "model_mismatch"
+        );
     }
 
     #[test]

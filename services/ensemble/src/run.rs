@@ -15,7 +15,7 @@
 
 use crate::bundle::Bundle;
 use crate::config::EnsembleConfig;
-use crate::events::PredictionMade;
+use crate::events::{ModelSwitched, PredictionMade};
 use crate::join::{ClinicalTable, PartialTable};
 use crate::process::{expired, take_lesion, Scored, Scoring};
 use renal_bus::{run_stage, send_with_retry, Backoff, Bus, BusError, Outcome, Output, Record, StageConfig, StageStats};
@@ -78,11 +78,14 @@ async fn then_stop<T>(task: impl Future<Output = T>, stop: &tokio::sync::watch::
 }
 
 /// Run both loops and the sweeper until `shutdown` resolves (or one of them fails, which stops
-/// the others); `progress` gets the number of score attempts so far.
+/// the others); `progress` gets the number of score attempts so far. A bundle received on
+/// `swaps` (a newly promoted model, loaded) is served from the next score on
+/// ([`Scoring::serve`]).
 pub async fn run<B: Bus>(
     cfg: &EnsembleConfig,
     bundle: Bundle,
     bus: B,
+    mut swaps: Option<tokio::sync::mpsc::UnboundedReceiver<Bundle>>,
     shutdown: impl Future<Output = ()>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<EnsembleStats, BusError> {
@@ -124,6 +127,11 @@ pub async fn run<B: Bus>(
             bus,
             StageConfig::new("ensemble", GROUP, vec![topics::SCORES]),
             move |r: Record| {
+                while let Some(next) = swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                    let to = next.version.clone();
+                    let from = scoring.serve(next);
+                    emit(ModelSwitched { from: &from, to: &to });
+                }
                 attempts += 1;
                 progress(attempts);
                 let o = match scoring.process(&r.payload, &r.source(), Instant::now()) {
@@ -198,7 +206,7 @@ mod tests {
                 // Let the loops commit what they delivered.
                 tokio::time::sleep(Duration::from_millis(1_200)).await;
             };
-            let (_, stats) = tokio::join!(feed, run(&cfg, b.clone(), bus.clone(), done, &|_| {}));
+            let (_, stats) = tokio::join!(feed, run(&cfg, b.clone(), bus.clone(), None, done, &|_| {}));
             stats.unwrap()
         });
         let predictions: Vec<PredictionV1> =

@@ -1,8 +1,8 @@
 //! `renal worker ensemble`: the stage's start-up on Kafka.
 
-use crate::bundle::{self, BundleError};
+use crate::bundle::{self, Bundle, BundleError};
 use crate::config::EnsembleConfig;
-use crate::events::{EnsembleStarted, EnsembleStopped};
+use crate::events::{EnsembleStarted, EnsembleStopped, ModelNotLoaded};
 use crate::run::EnsembleStats;
 use renal_bus::{heartbeat, BusError, KafkaConfig};
 use renal_messages::topics;
@@ -18,7 +18,16 @@ pub enum ServeError {
     /// The bus failed in a way retrying will not fix.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The registry cannot say which model is promoted.
+    #[error("starting the ensemble worker: {0}")]
+    Registry(#[from] renal_registry::RegistryError),
+    /// `model_version = "promoted"` and nothing is.
+    #[error("starting the ensemble worker: model_version = \"promoted\": deployment {deployment} serves no model in {registry}")]
+    NotPromoted { deployment: String, registry: std::path::PathBuf },
 }
+
+/// `model_version` that serves the deployment's promoted model and follows its promotions.
+pub const PROMOTED: &str = "promoted";
 
 /// Load the bundle before touching the broker (a wrong version stops here), then join and
 /// predict until `shutdown`.
@@ -27,7 +36,23 @@ pub async fn serve(
     kafka: KafkaConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<EnsembleStats, ServeError> {
-    let bundle = bundle::load(&config.registry, &bundle::resolve(&config.registry, &config.model_version)?)?;
+    let registry = renal_registry::Registry::new(&config.registry, &config.registry.join("store"));
+    let promoted = if config.model_version == PROMOTED {
+        let Some(p) = registry.promoted(&config.deployment)? else {
+            return Err(ServeError::NotPromoted {
+                deployment: config.deployment.clone(),
+                registry: config.registry.clone(),
+            });
+        };
+        Some(p)
+    } else {
+        None
+    };
+    let version = match &promoted {
+        Some(p) => p.version.clone(),
+        None => bundle::resolve(&config.registry, &config.model_version)?,
+    };
+    let bundle = bundle::load(&config.registry, &version)?;
     emit(EnsembleStarted {
         version: &bundle.version,
         cnn_version: &bundle.content.cnn_version,
@@ -35,9 +60,40 @@ pub async fn serve(
         lesion_wait_ms: config.lesion_wait_ms,
         modality_wait_ms: config.modality_wait_ms,
     });
-    let topics = [topics::LESIONS, topics::SCORES, topics::PREDICTIONS, topics::DEAD_ENSEMBLE];
+    let topics = [topics::LESIONS, topics::SCORES, topics::PREDICTIONS, topics::DEAD_ENSEMBLE, topics::MODELS];
     let bus = renal_bus::connect(&kafka, "renal-ensemble", &topics).await?;
-    let s = crate::run(&config, bundle, bus, shutdown, &heartbeat("ensemble", "score attempts")).await?;
+    let progress = heartbeat("ensemble", "score attempts");
+    let s = match promoted {
+        None => crate::run(&config, bundle, bus, None, shutdown, &progress).await?,
+        Some(pointer) => {
+            // New promotions are loaded beside the loops and served from the next score on.
+            let (loaded, swaps) = tokio::sync::mpsc::unbounded_channel::<Bundle>();
+            let (stop, mut stopped) = tokio::sync::watch::channel(false);
+            let registry_dir = config.registry.clone();
+            let following = renal_registry::follow::follow_loading(
+                &bus,
+                "renal-ensemble",
+                &registry,
+                &config.deployment,
+                &pointer,
+                |p| &p.version,
+                move |version| bundle::load(&registry_dir, version).map_err(|e| e.to_string()),
+                loaded,
+                |version, error| emit(ModelNotLoaded { version, error }),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            );
+            let running = async {
+                let r = crate::run(&config, bundle, bus.clone(), Some(swaps), shutdown, &progress).await;
+                let _ = stop.send(true);
+                r
+            };
+            let (stats, followed) = tokio::join!(running, following);
+            followed?;
+            stats?
+        }
+    };
     emit(EnsembleStopped { stats: &s });
     Ok(s)
 }

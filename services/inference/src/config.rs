@@ -16,8 +16,13 @@ pub struct InferenceConfig {
     pub device: String,
     /// Model registry folder (holds `cnn/<version>/`).
     pub registry: PathBuf,
-    /// Bundle version to serve, e.g. `cnn-1a2b3c4d5e6f`, or `newest` (the bundle written last).
+    /// Bundle version to serve, e.g. `cnn-1a2b3c4d5e6f`; `newest` (the bundle written last); or
+    /// `promoted`: the CNN bundle of `deployment`'s promoted model, followed on `renal.models`
+    /// (a new promotion is loaded and served from the next batch on, without a restart).
     pub model_version: String,
+    /// Deployment whose promoted model `model_version = "promoted"` serves (default `default`).
+    #[serde(default = "default_deployment")]
+    pub deployment: String,
     /// Largest batch of lesions per forward pass (default 16).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -33,6 +38,9 @@ pub struct InferenceConfig {
 
 fn default_device() -> String {
     "auto".into()
+}
+fn default_deployment() -> String {
+    "default".into()
 }
 fn default_max_batch() -> usize {
     16
@@ -54,6 +62,7 @@ impl InferenceConfig {
             device: default_device(),
             registry,
             model_version: model_version.into(),
+            deployment: default_deployment(),
             max_batch: default_max_batch(),
             max_wait_ms: default_max_wait_ms(),
             cpu_threads: 0,

@@ -5,7 +5,7 @@
 //! `max_wait_ms` after the first) so the GPU sees full batches under load and a lone lesion is
 //! not held back long when traffic is light. One blocking thread at a time holds the networks.
 
-use crate::events::{device_label, BatchScored};
+use crate::events::{device_label, BatchScored, ModelSwitched};
 use crate::process::score_batch;
 use renal_bus::{run_batched_stage, Batching, Bus, BusError, Outcome, Record, StageConfig, StageStats};
 use renal_cnn::score::Scorer;
@@ -18,12 +18,16 @@ use std::sync::{Arc, Mutex};
 /// Consumer group of the inference workers.
 pub const GROUP: &str = "renal-inference";
 
-/// Run until `shutdown` resolves; `progress` gets the number of lesions scored so far.
+/// Run until `shutdown` resolves; `progress` gets the number of lesions scored so far. A
+/// scorer received on `swaps` (a newly promoted CNN bundle, loaded) replaces the served one
+/// between batches: the batch in flight finishes with the networks it started with, and every
+/// score names the bundle that made it.
 pub async fn run<B: Bus>(
     batching: Batching,
     scorer: Scorer,
     store: Arc<dyn BlobStore>,
     bus: B,
+    mut swaps: Option<tokio::sync::mpsc::UnboundedReceiver<Scorer>>,
     shutdown: impl Future<Output = ()>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<StageStats, BusError> {
@@ -36,6 +40,12 @@ pub async fn run<B: Bus>(
         stage,
         batching,
         |records: Vec<Record>| {
+            // Batches run one at a time, so between two of them nothing holds the networks.
+            while let Some(next) = swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                let mut held = scorer.lock().expect("a scoring thread panicked");
+                emit(ModelSwitched { from: &held.manifest().version, to: &next.manifest().version });
+                *held = next;
+            }
             let (scorer, store) = (scorer.clone(), store.clone());
             done += records.len() as u64;
             progress(done);

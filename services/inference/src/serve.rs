@@ -1,7 +1,7 @@
 //! `renal worker inference`: the stage's start-up on Kafka.
 
 use crate::config::{ConfigError, InferenceConfig};
-use crate::events::{device_label, InferenceStarted};
+use crate::events::{device_label, InferenceStarted, ModelNotLoaded};
 use renal_bus::events::StageStopped;
 use renal_bus::{heartbeat, Batching, BusError, KafkaConfig, StageStats};
 use renal_cnn::bundle::BundleError;
@@ -29,7 +29,13 @@ pub enum ServeError {
     /// The bus failed in a way retrying will not fix.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The registry cannot say which model is promoted.
+    #[error("starting the inference worker: {0}")]
+    Registry(#[from] renal_registry::RegistryError),
 }
+
+/// `model_version` that serves the deployment's promoted model and follows its promotions.
+pub const PROMOTED: &str = "promoted";
 
 /// Load the bundle before touching the broker (a wrong version stops here), then score lesions
 /// until `shutdown`.
@@ -44,7 +50,23 @@ pub async fn serve(
         // Process-wide; this process serves one stage.
         tch::set_num_threads(config.cpu_threads as i32);
     }
-    let version = renal_cnn::bundle::resolve(&config.registry, &config.model_version)?;
+    let registry = renal_registry::Registry::new(&config.registry, &config.registry.join("store"));
+    let promoted = if config.model_version == PROMOTED {
+        let Some(p) = registry.promoted(&config.deployment)? else {
+            return Err(ServeError::Config(ConfigError(format!(
+                "model_version = \"promoted\": deployment {} serves no model in {}",
+                config.deployment,
+                config.registry.display()
+            ))));
+        };
+        Some(p)
+    } else {
+        None
+    };
+    let version = match &promoted {
+        Some(p) => p.cnn_version.clone(),
+        None => renal_cnn::bundle::resolve(&config.registry, &config.model_version)?,
+    };
     let scorer = Scorer::load(&config.registry, &version, device)?;
     let net = &scorer.manifest().net;
     emit(InferenceStarted {
@@ -56,10 +78,45 @@ pub async fn serve(
         cpu_threads: tch::get_num_threads(),
     });
     let store = renal_store::open(&config.blob_store)?;
-    let bus = renal_bus::connect(&kafka, "renal-inference", &[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE])
-        .await?;
+    let bus = renal_bus::connect(
+        &kafka,
+        "renal-inference",
+        &[topics::LESIONS, topics::SCORES, topics::DEAD_INFERENCE, topics::MODELS],
+    )
+    .await?;
     let batching = Batching { max_records: config.max_batch, max_wait_ms: config.max_wait_ms };
-    let stats = crate::run(batching, scorer, store, bus, shutdown, &heartbeat("inference", "lesions")).await?;
+    let progress = heartbeat("inference", "lesions");
+    let stats = match promoted {
+        None => crate::run(batching, scorer, store, bus, None, shutdown, &progress).await?,
+        Some(pointer) => {
+            // New promotions are loaded beside the loop and served from its next batch on.
+            let (loaded, swaps) = tokio::sync::mpsc::unbounded_channel::<Scorer>();
+            let (stop, mut stopped) = tokio::sync::watch::channel(false);
+            let registry_dir = config.registry.clone();
+            let following = renal_registry::follow::follow_loading(
+                &bus,
+                "renal-inference",
+                &registry,
+                &config.deployment,
+                &pointer,
+                |p| &p.cnn_version,
+                move |version| Scorer::load(&registry_dir, version, device).map_err(|e| e.to_string()),
+                loaded,
+                |version, error| emit(ModelNotLoaded { version, error }),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            );
+            let running = async {
+                let r = crate::run(batching, scorer, store, bus.clone(), Some(swaps), shutdown, &progress).await;
+                let _ = stop.send(true);
+                r
+            };
+            let (stats, followed) = tokio::join!(running, following);
+            followed?;
+            stats?
+        }
+    };
     emit(StageStopped { stage: "inference", nouns: ["lesions", "scores"], stats: &stats });
     Ok(stats)
 }

@@ -76,6 +76,50 @@ pub async fn follow<B: Bus>(
     }
 }
 
+/// [`follow`], and for each new pointer whose `part` (the version of what this worker serves:
+/// the CNN bundle for inference, the ensemble bundle for the ensemble) differs from the one
+/// served, `load` it on a blocking thread and send it on `loaded`. A load that fails is passed
+/// to `failed` (the worker keeps serving what it has). Ends with `shutdown`.
+#[allow(clippy::too_many_arguments)]
+pub async fn follow_loading<B: Bus, T: Send + 'static>(
+    bus: &B,
+    stage: &str,
+    registry: &Registry,
+    deployment: &str,
+    serving: &Pointer,
+    part: fn(&Pointer) -> &str,
+    load: impl Fn(&str) -> Result<T, String> + Send + Sync + Clone + 'static,
+    loaded: tokio::sync::mpsc::UnboundedSender<T>,
+    failed: impl Fn(&str, &str),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BusError> {
+    let (pointers, mut moved) = tokio::sync::mpsc::unbounded_channel::<Pointer>();
+    let group = own_group(stage);
+    let following = follow(bus, &group, registry, deployment, &serving.version, pointers, shutdown);
+    let loader = async move {
+        let mut current = part(serving).to_string();
+        while let Some(p) = moved.recv().await {
+            let wanted = part(&p).to_string();
+            if wanted == current {
+                continue;
+            }
+            let (load, version) = (load.clone(), wanted.clone());
+            let result = tokio::task::spawn_blocking(move || load(&version)).await.map_err(|e| e.to_string());
+            match result.and_then(|r| r) {
+                Ok(next) => {
+                    current = wanted;
+                    if loaded.send(next).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => failed(&wanted, &e),
+            }
+        }
+    };
+    let (followed, ()) = tokio::join!(following, loader);
+    followed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
