@@ -15,9 +15,11 @@
 //! waiting one on the same partition.
 //!
 //! Other reasons: `bad_message` (not a ScoresV1 or LesionV1, a probability outside [0, 1], a
-//! lesion id that cannot name a table file), `model_mismatch` (scores from a CNN bundle other
-//! than the one the meta-classifier was fitted on; serving them would feed the trees outputs on
-//! another scale). The class is `malignant` when the calibrated probability is at least the
+//! lesion id that cannot name a table file), `model_mismatch` (scores from a CNN bundle none of
+//! the served meta-classifiers was fitted on; serving them would feed the trees outputs on
+//! another scale). Such a score is retried for up to `lesion_wait_ms` first: after a promotion
+//! the inference workers may switch to the new networks before this worker has loaded the
+//! ensemble bundle fitted on them. The class is `malignant` when the calibrated probability is at least the
 //! bundle's threshold (0.5 unless the bundle says otherwise).
 
 use crate::bundle::Bundle;
@@ -38,6 +40,10 @@ pub enum EnsembleError {
     /// Scores from another CNN bundle than the one the meta-classifier learned.
     #[error("scores come from CNN bundle {scores}; ensemble {bundle} was fitted on {fitted}")]
     ModelMismatch { scores: String, bundle: String, fitted: String },
+    /// Scores from a CNN bundle no served bundle was fitted on, within the wait (retried: the
+    /// promotion that brings its bundle may not have reached this worker yet).
+    #[error("scores come from CNN bundle {scores}, which no served ensemble bundle was fitted on yet (waited {waited_ms} of {wait_ms} ms)")]
+    ModelNotYet { scores: String, waited_ms: u128, wait_ms: u128 },
     /// The scored lesion's clinical values have not arrived yet (retried).
     #[error("lesion revision {revision} not on renal.lesions yet (waited {waited_ms} of {wait_ms} ms)")]
     LesionNotYet { revision: u32, waited_ms: u128, wait_ms: u128 },
@@ -55,7 +61,7 @@ impl Failure for EnsembleError {
             EnsembleError::BadMessage(_) => Some("bad_message"),
             EnsembleError::ModelMismatch { .. } => Some("model_mismatch"),
             EnsembleError::UnknownLesion { .. } => Some("unknown_lesion"),
-            EnsembleError::LesionNotYet { .. } | EnsembleError::State(_) => None,
+            EnsembleError::LesionNotYet { .. } | EnsembleError::ModelNotYet { .. } | EnsembleError::State(_) => None,
         }
     }
 }
@@ -223,6 +229,17 @@ impl Scoring {
             Decoded::Part { model_version, .. } => model_version,
         };
         let Some(chosen) = self.bundles.iter().rposition(|b| b.content.cnn_version == *model_version) else {
+            let key = (source.topic.clone(), source.partition, source.offset);
+            let since = *self.first_seen.entry(key.clone()).or_insert(now);
+            let waited = now.saturating_duration_since(since);
+            if waited < self.wait {
+                return Err(EnsembleError::ModelNotYet {
+                    scores: model_version.clone(),
+                    waited_ms: waited.as_millis(),
+                    wait_ms: self.wait.as_millis(),
+                });
+            }
+            self.first_seen.remove(&key);
             let current = self.current();
             return Err(EnsembleError::ModelMismatch {
                 scores: model_version.clone(),
@@ -439,18 +456,25 @@ pub(crate) mod tests {
         );
         assert_eq!(version_of(&mut s, CNN, 4).0, recalibrated.version);
         assert_eq!(s.current().version, retrained.version);
-        let stranger = scores("MAY-0001", 1, 0.7, 0.4, "cnn-000000000000");
-        assert_eq!(code(&s.process(&stranger.encode(), &at(5, "MAY-0001"), t0)), "model_mismatch");
+        // Scores of networks no served bundle was fitted on wait for a promotion, then are dead.
+        let stranger = scores("MAY-0001", 1, 0.7, 0.4, "cnn-000000000000").encode();
+        assert_eq!(code(&s.process(&stranger, &at(5, "MAY-0001"), t0)), "retry");
+        assert_eq!(code(&s.process(&stranger, &at(5, "MAY-0001"), t0 + Duration::from_secs(10))), "model_mismatch");
+        // A promotion arriving within the wait lets the waiting score through.
+        let later = scores("MAY-0001", 1, 0.7, 0.4, "cnn-111111111111").encode();
+        assert_eq!(code(&s.process(&later, &at(9, "MAY-0001"), t0)), "retry");
+        s.serve(bundle::save(&reg, content("cnn-111111111111"), "t", "t").unwrap());
+        assert_eq!(code(&s.process(&later, &at(9, "MAY-0001"), t0 + Duration::from_secs(1))), "done");
+        assert_eq!(s.waiting(), 0);
         // Only the last few bundles are kept.
         for n in 0..KEPT_BUNDLES {
             let mut c = content(NEW_CNN);
             c.threshold = 0.1 + n as f64 / 10.0;
             s.serve(bundle::save(&reg, c, "t", "t").unwrap());
         }
-        assert_eq!(
-            code(&s.process(&scores("MAY-0001", 1, 0.7, 0.4, CNN).encode(), &at(6, "MAY-0001"), t0)),
-            "model_mismatch"
-        );
+        let forgotten = scores("MAY-0001", 1, 0.7, 0.4, CNN).encode();
+        assert_eq!(code(&s.process(&forgotten, &at(6, "MAY-0001"), t0)), "retry");
+        assert_eq!(code(&s.process(&forgotten, &at(6, "MAY-0001"), t0 + Duration::from_secs(10))), "model_mismatch");
     }
 
     #[test]
@@ -497,7 +521,8 @@ pub(crate) mod tests {
         assert_eq!(s.waiting(), 0);
 
         let other = scores("MAY-0001", 1, 0.2, 0.3, "cnn-ffffffffffff").encode();
-        assert_eq!(code(&s.process(&other, &at(9, "MAY-0001"), t0)), "model_mismatch");
+        assert_eq!(code(&s.process(&other, &at(9, "MAY-0001"), t0)), "retry");
+        assert_eq!(code(&s.process(&other, &at(9, "MAY-0001"), t0 + Duration::from_secs(10))), "model_mismatch");
         // Half a score is parked (and its offset moves on); the other half completes it.
         let half = |id: &str, drop: &str| {
             let mut v = serde_json::to_value(scores(id, 1, 0.2, 0.3, CNN)).unwrap();
