@@ -82,6 +82,23 @@ impl InternalEvent for ModelSwitched<'_> {
     }
 }
 
+/// A newly promoted ensemble bundle is loaded and will be served from the next score on.
+pub struct ModelLoaded<'a> {
+    /// Bundle that was promoted.
+    pub version: &'a str,
+}
+
+impl InternalEvent for ModelLoaded<'_> {
+    fn emit(self) {
+        tracing::info!(
+            stage = "ensemble",
+            version = self.version,
+            "ensemble: loaded {}, served from the next score on",
+            self.version
+        );
+    }
+}
+
 /// A newly promoted ensemble bundle could not be loaded; the served one stays.
 pub struct ModelNotLoaded<'a> {
     /// Bundle that was promoted.

@@ -2,7 +2,7 @@
 
 use crate::bundle::{self, Bundle, BundleError};
 use crate::config::EnsembleConfig;
-use crate::events::{EnsembleStarted, EnsembleStopped, ModelNotLoaded};
+use crate::events::{EnsembleStarted, EnsembleStopped, ModelLoaded, ModelNotLoaded};
 use crate::run::EnsembleStats;
 use renal_bus::{heartbeat, BusError, KafkaConfig};
 use renal_messages::topics;
@@ -79,7 +79,10 @@ pub async fn serve(
                 |p| &p.version,
                 move |version| bundle::load(&registry_dir, version).map_err(|e| e.to_string()),
                 loaded,
-                |version, error| emit(ModelNotLoaded { version, error }),
+                |version, result| match result {
+                    Ok(()) => emit(ModelLoaded { version }),
+                    Err(error) => emit(ModelNotLoaded { version, error }),
+                },
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },

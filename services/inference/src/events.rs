@@ -68,6 +68,23 @@ impl InternalEvent for ModelSwitched<'_> {
     }
 }
 
+/// A newly promoted CNN bundle is loaded and will be served from the next batch on.
+pub struct ModelLoaded<'a> {
+    /// Bundle that was promoted.
+    pub version: &'a str,
+}
+
+impl InternalEvent for ModelLoaded<'_> {
+    fn emit(self) {
+        tracing::info!(
+            stage = "inference",
+            version = self.version,
+            "inference: loaded {}, served from the next batch on",
+            self.version
+        );
+    }
+}
+
 /// A newly promoted CNN bundle could not be loaded; the served one stays.
 pub struct ModelNotLoaded<'a> {
     /// Bundle that was promoted.

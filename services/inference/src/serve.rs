@@ -1,7 +1,7 @@
 //! `renal worker inference`: the stage's start-up on Kafka.
 
 use crate::config::{ConfigError, InferenceConfig};
-use crate::events::{device_label, InferenceStarted, ModelNotLoaded};
+use crate::events::{device_label, InferenceStarted, ModelLoaded, ModelNotLoaded};
 use renal_bus::events::StageStopped;
 use renal_bus::{heartbeat, Batching, BusError, KafkaConfig, StageStats};
 use renal_cnn::bundle::BundleError;
@@ -102,7 +102,10 @@ pub async fn serve(
                 |p| &p.cnn_version,
                 move |version| Scorer::load(&registry_dir, version, device).map_err(|e| e.to_string()),
                 loaded,
-                |version, error| emit(ModelNotLoaded { version, error }),
+                |version, result| match result {
+                    Ok(()) => emit(ModelLoaded { version }),
+                    Err(error) => emit(ModelNotLoaded { version, error }),
+                },
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },

@@ -78,8 +78,9 @@ pub async fn follow<B: Bus>(
 
 /// [`follow`], and for each new pointer whose `part` (the version of what this worker serves:
 /// the CNN bundle for inference, the ensemble bundle for the ensemble) differs from the one
-/// served, `load` it on a blocking thread and send it on `loaded`. A load that fails is passed
-/// to `failed` (the worker keeps serving what it has). Ends with `shutdown`.
+/// served, `load` it on a blocking thread and send it on `loaded`; `report` hears of each load,
+/// `Ok` when it is ready (the worker serves it from its next input) or the error (the worker
+/// keeps serving what it has). Ends with `shutdown`.
 #[allow(clippy::too_many_arguments)]
 pub async fn follow_loading<B: Bus, T: Send + 'static>(
     bus: &B,
@@ -90,7 +91,7 @@ pub async fn follow_loading<B: Bus, T: Send + 'static>(
     part: fn(&Pointer) -> &str,
     load: impl Fn(&str) -> Result<T, String> + Send + Sync + Clone + 'static,
     loaded: tokio::sync::mpsc::UnboundedSender<T>,
-    failed: impl Fn(&str, &str),
+    report: impl Fn(&str, Result<(), &str>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BusError> {
     let (pointers, mut moved) = tokio::sync::mpsc::unbounded_channel::<Pointer>();
@@ -107,12 +108,13 @@ pub async fn follow_loading<B: Bus, T: Send + 'static>(
             let result = tokio::task::spawn_blocking(move || load(&version)).await.map_err(|e| e.to_string());
             match result.and_then(|r| r) {
                 Ok(next) => {
+                    report(&wanted, Ok(()));
                     current = wanted;
                     if loaded.send(next).is_err() {
                         return;
                     }
                 }
-                Err(e) => failed(&wanted, &e),
+                Err(e) => report(&wanted, Err(&e)),
             }
         }
     };
