@@ -68,56 +68,6 @@ impl InternalEvent for EnsembleStopped<'_> {
     }
 }
 
-/// A newly promoted ensemble bundle is served from the next score on.
-pub struct ModelSwitched<'a> {
-    /// Bundle served until now.
-    pub from: &'a str,
-    /// Bundle served from now on.
-    pub to: &'a str,
-}
-
-impl InternalEvent for ModelSwitched<'_> {
-    fn emit(self) {
-        tracing::info!(stage = "ensemble", from = self.from, to = self.to, "ensemble: now serving {}", self.to);
-    }
-}
-
-/// A newly promoted ensemble bundle is loaded and will be served from the next score on.
-pub struct ModelLoaded<'a> {
-    /// Bundle that was promoted.
-    pub version: &'a str,
-}
-
-impl InternalEvent for ModelLoaded<'_> {
-    fn emit(self) {
-        tracing::info!(
-            stage = "ensemble",
-            version = self.version,
-            "ensemble: loaded {}, served from the next score on",
-            self.version
-        );
-    }
-}
-
-/// A newly promoted ensemble bundle could not be loaded; the served one stays.
-pub struct ModelNotLoaded<'a> {
-    /// Bundle that was promoted.
-    pub version: &'a str,
-    /// Why it could not be loaded.
-    pub error: &'a str,
-}
-
-impl InternalEvent for ModelNotLoaded<'_> {
-    fn emit(self) {
-        tracing::error!(
-            stage = "ensemble",
-            version = self.version,
-            "ensemble: promoted bundle not loaded, still serving the previous one: {}",
-            self.error
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,12 @@
 
 use crate::bundle::Bundle;
 use crate::config::EnsembleConfig;
-use crate::events::{ModelSwitched, PredictionMade};
+use crate::events::PredictionMade;
 use crate::join::{ClinicalTable, PartialTable};
 use crate::process::{expired, take_lesion, Scored, Scoring};
 use renal_bus::{run_stage, send_with_retry, Backoff, Bus, BusError, Outcome, Output, Record, StageConfig, StageStats};
 use renal_messages::{topics, LesionV1, Message};
+use renal_registry::follow::ModelSwitched;
 use renal_telemetry::emit;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -130,7 +131,7 @@ pub async fn run<B: Bus>(
                 while let Some(next) = swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
                     let to = next.version.clone();
                     let from = scoring.serve(next);
-                    emit(ModelSwitched { from: &from, to: &to });
+                    emit(ModelSwitched { stage: "ensemble", from: &from, to: &to });
                 }
                 attempts += 1;
                 progress(attempts);

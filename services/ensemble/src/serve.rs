@@ -1,8 +1,8 @@
 //! `renal worker ensemble`: the stage's start-up on Kafka.
 
-use crate::bundle::{self, Bundle, BundleError};
+use crate::bundle::{self, BundleError};
 use crate::config::EnsembleConfig;
-use crate::events::{EnsembleStarted, EnsembleStopped, ModelLoaded, ModelNotLoaded};
+use crate::events::{EnsembleStarted, EnsembleStopped};
 use crate::run::EnsembleStats;
 use renal_bus::{heartbeat, BusError, KafkaConfig};
 use renal_messages::topics;
@@ -67,34 +67,19 @@ pub async fn serve(
         None => crate::run(&config, bundle, bus, None, shutdown, &progress).await?,
         Some(pointer) => {
             // New promotions are loaded beside the loops and served from the next score on.
-            let (loaded, swaps) = tokio::sync::mpsc::unbounded_channel::<Bundle>();
-            let (stop, mut stopped) = tokio::sync::watch::channel(false);
             let registry_dir = config.registry.clone();
-            let following = renal_registry::follow::follow_loading(
-                &bus,
-                "renal-ensemble",
-                &registry,
-                &config.deployment,
-                &pointer,
-                |p| &p.version,
-                move |version| bundle::load(&registry_dir, version).map_err(|e| e.to_string()),
-                loaded,
-                |version, result| match result {
-                    Ok(()) => emit(ModelLoaded { version }),
-                    Err(error) => emit(ModelNotLoaded { version, error }),
-                },
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            );
-            let running = async {
-                let r = crate::run(&config, bundle, bus.clone(), Some(swaps), shutdown, &progress).await;
-                let _ = stop.send(true);
-                r
+            let following = renal_registry::follow::Following {
+                stage: "ensemble",
+                registry: &registry,
+                deployment: &config.deployment,
+                serving: &pointer,
+                part: |p| &p.version,
+                load: move |version: &str| bundle::load(&registry_dir, version).map_err(|e| e.to_string()),
             };
-            let (stats, followed) = tokio::join!(running, following);
-            followed?;
-            stats?
+            renal_registry::follow::run_following(&bus, following, |swaps| {
+                crate::run(&config, bundle, bus.clone(), Some(swaps), shutdown, &progress)
+            })
+            .await?
         }
     };
     emit(EnsembleStopped { stats: &s });

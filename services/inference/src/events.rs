@@ -54,56 +54,6 @@ impl InternalEvent for BatchScored<'_> {
     }
 }
 
-/// A newly promoted CNN bundle replaced the served one, between two batches.
-pub struct ModelSwitched<'a> {
-    /// Bundle served until now.
-    pub from: &'a str,
-    /// Bundle served from the next batch on.
-    pub to: &'a str,
-}
-
-impl InternalEvent for ModelSwitched<'_> {
-    fn emit(self) {
-        tracing::info!(stage = "inference", from = self.from, to = self.to, "inference: now serving {}", self.to);
-    }
-}
-
-/// A newly promoted CNN bundle is loaded and will be served from the next batch on.
-pub struct ModelLoaded<'a> {
-    /// Bundle that was promoted.
-    pub version: &'a str,
-}
-
-impl InternalEvent for ModelLoaded<'_> {
-    fn emit(self) {
-        tracing::info!(
-            stage = "inference",
-            version = self.version,
-            "inference: loaded {}, served from the next batch on",
-            self.version
-        );
-    }
-}
-
-/// A newly promoted CNN bundle could not be loaded; the served one stays.
-pub struct ModelNotLoaded<'a> {
-    /// Bundle that was promoted.
-    pub version: &'a str,
-    /// Why it could not be loaded.
-    pub error: &'a str,
-}
-
-impl InternalEvent for ModelNotLoaded<'_> {
-    fn emit(self) {
-        tracing::error!(
-            stage = "inference",
-            version = self.version,
-            "inference: promoted bundle not loaded, still serving the previous one: {}",
-            self.error
-        );
-    }
-}
-
 /// The label value of a device: its kind, never an index that could grow the label set.
 pub fn device_label(device: tch::Device) -> &'static str {
     match device {

@@ -5,11 +5,12 @@
 //! `max_wait_ms` after the first) so the GPU sees full batches under load and a lone lesion is
 //! not held back long when traffic is light. One blocking thread at a time holds the networks.
 
-use crate::events::{device_label, BatchScored, ModelSwitched};
+use crate::events::{device_label, BatchScored};
 use crate::process::score_batch;
 use renal_bus::{run_batched_stage, Batching, Bus, BusError, Outcome, Record, StageConfig, StageStats};
 use renal_cnn::score::Scorer;
 use renal_messages::{topics, LesionV1};
+use renal_registry::follow::ModelSwitched;
 use renal_store::{sha256_hex, BlobStore};
 use renal_telemetry::emit;
 use std::future::Future;
@@ -43,7 +44,11 @@ pub async fn run<B: Bus>(
             // Batches run one at a time, so between two of them nothing holds the networks.
             while let Some(next) = swaps.as_mut().and_then(|rx| rx.try_recv().ok()) {
                 let mut held = scorer.lock().expect("a scoring thread panicked");
-                emit(ModelSwitched { from: &held.manifest().version, to: &next.manifest().version });
+                emit(ModelSwitched {
+                    stage: "inference",
+                    from: &held.manifest().version,
+                    to: &next.manifest().version,
+                });
                 *held = next;
             }
             let (scorer, store) = (scorer.clone(), store.clone());

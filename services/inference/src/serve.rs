@@ -1,7 +1,7 @@
 //! `renal worker inference`: the stage's start-up on Kafka.
 
 use crate::config::{ConfigError, InferenceConfig};
-use crate::events::{device_label, InferenceStarted, ModelLoaded, ModelNotLoaded};
+use crate::events::{device_label, InferenceStarted};
 use renal_bus::events::StageStopped;
 use renal_bus::{heartbeat, Batching, BusError, KafkaConfig, StageStats};
 use renal_cnn::bundle::BundleError;
@@ -90,34 +90,19 @@ pub async fn serve(
         None => crate::run(batching, scorer, store, bus, None, shutdown, &progress).await?,
         Some(pointer) => {
             // New promotions are loaded beside the loop and served from its next batch on.
-            let (loaded, swaps) = tokio::sync::mpsc::unbounded_channel::<Scorer>();
-            let (stop, mut stopped) = tokio::sync::watch::channel(false);
             let registry_dir = config.registry.clone();
-            let following = renal_registry::follow::follow_loading(
-                &bus,
-                "renal-inference",
-                &registry,
-                &config.deployment,
-                &pointer,
-                |p| &p.cnn_version,
-                move |version| Scorer::load(&registry_dir, version, device).map_err(|e| e.to_string()),
-                loaded,
-                |version, result| match result {
-                    Ok(()) => emit(ModelLoaded { version }),
-                    Err(error) => emit(ModelNotLoaded { version, error }),
-                },
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            );
-            let running = async {
-                let r = crate::run(batching, scorer, store, bus.clone(), Some(swaps), shutdown, &progress).await;
-                let _ = stop.send(true);
-                r
+            let following = renal_registry::follow::Following {
+                stage: "inference",
+                registry: &registry,
+                deployment: &config.deployment,
+                serving: &pointer,
+                part: |p| &p.cnn_version,
+                load: move |version: &str| Scorer::load(&registry_dir, version, device).map_err(|e| e.to_string()),
             };
-            let (stats, followed) = tokio::join!(running, following);
-            followed?;
-            stats?
+            renal_registry::follow::run_following(&bus, following, |swaps| {
+                crate::run(batching, scorer, store, bus.clone(), Some(swaps), shutdown, &progress)
+            })
+            .await?
         }
     };
     emit(StageStopped { stage: "inference", nouns: ["lesions", "scores"], stats: &stats });

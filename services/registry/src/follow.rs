@@ -13,6 +13,7 @@
 use crate::{Pointer, Registry};
 use renal_bus::{Bus, BusError, Consumer};
 use renal_messages::{topics, Message, ModelEventV1};
+use renal_telemetry::{emit, InternalEvent};
 use std::future::Future;
 
 /// A consumer group no other replica shares.
@@ -76,29 +77,45 @@ pub async fn follow<B: Bus>(
     }
 }
 
-/// [`follow`], and for each new pointer whose `part` (the version of what this worker serves:
-/// the CNN bundle for inference, the ensemble bundle for the ensemble) differs from the one
-/// served, `load` it on a blocking thread and send it on `loaded`; `report` hears of each load,
-/// `Ok` when it is ready (the worker serves it from its next input) or the error (the worker
-/// keeps serving what it has). Ends with `shutdown`.
-#[allow(clippy::too_many_arguments)]
-pub async fn follow_loading<B: Bus, T: Send + 'static>(
-    bus: &B,
-    stage: &str,
-    registry: &Registry,
-    deployment: &str,
-    serving: &Pointer,
-    part: fn(&Pointer) -> &str,
-    load: impl Fn(&str) -> Result<T, String> + Send + Sync + Clone + 'static,
-    loaded: tokio::sync::mpsc::UnboundedSender<T>,
-    report: impl Fn(&str, Result<(), &str>),
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), BusError> {
+/// What a worker follows: its deployment's pointer, and how to load the part of a model it serves.
+pub struct Following<'a, L> {
+    /// The stage (names its follower's consumer group and its events).
+    pub stage: &'static str,
+    /// Where the pointer is.
+    pub registry: &'a Registry,
+    /// Whose pointer.
+    pub deployment: &'a str,
+    /// The pointer served at start-up.
+    pub serving: &'a Pointer,
+    /// The version of what this worker serves: the CNN bundle for inference, the ensemble
+    /// bundle for the ensemble (a recalibrated model changes the second only).
+    pub part: fn(&Pointer) -> &str,
+    /// Load a version of that part (on a blocking thread).
+    pub load: L,
+}
+
+/// Run a stage loop (`run`, given the receiver of newly loaded models, which it swaps in at
+/// its next input) beside a [`follow`]er that loads each newly promoted part; the follower
+/// stops when the loop ends. A load that fails is reported and the loop keeps what it serves.
+pub async fn run_following<B, T, L, F, Fut, R>(bus: &B, f: Following<'_, L>, run: F) -> Result<R, BusError>
+where
+    B: Bus,
+    T: Send + 'static,
+    L: Fn(&str) -> Result<T, String> + Send + Sync + Clone + 'static,
+    F: FnOnce(tokio::sync::mpsc::UnboundedReceiver<T>) -> Fut,
+    Fut: Future<Output = Result<R, BusError>>,
+{
+    let (loaded, swaps) = tokio::sync::mpsc::unbounded_channel::<T>();
     let (pointers, mut moved) = tokio::sync::mpsc::unbounded_channel::<Pointer>();
-    let group = own_group(stage);
-    let following = follow(bus, &group, registry, deployment, &serving.version, pointers, shutdown);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let group = own_group(f.stage);
+    let following = follow(bus, &group, f.registry, f.deployment, &f.serving.version, pointers, until_stopped);
+    let (stage, part, load) = (f.stage, f.part, f.load);
     let loader = async move {
-        let mut current = part(serving).to_string();
+        let mut current = part(f.serving).to_string();
         while let Some(p) = moved.recv().await {
             let wanted = part(&p).to_string();
             if wanted == current {
@@ -108,18 +125,82 @@ pub async fn follow_loading<B: Bus, T: Send + 'static>(
             let result = tokio::task::spawn_blocking(move || load(&version)).await.map_err(|e| e.to_string());
             match result.and_then(|r| r) {
                 Ok(next) => {
-                    report(&wanted, Ok(()));
+                    emit(ModelLoaded { stage, version: &wanted });
                     current = wanted;
                     if loaded.send(next).is_err() {
                         return;
                     }
                 }
-                Err(e) => report(&wanted, Err(&e)),
+                Err(error) => emit(ModelNotLoaded { stage, version: &wanted, error: &error }),
             }
         }
     };
-    let (followed, ()) = tokio::join!(following, loader);
-    followed
+    let running = async {
+        let r = run(swaps).await;
+        let _ = stop.send(true);
+        r
+    };
+    let (ran, followed, ()) = tokio::join!(running, following, loader);
+    followed?;
+    ran
+}
+
+/// A newly promoted model is loaded and will be served from the stage's next input on.
+pub struct ModelLoaded<'a> {
+    /// Stage.
+    pub stage: &'static str,
+    /// Version loaded.
+    pub version: &'a str,
+}
+
+impl InternalEvent for ModelLoaded<'_> {
+    fn emit(self) {
+        tracing::info!(
+            stage = self.stage,
+            version = self.version,
+            "{}: loaded {}, served from the next input on",
+            self.stage,
+            self.version
+        );
+    }
+}
+
+/// A newly promoted model could not be loaded; the served one stays.
+pub struct ModelNotLoaded<'a> {
+    /// Stage.
+    pub stage: &'static str,
+    /// Version that was promoted.
+    pub version: &'a str,
+    /// Why it could not be loaded.
+    pub error: &'a str,
+}
+
+impl InternalEvent for ModelNotLoaded<'_> {
+    fn emit(self) {
+        tracing::error!(
+            stage = self.stage,
+            version = self.version,
+            "{}: promoted model not loaded, still serving the previous one: {}",
+            self.stage,
+            self.error
+        );
+    }
+}
+
+/// A stage swapped in a newly loaded model, between two inputs.
+pub struct ModelSwitched<'a> {
+    /// Stage.
+    pub stage: &'static str,
+    /// Version served until now.
+    pub from: &'a str,
+    /// Version served from now on.
+    pub to: &'a str,
+}
+
+impl InternalEvent for ModelSwitched<'_> {
+    fn emit(self) {
+        tracing::info!(stage = self.stage, from = self.from, to = self.to, "{}: now serving {}", self.stage, self.to);
+    }
 }
 
 #[cfg(test)]
