@@ -6,9 +6,10 @@
 //! out); [`fit`] fits the clinical model, the first-order baselines ([`baseline`]), the T2 and
 //! T1C networks ([`cnn`]), the bagged ensemble and every Platt calibrator of each round and
 //! saves the bundles; [`evaluate`] writes the held-out predictions and the report; [`challenge`]
-//! decides whether a challenger may replace the champion. `renal run`, `renal train --out` and
-//! `renal train cnn` call these today; the trainer worker (`renal.labels` in, `renal.models` out)
-//! comes later, on the same parts.
+//! decides whether a challenger may replace the champion; [`recalibrate`] says when a calibration
+//! alert calls for refitting the calibrator alone. `renal run`, `renal train --out` and `renal
+//! train cnn` call these today; the trainer worker (`renal.labels` in, `renal.models` out) comes
+//! later, on the same parts.
 
 pub mod baseline;
 pub mod challenge;
@@ -18,9 +19,11 @@ pub mod error;
 pub mod evaluate;
 pub mod fit;
 pub mod protocol;
+pub mod recalibrate;
 
 pub use challenge::{decide, Decision, Margins};
 pub use config::CnnSettings;
 pub use error::TrainerError;
 pub use fit::{fit, Chosen, CnnSetup, Fitted, Predictions, Round, Scores, Served};
 pub use protocol::{read_truth, Protocol};
+pub use recalibrate::{calibration_alert, AlertRule, CalibrationCheck, Retrain};
