@@ -303,6 +303,10 @@ struct TrainArgs {
     /// Largest ECE increase tolerated (10 equal-width bins).
     #[arg(long, default_value_t = renal_trainer::Margins::default().ece_margin)]
     ece_margin: f64,
+    /// What is retrained: full, recalibrate (the champion's calibrator only, on labelled lesions
+    /// it has never seen), or auto (recalibrate when those lesions raise the calibration alert).
+    #[arg(long, value_enum, default_value = "full")]
+    retrain: models::RetrainChoice,
     #[command(flatten)]
     cnn: train::CnnArgs,
 }
@@ -700,13 +704,13 @@ fn run(cli: Cli) -> Result<()> {
             train::train_cnn(&run, &labels, registry.as_deref(), checkpoint.as_deref(), parts, &cnn)
         }
         Command::Train(args) => {
-            let TrainArgs { out, deployment, auc_margin, ece_margin, cnn, .. } = *args;
+            let TrainArgs { out, deployment, auc_margin, ece_margin, retrain, cnn, .. } = *args;
             let Some(out) = out else {
                 bail!("renal train: give --out OUT (retrain on a run's labels) or a subcommand (renal train cnn)")
             };
             let config = cnn.settings().validate().context("training settings")?;
             let margins = renal_trainer::Margins { auc_margin, ece_margin, ..Default::default() };
-            models::retrain(&out, &deployment, &margins, (&cnn, config))
+            models::retrain(&out, &deployment, &margins, retrain, (&cnn, config))
         }
         Command::Labels { action: LabelsAction::Import { file, out } } => models::import_labels(&file, &out),
         Command::Models { action } => match action {

@@ -224,8 +224,8 @@ impl Ensemble {
 
     /// The same meta-classifier with its calibrator refitted on other lesions' meta-classifier
     /// outputs (recalibration only: the answer to a calibration alert when the ranking still
-    /// holds). The new calibrator is non-decreasing, so the order of the lesions, and with it
-    /// every ROC AUC, is unchanged.
+    /// holds). The new calibrator is non-decreasing, so it keeps the lesions' order; only when
+    /// the refit rows show no ranking at all is it flat, tying every lesion.
     pub fn recalibrated(&self, meta_outputs: &[f64], positive: &[bool]) -> Result<Ensemble, CalibrationError> {
         let scores: Vec<f64> = meta_outputs
             .iter()

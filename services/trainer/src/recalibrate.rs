@@ -3,7 +3,8 @@
 //! A calibration alert on recently labelled lesions, with the ranking intact, is answered by
 //! refitting the served ensemble's calibrator alone ([`renal_learn::ensemble::Ensemble::recalibrated`]):
 //! the networks, the clinical model and the meta-classifier stay, minutes of training become
-//! milliseconds, and the ROC AUC cannot change. Anything else retrains everything.
+//! milliseconds, and the lesions' order is kept (the challenger is still compared with the
+//! champion like any other). Anything else retrains everything.
 //!
 //! [`calibration_alert`] is the rule of the `RenalCalibration` alert the monitor's metrics feed
 //! (`deploy/prometheus/monitor_alerts.yml`): an ECE above 0.15 whose consistency-resampling P
