@@ -336,11 +336,27 @@ fn monitor_rounds(
 /// `OUT/dead_letters.jsonl`: every dead letter, one JSON object per line.
 pub fn write_dead_letters(letters: &[DeadLetterV1], out: &Path) -> Result<()> {
     let path = out.join("dead_letters.jsonl");
-    let mut f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    let f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    dead_letter_lines(f, letters)?;
+    println!("  dead letters: {} in {}", letters.len(), path.display());
+    Ok(())
+}
+
+/// Add dead letters to `OUT/dead_letters.jsonl`, keeping those already there.
+pub fn append_dead_letters(letters: &[DeadLetterV1], out: &Path) -> Result<()> {
+    let path = out.join("dead_letters.jsonl");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    dead_letter_lines(f, letters)
+}
+
+fn dead_letter_lines(mut f: std::fs::File, letters: &[DeadLetterV1]) -> Result<()> {
     for letter in letters {
         writeln!(f, "{}", serde_json::to_string(letter)?)?;
     }
-    println!("  dead letters: {} in {}", letters.len(), path.display());
     Ok(())
 }
 

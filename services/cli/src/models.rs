@@ -153,38 +153,16 @@ pub fn import_labels(file: &Path, out: &Path) -> Result<()> {
     for row in rows {
         match row {
             Ok(l) => good.push(l),
-            Err(e) => {
-                let line = match &e {
-                    renal_labels::LabelError::Row { line, .. } => *line,
-                    renal_labels::LabelError::File(_) => 0,
-                };
-                let key = format!("{source}:{line}");
-                let at =
-                    renal_messages::DeadLetterSource { topic: None, partition: None, offset: None, key: key.clone() };
-                let code = renal_bus::Failure::code(&e).unwrap_or("bad_row");
-                letters.push(renal_bus::dead_letter(
-                    "labels",
-                    at,
-                    code,
-                    e.to_string(),
-                    renal_store::sha256_hex(key.as_bytes()),
-                ));
-            }
+            Err(e) => letters.push(renal_labels::run::dead_letter_of(&source, &e)),
         }
     }
     let path = book_path(out);
     let mut book = renal_labels::book::read(&path).map_err(anyhow::Error::msg)?;
     let merged = renal_labels::book::merge(&mut book, good);
     renal_labels::book::write(&path, &book).with_context(|| format!("writing {}", path.display()))?;
-    if !letters.is_empty() {
-        let dead = out.join("dead_letters.jsonl");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&dead)?;
-        for l in &letters {
-            std::io::Write::write_all(&mut f, format!("{}\n", serde_json::to_string(l)?).as_bytes())?;
-        }
-        for l in &letters {
-            eprintln!("  {}: {} ({})", l.source.key, l.reason, l.reason_code);
-        }
+    crate::embedded::append_dead_letters(&letters, out)?;
+    for l in &letters {
+        eprintln!("  {}: {} ({})", l.source.key, l.reason, l.reason_code);
     }
     println!(
         "labels: {} new, {} revised, {} unchanged; {} bad rows (dead letters in {}); {} lesions labelled in {}",

@@ -4,7 +4,7 @@
 
 use crate::process::LabelError;
 use renal_bus::{dead_letter, send_with_retry, Backoff, Bus, BusError, Failure, Output};
-use renal_messages::{topics, DeadLetterSource, LabelV1, Message};
+use renal_messages::{topics, DeadLetterSource, DeadLetterV1, LabelV1, Message};
 
 /// What an import sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +13,18 @@ pub struct ImportStats {
     pub labels: u64,
     /// Rows dead-lettered.
     pub dead_letters: u64,
+}
+
+/// The dead letter of a bad row of the file named `source`: keyed `source:line` (the file's
+/// name alone for a file that cannot be read as labels), with the row's reason.
+pub fn dead_letter_of(source: &str, e: &LabelError) -> DeadLetterV1 {
+    let key = match e {
+        LabelError::Row { line, .. } => format!("{source}:{line}"),
+        LabelError::File(_) => source.to_string(),
+    };
+    let at = DeadLetterSource { topic: None, partition: None, offset: None, key: key.clone() };
+    let code = e.code().unwrap_or("bad_row");
+    dead_letter("labels", at, code, e.to_string(), renal_store::sha256_hex(key.as_bytes()))
 }
 
 /// Send the parsed rows of the file named `source` (named in dead letters; it must not name a
@@ -31,14 +43,8 @@ pub async fn import<B: Bus>(
             }
             Err(e) => {
                 stats.dead_letters += 1;
-                let key = match &e {
-                    LabelError::Row { line, .. } => format!("{source}:{line}"),
-                    LabelError::File(_) => source.to_string(),
-                };
-                let at = DeadLetterSource { topic: None, partition: None, offset: None, key: key.clone() };
-                let code = e.code().unwrap_or("bad_row");
-                let letter = dead_letter("labels", at, code, e.to_string(), renal_store::sha256_hex(key.as_bytes()));
-                Output { topic: topics::DEAD_LABELS, key, payload: letter.encode() }
+                let letter = dead_letter_of(source, &e);
+                Output { topic: topics::DEAD_LABELS, key: letter.source.key.clone(), payload: letter.encode() }
             }
         };
         send_with_retry(bus, &out, Backoff::WORKER).await?;
