@@ -6,7 +6,7 @@
 //! milliseconds, and the lesions' order is kept (the challenger is still compared with the
 //! champion like any other). Anything else retrains everything.
 //!
-//! [`calibration_alert`] is the rule of the `RenalCalibration` alert the monitor's metrics feed
+//! [`calibration_alert`] is the rule of the `RenalCalibrationDrift` alert the monitor's metrics feed
 //! (`deploy/prometheus/monitor_alerts.yml`): an ECE above 0.15 whose consistency-resampling P
 //! value is below 0.01, so that a few labelled lesions' chance ECE does not trigger it.
 //! [`recent_halves`] cuts the recent lesions into the rows the calibrator is refitted on and
