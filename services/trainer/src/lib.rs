@@ -7,7 +7,8 @@
 //! T1C networks ([`cnn`]), the bagged ensemble and every Platt calibrator of each round and
 //! saves the bundles; [`evaluate`] writes the held-out predictions and the report; [`challenge`]
 //! decides whether a challenger may replace the champion; [`recalibrate`] says when a calibration
-//! alert calls for refitting the calibrator alone. `renal run`, `renal train --out` and `renal
+//! alert calls for refitting the calibrator alone; [`trigger`] decides when the trainer worker
+//! retrains (labels, a schedule, monitor alerts). `renal run`, `renal train --out` and `renal
 //! train cnn` call these today; the trainer worker (`renal.labels` in, `renal.models` out) comes
 //! later, on the same parts.
 
@@ -20,6 +21,7 @@ pub mod evaluate;
 pub mod fit;
 pub mod protocol;
 pub mod recalibrate;
+pub mod trigger;
 
 pub use challenge::{decide, Decision, Margins};
 pub use config::CnnSettings;
