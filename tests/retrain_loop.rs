@@ -9,19 +9,8 @@
 //! default margin, so the promotion path is taken with margins that accept any challenger; the
 //! default margins' verdicts are unit-tested in `renal_trainer::challenge`.
 
-use renal_e2e::renal;
+use renal_e2e::{renal, renal_ok as ok};
 use std::path::Path;
-
-fn ok(args: &[&str]) -> String {
-    let out = renal(args);
-    assert!(
-        out.status.success(),
-        "renal {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 /// (version, promoted-for) of each `renal models list` row.
 fn listed(run: &Path) -> Vec<(String, String)> {

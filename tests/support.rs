@@ -51,6 +51,19 @@ pub fn renal(args: &[&str]) -> Output {
     Command::new(renal_bin()).args(args).output().expect("spawn renal")
 }
 
+/// Run `renal` with arguments, failing the test with its output unless it succeeds; returns
+/// its standard output.
+pub fn renal_ok(args: &[&str]) -> String {
+    let out = renal(args);
+    assert!(
+        out.status.success(),
+        "renal {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Fail with a helpful message when an external tool is missing.
 pub fn require_tool(name: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success());
