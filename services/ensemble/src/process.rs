@@ -230,16 +230,13 @@ impl Scoring {
         };
         let Some(chosen) = self.bundles.iter().rposition(|b| b.content.cnn_version == *model_version) else {
             let key = (source.topic.clone(), source.partition, source.offset);
-            let since = *self.first_seen.entry(key.clone()).or_insert(now);
-            let waited = now.saturating_duration_since(since);
-            if waited < self.wait {
+            if let Some(waited) = self.still_waiting(key, now) {
                 return Err(EnsembleError::ModelNotYet {
                     scores: model_version.clone(),
                     waited_ms: waited.as_millis(),
                     wait_ms: self.wait.as_millis(),
                 });
             }
-            self.first_seen.remove(&key);
             let current = self.current();
             return Err(EnsembleError::ModelMismatch {
                 scores: model_version.clone(),
@@ -315,21 +312,27 @@ impl Scoring {
                 self.first_seen.remove(&key);
                 Ok(Scored::Predicted(Box::new(predict(&self.bundles[chosen], scores, &row, payload))))
             }
-            None => {
-                let since = *self.first_seen.entry(key.clone()).or_insert(now);
-                let waited = now.saturating_duration_since(since);
-                if waited < self.wait {
-                    Err(EnsembleError::LesionNotYet {
-                        revision: scores.revision,
-                        waited_ms: waited.as_millis(),
-                        wait_ms: self.wait.as_millis(),
-                    })
-                } else {
-                    self.first_seen.remove(&key);
-                    Err(EnsembleError::UnknownLesion { revision: scores.revision, wait_ms: self.wait.as_millis() })
-                }
-            }
+            None => match self.still_waiting(key, now) {
+                Some(waited) => Err(EnsembleError::LesionNotYet {
+                    revision: scores.revision,
+                    waited_ms: waited.as_millis(),
+                    wait_ms: self.wait.as_millis(),
+                }),
+                None => Err(EnsembleError::UnknownLesion { revision: scores.revision, wait_ms: self.wait.as_millis() }),
+            },
         }
+    }
+
+    /// How long the score at `key` has waited since its first attempt, while that is within the
+    /// wait (it stays remembered); `None` once the wait is over (it is forgotten).
+    fn still_waiting(&mut self, key: Position, now: Instant) -> Option<Duration> {
+        let since = *self.first_seen.entry(key.clone()).or_insert(now);
+        let waited = now.saturating_duration_since(since);
+        if waited < self.wait {
+            return Some(waited);
+        }
+        self.first_seen.remove(&key);
+        None
     }
 }
 
