@@ -250,16 +250,23 @@ pub fn retrain(
             champion_on_recent = predict(&mut start, &recent, &served, out)?;
             let (p, y) = labelled_pairs(&champion_on_recent, &start.truth);
             let check = calibration_alert(&p, &y, &AlertRule::default());
-            println!(
-                "calibration of {} on {} labelled lesions it has never seen ({} malignant): mean predicted {:.3}, ECE {:.3} (P {:.3}): {}",
-                start.champion.version,
-                check.lesions,
-                check.malignant,
-                check.mean_predicted,
-                check.ece,
-                check.ece_p,
-                if check.alert { "calibration alert, recalibration only" } else { "no calibration alert, full retrain" }
-            );
+            if check.lesions == 0 {
+                println!(
+                    "{} has seen every labelled lesion: no calibration to check, full retrain",
+                    start.champion.version
+                );
+            } else {
+                println!(
+                    "calibration of {} on {} labelled lesions it has never seen ({} malignant): mean predicted {:.3}, ECE {:.3} (P {:.3}): {}",
+                    start.champion.version,
+                    check.lesions,
+                    check.malignant,
+                    check.mean_predicted,
+                    check.ece,
+                    check.ece_p,
+                    if check.alert { "calibration alert, recalibration only" } else { "no calibration alert, full retrain" }
+                );
+            }
             if check.alert {
                 Retrain::Recalibrate
             } else {
