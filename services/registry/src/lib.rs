@@ -179,21 +179,7 @@ impl Registry {
 
     /// Every registered entry, oldest first.
     pub fn entries(&self) -> Result<Vec<Entry>, RegistryError> {
-        let dir = self.root.join("entries");
-        let listing = match std::fs::read_dir(&dir) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&dir)(e)),
-        };
-        let mut entries = Vec::new();
-        for item in listing {
-            let path = item.map_err(io(&dir))?.path();
-            if path.extension().is_some_and(|e| e == "json")
-                && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                entries.push(read_json::<Entry>(&path)?);
-            }
-        }
+        let mut entries: Vec<Entry> = read_folder(&self.root.join("entries"))?;
         entries.sort_by(|a, b| (&a.created_at, &a.version).cmp(&(&b.created_at, &b.version)));
         Ok(entries)
     }
@@ -222,17 +208,7 @@ impl Registry {
 
     /// Every deployment's pointer, by name.
     pub fn deployments(&self) -> Result<Vec<Pointer>, RegistryError> {
-        let dir = self.root.join("promoted");
-        let Ok(listing) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
-        for item in listing {
-            let path = item.map_err(io(&dir))?.path();
-            if path.extension().is_some_and(|e| e == "json")
-                && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                out.push(read_json::<Pointer>(&path)?);
-            }
-        }
+        let mut out: Vec<Pointer> = read_folder(&self.root.join("promoted"))?;
         out.sort_by(|a, b| a.deployment.cmp(&b.deployment));
         Ok(out)
     }
@@ -361,6 +337,26 @@ impl Registry {
         self.tables.write(MODELS_TABLE, deployment, date, &key, &table_row(&e))?;
         Ok(e)
     }
+}
+
+/// Every JSON file of a registry folder (leaving out hidden and staged ones), read as `T`; none
+/// when the folder does not exist yet.
+fn read_folder<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>, RegistryError> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for item in listing {
+        let path = item.map_err(io(dir))?.path();
+        if path.extension().is_some_and(|e| e == "json")
+            && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            out.push(read_json::<T>(&path)?);
+        }
+    }
+    Ok(out)
 }
 
 fn event(kind: &str, version: &str, bundle: BlobRef, deployment: Option<&str>, reason: Option<&str>) -> ModelEventV1 {
