@@ -13,7 +13,7 @@
 //! has loaded B waits for it instead of being refused).
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{fitted_ensemble, random_cnn_bundle, start_worker, Broker, Running};
+use renal_e2e::{fitted_ensemble, random_cnn_bundle, start_worker, test_composite, Broker, Running};
 use renal_messages::{topics, BlobRef, Clinical, LesionQc, LesionV1, Message, PredictionV1, Provenance, Sex};
 use renal_registry::{Entry, Registry};
 use std::collections::BTreeMap;
@@ -36,13 +36,6 @@ fn lesion(i: usize, composites: [BlobRef; 2]) -> LesionV1 {
         other_readers: Vec::new(),
         provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".repeat(64) },
     }
-}
-
-fn composite(seed: usize, side: usize) -> Vec<u8> {
-    let values: Vec<f32> = (0..3 * side * side)
-        .map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(seed as u64 * 97) % 1000) as f32 / 1000.0)
-        .collect();
-    renal_imaging::composite::encode_f32_le(&values)
 }
 
 fn entry(version: &str, cnn: &str) -> Entry {
@@ -102,7 +95,10 @@ fn the_workers_switch_to_a_promoted_model_mid_stream_without_losing_or_repeating
     let store = renal_store::open(root.join("blobs").to_str().unwrap()).unwrap();
     let lesions: Vec<LesionV1> = (0..18)
         .map(|i| {
-            let pair = [store.put(&composite(2 * i, 96)).unwrap(), store.put(&composite(2 * i + 1, 96)).unwrap()];
+            let pair = [
+                store.put(&test_composite(2 * i as u64, 96)).unwrap(),
+                store.put(&test_composite(2 * i as u64 + 1, 96)).unwrap(),
+            ];
             lesion(i, pair)
         })
         .collect();

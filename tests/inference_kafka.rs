@@ -14,7 +14,9 @@
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
 use renal_cnn::score::Scorer;
-use renal_e2e::{fitted_ensemble, interrupt, random_cnn_bundle, renal_bin, start_worker, Broker};
+use renal_e2e::{
+    fitted_ensemble, interrupt, random_cnn_bundle, renal_bin, start_worker, test_composite as composite, Broker,
+};
 use renal_messages::{
     topics, BlobRef, Clinical, DeadLetterV1, LesionQc, LesionV1, Message, PredictionV1, Provenance, ScoresV1,
 };
@@ -39,14 +41,6 @@ fn lesion(case_id: &str, composites: [BlobRef; 2]) -> LesionV1 {
         other_readers: Vec::new(),
         provenance: Provenance { code_version: "t".into(), produced_at: "t".into(), input_sha256: "0".repeat(64) },
     }
-}
-
-fn composite(seed: u64, side: usize) -> Vec<u8> {
-    // A deterministic pattern in 0..1 (no RNG crate needed).
-    let values: Vec<f32> = (0..3 * side * side)
-        .map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(seed * 97) % 1000) as f32 / 1000.0)
-        .collect();
-    renal_imaging::composite::encode_f32_le(&values)
 }
 
 #[test]

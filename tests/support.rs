@@ -46,6 +46,15 @@ pub fn renal_bin() -> PathBuf {
     .clone()
 }
 
+/// A deterministic three-channel `side` x `side` composite with values in 0..1 (no RNG crate
+/// needed), encoded as the blob store holds composites.
+pub fn test_composite(seed: u64, side: usize) -> Vec<u8> {
+    let values: Vec<f32> = (0..3 * side * side)
+        .map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(seed * 97) % 1000) as f32 / 1000.0)
+        .collect();
+    renal_imaging::composite::encode_f32_le(&values)
+}
+
 /// Run `renal` with arguments; returns the whole output.
 pub fn renal(args: &[&str]) -> Output {
     Command::new(renal_bin()).args(args).output().expect("spawn renal")
