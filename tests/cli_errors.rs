@@ -80,7 +80,8 @@ fn worker_config_example_parses_and_bad_workers_are_refused() {
     // The documented example parses; it then stops at validation because its folders do not exist here.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ingest.toml");
     fails_with(&["worker", "ingest", "--config", example], "drop folder of HUP is not a folder");
-    fails_with(&["worker", "trainer", "--config", example], "no worker named \"trainer\"");
+    fails_with(&["worker", "replay", "--config", example], "no worker named \"replay\"");
+    fails_with(&["worker", "trainer", "--config", example], "[trainer] section missing");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[kafka]\nbootstrap_servers = \"x:1\"\n[ingest]\nnot_a_setting = 1\n").unwrap();

@@ -9,10 +9,11 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use renal_bus::{Batching, Bus, InProcessBus};
+use renal_bus::InProcessBus;
 use renal_ingest::{IngestConfig, IngestStats, Mode};
 use renal_messages::{topics, CaseV1, DeadLetterV1, LesionV1, Message, PredictionV1};
 use renal_store::BlobStore;
+use renal_trainer::stages::predict_through_stages;
 use renal_trainer::{Predictions, Protocol, Served};
 use std::io::Write;
 use std::path::Path;
@@ -412,68 +413,6 @@ fn held_out_through_stages(
     }
     shown.finish_and_clear();
     Ok((by_model, primary, letters))
-}
-
-/// Send `lesions` to `renal.lesions` of a bus of their own and run the inference and ensemble
-/// stages on it, serving `bundles`, until both have drained their inputs; their predictions
-/// and dead letters.
-pub(crate) fn predict_through_stages(
-    rt: &tokio::runtime::Runtime,
-    lesions: &[LesionV1],
-    bundles: &Served,
-    registry: &Path,
-    store: &Arc<dyn BlobStore>,
-    device: tch::Device,
-    out: &Path,
-) -> Result<(Vec<PredictionV1>, Vec<DeadLetterV1>)> {
-    let bus = InProcessBus::new(3);
-    let scorer = renal_cnn::score::Scorer::load(registry, &bundles.cnn, device)?;
-    let bundle = renal_ensemble::bundle::load(registry, &bundles.ensemble)?;
-    let state = tempfile::Builder::new().prefix(".ensemble-state-").tempdir_in(out)?;
-    let ensemble = renal_ensemble::EnsembleConfig::new(registry.into(), &bundles.ensemble, state.path().into());
-    let inference = renal_inference::InferenceConfig::new("", registry.into(), &bundles.cnn);
-    let batching = Batching { max_records: inference.max_batch, max_wait_ms: inference.max_wait_ms };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let watcher = bus.clone();
-    // Drained, in order: every lesion scored (its scores are on the bus before its offset is
-    // committed), every lesion's clinical values kept, every score predicted or dead-lettered.
-    let drained = async move {
-        while !(watcher.caught_up(renal_inference::GROUP, topics::LESIONS)
-            && watcher.caught_up(renal_ensemble::LESION_GROUP, topics::LESIONS)
-            && watcher.caught_up(renal_ensemble::GROUP, topics::SCORES))
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = stop.send(true);
-    };
-    let (sent, (), scored, predicted) = rt.block_on(async {
-        let mut sent = Ok(());
-        for l in lesions {
-            if let Err(e) = bus.send(topics::LESIONS, &l.case_id, l.encode()).await {
-                sent = Err(e);
-            }
-        }
-        let scoring =
-            renal_inference::run(batching, scorer, store.clone(), bus.clone(), None, until(stopped.clone()), &|_| {});
-        let predicting = renal_ensemble::run(&ensemble, bundle, bus.clone(), None, until(stopped.clone()), &|_| {});
-        let (drained, scored, predicted) = tokio::join!(drained, scoring, predicting);
-        (sent, drained, scored, predicted)
-    });
-    sent?;
-    scored?;
-    predicted?;
-    let predictions =
-        bus.records(topics::PREDICTIONS).iter().map(|r| PredictionV1::decode(&r.payload)).collect::<Result<_, _>>()?;
-    let mut letters = Vec::new();
-    for t in [topics::DEAD_INFERENCE, topics::DEAD_ENSEMBLE] {
-        for r in bus.records(t) {
-            letters.push(DeadLetterV1::decode(&r.payload)?);
-        }
-    }
-    Ok((predictions, letters))
 }
 
 /// `1 case`, `2 cases`.

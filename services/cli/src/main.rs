@@ -106,7 +106,7 @@ enum Command {
     /// Run one worker on Kafka until interrupted.
     #[command(after_help = "Example:\n  RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml")]
     Worker {
-        /// Worker name (built: ingest, preprocess, radiomics, inference, ensemble).
+        /// Worker name (ingest, preprocess, radiomics, inference, ensemble, monitor, trainer).
         name: String,
         /// TOML settings: a [kafka] section and the worker's own section.
         #[arg(long)]
@@ -304,7 +304,9 @@ struct TrainArgs {
     #[arg(long, default_value_t = renal_trainer::Margins::default().ece_margin)]
     ece_margin: f64,
     /// What is retrained: full, recalibrate (the champion's calibrator only, on labelled lesions
-    /// it has never seen), or auto (recalibrate when those lesions raise the calibration alert).
+    /// it has never seen), ensemble (its meta-classifier and calibrator on those lesions,
+    /// networks and clinical model kept), or auto (recalibrate when those lesions raise the
+    /// calibration alert, full otherwise).
     #[arg(long, value_enum, default_value = "full")]
     retrain: models::RetrainChoice,
     #[command(flatten)]
@@ -313,17 +315,23 @@ struct TrainArgs {
 
 #[derive(Subcommand)]
 enum LabelsAction {
-    /// Merge a pathology labels CSV (case_id,label[,subtype][,diagnosis_source]) into an output
-    /// folder's label book, OUT/labels.jsonl: new lesions are added, a later label of a lesion
-    /// replaces the earlier one (a corrected diagnosis), bad rows go to OUT/dead_letters.jsonl
-    /// with their reason.
-    #[command(after_help = "Example:\n  renal labels import pathology-2026-12.csv --out out/run")]
+    /// Take in a pathology labels CSV (case_id,label[,subtype][,diagnosis_source]). With --out:
+    /// merge it into an output folder's label book, OUT/labels.jsonl (new lesions are added, a
+    /// later label of a lesion replaces the earlier one, bad rows go to OUT/dead_letters.jsonl
+    /// with their reason). With --config: send each row to renal.labels (bad rows to
+    /// renal.dead.labels), where the trainer worker reads them.
+    #[command(
+        after_help = "Examples:\n  renal labels import pathology-2026-12.csv --out out/run\n  renal labels import pathology-2026-12.csv --config deploy/trainer.toml"
+    )]
     Import {
         /// The CSV file.
         file: PathBuf,
         /// A renal run output folder.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "config")]
+        out: Option<PathBuf>,
+        /// A worker file whose [kafka] section names the broker.
+        #[arg(long, conflicts_with = "out")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -712,7 +720,11 @@ fn run(cli: Cli) -> Result<()> {
             let margins = renal_trainer::Margins { auc_margin, ece_margin, ..Default::default() };
             models::retrain(&out, &deployment, &margins, retrain, (&cnn, config))
         }
-        Command::Labels { action: LabelsAction::Import { file, out } } => models::import_labels(&file, &out),
+        Command::Labels { action: LabelsAction::Import { file, out, config } } => match (out, config) {
+            (Some(out), _) => models::import_labels(&file, &out),
+            (None, Some(config)) => models::send_labels(&file, &config),
+            (None, None) => bail!("renal labels import: give --out OUT or --config FILE"),
+        },
         Command::Models { action } => match action {
             ModelsAction::List { at } => {
                 models::list(&models::open_registry(at.out.as_deref(), at.registry.as_deref())?)

@@ -12,13 +12,11 @@
 //! them; `--retrain auto` does that when those lesions raise the calibration alert, and a full
 //! retrain otherwise.
 
-use crate::embedded::{predict_through_stages, Prepared};
 use anyhow::{bail, Context, Result};
-use renal_messages::{LesionV1, Message, PredictionV1};
-use renal_registry::{Entry, ManifestRow, Registry, DEFAULT_DEPLOYMENT};
-use renal_trainer::protocol::{HeldOutPatients, Truth, SPLIT_SEED};
-use renal_trainer::{calibration_alert, AlertRule, Fitted, Margins, Retrain, Served};
-use std::collections::{BTreeMap, BTreeSet};
+use renal_messages::PredictionV1;
+use renal_registry::{Registry, DEFAULT_DEPLOYMENT};
+use renal_trainer::retrain::{entry_of, Choice, Start};
+use renal_trainer::{Fitted, Margins};
 use std::path::{Path, PathBuf};
 
 /// The label book of an output folder.
@@ -40,13 +38,6 @@ pub fn open_registry(out: Option<&Path>, registry: Option<&Path>) -> Result<Regi
     }
 }
 
-/// What the trainer reads of a label book.
-pub fn truth_of(book: &renal_labels::book::Book) -> Truth {
-    book.values()
-        .map(|l| (l.case_id.clone(), (l.label == "malignant", l.diagnosis_source == "histopathology")))
-        .collect()
-}
-
 /// Write the labels `renal run` trained on as the folder's label book.
 pub fn start_book(labels_csv: &Path, out: &Path) -> Result<()> {
     let bytes = std::fs::read(labels_csv).with_context(|| format!("reading {}", labels_csv.display()))?;
@@ -54,66 +45,6 @@ pub fn start_book(labels_csv: &Path, out: &Path) -> Result<()> {
     let rows = renal_labels::parse(&bytes).with_context(|| labels_csv.display().to_string())?;
     renal_labels::book::merge(&mut book, rows.into_iter().filter_map(Result::ok));
     renal_labels::book::write(&book_path(out), &book).with_context(|| format!("writing {}", book_path(out).display()))
-}
-
-fn manifest(lesions: &[LesionV1], malignant: &[bool], rows: &[usize]) -> Vec<ManifestRow> {
-    let mut out: Vec<ManifestRow> = rows
-        .iter()
-        .map(|&i| ManifestRow {
-            case_id: lesions[i].case_id.clone(),
-            revision: lesions[i].revision,
-            label: if malignant[i] { "malignant" } else { "benign" }.into(),
-            lesion_sha256: renal_store::sha256_hex(&lesions[i].encode()),
-        })
-        .collect();
-    out.sort_by(|a, b| a.case_id.cmp(&b.case_id));
-    out
-}
-
-/// ROC AUC and ECE (10 bins) of predictions against the labels, as registry metrics.
-fn held_out_metrics(predictions: &[PredictionV1], truth: &BTreeMap<String, bool>) -> serde_json::Value {
-    let (p, y): (Vec<f64>, Vec<bool>) =
-        predictions.iter().filter_map(|p| truth.get(&p.case_id).map(|&y| (p.probability, y))).unzip();
-    serde_json::json!({
-        "held_out_lesions": p.len(),
-        "malignant": y.iter().filter(|&&m| m).count(),
-        "roc_auc": renal_stats::roc_auc(&p, &y),
-        "ece": renal_stats::expected_calibration_error(&p, &y, 10),
-    })
-}
-
-/// An entry for round `n` of `fitted`, served as `bundles`, with its held-out predictions.
-fn entry_of(
-    fitted: &Fitted,
-    n: usize,
-    bundles: &Served,
-    held_out: &[PredictionV1],
-    retrain: &str,
-    champion: Option<&str>,
-    extra: serde_json::Value,
-) -> Entry {
-    let round = &fitted.rounds[n];
-    let trained: Vec<usize> = round.split.train.iter().chain(&round.split.validation).copied().collect();
-    let truth: BTreeMap<String, bool> =
-        fitted.lesions.iter().zip(&fitted.malignant).map(|(l, &m)| (l.case_id.clone(), m)).collect();
-    let patients: BTreeSet<String> =
-        round.split.test.iter().map(|&i| fitted.lesions[i].patient_pseudonym.clone()).collect();
-    let mut metrics = held_out_metrics(held_out, &truth);
-    if let (Some(m), serde_json::Value::Object(x)) = (metrics.as_object_mut(), extra) {
-        m.extend(x);
-    }
-    Entry {
-        version: bundles.ensemble.clone(),
-        cnn_version: bundles.cnn.clone(),
-        created_at: renal_base::now_rfc3339(),
-        code_version: renal_messages::code_version().to_string(),
-        retrain: retrain.into(),
-        champion: champion.map(String::from),
-        training: manifest(&fitted.lesions, &fitted.malignant, &trained),
-        held_out: manifest(&fitted.lesions, &fitted.malignant, &round.split.test),
-        held_out_patients: patients.into_iter().collect(),
-        metrics,
-    }
 }
 
 /// After `renal run` trained: register the first streamed round's bundles and promote them for
@@ -177,6 +108,32 @@ pub fn import_labels(file: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `renal labels import FILE --config WORKER.toml`: each good row to `renal.labels`, each bad
+/// row to `renal.dead.labels` with its reason, on the broker the file's `[kafka]` names.
+pub fn send_labels(file: &Path, config: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).with_context(|| config.display().to_string())?;
+    let kafka: renal_bus::KafkaConfig = table
+        .remove("kafka")
+        .with_context(|| format!("{}: [kafka] section missing", config.display()))?
+        .try_into()
+        .with_context(|| format!("{}: [kafka]", config.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let rows = renal_labels::parse(&bytes).with_context(|| file.display().to_string())?;
+    let source = file.file_name().map_or("labels".into(), |n| n.to_string_lossy().to_string());
+    let rt = tokio::runtime::Runtime::new()?;
+    let stats = rt.block_on(async {
+        let topics = [renal_messages::topics::LABELS, renal_messages::topics::DEAD_LABELS];
+        let bus = renal_bus::connect(&kafka, "renal-labels", &topics).await?;
+        renal_labels::run::import(&bus, &source, rows).await
+    })?;
+    println!(
+        "labels: {} sent to renal.labels, {} bad rows to renal.dead.labels ({})",
+        stats.labels, stats.dead_letters, kafka.bootstrap_servers
+    );
+    Ok(())
+}
+
 /// What `renal train --out` retrains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RetrainChoice {
@@ -184,36 +141,17 @@ pub enum RetrainChoice {
     Full,
     /// The champion's ensemble calibrator alone, on labelled lesions it has never seen.
     Recalibrate,
+    /// The champion's ensemble meta-classifier and calibrator, on labelled lesions it has never
+    /// seen; its networks and clinical model kept.
+    Ensemble,
     /// Recalibrate when those lesions raise the calibration alert (ECE above 0.15, P below
     /// 0.01), retrain in full otherwise.
     Auto,
 }
 
-/// What a retrain starts from: the champion, the labels, the folder's lesions and blob store.
-struct Start {
-    registry: Registry,
-    champion: Entry,
-    truth: Truth,
-    prepared: Prepared,
-    device: tch::Device,
-}
-
-/// Labelled lesions (latest revisions) the champion neither trained on nor was judged on.
-fn unseen(start: &Start) -> (Vec<LesionV1>, Vec<renal_learn::split::Lesion>) {
-    let seen: BTreeSet<&str> =
-        start.champion.training.iter().chain(&start.champion.held_out).map(|r| r.case_id.as_str()).collect();
-    let (lesions, facts) = renal_trainer::protocol::labelled(&start.prepared.lesions, &start.truth);
-    lesions
-        .into_iter()
-        .zip(facts)
-        .filter(|(l, _)| !seen.contains(l.case_id.as_str()))
-        .map(|(l, f)| (l.clone(), f))
-        .unzip()
-}
-
 /// `renal train --out OUT`: fit a challenger (in full, or its calibrator only), compare it with
 /// the champion on held-out lesions neither trained on, register it, and promote it or record
-/// why not.
+/// why not ([`renal_trainer::retrain`]).
 pub fn retrain(
     out: &Path,
     deployment: &str,
@@ -222,13 +160,6 @@ pub fn retrain(
     cnn: (&crate::train::CnnArgs, renal_cnn::train::TrainConfig),
 ) -> Result<()> {
     let registry = registry_of(out);
-    let Some(pointer) = registry.promoted(deployment)? else {
-        bail!(
-            "deployment {deployment} serves no model in {}: run renal run on a labelled cohort first",
-            registry.root().display()
-        );
-    };
-    let champion = registry.entry(&pointer.version)?;
     let book = renal_labels::book::read(&book_path(out)).map_err(anyhow::Error::msg)?;
     if book.is_empty() {
         bail!(
@@ -237,229 +168,33 @@ pub fn retrain(
             out.display()
         );
     }
-    let device = crate::train::device(cnn.0.device)?;
-    let mut start =
-        Start { registry, champion, truth: truth_of(&book), prepared: crate::embedded::reopen(out)?, device };
-    let (recent, facts) = unseen(&start);
-    let mut champion_on_recent = Vec::new();
-    let kind = match choice {
-        RetrainChoice::Full => Retrain::Full,
-        RetrainChoice::Recalibrate => Retrain::Recalibrate,
-        RetrainChoice::Auto => {
-            let served = served_of(&start.champion);
-            champion_on_recent = predict(&mut start, &recent, &served, out)?;
-            let (p, y) = labelled_pairs(&champion_on_recent, &start.truth);
-            let check = calibration_alert(&p, &y, &AlertRule::default());
-            if check.lesions == 0 {
-                println!(
-                    "{} has seen every labelled lesion: no calibration to check, full retrain",
-                    start.champion.version
-                );
-            } else {
-                println!(
-                    "calibration of {} on {} labelled lesions it has never seen ({} malignant): mean predicted {:.3}, ECE {:.3} (P {:.3}): {}",
-                    start.champion.version,
-                    check.lesions,
-                    check.malignant,
-                    check.mean_predicted,
-                    check.ece,
-                    check.ece_p,
-                    if check.alert { "calibration alert, recalibration only" } else { "no calibration alert, full retrain" }
-                );
-            }
-            if check.alert {
-                Retrain::Recalibrate
-            } else {
-                Retrain::Full
-            }
-        }
-    };
-    match kind {
-        Retrain::Full => retrain_full(start, out, deployment, margins, cnn.1),
-        Retrain::Recalibrate => recalibrate(start, out, deployment, margins, &recent, &facts, champion_on_recent),
-    }
-}
-
-fn served_of(e: &Entry) -> Served {
-    Served { cnn: e.cnn_version.clone(), ensemble: e.version.clone() }
-}
-
-/// Predictions of `lesions` through the inference and ensemble stages serving `bundles`; dead
-/// letters are kept for the folder.
-fn predict(start: &mut Start, lesions: &[LesionV1], bundles: &Served, out: &Path) -> Result<Vec<PredictionV1>> {
-    let p = &mut start.prepared;
-    let (predicted, dead) =
-        predict_through_stages(&p.rt, lesions, bundles, start.registry.root(), &p.store, start.device, out)?;
-    p.letters.extend(dead);
-    Ok(predicted)
-}
-
-/// (probability, malignant) of the predictions whose lesion is labelled.
-fn labelled_pairs(predictions: &[PredictionV1], truth: &Truth) -> (Vec<f64>, Vec<bool>) {
-    predictions.iter().filter_map(|p| truth.get(&p.case_id).map(|&(y, _)| (p.probability, y))).unzip()
-}
-
-/// Both models' probabilities on the lesions both predicted, in case order, and the labels.
-fn paired(champion: &[PredictionV1], challenger: &[PredictionV1], truth: &Truth) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
-    let by_case = |p: &[PredictionV1]| -> BTreeMap<String, f64> {
-        p.iter().map(|p| (p.case_id.clone(), p.probability)).collect()
-    };
-    let (old, new) = (by_case(champion), by_case(challenger));
-    let cases: Vec<&String> = old.keys().filter(|c| new.contains_key(*c) && truth.contains_key(*c)).collect();
-    let malignant = cases.iter().map(|c| truth[*c].0).collect();
-    let (a, b) = cases.iter().map(|c| (old[*c], new[*c])).unzip();
-    (a, b, malignant)
-}
-
-/// Register the challenger and promote it or record why not.
-fn settle(start: Start, out: &Path, deployment: &str, entry: Entry, decision: renal_trainer::Decision) -> Result<()> {
-    let (registry, champion) = (&start.registry, &start.champion.version);
-    if registry.entries()?.iter().any(|e| e.version == entry.version) {
-        println!("challenger {} is already registered (the same fit): nothing new", entry.version);
-        return Ok(());
-    }
-    registry.register(&entry)?;
-    if decision.promote {
-        registry.promote(deployment, &entry.version, Some(champion), &decision.reason)?;
-        println!("challenger {} ({}) PROMOTED for {deployment}: {}", entry.version, entry.retrain, decision.reason);
-    } else {
-        registry.reject(deployment, &entry.version, &decision.reason)?;
-        println!(
-            "challenger {} ({}) registered, NOT promoted; {deployment} still serves {champion}: {}",
-            entry.version, entry.retrain, decision.reason
+    if registry.promoted(deployment)?.is_none() {
+        bail!(
+            "deployment {deployment} serves no model in {}: run renal run on a labelled cohort first",
+            registry.root().display()
         );
     }
-    crate::embedded::write_dead_letters(&start.prepared.letters, out)
-}
-
-/// Everything retrained on every labelled lesion outside the champion's held-out patients.
-fn retrain_full(
-    mut start: Start,
-    out: &Path,
-    deployment: &str,
-    margins: &Margins,
-    config: renal_cnn::train::TrainConfig,
-) -> Result<()> {
-    let champion = start.champion.clone();
-    let protocol = renal_trainer::Protocol::HeldOut(HeldOutPatients(std::sync::Arc::new(
-        champion.held_out_patients.iter().cloned().collect(),
-    )));
-    let setup = renal_trainer::CnnSetup { store: start.prepared.store.clone(), device: start.device, config };
-    println!(
-        "challenger: {} labelled lesions; testing on the held-out patients of {} ({} lesions when it was trained)",
-        start.truth.len(),
-        champion.version,
-        champion.held_out.len()
-    );
-    let fitted = renal_trainer::fit(
-        &start.prepared.lesions,
-        &start.truth,
-        &protocol,
-        Some(&setup),
-        Some(&start.prepared.table_root),
-        start.registry.root(),
+    let device = crate::train::device(cnn.0.device)?;
+    let prepared = crate::embedded::reopen(out)?;
+    let truth = renal_trainer::retrain::truth_of(&book);
+    let start = Start::new(
+        registry,
+        deployment,
+        truth,
+        prepared.lesions,
+        prepared.store,
+        Some(prepared.table_root),
+        device,
+        out.to_path_buf(),
     )?;
-    let bundles = fitted.rounds[0].served.clone().context("the challenger's networks and ensemble were not fitted")?;
-    let test: Vec<LesionV1> = fitted.rounds[0].split.test.iter().map(|&i| fitted.lesions[i].clone()).collect();
-    let old = predict(&mut start, &test, &served_of(&champion), out)?;
-    let new = predict(&mut start, &test, &bundles, out)?;
-    let (a, b, malignant) = paired(&old, &new, &start.truth);
-    let decision = renal_trainer::decide(&a, &b, &malignant, margins)?;
-    let extra = serde_json::json!({ "comparison": decision.comparison, "decision": decision.reason });
-    let entry = entry_of(&fitted, 0, &bundles, &new, Retrain::Full.name(), Some(&champion.version), extra);
-    settle(start, out, deployment, entry, decision)
-}
-
-/// The champion's calibrator refitted on half of the labelled lesions it has never seen (by
-/// patient); both judged on the other half.
-fn recalibrate(
-    mut start: Start,
-    out: &Path,
-    deployment: &str,
-    margins: &Margins,
-    recent: &[LesionV1],
-    facts: &[renal_learn::split::Lesion],
-    mut champion_on_recent: Vec<PredictionV1>,
-) -> Result<()> {
-    let champion = start.champion.clone();
-    let (refit, held) = renal_trainer::recalibrate::recent_halves(facts, SPLIT_SEED).with_context(|| {
-        format!(
-            "recalibration needs labelled lesions {} has never seen, of several patients; there are {}",
-            champion.version,
-            recent.len()
-        )
-    })?;
-    if champion_on_recent.is_empty() {
-        champion_on_recent = predict(&mut start, recent, &served_of(&champion), out)?;
-    }
-    let bundle = renal_ensemble::bundle::load(start.registry.root(), &champion.version)?;
-    let by_case: BTreeMap<&str, &PredictionV1> = champion_on_recent.iter().map(|p| (p.case_id.as_str(), p)).collect();
-    let (meta, y): (Vec<f64>, Vec<bool>) = refit
-        .iter()
-        .filter_map(|&i| by_case.get(recent[i].case_id.as_str()).map(|p| (p.inputs, facts[i].malignant)))
-        .map(|(inputs, y)| (bundle.content.ensemble.meta.probability(&inputs), y))
-        .unzip();
-    let ensemble = bundle
-        .content
-        .ensemble
-        .recalibrated(&meta, &y)
-        .with_context(|| format!("refitting the calibrator of {} on {} lesions", champion.version, meta.len()))?;
-    println!(
-        "recalibration: the calibrator of {} refitted on {} lesions ({} malignant); judged on {} others",
-        champion.version,
-        meta.len(),
-        y.iter().filter(|&&m| m).count(),
-        held.len()
-    );
-    let fitted = serde_json::json!({
-        "recalibrated_from": champion.version,
-        "calibration_lesions": meta.len(),
-        "calibration_malignant": y.iter().filter(|&&m| m).count(),
-    });
-    let content = renal_ensemble::bundle::Content { ensemble, fitted, ..bundle.content.clone() };
-    let saved = renal_ensemble::bundle::save(
-        start.registry.root(),
-        content,
-        renal_messages::code_version(),
-        &renal_base::now_rfc3339(),
-    )?;
-    let bundles = Served { cnn: champion.cnn_version.clone(), ensemble: saved.version.clone() };
-    let held_lesions: Vec<LesionV1> = held.iter().map(|&i| recent[i].clone()).collect();
-    let held_ids: BTreeSet<&str> = held_lesions.iter().map(|l| l.case_id.as_str()).collect();
-    let old: Vec<PredictionV1> =
-        champion_on_recent.iter().filter(|p| held_ids.contains(p.case_id.as_str())).cloned().collect();
-    let new = predict(&mut start, &held_lesions, &bundles, out)?;
-    let (a, b, malignant) = paired(&old, &new, &start.truth);
-    let decision = renal_trainer::decide(&a, &b, &malignant, margins)?;
-
-    let labels: Vec<bool> = facts.iter().map(|f| f.malignant).collect();
-    let mut training = champion.training.clone();
-    training.extend(manifest(recent, &labels, &refit));
-    training.sort_by(|a, b| a.case_id.cmp(&b.case_id));
-    let truth: BTreeMap<String, bool> = start.truth.iter().map(|(c, &(y, _))| (c.clone(), y)).collect();
-    let mut metrics = held_out_metrics(&new, &truth);
-    if let Some(m) = metrics.as_object_mut() {
-        m.insert("comparison".into(), serde_json::to_value(&decision.comparison)?);
-        m.insert("decision".into(), decision.reason.clone().into());
-    }
-    let entry = Entry {
-        version: saved.version.clone(),
-        cnn_version: champion.cnn_version.clone(),
-        created_at: renal_base::now_rfc3339(),
-        code_version: renal_messages::code_version().to_string(),
-        retrain: Retrain::Recalibrate.name().into(),
-        champion: Some(champion.version.clone()),
-        training,
-        held_out: manifest(recent, &labels, &held),
-        held_out_patients: held_lesions
-            .iter()
-            .map(|l| l.patient_pseudonym.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        metrics,
+    let choice = match choice {
+        RetrainChoice::Full => Choice::Full,
+        RetrainChoice::Recalibrate => Choice::Recalibrate,
+        RetrainChoice::Ensemble => Choice::Ensemble,
+        RetrainChoice::Auto => Choice::Auto,
     };
-    settle(start, out, deployment, entry, decision)
+    let outcome = renal_trainer::retrain::retrain(start, margins, choice, cnn.1, &|line| println!("{line}"))?;
+    crate::embedded::append_dead_letters(&outcome.dead_letters, out)
 }
 
 /// `renal models list`.

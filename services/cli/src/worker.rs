@@ -13,7 +13,7 @@ use std::future::Future;
 use std::path::Path;
 
 /// The stages `renal worker` runs.
-pub const STAGES: [&str; 6] = ["ingest", "preprocess", "radiomics", "inference", "ensemble", "monitor"];
+pub const STAGES: [&str; 7] = ["ingest", "preprocess", "radiomics", "inference", "ensemble", "monitor", "trainer"];
 
 /// `[telemetry]`: where the worker answers Prometheus and health checks.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -35,7 +35,7 @@ fn telemetry(text: &str) -> Result<TelemetryConfig> {
 }
 
 /// A worker file's `[kafka]` section and its `[<stage>]` section.
-fn sections<T: DeserializeOwned>(text: &str, stage: &str) -> Result<(KafkaConfig, T)> {
+pub fn sections<T: DeserializeOwned>(text: &str, stage: &str) -> Result<(KafkaConfig, T)> {
     let mut table: toml::Table = toml::from_str(text)?;
     table.remove("telemetry");
     let kafka = table.remove("kafka").context("[kafka] section missing")?;
@@ -90,6 +90,7 @@ pub fn run(name: &str, path: &Path) -> Result<()> {
         "inference" => serve(&text, name, |c, k| renal_inference::serve(c, k, interrupted())),
         "ensemble" => serve(&text, name, |c, k| renal_ensemble::serve(c, k, interrupted())),
         "monitor" => serve(&text, name, |c, k| renal_monitor::serve(c, k, interrupted())),
+        "trainer" => serve(&text, name, |c, k| renal_trainer::serve(c, k, interrupted())),
         other => bail!("no worker named {other:?} (workers: {})", STAGES.join(", ")),
     }
     .with_context(context)
@@ -144,6 +145,14 @@ mod tests {
             minimal,
             "the file lists the defaults"
         );
+        let (_, trainer): (_, renal_trainer::TrainerConfig) = sections(&file("trainer.toml"), "trainer").unwrap();
+        let minimal = renal_trainer::TrainerConfig::new("r".into(), "s".into(), "b", "t".into());
+        assert_eq!(
+            (&trainer.triggers, &trainer.margins, &trainer.cnn, trainer.tick_s, &trainer.on_labels),
+            (&minimal.triggers, &minimal.margins, &minimal.cnn, minimal.tick_s, &minimal.on_labels),
+            "the file lists the defaults"
+        );
+        trainer.validate().unwrap();
     }
 
     #[test]

@@ -313,6 +313,42 @@ pub fn monitor_metrics() -> &'static MonitorMetrics {
     &METRICS
 }
 
+/// What the trainer worker reports.
+pub struct TrainerMetrics {
+    /// `renal_trainer_retrains_total{retrain, outcome}`: retrains finished, by what was
+    /// retrained (`full`, `recalibrate`) and how they ended (`promoted`, `rejected`, `unchanged`,
+    /// `failed`).
+    pub retrains: IntCounterVec,
+    /// `renal_trainer_retrain_seconds{retrain}`: how long a retrain took.
+    pub seconds: HistogramVec,
+    /// `renal_trainer_known{kind}`: lesions (`lesions`) and labels (`labels`) the trainer holds,
+    /// and labels since the last retrain (`labels_since_retrain`).
+    pub known: IntGaugeVec,
+}
+
+/// The trainer metrics, registered on first use.
+pub fn trainer_metrics() -> &'static TrainerMetrics {
+    static METRICS: LazyLock<TrainerMetrics> = LazyLock::new(|| TrainerMetrics {
+        retrains: counter(
+            "trainer_retrains_total",
+            "Retrains finished, by what was retrained and how they ended (promoted, rejected, unchanged, failed).",
+            &["retrain", "outcome"],
+        ),
+        seconds: histogram(
+            "trainer_retrain_seconds",
+            "Time a retrain took, by what was retrained.",
+            &["retrain"],
+            prometheus::exponential_buckets(0.5, 2.0, 16).expect("valid buckets"),
+        ),
+        known: gauge(
+            "trainer_known",
+            "Lesions and labels the trainer holds, and labels since its last retrain.",
+            &["kind"],
+        ),
+    });
+    &METRICS
+}
+
 /// Set `renal_build_info{version, commit} 1`.
 pub fn build_info(version: &str, commit: &str) {
     static INFO: LazyLock<IntGaugeVec> =

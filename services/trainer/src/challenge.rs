@@ -12,10 +12,11 @@
 //!   `ece_margin` (a point comparison: on tens of lesions ECE has no useful test).
 
 use renal_stats::{delong_paired, expected_calibration_error};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// What a challenger must show.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// What a challenger must show (`[trainer.margins]` in the trainer worker's file).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Margins {
     /// Largest ROC AUC loss tolerated (default 0.05).
     pub auc_margin: f64,

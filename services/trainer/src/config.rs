@@ -1,5 +1,6 @@
 //! How the networks are trained: the settings `renal run` and `renal train cnn` take as flags,
-//! with their defaults in one place, checked and turned into a [`TrainConfig`].
+//! with their defaults in one place, checked and turned into a [`TrainConfig`]; and `[trainer]`,
+//! the trainer worker's section ([`TrainerConfig`]).
 
 use renal_cnn::net::{Backbone, Head, NetConfig};
 use renal_cnn::optim::OptimizerConfig;
@@ -106,5 +107,119 @@ impl CnnSettings {
             init_weights: self.init_weights.clone(),
             ..base
         })
+    }
+}
+
+/// `[trainer]`: what the trainer worker reads and writes, when it retrains, and how a challenger
+/// is judged.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Model registry folder (entries, bundles, promoted pointers, events).
+    pub registry: PathBuf,
+    /// Parquet store root: the `models` table and the radiomics `features` table the
+    /// first-order baselines read.
+    pub store: PathBuf,
+    /// Blob store holding the lesions' composites (a folder or `s3://bucket/prefix`).
+    pub blob_store: String,
+    /// Deployment whose champion is challenged and whose pointer moves (default `default`).
+    #[serde(default = "default_deployment")]
+    pub deployment: String,
+    /// Where the label book (`labels.jsonl`, so a restart does not count old labels as new)
+    /// and the stages' temporary state live; keep it on a persistent volume.
+    pub state_dir: PathBuf,
+    /// A folder of labels CSV files (`case_id,label[,subtype][,diagnosis_source]`): each file
+    /// is sent to `renal.labels` row by row (bad rows to `renal.dead.labels`) and moved to
+    /// `done/` beside it. None: labels come only from `renal labels import --config`.
+    #[serde(default)]
+    pub labels_dir: Option<PathBuf>,
+    /// Where Alertmanager posts its webhook (`POST /alerts`), for example `0.0.0.0:9471`; none:
+    /// alerts do not trigger retrains.
+    #[serde(default)]
+    pub alerts_addr: Option<std::net::SocketAddr>,
+    /// How often the schedule and the labels folder are looked at, seconds (default 30).
+    #[serde(default = "default_tick_s")]
+    pub tick_s: u64,
+    /// `cpu`, `cuda` or `auto` (default `auto`: CUDA when a GPU is visible).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// What the labels trigger and the schedule retrain: `full` (default), or `auto`
+    /// (recalibration only when the labelled lesions the champion never saw raise the
+    /// calibration alert's rule, full otherwise).
+    #[serde(default = "default_on_labels")]
+    pub on_labels: String,
+    /// When to retrain.
+    #[serde(default)]
+    pub triggers: crate::trigger::TriggerConfig,
+    /// What a challenger must show to be promoted.
+    #[serde(default)]
+    pub margins: crate::Margins,
+    /// How a full retrain trains the networks.
+    #[serde(default)]
+    pub cnn: CnnSettings,
+}
+
+fn default_deployment() -> String {
+    "default".into()
+}
+fn default_tick_s() -> u64 {
+    30
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_on_labels() -> String {
+    "full".into()
+}
+
+impl TrainerConfig {
+    /// Settings with every default.
+    pub fn new(registry: PathBuf, store: PathBuf, blob_store: &str, state_dir: PathBuf) -> TrainerConfig {
+        TrainerConfig {
+            registry,
+            store,
+            blob_store: blob_store.into(),
+            deployment: default_deployment(),
+            state_dir,
+            labels_dir: None,
+            alerts_addr: None,
+            tick_s: default_tick_s(),
+            device: default_device(),
+            on_labels: default_on_labels(),
+            triggers: crate::trigger::TriggerConfig::default(),
+            margins: crate::Margins::default(),
+            cnn: CnnSettings::default(),
+        }
+    }
+
+    /// The device asked for.
+    pub fn device(&self) -> Result<renal_cnn::device::Want, ConfigError> {
+        self.device.parse().map_err(|e| ConfigError(format!("device {e}")))
+    }
+
+    /// What a label or schedule trigger retrains.
+    pub fn on_labels(&self) -> Result<crate::retrain::Choice, ConfigError> {
+        match self.on_labels.as_str() {
+            "full" => Ok(crate::retrain::Choice::Full),
+            "auto" => Ok(crate::retrain::Choice::Auto),
+            other => Err(ConfigError(format!("on_labels {other:?}: want full or auto"))),
+        }
+    }
+
+    /// Check everything at start-up; the networks' training configuration.
+    pub fn validate(&self) -> Result<TrainConfig, ConfigError> {
+        self.device()?;
+        self.on_labels()?;
+        self.triggers.clone().validate().map_err(|e| ConfigError(e.to_string()))?;
+        if self.tick_s == 0 {
+            return Err(ConfigError("tick_s must be at least 1".into()));
+        }
+        let m = &self.margins;
+        if !(m.auc_margin >= 0.0 && m.ece_margin >= 0.0 && m.level > 0.5 && m.level < 1.0 && m.ece_bins > 0) {
+            return Err(ConfigError(format!(
+                "[trainer.margins] {m:?}: want margins >= 0, level in (0.5, 1), bins >= 1"
+            )));
+        }
+        self.cnn.validate().map_err(|e| ConfigError(format!("[trainer.cnn] {e}")))
     }
 }

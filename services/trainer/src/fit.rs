@@ -46,10 +46,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Folds of the ensemble's cross-fitted choice and calibration.
-const ENSEMBLE_FOLDS: usize = 5;
+pub(crate) const ENSEMBLE_FOLDS: usize = 5;
 
 /// The ensemble's inputs, in order.
-const STACKED: [&str; 3] = ["t2", "t1c", "clinical"];
+pub(crate) const STACKED: [&str; 3] = ["t2", "t1c", "clinical"];
 
 /// What the CNN arms need besides the lesions.
 pub struct CnnSetup {

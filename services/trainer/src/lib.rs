@@ -8,9 +8,11 @@
 //! saves the bundles; [`evaluate`] writes the held-out predictions and the report; [`challenge`]
 //! decides whether a challenger may replace the champion; [`recalibrate`] says when a calibration
 //! alert calls for refitting the calibrator alone; [`trigger`] decides when the trainer worker
-//! retrains (labels, a schedule, monitor alerts). `renal run`, `renal train --out` and `renal
-//! train cnn` call these today; the trainer worker (`renal.labels` in, `renal.models` out) comes
-//! later, on the same parts.
+//! retrains (labels, a schedule, monitor alerts). [`stages`] predicts lesions through the inference and
+//! ensemble stages; [`retrain`] runs one retrain against a deployment's champion (`renal train
+//! --out` and the worker). `renal worker trainer` ([`serve`], [`run`], [`events`], `[trainer]`
+//! in [`config`]) reads `renal.lesions` and `renal.labels`, retrains when a trigger fires and
+//! sends the registry's events to `renal.models`.
 
 pub mod baseline;
 pub mod challenge;
@@ -18,14 +20,22 @@ pub mod cnn;
 pub mod config;
 pub mod error;
 pub mod evaluate;
+pub mod events;
 pub mod fit;
 pub mod protocol;
 pub mod recalibrate;
+pub mod retrain;
+pub mod run;
+pub mod serve;
+pub mod stages;
 pub mod trigger;
 
 pub use challenge::{decide, Decision, Margins};
 pub use config::CnnSettings;
+pub use config::TrainerConfig;
 pub use error::TrainerError;
 pub use fit::{fit, Chosen, CnnSetup, Fitted, Predictions, Round, Scores, Served};
 pub use protocol::{read_truth, Protocol};
 pub use recalibrate::{calibration_alert, AlertRule, CalibrationCheck, Retrain};
+pub use run::{run, Trainer, TrainerStats};
+pub use serve::{serve, ServeError};

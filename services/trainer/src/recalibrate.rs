@@ -4,7 +4,9 @@
 //! refitting the served ensemble's calibrator alone ([`renal_learn::ensemble::Ensemble::recalibrated`]):
 //! the networks, the clinical model and the meta-classifier stay, minutes of training become
 //! milliseconds, and the lesions' order is kept (the challenger is still compared with the
-//! champion like any other). Anything else retrains everything.
+//! champion like any other). One step further, the ensemble and its calibrator are refitted on
+//! those lesions (the base models kept): the stacker may reweigh the networks and the clinical
+//! model for the new case mix. Anything else retrains everything.
 //!
 //! [`calibration_alert`] is the rule of the `RenalCalibrationDrift` alert the monitor's metrics feed
 //! (`deploy/prometheus/monitor_alerts.yml`): an ECE above 0.15 whose consistency-resampling P
@@ -24,14 +26,17 @@ pub enum Retrain {
     Full,
     /// The ensemble's calibrator only.
     Recalibrate,
+    /// The ensemble's meta-classifier and calibrator; networks and clinical model kept.
+    Ensemble,
 }
 
 impl Retrain {
-    /// The name the registry records (`full`, `recalibrate`).
+    /// The name the registry records (`full`, `recalibrate`, `ensemble`).
     pub fn name(self) -> &'static str {
         match self {
             Retrain::Full => "full",
             Retrain::Recalibrate => "recalibrate",
+            Retrain::Ensemble => "ensemble",
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum Action {
     None,
     /// The ensemble's calibrator only.
     Recalibrate,
+    /// The ensemble's meta-classifier and calibrator (networks and clinical model kept).
+    Ensemble,
     /// Everything.
     Full,
 }
@@ -39,7 +41,8 @@ pub struct TriggerConfig {
     /// Seconds after the last retrain when a full retrain starts if any label arrived meanwhile
     /// (0: no schedule; default 604800, a week).
     pub every_s: u64,
-    /// What a `RenalCalibrationDrift` alert leads to (default `recalibrate`).
+    /// What a `RenalCalibrationDrift` alert leads to: `none`, `recalibrate` (default),
+    /// `ensemble` or `full`.
     pub on_calibration_alert: Action,
     /// What a `RenalScoreDrift` or `RenalFeatureDrift` alert leads to (default `none`).
     pub on_drift_alert: Action,
@@ -146,6 +149,7 @@ impl Triggers {
                 match action {
                     Action::None => None,
                     Action::Recalibrate => Some(Due { retrain: Retrain::Recalibrate, reason }),
+                    Action::Ensemble => Some(Due { retrain: Retrain::Ensemble, reason }),
                     Action::Full => full(reason),
                 }
             }
@@ -233,6 +237,9 @@ mod tests {
         assert_eq!(t.observe(&alert("RenalExpectedAccuracyLow"), 3), None);
         let mut full = Triggers::new(TriggerConfig { on_drift_alert: Action::Full, ..Default::default() }, 0);
         assert_eq!(full.observe(&alert("RenalFeatureDrift"), 1).unwrap().retrain, Retrain::Full);
+        let restack = TriggerConfig { on_calibration_alert: Action::Ensemble, ..Default::default() };
+        let mut restack = Triggers::new(restack, 0);
+        assert_eq!(restack.observe(&alert("RenalCalibrationDrift"), 1).unwrap().retrain, Retrain::Ensemble);
     }
 
     #[test]
