@@ -5,6 +5,8 @@
 #   - DCMTK (dcmdump, storescu) and dcm2niix: independent DICOM readers used by the tests.
 #   - Prometheus and promtool (Debian's package): the tests scrape workers with a real Prometheus
 #     and check the deployment's scrape config and alert rules.
+#   - Alertmanager's amtool (Debian's package): checks the deployment's alert routing to the
+#     trainer worker.
 #   - Node.js and npm (Debian's packages): the dashboards are type-checked against Grafana's
 #     published schema (scripts/install-grafana-schema.sh).
 set -euo pipefail
@@ -19,6 +21,7 @@ missing=()
 command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
 command -v dcm2niix >/dev/null 2>&1 || missing+=(dcm2niix)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then

@@ -38,14 +38,14 @@ fn mounts(service: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-const WORKERS: [&str; 6] = ["ingest", "preprocess", "radiomics", "inference", "ensemble", "monitor"];
+const WORKERS: [&str; 7] = ["ingest", "preprocess", "radiomics", "inference", "ensemble", "monitor", "trainer"];
 
 #[test]
 fn every_service_agrees_with_the_repository() {
     let file = compose();
     let services = file["services"].as_object().unwrap();
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
-    for want in WORKERS.iter().chain(&["kafka", "topics", "models", "prometheus", "grafana"]) {
+    for want in WORKERS.iter().chain(&["kafka", "topics", "models", "prometheus", "alertmanager", "grafana"]) {
         assert!(names.contains(want), "no {want} service");
     }
     let declared: BTreeSet<String> = file["volumes"].as_object().unwrap().keys().cloned().collect();
@@ -103,7 +103,7 @@ fn every_service_agrees_with_the_repository() {
         assert!(prometheus_yml.contains(&format!("\"{stage}:{port}\"")), "prometheus.yml does not scrape {stage}");
         // Every folder the worker writes or reads is on a mounted volume.
         let own = toml[stage].as_table().unwrap();
-        let mut folders: Vec<String> = ["blob_store", "table_root", "registry", "state_dir"]
+        let mut folders: Vec<String> = ["blob_store", "table_root", "registry", "state_dir", "store", "labels_dir"]
             .iter()
             .filter_map(|k| own.get(*k).and_then(|v| v.as_str()).map(str::to_string))
             .collect();
@@ -129,6 +129,28 @@ fn every_service_agrees_with_the_repository() {
     let prometheus = &services["prometheus"];
     assert!(mounts(prometheus).contains(&("./deploy/prometheus".into(), "/etc/prometheus".into())));
     assert!(strings(&prometheus["command"]).contains(&"--config.file=/etc/prometheus/prometheus.yml".to_string()));
+    // Prometheus sends its alerts to Alertmanager, which posts the monitor's drift and
+    // calibration alerts to the trainer's webhook (the port of its alerts_addr); amtool accepts
+    // the routing file.
+    assert!(prometheus_yml.contains("targets: [\"alertmanager:9093\"]"), "prometheus.yml sends no alerts");
+    let alertmanager = &services["alertmanager"];
+    assert!(mounts(alertmanager).contains(&("./deploy/alertmanager".into(), "/etc/alertmanager".into())));
+    let routing = std::fs::read_to_string(repo().join("deploy/alertmanager/alertmanager.yml")).unwrap();
+    let trainer: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo().join("deploy/trainer.toml")).unwrap()).unwrap();
+    let port = trainer["trainer"]["alerts_addr"].as_str().unwrap().rsplit_once(':').unwrap().1.to_string();
+    assert!(routing.contains(&format!("url: http://trainer:{port}/alerts")), "{routing}");
+    let monitor_rules = std::fs::read_to_string(repo().join("deploy/prometheus/monitor_alerts.yml")).unwrap();
+    for alert in ["RenalCalibrationDrift", "RenalScoreDrift", "RenalFeatureDrift"] {
+        assert!(routing.contains(alert) && monitor_rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    let checked = Command::new("amtool")
+        .args(["check-config"])
+        .arg(repo().join("deploy/alertmanager/alertmanager.yml"))
+        .output()
+        .expect("amtool (scripts/setup.sh installs it)");
+    let said = String::from_utf8_lossy(&checked.stdout).to_string() + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success() && said.contains("SUCCESS"), "amtool check-config:\n{said}");
     let grafana = mounts(&services["grafana"]);
     assert!(grafana.contains(&("./deploy/grafana/provisioning".into(), "/etc/grafana/provisioning".into())));
     let datasource =
