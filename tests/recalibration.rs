@@ -10,7 +10,7 @@
 //! kept); its held-out ECE must drop too. Observed: mean predicted 0.35 against 34 of 39
 //! malignant, ECE 0.552 -> 0.059 on 19 held-out lesions, the ROC AUC unchanged.
 
-use renal_e2e::renal_ok as ok;
+use renal_e2e::{case_mix_shift, renal_ok as ok, SMALL_NETWORKS};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -31,51 +31,18 @@ fn ids(e: &serde_json::Value, k: &str) -> BTreeSet<String> {
 #[test]
 fn a_calibration_alert_refits_the_calibrator_alone_and_the_held_out_ece_drops() {
     let dir = tempfile::tempdir().unwrap();
-    let (cohort, run) = (dir.path().join("cohort"), dir.path().join("run"));
-    ok(&["synth", "--out", cohort.to_str().unwrap(), "--lesions", "120", "--sites", "HUP,MAY", "--seed", "8"]);
-    let labels = std::fs::read_to_string(cohort.join("labels.csv")).unwrap();
-    let mut lines = labels.lines();
-    let header = lines.next().unwrap().to_string();
-    let h: Vec<&str> = header.split(',').collect();
-    let col = |name: &str| h.iter().position(|c| *c == name).unwrap();
-    let (label, source, id) = (col("label"), col("diagnosis_source"), col("case_id"));
-    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
-    let benign = |r: &&Vec<String>| r[label] == "benign";
-    let (early, late) = rows.split_at(70);
-
-    // Known when the model is trained: every early benign lesion, and 60% as many malignant.
-    let early_benign: Vec<&Vec<String>> = early.iter().filter(benign).collect();
-    let early_malignant: Vec<&Vec<String>> = early.iter().filter(|r| !benign(r)).collect();
-    let first: Vec<&Vec<String>> =
-        early_benign.iter().copied().chain(early_malignant.iter().copied().take(early_benign.len() * 6 / 10)).collect();
-    let csv = |rows: &[&Vec<String>]| {
-        std::iter::once(header.clone()).chain(rows.iter().map(|r| r.join(","))).collect::<Vec<_>>().join("\n") + "\n"
-    };
-    std::fs::write(cohort.join("labels.csv"), csv(&first)).unwrap();
-    let small = ["--input-px", "32", "--epochs", "2"];
-    let mut args =
-        vec!["run", "--input", cohort.to_str().unwrap(), "--out", run.to_str().unwrap(), "--protocol", "split"];
-    args.extend(small);
-    assert!(ok(&args).contains("registered and promoted"));
-    let champion = json(&run.join("models/promoted/default.json"))["version"].as_str().unwrap().to_string();
-
-    // Later: every late malignant lesion, the late benign ones confirmed by pathology, and two
-    // benign by imaging.
-    let late_benign: Vec<&Vec<String>> = late.iter().filter(benign).collect();
-    let later: Vec<&Vec<String>> = late
-        .iter()
-        .filter(|r| !benign(r))
-        .chain(late_benign.iter().copied().filter(|r| r[source] == "histopathology"))
-        .chain(late_benign.iter().copied().filter(|r| r[source] != "histopathology").take(2))
-        .collect();
+    let shift = case_mix_shift(dir.path());
+    let (run, later) = (&shift.run, &shift.later);
+    let champion = shift.promoted();
+    let small = SMALL_NETWORKS;
     let file = dir.path().join("later.csv");
-    std::fs::write(&file, csv(&later)).unwrap();
+    std::fs::write(&file, shift.csv(later)).unwrap();
     ok(&["labels", "import", file.to_str().unwrap(), "--out", run.to_str().unwrap()]);
 
     // The next step up, on a copy of the folder: the champion's meta-classifier and calibrator
     // refitted on the same half of the later lesions (its networks and clinical model kept).
     let copy = dir.path().join("restacked");
-    let copied = std::process::Command::new("cp").arg("-a").arg(&run).arg(&copy).status().unwrap();
+    let copied = std::process::Command::new("cp").arg("-a").arg(run).arg(&copy).status().unwrap();
     assert!(copied.success());
     let mut args = vec!["train", "--out", copy.to_str().unwrap(), "--retrain", "ensemble"];
     args.extend(small);
@@ -115,7 +82,7 @@ fn a_calibration_alert_refits_the_calibrator_alone_and_the_held_out_ece_drops() 
     assert_eq!(entry["cnn_version"], old["cnn_version"], "the networks are the champion's");
 
     // Judged on later lesions only, none of which refitted the calibrator or trained anything.
-    let later_ids: BTreeSet<String> = later.iter().map(|r| r[id].clone()).collect();
+    let later_ids = shift.ids(later);
     let held = ids(&entry, "held_out");
     assert!(held.len() >= 10 && held.is_subset(&later_ids), "{held:?}");
     assert!(held.is_disjoint(&ids(&entry, "training")));

@@ -630,3 +630,83 @@ pub fn storescu(called_ae: &str, port: u16, folder: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
+
+/// A case-mix shift on an embedded run (`recalibration.rs`, `trainer_kafka.rs`): a 120-lesion
+/// synthetic cohort of two sites whose labels, when `renal run` trains the champion (small
+/// networks, one split), are a surveillance clinic's: every benign lesion of the first 70 rows
+/// and 60% as many malignant ones. The labels that come `later` are referrals': every malignant
+/// lesion of the other rows, their benign ones confirmed by pathology, and two benign by
+/// imaging.
+pub struct CaseMixShift {
+    /// The cohort `renal synth` wrote (its `labels.csv` holds the first labels only).
+    pub cohort: PathBuf,
+    /// The run's output folder (the champion promoted in its registry).
+    pub run: PathBuf,
+    /// The labels CSV's header.
+    pub header: String,
+    /// The rows known when the champion was trained.
+    pub first: Vec<Vec<String>>,
+    /// The rows that arrive later.
+    pub later: Vec<Vec<String>>,
+    /// The `case_id` column.
+    pub case_id: usize,
+}
+
+/// The `renal run` flags of [`case_mix_shift`]'s small networks.
+pub const SMALL_NETWORKS: [&str; 4] = ["--input-px", "32", "--epochs", "2"];
+
+/// Synthesise the cohort under `root`, keep its first labels, and train the champion.
+pub fn case_mix_shift(root: &Path) -> CaseMixShift {
+    let (cohort, run) = (root.join("cohort"), root.join("run"));
+    renal_ok(&["synth", "--out", cohort.to_str().unwrap(), "--lesions", "120", "--sites", "HUP,MAY", "--seed", "8"]);
+    let labels = std::fs::read_to_string(cohort.join("labels.csv")).unwrap();
+    let mut lines = labels.lines();
+    let header = lines.next().unwrap().to_string();
+    let h: Vec<&str> = header.split(',').collect();
+    let col = |name: &str| h.iter().position(|c| *c == name).unwrap();
+    let (label, source, case_id) = (col("label"), col("diagnosis_source"), col("case_id"));
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
+    let benign = |r: &&Vec<String>| r[label] == "benign";
+    let (early, late) = rows.split_at(70);
+    let early_benign: Vec<&Vec<String>> = early.iter().filter(benign).collect();
+    let first: Vec<Vec<String>> = early_benign
+        .iter()
+        .copied()
+        .chain(early.iter().filter(|r| !benign(r)).take(early_benign.len() * 6 / 10))
+        .cloned()
+        .collect();
+    let late_benign: Vec<&Vec<String>> = late.iter().filter(benign).collect();
+    let later: Vec<Vec<String>> = late
+        .iter()
+        .filter(|r| !benign(r))
+        .chain(late_benign.iter().copied().filter(|r| r[source] == "histopathology"))
+        .chain(late_benign.iter().copied().filter(|r| r[source] != "histopathology").take(2))
+        .cloned()
+        .collect();
+    let shift = CaseMixShift { cohort, run, header, first, later, case_id };
+    std::fs::write(shift.cohort.join("labels.csv"), shift.csv(&shift.first)).unwrap();
+    let (input, out) = (shift.cohort.to_str().unwrap(), shift.run.to_str().unwrap());
+    let mut args = vec!["run", "--input", input, "--out", out, "--protocol", "split"];
+    args.extend(SMALL_NETWORKS);
+    assert!(renal_ok(&args).contains("registered and promoted"));
+    shift
+}
+
+impl CaseMixShift {
+    /// `rows` as a labels CSV.
+    pub fn csv(&self, rows: &[Vec<String>]) -> String {
+        std::iter::once(self.header.clone()).chain(rows.iter().map(|r| r.join(","))).collect::<Vec<_>>().join("\n")
+            + "\n"
+    }
+
+    /// The lesion ids of `rows`.
+    pub fn ids(&self, rows: &[Vec<String>]) -> std::collections::BTreeSet<String> {
+        rows.iter().map(|r| r[self.case_id].clone()).collect()
+    }
+
+    /// The version the run's registry promotes for the default deployment.
+    pub fn promoted(&self) -> String {
+        let text = std::fs::read_to_string(self.run.join("models/promoted/default.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["version"].as_str().unwrap().to_string()
+    }
+}

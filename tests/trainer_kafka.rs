@@ -2,8 +2,8 @@
 //! and ensemble workers, all three on Kafka, none restarted.
 //!
 //! The champion comes from `renal run` on a 120-lesion synthetic cohort whose labels, when it
-//! was trained, were mostly benign (a surveillance clinic's mix; the same set-up as
-//! `recalibration.rs`). The workers serve `promoted`; the trainer is told to retrain, `auto`,
+//! was trained, were mostly benign (a surveillance clinic's mix; `renal_e2e::case_mix_shift`, as
+//! in `recalibration.rs`). The workers serve `promoted`; the trainer is told to retrain, `auto`,
 //! once it holds as many labels as the test will send. Then:
 //! 1. part one streams to `renal.lesions`: every lesion whose label comes later, and some
 //!    others; the workers predict them with the champion, the trainer keeps them;
@@ -21,16 +21,11 @@
 //! challenger's `trained` and `promoted` events.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{free_port, renal_ok as ok, start_worker, Broker, Running};
+use renal_e2e::{case_mix_shift, free_port, renal_ok as ok, start_worker, Broker, Running};
 use renal_messages::{topics, LesionV1, Message, ModelEventV1, PredictionV1};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn promoted(run: &Path) -> String {
-    let text = std::fs::read_to_string(run.join("models/promoted/default.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["version"].as_str().unwrap().to_string()
-}
 
 fn log_says(log: &Path, needle: &str) -> bool {
     std::fs::read_to_string(log).unwrap_or_default().contains(needle)
@@ -47,54 +42,15 @@ async fn receive(out: &mut impl Consumer, got: &mut Vec<PredictionV1>, until: us
 fn the_trainer_worker_promotes_a_challenger_and_the_workers_switch_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (cohort, run) = (root.join("cohort"), root.join("run"));
-    ok(&["synth", "--out", cohort.to_str().unwrap(), "--lesions", "120", "--sites", "HUP,MAY", "--seed", "8"]);
-    let labels = std::fs::read_to_string(cohort.join("labels.csv")).unwrap();
-    let mut lines = labels.lines();
-    let header = lines.next().unwrap().to_string();
-    let h: Vec<&str> = header.split(',').collect();
-    let col = |name: &str| h.iter().position(|c| *c == name).unwrap();
-    let (label, source, id) = (col("label"), col("diagnosis_source"), col("case_id"));
-    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
-    let benign = |r: &&Vec<String>| r[label] == "benign";
-    let (early, late) = rows.split_at(70);
-    let early_benign: Vec<&Vec<String>> = early.iter().filter(benign).collect();
-    let first: Vec<&Vec<String>> = early_benign
-        .iter()
-        .copied()
-        .chain(early.iter().filter(|r| !benign(r)).take(early_benign.len() * 6 / 10))
-        .collect();
-    let late_benign: Vec<&Vec<String>> = late.iter().filter(benign).collect();
-    let later: Vec<&Vec<String>> = late
-        .iter()
-        .filter(|r| !benign(r))
-        .chain(late_benign.iter().copied().filter(|r| r[source] == "histopathology"))
-        .chain(late_benign.iter().copied().filter(|r| r[source] != "histopathology").take(2))
-        .collect();
-    let csv = |rows: &[&Vec<String>]| {
-        std::iter::once(header.clone()).chain(rows.iter().map(|r| r.join(","))).collect::<Vec<_>>().join("\n") + "\n"
-    };
-    std::fs::write(cohort.join("labels.csv"), csv(&first)).unwrap();
-    ok(&[
-        "run",
-        "--input",
-        cohort.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--protocol",
-        "split",
-        "--input-px",
-        "32",
-        "--epochs",
-        "2",
-    ]);
-    let champion = promoted(&run);
+    let shift = case_mix_shift(root);
+    let (run, first, later) = (&shift.run, &shift.first, &shift.later);
+    let champion = shift.promoted();
     let lesions: Vec<LesionV1> = std::fs::read_to_string(run.join("lesions.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let later_ids: BTreeSet<String> = later.iter().map(|r| r[id].clone()).collect();
+    let later_ids = shift.ids(later);
     let (labelled_later, others): (Vec<&LesionV1>, Vec<&LesionV1>) =
         lesions.iter().partition(|l| later_ids.contains(&l.case_id));
     assert!(labelled_later.len() >= 30 && others.len() >= 50, "{} {}", labelled_later.len(), others.len());
@@ -175,10 +131,10 @@ fn the_trainer_worker_promotes_a_challenger_and_the_workers_switch_mid_stream() 
 
         // Labels: the champion's by the command, the later ones through the drop folder.
         let first_file = root.join("first.csv");
-        std::fs::write(&first_file, csv(&first)).unwrap();
+        std::fs::write(&first_file, shift.csv(first)).unwrap();
         let said = ok(&["labels", "import", first_file.to_str().unwrap(), "--config", trainer.to_str().unwrap()]);
         assert!(said.contains(&format!("{} sent to renal.labels", first.len())), "{said}");
-        std::fs::write(drop.join("later.csv"), csv(&later)).unwrap();
+        std::fs::write(drop.join("later.csv"), shift.csv(later)).unwrap();
 
         // Part two streams until the ensemble worker has loaded a challenger.
         let start = Instant::now();
@@ -230,7 +186,7 @@ fn the_trainer_worker_promotes_a_challenger_and_the_workers_switch_mid_stream() 
     }
     assert!(trainer_log.contains("calibration alert, recalibration only"), "{trainer_log}");
     assert!(trainer_log.contains("labels file later.csv"), "{trainer_log}");
-    let challenger = promoted(&run);
+    let challenger = shift.promoted();
     assert_ne!(challenger, champion, "{trainer_log}");
     let entry: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(models.join(format!("entries/{challenger}.json"))).unwrap())
