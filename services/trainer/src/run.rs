@@ -160,7 +160,6 @@ pub async fn run<B: Bus>(
             Some(result) = finished.recv(), if running.is_some() => {
                 let (choice, began) = running.take().expect("guarded");
                 settle(&bus, result, choice, began, &mut stats).await?;
-                triggers.retrained(now_ms());
                 emit(Known { lesions: lesions.len(), labels: book.len(), labels_since_retrain: triggers.labels_since() });
                 if stopping {
                     break;
@@ -172,6 +171,8 @@ pub async fn run<B: Bus>(
             if running.is_some() {
                 pending = Some(due);
             } else {
+                // Labels that arrive while it runs are not in it: they count towards the next.
+                triggers.retrained(now_ms());
                 running = Some(start(&trainer, &lesions, &book, due, finished_tx.clone()));
             }
         }

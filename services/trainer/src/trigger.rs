@@ -165,7 +165,8 @@ impl Triggers {
         })
     }
 
-    /// A retrain finished (promoted or not): count afresh from `now_ms`.
+    /// A retrain started (the worker resets when it starts one, so labels that arrive while it
+    /// runs count towards the next): count afresh from `now_ms`.
     pub fn retrained(&mut self, now_ms: u64) {
         self.labels_since = 0;
         self.last_retrain_ms = now_ms;
