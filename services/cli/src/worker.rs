@@ -35,7 +35,7 @@ fn telemetry(text: &str) -> Result<TelemetryConfig> {
 }
 
 /// A worker file's `[kafka]` section and its `[<stage>]` section.
-pub fn sections<T: DeserializeOwned>(text: &str, stage: &str) -> Result<(KafkaConfig, T)> {
+fn sections<T: DeserializeOwned>(text: &str, stage: &str) -> Result<(KafkaConfig, T)> {
     let mut table: toml::Table = toml::from_str(text)?;
     table.remove("telemetry");
     let kafka = table.remove("kafka").context("[kafka] section missing")?;
