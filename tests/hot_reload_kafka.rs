@@ -13,7 +13,9 @@
 //! has loaded B waits for it instead of being refused).
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{fitted_ensemble, random_cnn_bundle, start_worker, test_composite, Broker, Running};
+use renal_e2e::{
+    fitted_ensemble, random_cnn_bundle, receive_predictions as receive, start_worker, test_composite, Broker, Running,
+};
 use renal_messages::{topics, BlobRef, Clinical, LesionQc, LesionV1, Message, PredictionV1, Provenance, Sex};
 use renal_registry::{Entry, Registry};
 use std::collections::BTreeMap;
@@ -50,14 +52,6 @@ fn entry(version: &str, cnn: &str) -> Entry {
         held_out: Vec::new(),
         held_out_patients: Vec::new(),
         metrics: serde_json::json!({}),
-    }
-}
-
-/// Read predictions until `got` holds `until` of them.
-async fn receive(out: &mut impl Consumer, got: &mut Vec<PredictionV1>, until: usize) {
-    while got.len() < until {
-        let r = tokio::time::timeout(Duration::from_secs(120), out.recv()).await.expect("predictions").unwrap();
-        got.push(PredictionV1::decode(&r.payload).unwrap());
     }
 }
 

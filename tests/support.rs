@@ -710,3 +710,17 @@ impl CaseMixShift {
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["version"].as_str().unwrap().to_string()
     }
 }
+
+/// Read predictions from `out` until `got` holds `until` of them (two minutes at most for each).
+pub async fn receive_predictions(
+    out: &mut impl renal_bus::Consumer,
+    got: &mut Vec<renal_messages::PredictionV1>,
+    until: usize,
+) {
+    use renal_messages::Message;
+    while got.len() < until {
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(120), out.recv()).await.expect("predictions").unwrap();
+        got.push(renal_messages::PredictionV1::decode(&r.payload).unwrap());
+    }
+}

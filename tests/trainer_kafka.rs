@@ -21,7 +21,9 @@
 //! challenger's `trained` and `promoted` events.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
-use renal_e2e::{case_mix_shift, free_port, renal_ok as ok, start_worker, Broker, Running};
+use renal_e2e::{
+    case_mix_shift, free_port, receive_predictions as receive, renal_ok as ok, start_worker, Broker, Running,
+};
 use renal_messages::{topics, LesionV1, Message, ModelEventV1, PredictionV1};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,13 +31,6 @@ use std::time::{Duration, Instant};
 
 fn log_says(log: &Path, needle: &str) -> bool {
     std::fs::read_to_string(log).unwrap_or_default().contains(needle)
-}
-
-async fn receive(out: &mut impl Consumer, got: &mut Vec<PredictionV1>, until: usize) {
-    while got.len() < until {
-        let r = tokio::time::timeout(Duration::from_secs(120), out.recv()).await.expect("predictions").unwrap();
-        got.push(PredictionV1::decode(&r.payload).unwrap());
-    }
 }
 
 #[test]

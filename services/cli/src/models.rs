@@ -113,11 +113,7 @@ pub fn import_labels(file: &Path, out: &Path) -> Result<()> {
 pub fn send_labels(file: &Path, config: &Path) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let mut table: toml::Table = toml::from_str(&text).with_context(|| config.display().to_string())?;
-    let kafka: renal_bus::KafkaConfig = table
-        .remove("kafka")
-        .with_context(|| format!("{}: [kafka] section missing", config.display()))?
-        .try_into()
-        .with_context(|| format!("{}: [kafka]", config.display()))?;
+    let kafka = crate::worker::kafka_section(&mut table).with_context(|| config.display().to_string())?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let rows = renal_labels::parse(&bytes).with_context(|| file.display().to_string())?;
     let source = file.file_name().map_or("labels".into(), |n| n.to_string_lossy().to_string());

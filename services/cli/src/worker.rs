@@ -34,18 +34,23 @@ fn telemetry(text: &str) -> Result<TelemetryConfig> {
     }
 }
 
+/// The `[kafka]` section of a worker file's table, taken out of it.
+pub fn kafka_section(table: &mut toml::Table) -> Result<KafkaConfig> {
+    let kafka = table.remove("kafka").context("[kafka] section missing")?;
+    kafka.try_into().context("[kafka]")
+}
+
 /// A worker file's `[kafka]` section and its `[<stage>]` section.
 fn sections<T: DeserializeOwned>(text: &str, stage: &str) -> Result<(KafkaConfig, T)> {
     let mut table: toml::Table = toml::from_str(text)?;
     table.remove("telemetry");
-    let kafka = table.remove("kafka").context("[kafka] section missing")?;
+    let kafka = kafka_section(&mut table)?;
     let own = table.remove(stage).with_context(|| format!("[{stage}] section missing"))?;
     // One file may hold several workers' sections (a site's whole configuration); anything
     // else is a typo that would otherwise be ignored.
     if let Some(other) = table.keys().find(|k| !STAGES.contains(&k.as_str())) {
         bail!("unknown top-level key or section {other:?} (a worker file has [kafka] and [<worker>] sections; workers: {})", STAGES.join(", "));
     }
-    let kafka: KafkaConfig = kafka.try_into().context("[kafka]")?;
     let own: T = own.try_into().with_context(|| format!("[{stage}]"))?;
     Ok((kafka, own))
 }

@@ -81,6 +81,17 @@ pub enum ChallengeError {
     Margins(String),
 }
 
+impl Margins {
+    /// Refuse margins that make no sense (negative, a level outside (0.5, 1), no bins).
+    pub fn validate(&self) -> Result<(), ChallengeError> {
+        let m = self;
+        if !(m.auc_margin >= 0.0 && m.ece_margin >= 0.0 && m.level > 0.5 && m.level < 1.0 && m.ece_bins > 0) {
+            return Err(ChallengeError::Margins(format!("{m:?}: want margins >= 0, level in (0.5, 1), bins >= 1")));
+        }
+        Ok(())
+    }
+}
+
 /// Decide from both models' calibrated probabilities of the same held-out lesions.
 pub fn decide(
     champion: &[f64],
@@ -89,9 +100,7 @@ pub fn decide(
     m: &Margins,
 ) -> Result<Decision, ChallengeError> {
     assert!(champion.len() == malignant.len() && challenger.len() == malignant.len(), "one label per probability");
-    if !(m.auc_margin >= 0.0 && m.ece_margin >= 0.0 && m.level > 0.5 && m.level < 1.0 && m.ece_bins > 0) {
-        return Err(ChallengeError::Margins(format!("{m:?}: want margins >= 0, level in (0.5, 1), bins >= 1")));
-    }
+    m.validate()?;
     let positives = malignant.iter().filter(|&&y| y).count();
     let too_few = ChallengeError::TooFew { lesions: malignant.len(), malignant: positives };
     let paired = delong_paired(champion, challenger, malignant).ok_or(too_few)?;

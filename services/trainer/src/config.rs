@@ -146,8 +146,8 @@ pub struct TrainerConfig {
     /// What the labels trigger and the schedule retrain: `full` (default), or `auto`
     /// (recalibration only when the labelled lesions the champion never saw raise the
     /// calibration alert's rule, full otherwise).
-    #[serde(default = "default_on_labels")]
-    pub on_labels: String,
+    #[serde(default)]
+    pub on_labels: OnLabels,
     /// When to retrain.
     #[serde(default)]
     pub triggers: crate::trigger::TriggerConfig,
@@ -168,8 +168,26 @@ fn default_tick_s() -> u64 {
 fn default_device() -> String {
     "auto".into()
 }
-fn default_on_labels() -> String {
-    "full".into()
+
+/// What the labels trigger and the schedule retrain (`on_labels`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLabels {
+    /// Everything.
+    #[default]
+    Full,
+    /// Recalibration only when the lesions the champion never saw raise the calibration
+    /// alert's rule, everything otherwise.
+    Auto,
+}
+
+impl From<OnLabels> for crate::retrain::Choice {
+    fn from(o: OnLabels) -> crate::retrain::Choice {
+        match o {
+            OnLabels::Full => crate::retrain::Choice::Full,
+            OnLabels::Auto => crate::retrain::Choice::Auto,
+        }
+    }
 }
 
 impl TrainerConfig {
@@ -185,7 +203,7 @@ impl TrainerConfig {
             alerts_addr: None,
             tick_s: default_tick_s(),
             device: default_device(),
-            on_labels: default_on_labels(),
+            on_labels: OnLabels::default(),
             triggers: crate::trigger::TriggerConfig::default(),
             margins: crate::Margins::default(),
             cnn: CnnSettings::default(),
@@ -197,29 +215,14 @@ impl TrainerConfig {
         self.device.parse().map_err(|e| ConfigError(format!("device {e}")))
     }
 
-    /// What a label or schedule trigger retrains.
-    pub fn on_labels(&self) -> Result<crate::retrain::Choice, ConfigError> {
-        match self.on_labels.as_str() {
-            "full" => Ok(crate::retrain::Choice::Full),
-            "auto" => Ok(crate::retrain::Choice::Auto),
-            other => Err(ConfigError(format!("on_labels {other:?}: want full or auto"))),
-        }
-    }
-
     /// Check everything at start-up; the networks' training configuration.
     pub fn validate(&self) -> Result<TrainConfig, ConfigError> {
         self.device()?;
-        self.on_labels()?;
         self.triggers.clone().validate().map_err(|e| ConfigError(e.to_string()))?;
         if self.tick_s == 0 {
             return Err(ConfigError("tick_s must be at least 1".into()));
         }
-        let m = &self.margins;
-        if !(m.auc_margin >= 0.0 && m.ece_margin >= 0.0 && m.level > 0.5 && m.level < 1.0 && m.ece_bins > 0) {
-            return Err(ConfigError(format!(
-                "[trainer.margins] {m:?}: want margins >= 0, level in (0.5, 1), bins >= 1"
-            )));
-        }
+        self.margins.validate().map_err(|e| ConfigError(format!("[trainer.margins] {e}")))?;
         self.cnn.validate().map_err(|e| ConfigError(format!("[trainer.cnn] {e}")))
     }
 }

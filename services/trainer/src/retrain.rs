@@ -43,7 +43,7 @@ pub enum Choice {
 }
 
 impl Choice {
-    /// `full`, `recalibrate` or `auto`.
+    /// `full`, `recalibrate`, `ensemble` or `auto`.
     pub fn name(self) -> &'static str {
         match self {
             Choice::Full => "full",

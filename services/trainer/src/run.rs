@@ -55,7 +55,7 @@ pub enum RunError {
     /// The bus failed in a way retrying will not fix.
     #[error(transparent)]
     Bus(#[from] BusError),
-    /// The label book in `state_dir` could not be read or written.
+    /// The label book in `state_dir` could not be written.
     #[error("label book: {0}")]
     Book(String),
 }
@@ -70,6 +70,8 @@ pub struct Trainer {
     pub device: tch::Device,
     /// Where the composites are.
     pub store: Arc<dyn BlobStore>,
+    /// The label book as `state_dir` kept it ([`book_path`]; read at start-up).
+    pub book: Book,
 }
 
 fn now_ms() -> u64 {
@@ -89,7 +91,7 @@ type Finished = tokio::sync::mpsc::UnboundedSender<Result<Outcome, RetrainError>
 /// Read, trigger and retrain until `shutdown` resolves (a retrain in flight is finished
 /// first); `alerts` brings the firing alerts Alertmanager posts.
 pub async fn run<B: Bus>(
-    trainer: Trainer,
+    mut trainer: Trainer,
     bus: B,
     mut alerts: tokio::sync::mpsc::UnboundedReceiver<Signal>,
     shutdown: impl Future<Output = ()>,
@@ -97,7 +99,7 @@ pub async fn run<B: Bus>(
     let config = &trainer.config;
     let mut consumer =
         bus.consumer(&renal_registry::follow::own_group("trainer"), &[topics::LESIONS, topics::LABELS])?;
-    let mut book = renal_labels::book::read(&book_path(config)).map_err(RunError::Book)?;
+    let mut book = std::mem::take(&mut trainer.book);
     let mut lesions: BTreeMap<String, LesionV1> = BTreeMap::new();
     let mut triggers = Triggers::new(config.triggers.clone(), now_ms());
     let mut tick = tokio::time::interval(Duration::from_secs(config.tick_s));
@@ -131,7 +133,7 @@ pub async fn run<B: Bus>(
                     Ok(true) => {
                         renal_labels::book::write(&book_path(config), &book)
                             .map_err(|e| RunError::Book(format!("{}: {e}", book_path(config).display())))?;
-                        due = triggers.observe(&Signal::Label, now_ms()).map(|d| (labels_choice(config), d.reason));
+                        due = triggers.observe(&Signal::Label, now_ms()).map(|d| (config.on_labels.into(), d.reason));
                     }
                     Ok(false) => {}
                     Err((code, why)) => {
@@ -155,7 +157,7 @@ pub async fn run<B: Bus>(
                 if let Some(dir) = &config.labels_dir {
                     send_label_files(&bus, dir).await?;
                 }
-                due = triggers.observe(&Signal::Tick, now_ms()).map(|d| (labels_choice(config), d.reason));
+                due = triggers.observe(&Signal::Tick, now_ms()).map(|d| (config.on_labels.into(), d.reason));
             }
             Some(result) = finished.recv(), if running.is_some() => {
                 let (choice, began) = running.take().expect("guarded");
@@ -179,11 +181,6 @@ pub async fn run<B: Bus>(
     }
     emit(TrainerStopped { stats: &stats });
     Ok(stats)
-}
-
-/// What a label or schedule trigger retrains.
-fn labels_choice(config: &TrainerConfig) -> Choice {
-    config.on_labels().unwrap_or(Choice::Full)
 }
 
 /// Take one record: `Ok(true)` when the label book changed; a dead letter's code and reason
@@ -367,6 +364,7 @@ mod tests {
             train: config.validate().unwrap(),
             device: tch::Device::Cpu,
             store: renal_store::open(config.blob_store.as_str()).unwrap(),
+            book: renal_labels::book::read(&book_path(config)).unwrap(),
         };
         let (_tx, alerts) = tokio::sync::mpsc::unbounded_channel();
         rt.block_on(async { run(trainer, bus.clone(), alerts, tokio::time::sleep(Duration::from_millis(ms))).await })

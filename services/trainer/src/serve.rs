@@ -70,7 +70,7 @@ pub async fn serve(
     });
     let wanted = [topics::LESIONS, topics::LABELS, topics::MODELS, topics::DEAD_TRAINER, topics::DEAD_LABELS];
     let bus = renal_bus::connect(&kafka, "renal-trainer", &wanted).await?;
-    let trainer = Trainer { config, train, device, store };
+    let trainer = Trainer { config, train, device, store, book };
     Ok(crate::run(trainer, bus, alerts, shutdown).await?)
 }
 
