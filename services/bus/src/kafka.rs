@@ -60,6 +60,36 @@ pub struct KafkaConfig {
     /// lower it there.
     #[serde(default = "default_fetch_wait_max_ms")]
     pub fetch_wait_max_ms: u64,
+    /// How the brokers are reached: `plaintext` (default), `ssl` (TLS), `sasl_plaintext` or
+    /// `sasl_ssl` (SASL over TLS: what a hospital's shared cluster should ask for).
+    #[serde(default = "default_security_protocol")]
+    pub security_protocol: String,
+    /// PEM file of the CA that signed the brokers' certificates (TLS); none: the system's.
+    #[serde(default)]
+    pub ssl_ca_location: Option<std::path::PathBuf>,
+    /// PEM file of this client's certificate, for brokers that ask for one (mutual TLS).
+    #[serde(default)]
+    pub ssl_certificate_location: Option<std::path::PathBuf>,
+    /// PEM file of this client's private key.
+    #[serde(default)]
+    pub ssl_key_location: Option<std::path::PathBuf>,
+    /// Environment variable holding the private key's password, if it has one.
+    #[serde(default)]
+    pub ssl_key_password_env: Option<String>,
+    /// SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a `sasl_*` protocol).
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// Environment variable holding the SASL password (the password itself is never in a
+    /// file, a log line or this struct).
+    #[serde(default)]
+    pub sasl_password_env: Option<String>,
+}
+
+fn default_security_protocol() -> String {
+    "plaintext".into()
 }
 
 fn default_client_id() -> String {
@@ -97,6 +127,14 @@ impl KafkaConfig {
             debug: None,
             stats_interval_ms: default_stats_interval_ms(),
             fetch_wait_max_ms: default_fetch_wait_max_ms(),
+            security_protocol: default_security_protocol(),
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password_env: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_env: None,
         }
     }
 
@@ -118,18 +156,76 @@ impl KafkaConfig {
         if self.fetch_wait_max_ms > 300_000 {
             return bad(format!("fetch_wait_max_ms {} is over 300000", self.fetch_wait_max_ms));
         }
+        let protocol = self.security_protocol.as_str();
+        if !matches!(protocol, "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl") {
+            return bad(format!("security_protocol {protocol:?} is not plaintext, ssl, sasl_plaintext or sasl_ssl"));
+        }
+        let sasl = protocol.starts_with("sasl_");
+        if sasl != self.sasl_mechanism.is_some() {
+            return bad(format!("sasl_mechanism goes with a sasl_* security_protocol (it is {protocol})"));
+        }
+        if let Some(m) = &self.sasl_mechanism {
+            if !matches!(m.as_str(), "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") {
+                return bad(format!("sasl_mechanism {m:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"));
+            }
+            if self.sasl_username.is_none() || self.sasl_password_env.is_none() {
+                return bad("SASL needs sasl_username and sasl_password_env".into());
+            }
+        }
+        let tls = protocol.ends_with("ssl");
+        let files = [&self.ssl_ca_location, &self.ssl_certificate_location, &self.ssl_key_location];
+        if !tls && files.iter().any(|f| f.is_some()) {
+            return bad(format!("ssl_* files go with an ssl or sasl_ssl security_protocol (it is {protocol})"));
+        }
+        for f in files.into_iter().flatten() {
+            if !f.is_file() {
+                return bad(format!("{} is not a file", f.display()));
+            }
+        }
         Ok(())
     }
 
-    fn base(&self) -> ClientConfig {
+    /// The settings every client of this configuration starts from, with the secrets read from
+    /// the environment variables named (an error names a variable that is not set, never a
+    /// value). Public so that a test can show what reaches librdkafka.
+    pub fn client_config(&self) -> Result<ClientConfig, BusError> {
+        let secret = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| BusError::Fatal(format!("[kafka] environment variable {var} is not set")))
+        };
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id)
-            .set("broker.address.family", "v4");
+            .set("broker.address.family", "v4")
+            .set("security.protocol", &self.security_protocol);
+        let path = |p: &std::path::Path| p.display().to_string();
+        if let Some(p) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", path(p));
+        }
+        if let Some(p) = &self.ssl_certificate_location {
+            c.set("ssl.certificate.location", path(p));
+        }
+        if let Some(p) = &self.ssl_key_location {
+            c.set("ssl.key.location", path(p));
+        }
+        if let Some(var) = &self.ssl_key_password_env {
+            c.set("ssl.key.password", secret(var)?);
+        }
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(var) = &self.sasl_password_env {
+            c.set("sasl.password", secret(var)?);
+        }
         if let Some(debug) = &self.debug {
             c.set("debug", debug).set("log_level", "7").set("log.queue", "false");
         }
-        c
+        Ok(c)
     }
 }
 
@@ -234,7 +330,7 @@ impl KafkaBus {
     /// Connect a producer (no network traffic until the first send).
     pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
         let producer: FutureProducer<StderrLog> = config
-            .base()
+            .client_config()?
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
@@ -245,7 +341,8 @@ impl KafkaBus {
 
     /// Create `topics` where missing (existing ones are left as they are).
     pub async fn ensure_topics(&self, topics: &[Topic]) -> Result<(), BusError> {
-        let admin: AdminClient<StderrLog> = self.config.base().create_with_context(StderrLog).map_err(classify)?;
+        let admin: AdminClient<StderrLog> =
+            self.config.client_config()?.create_with_context(StderrLog).map_err(classify)?;
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|t| NewTopic::new(t.name, self.config.partitions, TopicReplication::Fixed(self.config.replication)))
@@ -298,7 +395,7 @@ impl Bus for KafkaBus {
     fn consumer(&self, group: &str, topics: &[Topic]) -> Result<KafkaConsumer, BusError> {
         let consumer: StreamConsumer<GroupMember> = self
             .config
-            .base()
+            .client_config()?
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
