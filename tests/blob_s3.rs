@@ -73,14 +73,22 @@ fn ingest_puts_instances_and_manifests_into_s3() {
     }
     let keys: BTreeSet<String> = objects.iter().map(|(k, _)| k["ingest/".len()..].to_string()).collect();
 
-    // Every instance file's bytes and every series manifest the cases point to are there.
-    let instances: BTreeSet<String> = renal_e2e::files_under(&cohort.join("TCIA"), Some("dcm"))
+    // Every instance, de-identified as ingest does it (never as received), and every series
+    // manifest the cases point to are there.
+    let profile = renal_ingest::deid::Profile {
+        keys: renal_ingest::deid::Keys::new(b"secret"),
+        private_creators: Default::default(),
+    };
+    let key_of = |bytes: &[u8]| {
+        let sha = sha256_hex(bytes);
+        format!("sha256/{}/{}", &sha[..2], sha)
+    };
+    let files = renal_e2e::files_under(&cohort.join("TCIA"), Some("dcm"));
+    let instances: BTreeSet<String> = files
         .iter()
-        .map(|p| {
-            let sha = sha256_hex(&std::fs::read(p).unwrap());
-            format!("sha256/{}/{}", &sha[..2], sha)
-        })
+        .map(|p| key_of(&renal_ingest::deid::deidentify(&std::fs::read(p).unwrap(), "TCIA", &profile).unwrap().bytes))
         .collect();
+    assert!(files.iter().all(|p| !keys.contains(&key_of(&std::fs::read(p).unwrap()))), "an instance as received");
     assert!(instances.is_subset(&keys), "{} instances, {} objects", instances.len(), keys.len());
     let store = ObjectBlobStore::from_url("s3://renal-blobs/ingest").unwrap();
     let mut manifests = BTreeSet::new();

@@ -72,6 +72,15 @@ fn every_service_agrees_with_the_repository() {
         }
     }
 
+    // The map back to the hospital's UIDs is mounted by ingest alone (the results stage, when it
+    // exists, is the one reader the design allows).
+    let map_users: Vec<&str> = services
+        .iter()
+        .filter(|(_, s)| mounts(s).iter().any(|(source, _)| source == "uid-map"))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(map_users, vec!["ingest"]);
+
     // Kafka: the official image, one KRaft node; every topic of the graph created at start.
     let kafka = &services["kafka"];
     assert!(kafka["image"].as_str().unwrap().starts_with("apache/kafka:"));

@@ -57,7 +57,7 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     let input = dir.path().join("cohort");
     let out = dir.path().join("out");
     let synth =
-        renal(&["synth", "--out", input.to_str().unwrap(), "--lesions", "30", "--sites", "HUP,MAY", "--seed", "8"]);
+        renal(&["synth", "--out", input.to_str().unwrap(), "--lesions", "30", "--sites", "HUP,MAY", "--seed", "10"]);
     assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
     // Small networks, few epochs: this checks the wiring, not the accuracy.
     let run = renal(&[
@@ -77,13 +77,15 @@ fn embedded_run_on_a_labelled_cohort_ends_with_held_out_predictions_and_a_report
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("held-out test: accuracy"), "{stdout}");
 
-    // labels.csv: case_id, ..., label, ..., diagnosis_source.
+    // labels.csv: accession, ..., site, label, ..., diagnosis_source; the run names each lesion
+    // by the id ingest derived from its accession number.
     let mut labels = csv::Reader::from_path(input.join("labels.csv")).unwrap();
     let h = labels.headers().unwrap().clone();
     let col = |name: &str| h.iter().position(|c| c == name).unwrap();
-    let (id, source) = (col("case_id"), col("diagnosis_source"));
+    let source = col("diagnosis_source");
+    let sources: Vec<String> = labels.records().map(|r| r.unwrap()[source].to_string()).collect();
     let truth: std::collections::BTreeMap<String, String> =
-        labels.records().map(|r| r.unwrap()).map(|r| (r[id].to_string(), r[source].to_string())).collect();
+        renal_e2e::labelled_ids(&input.join("labels.csv")).into_iter().zip(sources).collect();
 
     // The split covers every labelled lesion once; test holds histopathology only.
     let split: Vec<(String, String)> = std::fs::read_to_string(out.join("split.csv"))

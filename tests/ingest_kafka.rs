@@ -76,8 +76,12 @@ fn every_lesion_once_after_a_kill_and_restart() {
             std::thread::sleep(Duration::from_millis(400));
         }
     });
-    let expected: BTreeSet<String> =
-        manifest["cases"].as_array().unwrap().iter().map(|c| c["case_id"].as_str().unwrap().to_string()).collect();
+    let expected: BTreeSet<String> = manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| renal_e2e::lesion_id(c["site"].as_str().unwrap(), c["case_id"].as_str().unwrap()))
+        .collect();
     let config = dir.path().join("ingest.toml");
     let metrics = format!("127.0.0.1:{}", renal_e2e::free_port());
     std::fs::write(

@@ -9,8 +9,12 @@
 //!   sites) and every signal of the alert rules returns data through Prometheus' HTTP API;
 //! - the end-to-end latency histogram counted each lesion, consumer lag was reported, blob
 //!   traffic and C-STORE associations were counted;
-//! - no patient name, patient ID, accession number or UID of the cohort appears in any
-//!   worker's `/metrics` or in the debug logs.
+//! - the PHI scan: no patient name (whole or any part), patient ID, birth date, accession
+//!   number, institution name or UID (study, series, instance, frame of reference) of the cohort
+//!   appears, byte for byte, in any worker's `/metrics`, the debug logs, any message on any
+//!   topic (keys and payloads), any file the pipeline wrote (the blob store's de-identified
+//!   instances, manifests, volumes decompressed, the registry and state folders) or any value of
+//!   any Parquet table.
 
 use renal_bus::{Bus, Consumer, KafkaBus, KafkaConfig};
 use renal_e2e::{
@@ -37,23 +41,64 @@ impl Drop for Workers {
 }
 
 /// Values of the cohort that identify a patient or an object: names (whole and each part),
-/// patient IDs, accession numbers, and study, series and instance UIDs.
+/// patient IDs, birth dates (as DICOM writes them and as ISO dates), accession numbers, the
+/// institution, and study, series, instance and frame-of-reference UIDs, read by DCMTK's
+/// `dcmdump`.
 fn identifiers(cohort: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for file in renal_e2e::files_under(cohort, Some("dcm")) {
         let attributes = renal_e2e::top_level(&renal_e2e::dcmdump(&file));
-        for tag in ["0010,0010", "0010,0020", "0008,0050", "0020,000d", "0020,000e", "0008,0018"] {
+        for tag in
+            ["0010,0010", "0010,0020", "0008,0050", "0008,0080", "0020,000d", "0020,000e", "0008,0018", "0020,0052"]
+        {
             if let Some(v) = attributes.get(tag).filter(|v| !v.is_empty()) {
                 out.insert(v.clone());
                 out.extend(v.split('^').filter(|p| p.len() >= 4).map(str::to_string));
             }
         }
+        if let Some(birth) = attributes.get("0010,0030").filter(|v| v.len() == 8) {
+            out.insert(birth.clone());
+            out.insert(format!("{}-{}-{}", &birth[..4], &birth[4..6], &birth[6..]));
+        }
     }
     out
 }
 
+/// Everything the pipeline wrote under `root` (all but the cohort and the drop folder, the
+/// hospital's own copies), as bytes to search: gzip files decompressed, Parquet tables as the
+/// text of every row of every column.
+fn written_outputs(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut out = Vec::new();
+    for path in renal_e2e::files_under(root, None) {
+        let rel = path.strip_prefix(root).unwrap();
+        if rel.starts_with("cohort") || rel.starts_with("drop") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let searchable = if path.extension().is_some_and(|x| x == "parquet") {
+            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            let rows: Vec<String> = reader.get_row_iter(None).unwrap().map(|r| r.unwrap().to_string()).collect();
+            assert!(!rows.is_empty(), "{}: a table with no rows", rel.display());
+            rows.join("\n").into_bytes()
+        } else if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut plain).unwrap();
+            plain
+        } else {
+            bytes
+        };
+        out.push((path, searchable));
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
 #[test]
-fn dashboards_and_alerts_have_data_and_no_identifier_leaks() {
+fn dashboards_and_alerts_have_data_and_no_identifier_reaches_any_output() {
     renal_e2e::require_tool("storescu");
     let broker = Broker::start_private();
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +171,7 @@ state_dir = "{root}/ensemble-state"
         std::fs::write(&config, format!("[telemetry]\nmetrics_addr = \"{metrics}\"\n{body}")).unwrap();
         let child = Command::new(renal_e2e::renal_bin())
             .args(["worker", worker, "--config", config.to_str().unwrap()])
-            .env("RENAL_PSEUDONYM_SECRET", "observed-secret")
+            .env("RENAL_PSEUDONYM_SECRET", renal_e2e::E2E_SECRET)
             .env("RUST_LOG", "debug")
             .env("RENAL_LOG_FORMAT", "json")
             .stderr(std::fs::File::create(log(worker)).unwrap())
@@ -210,7 +255,8 @@ state_dir = "{root}/ensemble-state"
     let wrong: Vec<(&str, f64)> = failing().into_iter().map(|(q, v, _)| (q, v)).collect();
     assert!(wrong.is_empty(), "{wrong:?}\n{}", tails());
 
-    // No identifier in any worker's metrics or in the debug logs.
+    // The PHI scan: no identifier in any worker's metrics, the debug logs, any topic or any file
+    // the pipeline wrote.
     let mut exposed = String::new();
     for (_, addr) in &targets {
         exposed.push_str(&renal_e2e::http_get(addr, "/metrics").1);
@@ -222,6 +268,46 @@ state_dir = "{root}/ensemble-state"
         assert_eq!(line(&exposed), None, "{secret} in /metrics");
         assert_eq!(line(&logs), None, "{secret} in the logs");
     }
+    let messages = rt.block_on(async {
+        let bus = KafkaBus::new(KafkaConfig::local(&broker.bootstrap, "e2e-phi-scan")).unwrap();
+        bus.ensure_topics(topics::ALL).await.unwrap();
+        let mut consumer = bus.consumer("e2e-phi-scan", topics::ALL).unwrap();
+        let mut got = Vec::new();
+        // Every topic from its beginning, until nothing more comes for 5 s.
+        while let Ok(received) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+            if let Ok(r) = received {
+                got.push((r.topic.to_string(), [r.key.as_bytes(), b"\n", &r.payload[..]].concat()));
+            }
+        }
+        got
+    });
+    let by_topic: BTreeSet<&str> = messages.iter().map(|(t, _)| t.as_str()).collect();
+    for topic in
+        [topics::CASES, topics::LESIONS, topics::FEATURES, topics::SCORES, topics::PREDICTIONS, topics::DEAD_INGEST]
+    {
+        assert!(by_topic.contains(topic.name), "no message read from {}: {by_topic:?}", topic.name);
+    }
+    let files = written_outputs(root);
+    let instances = files.iter().filter(|(_, b)| b.len() > 132 && &b[128..132] == b"DICM").count();
+    assert!(instances >= 6 * 40, "{instances} de-identified instances in the blob store");
+    assert!(files.iter().any(|(p, _)| p.extension().is_some_and(|x| x == "parquet")), "the tables were read");
+    let mut hits = Vec::new();
+    for secret in &secrets {
+        hits.extend(messages.iter().filter(|(_, m)| contains(m, secret)).map(|(t, _)| format!("{secret} on {t}")));
+        hits.extend(
+            files.iter().filter(|(_, b)| contains(b, secret)).map(|(p, _)| format!("{secret} in {}", p.display())),
+        );
+    }
+    assert!(hits.is_empty(), "{} hits: {:#?}", hits.len(), &hits[..hits.len().min(20)]);
+    println!(
+        "PHI scan: {} identifiers searched in {} messages on {} topics, {} files ({instances} DICOM instances), /metrics of {} workers and {} log lines: 0 hits",
+        secrets.len(),
+        messages.len(),
+        by_topic.len(),
+        files.len(),
+        targets.len(),
+        logs.lines().count()
+    );
     for worker in std::mem::take(&mut workers.0) {
         renal_e2e::interrupt(worker);
     }

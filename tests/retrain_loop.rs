@@ -53,7 +53,8 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let mut lines = labels.lines();
     let header = lines.next().unwrap();
     let h: Vec<&str> = header.split(',').collect();
-    let (id, label) = (h.iter().position(|c| *c == "case_id").unwrap(), h.iter().position(|c| *c == "label").unwrap());
+    let col = |name: &str| h.iter().position(|c| *c == name).unwrap();
+    let (site, accession, label) = (col("site"), col("accession"), col("label"));
     let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
     let mut flipped = rows[0].clone();
     flipped[label] = if flipped[label] == "benign" { "malignant".into() } else { "benign".into() };
@@ -68,7 +69,7 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let revised: serde_json::Value = book
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|l| l["case_id"] == flipped[id].as_str())
+        .find(|l| l["case_id"] == renal_e2e::lesion_id(&flipped[site], &flipped[accession]).as_str())
         .unwrap();
     assert_eq!(revised["label"], flipped[label].as_str(), "the later label replaces the earlier one");
     let dead = std::fs::read_to_string(run.join("dead_letters.jsonl")).unwrap();
@@ -102,12 +103,18 @@ fn labels_in_a_challenger_out_promoted_or_refused_with_its_reason_and_rolled_bac
     let shown = ok(&["models", "show", &challenger, "--out", run.to_str().unwrap()]);
     assert!(shown.contains("promoted (default): promoted;"), "{shown}");
 
-    // The training lesions' labels shuffled (the held-out lesions keep theirs, so both models
-    // are judged against the truth): the next challenger learns nothing and is refused at the
-    // default margins, with the reason recorded.
+    // The training lesions' pathology labels shuffled among themselves (the held-out lesions
+    // keep theirs, so both models are judged against the truth; lesions diagnosed by imaging
+    // stay benign, so the parts the trainer cuts hold as many confirmed lesions as before): the
+    // next challenger learns nothing and is refused at the default margins, with the reason
+    // recorded.
     let held_out = ids(&champion_entry, "held_out");
+    let source = col("diagnosis_source");
     let mut shuffled = rows.clone();
-    let train: Vec<usize> = (0..shuffled.len()).filter(|&i| !held_out.contains(&shuffled[i][id])).collect();
+    let train: Vec<usize> = (0..shuffled.len())
+        .filter(|&i| !held_out.contains(&renal_e2e::lesion_id(&shuffled[i][site], &shuffled[i][accession])))
+        .filter(|&i| shuffled[i][source] == "histopathology")
+        .collect();
     for (k, &i) in train.iter().enumerate() {
         let j = train[(k * 7 + 3) % train.len()];
         let (a, b) = (shuffled[i][label].clone(), shuffled[j][label].clone());

@@ -55,9 +55,27 @@ pub fn test_composite(seed: u64, side: usize) -> Vec<u8> {
     renal_imaging::composite::encode_f32_le(&values)
 }
 
-/// Run `renal` with arguments; returns the whole output.
+/// The de-identification secret of every `renal` the tests start.
+pub const E2E_SECRET: &str = "e2e-secret";
+
+/// The lesion id ingest gives a study of `site` with this accession number under
+/// [`E2E_SECRET`] (the cohort's answer key names lesions by accession number).
+pub fn lesion_id(site: &str, accession: &str) -> String {
+    renal_base::keys::Keys::new(E2E_SECRET.as_bytes()).lesion_id(site, accession)
+}
+
+/// The lesion ids of a `renal synth` cohort's `labels.csv`, in its row order.
+pub fn labelled_ids(labels_csv: &Path) -> Vec<String> {
+    let mut labels = csv::Reader::from_path(labels_csv).unwrap();
+    let h = labels.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let (site, accession) = (col("site"), col("accession"));
+    labels.records().map(|r| r.unwrap()).map(|r| lesion_id(&r[site], &r[accession])).collect()
+}
+
+/// Run `renal` with arguments (under [`E2E_SECRET`]); returns the whole output.
 pub fn renal(args: &[&str]) -> Output {
-    Command::new(renal_bin()).args(args).output().expect("spawn renal")
+    Command::new(renal_bin()).args(args).env("RENAL_PSEUDONYM_SECRET", E2E_SECRET).output().expect("spawn renal")
 }
 
 /// Run `renal` with arguments, failing the test with its output unless it succeeds; returns
@@ -455,7 +473,7 @@ pub fn start_worker(name: &str, config: &Path, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(renal_bin())
         .args(["worker", name, "--config", config.to_str().unwrap()])
-        .env("RENAL_PSEUDONYM_SECRET", "e2e-secret")
+        .env("RENAL_PSEUDONYM_SECRET", E2E_SECRET)
         .stderr(std::process::Stdio::from(log))
         .spawn()
         .unwrap_or_else(|e| panic!("start renal worker {name}: {e}"))
@@ -599,16 +617,14 @@ pub fn dashboard_queries(file: &str) -> Vec<(String, String)> {
 /// The dashboards whose queries a test runs against a real Prometheus (see [`dashboard_queries`]).
 pub const QUERIED_DASHBOARDS: [&str; 2] = ["monitor.json", "pipeline.json"];
 
-/// `renal synth` a one-site cohort of `lesions` single-lesion patients into `out`; returns its
-/// case ids (the answer key's).
+/// `renal synth` a one-site cohort of `lesions` single-lesion patients into `out`; returns the
+/// lesion ids ingest will give them.
 pub fn synth_one_site(out: &Path, site: &str, lesions: usize, seed: u64) -> std::collections::BTreeSet<String> {
     let (n, seed) = (lesions.to_string(), seed.to_string());
     let args = ["synth", "--out", out.to_str().unwrap(), "--lesions", &n, "--sites", site, "--seed", &seed];
     let synth = renal(&[&args[..], &["--second-lesion-probability", "0"]].concat());
     assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
-    let mut labels = csv::Reader::from_path(out.join("labels.csv")).unwrap();
-    let id = labels.headers().unwrap().iter().position(|h| h == "case_id").unwrap();
-    let ids: std::collections::BTreeSet<String> = labels.records().map(|r| r.unwrap()[id].to_string()).collect();
+    let ids: std::collections::BTreeSet<String> = labelled_ids(&out.join("labels.csv")).into_iter().collect();
     assert_eq!(ids.len(), lesions);
     ids
 }
@@ -634,9 +650,9 @@ pub fn storescu(called_ae: &str, port: u16, folder: &Path) {
 /// A case-mix shift on an embedded run (`recalibration.rs`, `trainer_kafka.rs`): a 120-lesion
 /// synthetic cohort of two sites whose labels, when `renal run` trains the champion (small
 /// networks, one split), are a surveillance clinic's: every benign lesion of the first 70 rows
-/// and 60% as many malignant ones. The labels that come `later` are referrals': every malignant
-/// lesion of the other rows, their benign ones confirmed by pathology, and two benign by
-/// imaging.
+/// but three confirmed by pathology, and 60% as many malignant ones. The labels that come
+/// `later` are referrals': every malignant lesion of the other rows, their benign ones
+/// confirmed by pathology, the three kept back, and two benign by imaging.
 pub struct CaseMixShift {
     /// The cohort `renal synth` wrote (its `labels.csv` holds the first labels only).
     pub cohort: PathBuf,
@@ -648,8 +664,8 @@ pub struct CaseMixShift {
     pub first: Vec<Vec<String>>,
     /// The rows that arrive later.
     pub later: Vec<Vec<String>>,
-    /// The `case_id` column.
-    pub case_id: usize,
+    /// The `site` and `accession` columns (the rows' lesion ids are [`lesion_id`] of them).
+    pub key: (usize, usize),
 }
 
 /// The `renal run` flags of [`case_mix_shift`]'s small networks.
@@ -664,14 +680,20 @@ pub fn case_mix_shift(root: &Path) -> CaseMixShift {
     let header = lines.next().unwrap().to_string();
     let h: Vec<&str> = header.split(',').collect();
     let col = |name: &str| h.iter().position(|c| *c == name).unwrap();
-    let (label, source, case_id) = (col("label"), col("diagnosis_source"), col("case_id"));
+    let (label, source, key) = (col("label"), col("diagnosis_source"), (col("site"), col("accession")));
     let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
     let benign = |r: &&Vec<String>| r[label] == "benign";
+    let confirmed = |r: &&&Vec<String>| r[source] == "histopathology";
     let (early, late) = rows.split_at(70);
     let early_benign: Vec<&Vec<String>> = early.iter().filter(benign).collect();
+    // Three of the early benign lesions confirmed by pathology are kept back for later, so the
+    // held-out half of the later labels has benign lesions to rank (a stratified half of the
+    // late ones alone holds one or two).
+    let kept_back: Vec<&Vec<String>> = early_benign.iter().filter(confirmed).take(3).copied().collect();
     let first: Vec<Vec<String>> = early_benign
         .iter()
         .copied()
+        .filter(|r| !kept_back.contains(r))
         .chain(early.iter().filter(|r| !benign(r)).take(early_benign.len() * 6 / 10))
         .cloned()
         .collect();
@@ -679,11 +701,12 @@ pub fn case_mix_shift(root: &Path) -> CaseMixShift {
     let later: Vec<Vec<String>> = late
         .iter()
         .filter(|r| !benign(r))
-        .chain(late_benign.iter().copied().filter(|r| r[source] == "histopathology"))
+        .chain(late_benign.iter().filter(confirmed).copied())
+        .chain(kept_back.iter().copied())
         .chain(late_benign.iter().copied().filter(|r| r[source] != "histopathology").take(2))
         .cloned()
         .collect();
-    let shift = CaseMixShift { cohort, run, header, first, later, case_id };
+    let shift = CaseMixShift { cohort, run, header, first, later, key };
     std::fs::write(shift.cohort.join("labels.csv"), shift.csv(&shift.first)).unwrap();
     let (input, out) = (shift.cohort.to_str().unwrap(), shift.run.to_str().unwrap());
     let mut args = vec!["run", "--input", input, "--out", out, "--protocol", "split"];
@@ -701,7 +724,7 @@ impl CaseMixShift {
 
     /// The lesion ids of `rows`.
     pub fn ids(&self, rows: &[Vec<String>]) -> std::collections::BTreeSet<String> {
-        rows.iter().map(|r| r[self.case_id].clone()).collect()
+        rows.iter().map(|r| lesion_id(&r[self.key.0], &r[self.key.1])).collect()
     }
 
     /// The version the run's registry promotes for the default deployment.

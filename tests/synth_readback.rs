@@ -105,7 +105,7 @@ fn check_cohort(out: &Path, scratch: &Path) -> Vec<String> {
             assert_eq!(tags["0008,0016"], "1.2.840.10008.5.1.4.1.1.4", "MR Image Storage");
             assert_eq!(tags["0002,0010"], "1.2.840.10008.1.2.1", "explicit VR little endian");
             assert_eq!(tags["0008,0060"], "MR");
-            assert_eq!(tags["0008,0050"], case, "AccessionNumber is the case id labels.csv joins on");
+            assert_eq!(tags["0008,0050"], case, "AccessionNumber is the accession labels.csv joins on");
             assert_eq!(tags["0020,000e"], s["series_uid"].as_str().unwrap());
             assert_eq!(tags["0028,0010"].parse::<usize>().unwrap(), s["rows"].as_u64().unwrap() as usize);
             assert_eq!(tags["0028,0011"].parse::<usize>().unwrap(), s["columns"].as_u64().unwrap() as usize);
@@ -236,7 +236,7 @@ fn check_cohort(out: &Path, scratch: &Path) -> Vec<String> {
     let mut lines = labels.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "case_id,patient_id,site,label,subtype,diagnosis_source,diagnosis_method,grade,segmenter"
+        "accession,patient_id,site,label,subtype,diagnosis_source,diagnosis_method,grade,segmenter"
     );
     let cases = manifest["cases"].as_array().unwrap();
     let rows: Vec<&str> = lines.collect();

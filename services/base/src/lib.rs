@@ -1,6 +1,7 @@
 //! The well-kept crates every layer shares, re-exported so that a pure crate needs neither the
 //! message types nor a hand-written calendar for a date: civil dates and UTC timestamps
-//! ([`time`]) and hexadecimal ([`hex`]), with the few conversions the workspace uses.
+//! ([`time`]) and hexadecimal ([`hex`]), with the few conversions the workspace uses, and the
+//! keyed pseudonyms of [`keys`].
 //!
 //! ```
 //! let birth = renal_base::parse_dicom_date("19600615").unwrap();
@@ -9,6 +10,8 @@
 //! assert_eq!(renal_base::iso_date(study), "2019-06-14");
 //! assert_eq!(renal_base::hex::encode([0xab, 0x01]), "ab01");
 //! ```
+
+pub mod keys;
 
 pub use hex;
 pub use time;

@@ -24,41 +24,54 @@ pub fn ingest(input: &Path, repeat: usize) -> Result<()> {
     use renal_ingest::instance;
     use renal_store::{BlobStore, LocalBlobStore};
     let files = dicom_files(input)?;
-    let cfg = AssemblyConfig {
-        quiet_period_ms: 0,
-        incomplete_timeout_ms: 0,
-        pseudonym_secret: b"bench".to_vec(),
-        rules: Default::default(),
+    let cfg = AssemblyConfig { quiet_period_ms: 0, incomplete_timeout_ms: 0, rules: Default::default() };
+    let profile = renal_ingest::deid::Profile {
+        keys: renal_ingest::deid::Keys::new(b"bench"),
+        private_creators: Default::default(),
     };
     let scratch = tempfile_dir()?;
-    let pass = |write_blobs: bool| -> Result<(f64, usize)> {
+    // `deidentify`: the worker's path (checked, de-identified, read again); without it, the
+    // header parse alone, as before de-identification existed.
+    let pass = |write_blobs: bool, deidentify: bool| -> Result<(f64, usize)> {
         let store = LocalBlobStore::new(&scratch.join(if write_blobs { "blobs" } else { "manifests" }))?;
         let started = std::time::Instant::now();
         let mut asm = Assembler::new();
         for (site, path) in &files {
             let bytes = std::fs::read(path)?;
-            let inst = instance::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let (inst, bytes) = if deidentify {
+                let taken = renal_ingest::deid::intake(&bytes, site, &profile)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                (taken.instance, taken.bytes)
+            } else {
+                (instance::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?, bytes)
+            };
             let blob = if write_blobs { store.put(&bytes)? } else { renal_store::blob_ref(&bytes) };
             asm.add(site, inst, blob, 0);
         }
         let cases = asm.ready(u64::MAX / 2, &cfg, &store).into_iter().filter(|r| r.is_ok()).count();
         Ok((started.elapsed().as_secs_f64(), cases))
     };
-    let mut times = Vec::new();
+    let (mut times, mut plain_times) = (Vec::new(), Vec::new());
     let mut cases = 0;
     for _ in 0..repeat.max(1) {
-        let (t, c) = pass(false)?;
+        let (t, c) = pass(false, true)?;
         times.push(t);
         cases = c;
+        plain_times.push(pass(false, false)?.0);
     }
-    let median = median(times);
-    let (with_blobs, _) = pass(true)?;
+    let (median, plain) = (median(times), median(plain_times));
+    let (with_blobs, _) = pass(true, true)?;
     let _ = std::fs::remove_dir_all(&scratch);
     let n = files.len() as f64;
     println!("| path | instances | cases | seconds (median of {}) | instances/s | target | verdict |", repeat.max(1));
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| read + SHA-256 + parse + group | {} | {cases} | {median:.3} | {:.0} | 2500 | {} |",
+        "| read + SHA-256 + parse + group (no de-identification) | {} | {cases} | {plain:.3} | {:.0} | - | - |",
+        files.len(),
+        n / plain
+    );
+    println!(
+        "| read + parse + de-identify + parse + SHA-256 + group | {} | {cases} | {median:.3} | {:.0} | 2500 | {} |",
         files.len(),
         n / median,
         if n / median >= 2500.0 { "meets" } else { "misses" }

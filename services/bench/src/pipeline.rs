@@ -141,13 +141,24 @@ fn counter(text: &str, family: &str, filter: &str) -> f64 {
         .sum()
 }
 
-/// Case ids of the cohort's answer key.
+/// The secret the bench's ingest worker de-identifies under.
+const BENCH_SECRET: &str = "bench";
+
+/// Lesion ids of the cohort's answer key: its rows' accession numbers and sites as ingest
+/// names them under [`BENCH_SECRET`].
 fn case_ids(cohort: &Path) -> Result<BTreeSet<String>> {
     let text = std::fs::read_to_string(cohort.join("labels.csv"))?;
     let mut lines = text.lines();
-    let column = lines.next().context("empty labels.csv")?.split(',').position(|h| h == "case_id");
-    let column = column.context("labels.csv has no case_id")?;
-    Ok(lines.filter_map(|l| l.split(',').nth(column).map(str::to_string)).collect())
+    let header: Vec<&str> = lines.next().context("empty labels.csv")?.split(',').collect();
+    let column =
+        |name: &str| header.iter().position(|h| *h == name).with_context(|| format!("labels.csv has no {name}"));
+    let (site, accession) = (column("site")?, column("accession")?);
+    let keys = renal_base::keys::Keys::new(BENCH_SECRET.as_bytes());
+    Ok(lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|r| r.len() > site.max(accession))
+        .map(|r| keys.lesion_id(r[site], r[accession]))
+        .collect())
 }
 
 /// A CNN bundle of two random-initialised networks of `net` (seeded), saved to `registry`: what
@@ -523,7 +534,7 @@ pub fn pipeline(
         let child = Command::new(&exe)
             .args(["worker", worker, "--config"])
             .arg(&config)
-            .env("RENAL_PSEUDONYM_SECRET", "bench")
+            .env("RENAL_PSEUDONYM_SECRET", BENCH_SECRET)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stderr(std::fs::File::create(root.join(format!("{worker}.log")))?)
             .spawn()

@@ -54,6 +54,14 @@ fn embedded_secret(out: &Path, env: &str) -> Result<Vec<u8>> {
     Ok(secret)
 }
 
+/// The de-identification keys of an output folder: the secret its ingest used (from the
+/// environment when set, else the one kept in the folder).
+pub fn run_keys(out: &Path) -> Result<renal_base::keys::Keys> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let secret = embedded_secret(out, renal_ingest::config::DEFAULT_SECRET_ENV)?;
+    Ok(renal_base::keys::Keys::new(&secret))
+}
+
 /// `renal run --input DIR --out OUT`; `cnn`: the networks' training flags, `None` to skip them.
 pub fn run(input: &Path, out: &Path, protocol: &Protocol, cnn: Option<&crate::train::CnnArgs>) -> Result<()> {
     // Check the flags before minutes of preprocessing.
@@ -231,7 +239,8 @@ pub fn train(
     protocol: &Protocol,
     cnn: Option<(&crate::train::CnnArgs, renal_cnn::train::TrainConfig)>,
 ) -> Result<()> {
-    let truth = renal_trainer::read_truth(labels)?;
+    let keys = run_keys(out)?;
+    let truth = renal_trainer::read_truth(labels, Some(&keys))?;
     let setup = match cnn {
         Some((args, config)) => Some(renal_trainer::CnnSetup {
             store: prepared.store.clone(),
@@ -275,7 +284,7 @@ pub fn train(
     for line in renal_trainer::evaluate::write_outputs(&fitted, &served, out, protocol, config)? {
         println!("{line}");
     }
-    crate::models::start_book(labels, out)?;
+    crate::models::start_book(labels, &keys, out)?;
     crate::models::register_first(&fitted, &streamed, out, &format!("{protocol:?}"))?;
     monitor_rounds(prepared, &fitted, &streamed, &registry, device, out)
 }

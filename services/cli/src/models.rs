@@ -39,10 +39,10 @@ pub fn open_registry(out: Option<&Path>, registry: Option<&Path>) -> Result<Regi
 }
 
 /// Write the labels `renal run` trained on as the folder's label book.
-pub fn start_book(labels_csv: &Path, out: &Path) -> Result<()> {
+pub fn start_book(labels_csv: &Path, keys: &renal_base::keys::Keys, out: &Path) -> Result<()> {
     let bytes = std::fs::read(labels_csv).with_context(|| format!("reading {}", labels_csv.display()))?;
     let mut book = renal_labels::book::Book::new();
-    let rows = renal_labels::parse(&bytes).with_context(|| labels_csv.display().to_string())?;
+    let rows = renal_labels::parse(&bytes, Some(keys)).with_context(|| labels_csv.display().to_string())?;
     renal_labels::book::merge(&mut book, rows.into_iter().filter_map(Result::ok));
     renal_labels::book::write(&book_path(out), &book).with_context(|| format!("writing {}", book_path(out).display()))
 }
@@ -78,7 +78,8 @@ pub fn import_labels(file: &Path, out: &Path) -> Result<()> {
         bail!("{} is not a renal run output folder (no lesions.jsonl)", out.display());
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let rows = renal_labels::parse(&bytes).with_context(|| file.display().to_string())?;
+    let keys = crate::embedded::run_keys(out)?;
+    let rows = renal_labels::parse(&bytes, Some(&keys)).with_context(|| file.display().to_string())?;
     let source = file.file_name().map_or("labels".into(), |n| n.to_string_lossy().to_string());
     let (mut good, mut letters) = (Vec::new(), Vec::new());
     for row in rows {
@@ -109,13 +110,18 @@ pub fn import_labels(file: &Path, out: &Path) -> Result<()> {
 }
 
 /// `renal labels import FILE --config WORKER.toml`: each good row to `renal.labels`, each bad
-/// row to `renal.dead.labels` with its reason, on the broker the file's `[kafka]` names.
+/// row to `renal.dead.labels` with its reason, on the broker the file's `[kafka]` names. A file
+/// keyed by accession number needs the de-identification secret in `RENAL_PSEUDONYM_SECRET`.
 pub fn send_labels(file: &Path, config: &Path) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let mut table: toml::Table = toml::from_str(&text).with_context(|| config.display().to_string())?;
     let kafka = crate::worker::kafka_section(&mut table).with_context(|| config.display().to_string())?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let rows = renal_labels::parse(&bytes).with_context(|| file.display().to_string())?;
+    let keys = std::env::var(renal_ingest::config::DEFAULT_SECRET_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| renal_base::keys::Keys::new(s.as_bytes()));
+    let rows = renal_labels::parse(&bytes, keys.as_ref()).with_context(|| file.display().to_string())?;
     let source = file.file_name().map_or("labels".into(), |n| n.to_string_lossy().to_string());
     let rt = tokio::runtime::Runtime::new()?;
     let stats = rt.block_on(async {

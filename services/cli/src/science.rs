@@ -120,7 +120,7 @@ fn counted(labels: &Path) -> Result<(usize, usize)> {
         let row = row.with_context(|| format!("a row of {}", labels.display()))?;
         let field =
             |name: &str| row.get(name).cloned().with_context(|| format!("{} has no {name} column", labels.display()));
-        lesions.insert(field("case_id")?);
+        lesions.insert((field("site")?, field("accession")?));
         patients.insert(field("patient_id")?);
     }
     Ok((lesions.len(), patients.len()))

@@ -93,7 +93,9 @@ pub fn train_cnn(
     let config = args.settings().validate().context("training settings")?;
     let device = device(args.device)?;
     let registry = registry.map(Path::to_path_buf).unwrap_or_else(|| run.join("models"));
-    for line in renal_trainer::cnn::train_cnn(run, labels, &registry, checkpoint, parts, &config, device)? {
+    let keys = crate::embedded::run_keys(run)?;
+    for line in renal_trainer::cnn::train_cnn(run, labels, Some(&keys), &registry, checkpoint, parts, &config, device)?
+    {
         println!("{line}");
     }
     Ok(())

@@ -120,6 +120,11 @@ mod tests {
         );
         let (_, ingest): (_, renal_ingest::IngestConfig) = sections(&file("ingest.toml"), "ingest").unwrap();
         assert_eq!(ingest.scp[0].durability, renal_ingest::scp::Durability::Fsync);
+        assert_eq!(
+            (ingest.quarantine_store.as_deref(), ingest.private_creators.len()),
+            (None, 0),
+            "raw instances kept nowhere"
+        );
         let (_, inference): (_, renal_inference::InferenceConfig) =
             sections(&file("inference.toml"), "inference").unwrap();
         let minimal = renal_inference::InferenceConfig::new("b", "r".into(), "v");
@@ -153,8 +158,22 @@ mod tests {
         let (_, trainer): (_, renal_trainer::TrainerConfig) = sections(&file("trainer.toml"), "trainer").unwrap();
         let minimal = renal_trainer::TrainerConfig::new("r".into(), "s".into(), "b", "t".into());
         assert_eq!(
-            (&trainer.triggers, &trainer.margins, &trainer.cnn, trainer.tick_s, &trainer.on_labels),
-            (&minimal.triggers, &minimal.margins, &minimal.cnn, minimal.tick_s, &minimal.on_labels),
+            (
+                &trainer.triggers,
+                &trainer.margins,
+                &trainer.cnn,
+                trainer.tick_s,
+                &trainer.on_labels,
+                &trainer.pseudonym_secret_env
+            ),
+            (
+                &minimal.triggers,
+                &minimal.margins,
+                &minimal.cnn,
+                minimal.tick_s,
+                &minimal.on_labels,
+                &minimal.pseudonym_secret_env
+            ),
             "the file lists the defaults"
         );
         trainer.validate().unwrap();

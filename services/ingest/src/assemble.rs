@@ -8,7 +8,6 @@
 
 use crate::classify::{classify, Rules};
 use crate::instance::{Instance, Kind, MrInfo, SegInfo};
-use crate::pseudonym::pseudonym;
 use renal_messages::{BlobRef, CaseV1, Clinical, Provenance, Role, SegRef, SeriesManifest, SeriesRef, Sex};
 use renal_store::{sha256_hex, BlobError, BlobStore};
 use std::collections::btree_map::Entry;
@@ -55,8 +54,6 @@ pub struct AssemblyConfig {
     pub quiet_period_ms: u64,
     /// Give up on an incomplete study after this long without new instances, ms.
     pub incomplete_timeout_ms: u64,
-    /// Secret for patient pseudonyms.
-    pub pseudonym_secret: Vec<u8>,
     /// Classification rules per site code (missing sites use the defaults).
     pub rules: BTreeMap<String, Rules>,
 }
@@ -327,6 +324,7 @@ fn build_case(study: &mut Study, cfg: &AssemblyConfig, store: &dyn BlobStore) ->
     let input_sha256 = sha256_hex(input_hashes.join(",").as_bytes());
     study.revision += 1;
     let first = &study.first;
+    let study_hash = sha256_hex(study_uid.as_bytes());
     let sex = match first.sex.as_str() {
         "M" => Some(Sex::M),
         "F" => Some(Sex::F),
@@ -335,15 +333,17 @@ fn build_case(study: &mut Study, cfg: &AssemblyConfig, store: &dyn BlobStore) ->
     };
     Ok(CaseV1 {
         version: 1,
-        case_id: if first.accession.is_empty() {
-            format!("study-{}", &sha256_hex(study_uid.as_bytes())[..16])
-        } else {
-            first.accession.clone()
-        },
+        // De-identified instances always carry the accession pseudonym; the study UID (itself
+        // remapped) stands in for instances that did not pass through de-identification.
+        case_id: crate::deid::case_id(
+            &study.site,
+            if first.accession.is_empty() { &study_hash[..16] } else { &first.accession },
+        ),
         first_instance_at: Some(study.first_instance_at.clone()),
         revision: study.revision,
         site: study.site.clone(),
-        patient_pseudonym: pseudonym(&cfg.pseudonym_secret, &study.site, &first.patient_id),
+        // The de-identified PatientID is the pseudonym already.
+        patient_pseudonym: first.patient_id.clone(),
         study_uid,
         study_date: iso_date(&first.study_date),
         clinical: Clinical { age_years: parse_age(&first.age, &first.birth_date, &first.study_date), sex },

@@ -20,8 +20,12 @@ fn default_file_settle_ms() -> u64 {
 fn default_study_retention_ms() -> u64 {
     86_400_000
 }
+/// The environment variable that holds the de-identification secret unless the settings name
+/// another.
+pub const DEFAULT_SECRET_ENV: &str = "RENAL_PSEUDONYM_SECRET";
+
 fn default_secret_env() -> String {
-    "RENAL_PSEUDONYM_SECRET".into()
+    DEFAULT_SECRET_ENV.into()
 }
 
 /// One site's drop folder.
@@ -66,9 +70,25 @@ pub struct IngestConfig {
     pub blob_store: String,
     /// Table store root (the `cases` table).
     pub table_root: PathBuf,
-    /// Environment variable that holds the pseudonym secret (never put the secret in a file).
+    /// Environment variable that holds the de-identification secret (never put the secret in
+    /// a file): it keys the patient and accession pseudonyms, the remapped UIDs and the date
+    /// shifts. Changing it gives every patient, study and lesion new identities.
     #[serde(default = "default_secret_env")]
     pub pseudonym_secret_env: String,
+    /// Where the map from remapped study and series UIDs back to the hospital's is kept (a
+    /// folder, one file per remapped UID): the one place original UIDs exist after ingest, to
+    /// be mounted for the results stage only. None (the default): the map is not kept.
+    #[serde(default)]
+    pub uid_map_root: Option<PathBuf>,
+    /// Where instances are kept as received, identifiers and all (a folder or `s3://...`), for
+    /// an operator who must keep them; None (the default): only de-identified instances are
+    /// stored anywhere.
+    #[serde(default)]
+    pub quarantine_store: Option<String>,
+    /// Private creators (e.g. `SIEMENS CSA HEADER`) whose private attributes survive
+    /// de-identification; every other private attribute is removed.
+    #[serde(default)]
+    pub private_creators: Vec<String>,
     /// Emit a complete study only after this long without new instances, ms.
     #[serde(default = "default_quiet_period_ms")]
     pub quiet_period_ms: u64,
@@ -90,8 +110,10 @@ pub struct IngestConfig {
     /// instances are dead-lettered as incomplete. Continuous mode only.
     #[serde(default = "default_study_retention_ms")]
     pub study_retention_ms: u64,
-    /// Move files to `.done/` or `.rejected/` inside their drop folder once handled. A
-    /// long-running worker should: only then does its memory of files already read stay bounded.
+    /// Take handled files out of the drop folder: a file whose case was sent is deleted (its
+    /// de-identified copy is in the blob store, the file as received in the quarantine store
+    /// when one is configured), an unusable one is moved to `.rejected/`. A long-running worker
+    /// should: only then does its memory of files already read stay bounded.
     #[serde(default)]
     pub move_processed: bool,
     /// C-STORE receivers started by `renal worker ingest` (none by default).
@@ -112,6 +134,9 @@ impl IngestConfig {
             blob_store: blob_store.into(),
             table_root,
             pseudonym_secret_env: default_secret_env(),
+            uid_map_root: None,
+            quarantine_store: None,
+            private_creators: Vec::new(),
             quiet_period_ms: default_quiet_period_ms(),
             incomplete_timeout_ms: default_incomplete_timeout_ms(),
             scan_interval_ms: default_scan_interval_ms(),

@@ -1,5 +1,5 @@
-//! Drop folders: listing what arrived, naming files without naming patients, and moving
-//! handled files aside.
+//! Drop folders: listing what arrived, naming files without naming patients, and taking
+//! handled files out.
 
 use renal_store::sha256_hex;
 use std::collections::HashSet;
@@ -14,7 +14,7 @@ pub fn file_key(site: &str, drop_folder: &Path, path: &Path) -> String {
     format!("{site}:{}/{name}", &sha256_hex(dir.as_bytes())[..16])
 }
 
-/// Every file under `root`, recursively, skipping hidden entries (`.done`, `.rejected`, files
+/// Every file under `root`, recursively, skipping hidden entries (`.rejected`, files
 /// still being written under a dot-name), sorted.
 pub fn list_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -43,7 +43,7 @@ pub fn list_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Move a handled file into `folder` (`.done`, `.rejected`) of its drop folder and forget it.
+/// Move an unusable file into `folder` (`.rejected`) of its drop folder and forget it.
 pub fn move_under(drop: &Path, path: &Path, folder: &str, seen: &mut HashSet<PathBuf>) {
     let rel = path.strip_prefix(drop).unwrap_or(path);
     let to = drop.join(folder).join(rel);
@@ -53,5 +53,11 @@ pub fn move_under(drop: &Path, path: &Path, folder: &str, seen: &mut HashSet<Pat
     let _ = std::fs::rename(path, to);
     // Hidden folders are not scanned, so a moved file need not be remembered: the seen set
     // stays as small as the drop folder.
+    seen.remove(path);
+}
+
+/// Delete a file whose case was sent (its de-identified copy is stored) and forget it.
+pub fn remove_handled(path: &Path, seen: &mut HashSet<PathBuf>) {
+    let _ = std::fs::remove_file(path);
     seen.remove(path);
 }

@@ -30,6 +30,9 @@ pub enum InstanceError {
     /// Geometry attributes are absent or malformed.
     #[error("missing or malformed geometry: {0}")]
     BadGeometry(String),
+    /// Readable, but de-identifying it failed (it cannot be stored without identifiers).
+    #[error("de-identification failed: {0}")]
+    Deidentification(String),
 }
 
 impl InstanceError {
@@ -41,6 +44,7 @@ impl InstanceError {
             InstanceError::UnsupportedSopClass(_) => "unsupported_sop_class",
             InstanceError::MissingTag(_) => "missing_tag",
             InstanceError::BadGeometry(_) => "missing_geometry",
+            InstanceError::Deidentification(_) => "deidentification_failed",
         }
     }
 }
@@ -114,8 +118,9 @@ pub enum Kind {
     Seg(SegInfo),
 }
 
-/// Header values of one instance. `patient_id` is read only to be pseudonymised; it must not
-/// be logged or passed on.
+/// Header values of one instance. Read from an instance as received (to check it), its
+/// identifiers must not be logged or passed on; read from the de-identified instance
+/// ([`crate::deid::intake`]) they are pseudonyms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     /// SOPInstanceUID.
@@ -124,9 +129,9 @@ pub struct Instance {
     pub study_uid: String,
     /// SeriesInstanceUID.
     pub series_uid: String,
-    /// AccessionNumber (may be empty).
+    /// AccessionNumber (may be empty; after de-identification the accession pseudonym).
     pub accession: String,
-    /// PatientID.
+    /// PatientID (after de-identification the patient pseudonym).
     pub patient_id: String,
     /// PatientSex (`M`, `F`, `O` or empty).
     pub sex: String,

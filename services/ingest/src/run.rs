@@ -2,7 +2,7 @@
 //!
 //! Each site has a drop folder. Files are parsed (header only), stored in the blob store, and
 //! handed to the [`Assembler`]. When a case is ready its row is committed to the `cases` table,
-//! the message is sent and acknowledged, and only then are its files moved to `.done/` (when
+//! the message is sent and acknowledged, and only then are its files deleted (when
 //! `move_processed` is on): a crash at any point leaves the files in place, and a restart
 //! re-emits the same case under the same key. Files that can never be used are dead-lettered
 //! and moved to `.rejected/`.
@@ -13,9 +13,9 @@
 
 use crate::assemble::{Added, Assembler, AssemblyConfig, CaseError};
 use crate::config::{ConfigError, IngestConfig};
-use crate::drop_folder::{file_key, list_files, move_under};
+use crate::deid::{intake, Keys, Profile};
+use crate::drop_folder::{file_key, list_files, move_under, remove_handled};
 use crate::events::{CaseEmitted, FileRejected, IngestStarted, InstanceTaken, StudyRejected};
-use crate::instance;
 use crate::table::{cases_batch, TABLE};
 use renal_bus::{dead_letter, send_with_retry, Backoff, Bus, BusError, Output};
 use renal_messages::topics::{self, Topic};
@@ -23,7 +23,7 @@ use renal_messages::{CaseV1, DeadLetterSource, Message};
 use renal_store::{sha256_hex, TableWriter};
 use renal_telemetry::emit;
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Why the ingest loop stopped.
@@ -53,6 +53,44 @@ pub struct IngestStats {
     pub dead_letters: u64,
     /// Store writes and sends that failed transiently and were tried again.
     pub retries: u64,
+}
+
+/// The map from remapped study and series UIDs back to the hospital's: one small file per
+/// remapped UID, holding the original, written once (temporary name, then rename).
+struct UidMap {
+    root: PathBuf,
+    written: HashSet<String>,
+}
+
+impl UidMap {
+    fn new(root: &Path) -> Self {
+        UidMap { root: root.to_path_buf(), written: HashSet::new() }
+    }
+
+    fn record(&mut self, pairs: &[(String, String)]) -> std::io::Result<()> {
+        for (remapped, original) in pairs {
+            if self.written.contains(remapped) {
+                continue;
+            }
+            let path = self.root.join(remapped);
+            if !path.exists() {
+                std::fs::create_dir_all(&self.root)?;
+                let tmp = self.root.join(format!(".{remapped}.tmp"));
+                std::fs::write(&tmp, original)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            self.written.insert(remapped.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The hospital's UID behind a remapped one, from a map ingest kept under `root`.
+pub fn original_uid(root: &Path, remapped: &str) -> Option<String> {
+    if remapped.is_empty() || !remapped.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None; // never a path outside the map
+    }
+    std::fs::read_to_string(root.join(remapped)).ok()
 }
 
 /// Whether to run until stopped or to drain what is there and return.
@@ -102,10 +140,16 @@ pub async fn run<B: Bus>(
     cfg.validate()?;
     let store = renal_store::open(&cfg.blob_store).map_err(|e| IngestError::Store(e.to_string()))?;
     let tables = TableWriter::new(&cfg.table_root);
+    let quarantine = match &cfg.quarantine_store {
+        Some(url) => Some(renal_store::open(url).map_err(|e| IngestError::Store(format!("quarantine store: {e}")))?),
+        None => None,
+    };
+    let mut uid_map = cfg.uid_map_root.as_deref().map(UidMap::new);
+    let profile =
+        Profile { keys: Keys::new(&secret), private_creators: cfg.private_creators.iter().cloned().collect() };
     let assembly = AssemblyConfig {
         quiet_period_ms: cfg.quiet_period_ms,
         incomplete_timeout_ms: cfg.incomplete_timeout_ms,
-        pseudonym_secret: secret,
         rules: cfg.sites.iter().map(|s| (s.code.clone(), s.rules.clone())).collect(),
     };
     let settings_sha256 = sha256_hex(
@@ -144,16 +188,26 @@ pub async fn run<B: Bus>(
                 let Ok(bytes) = std::fs::read(&path) else {
                     continue; // still being written or vanished; try next scan
                 };
-                match instance::parse(&bytes) {
-                    Ok(inst) => {
-                        let blob = match store.put(&bytes) {
+                match intake(&bytes, &site.code, &profile) {
+                    Ok(taken) => {
+                        // The file as received (quarantine), the way back to the hospital's
+                        // UIDs, then the de-identified instance: any of them failing leaves the
+                        // file to be read again at the next scan.
+                        let kept = quarantine
+                            .as_ref()
+                            .map_or(Ok(()), |q| q.put(&bytes).map(|_| ()).map_err(|e| e.to_string()));
+                        let mapped = kept.and_then(|()| {
+                            uid_map.as_mut().map_or(Ok(()), |m| m.record(&taken.uid_map).map_err(|e| e.to_string()))
+                        });
+                        let blob = match mapped.and_then(|()| store.put(&taken.bytes).map_err(|e| e.to_string())) {
                             Ok(b) => b,
-                            Err(e) if mode == Mode::Batch => return Err(IngestError::Store(e.to_string())),
+                            Err(e) if mode == Mode::Batch => return Err(IngestError::Store(e)),
                             Err(_) => {
                                 stats.retries += 1; // read again at the next scan
                                 continue;
                             }
                         };
+                        let inst = taken.instance;
                         seen.insert(path.clone());
                         let study = inst.study_uid.clone();
                         let now = started.elapsed().as_millis() as u64;
@@ -241,7 +295,7 @@ pub async fn run<B: Bus>(
             emit(CaseEmitted { site: &case.site, revision: case.revision });
             if cfg.move_processed {
                 for f in files_of_study.remove(&case.study_uid).unwrap_or_default() {
-                    move_under(&cfg.sites[f.site].drop_folder, &f.path, ".done", &mut seen);
+                    remove_handled(&f.path, &mut seen);
                 }
             }
         }

@@ -1,11 +1,13 @@
-//! Ingest's pure core on files written by `renal synth`: every lesion becomes exactly one case
-//! with the right series, roles, clinical values and no patient identifier; completeness waits
+//! Ingest's pure core on files written by `renal synth`, de-identified as the worker does:
+//! every lesion becomes exactly one case with the right series (under their remapped UIDs),
+//! roles, clinical values and no patient identifier; completeness waits
 //! for what the segmentations promise; late segmentations make a new revision; unusable
 //! instances are refused with a reason code.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use renal_ingest::assemble::{Added, Assembler, AssemblyConfig, CaseError};
+use renal_ingest::deid::{self, intake, Keys, Profile};
 use renal_ingest::drop_folder::list_files;
 use renal_ingest::instance::{self, InstanceError};
 use renal_messages::{CaseV1, Role};
@@ -43,20 +45,29 @@ fn dicom_files(root: &Path) -> Vec<(String, PathBuf)> {
 }
 
 fn config() -> AssemblyConfig {
-    AssemblyConfig {
-        quiet_period_ms: 1_000,
-        incomplete_timeout_ms: 60_000,
-        pseudonym_secret: b"test-secret".to_vec(),
-        rules: BTreeMap::new(),
-    }
+    AssemblyConfig { quiet_period_ms: 1_000, incomplete_timeout_ms: 60_000, rules: BTreeMap::new() }
 }
 
+fn keys() -> Keys {
+    Keys::new(b"test-secret")
+}
+
+fn profile() -> Profile {
+    Profile { keys: keys(), private_creators: Default::default() }
+}
+
+/// The lesion id ingest gives a study of `site` with this accession number.
+fn lesion_id(site: &str, accession: &str) -> String {
+    deid::case_id(site, &keys().accession(site, accession))
+}
+
+/// Each file as the worker takes it: checked, de-identified, stored, assembled.
 fn feed(asm: &mut Assembler, store: &dyn BlobStore, files: &[(String, PathBuf)], now_ms: u64) {
     for (site, path) in files {
         let bytes = std::fs::read(path).unwrap();
-        let inst = instance::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let blob = store.put(&bytes).unwrap();
-        asm.add(site, inst, blob, now_ms);
+        let taken = intake(&bytes, site, &profile()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let blob = store.put(&taken.bytes).unwrap();
+        asm.add(site, taken.instance, blob, now_ms);
     }
 }
 
@@ -76,21 +87,32 @@ fn every_lesion_becomes_one_case_with_the_right_series_and_no_identifiers() {
     assert!(asm.ready(5_000, &config(), &store).is_empty(), "each case emitted once");
 
     for case in &cases {
-        let truth = expected.iter().find(|c| c["case_id"] == case.case_id.as_str()).expect("case id is the accession");
+        let truth = expected
+            .iter()
+            .find(|c| lesion_id(c["site"].as_str().unwrap(), c["case_id"].as_str().unwrap()) == case.case_id)
+            .expect("the lesion id derives from the accession pseudonym");
+        assert!(!case.case_id.contains(truth["case_id"].as_str().unwrap()), "never the accession number itself");
         assert_eq!(case.revision, 1);
         assert_eq!(case.site, truth["site"].as_str().unwrap());
         assert_eq!(case.clinical.age_years, Some(truth["age_years"].as_u64().unwrap() as u32));
         assert_eq!(format!("{:?}", case.clinical.sex.unwrap()), truth["sex"].as_str().unwrap());
-        assert_eq!(case.study_date, truth["study_date"].as_str().unwrap());
-        assert_eq!(case.study_uid, truth["study_uid"].as_str().unwrap());
+        // Dates move back by the patient's offset; the study UID is remapped.
+        let shift = keys().date_shift_days(truth["site"].as_str().unwrap(), truth["patient_id"].as_str().unwrap());
+        let study_date = time::Date::parse(
+            truth["study_date"].as_str().unwrap(),
+            &time::format_description::well_known::Iso8601::DATE,
+        )
+        .unwrap();
+        assert_eq!(case.study_date, renal_base::iso_date(study_date - time::Duration::days(shift)));
+        assert_eq!(case.study_uid, keys().uid(truth["study_uid"].as_str().unwrap()));
         for s in &case.series {
             let m = manifest["series"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|m| m["series_uid"] == s.series_uid.as_str())
+                .find(|m| keys().uid(m["series_uid"].as_str().unwrap()) == s.series_uid)
                 .expect("series in manifest");
-            assert_eq!(m["case_id"], case.case_id.as_str());
+            assert_eq!(m["case_id"], truth["case_id"]);
             assert_eq!(m["role"], if s.role == Role::T2 { "T2" } else { "T1C" });
             assert_eq!(s.instances as u64, m["slices"].as_u64().unwrap());
             // The series manifest blob lists instances in position order.
@@ -109,7 +131,8 @@ fn every_lesion_becomes_one_case_with_the_right_series_and_no_identifiers() {
     // Lesions of the same patient share a pseudonym; different patients do not.
     let mut by_patient: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for c in expected {
-        let p = &cases.iter().find(|x| x.case_id == c["case_id"].as_str().unwrap()).unwrap().patient_pseudonym;
+        let id = lesion_id(c["site"].as_str().unwrap(), c["case_id"].as_str().unwrap());
+        let p = &cases.iter().find(|x| x.case_id == id).unwrap().patient_pseudonym;
         by_patient.entry(c["patient_id"].as_str().unwrap()).or_default().push(p);
     }
     let distinct: std::collections::BTreeSet<&str> = by_patient.values().map(|v| v[0]).collect();
@@ -171,7 +194,8 @@ fn a_late_segmentation_makes_a_new_revision_and_duplicates_change_nothing() {
     assert_eq!((first.len(), first[0].revision, first[0].segmentations.len()), (1, 1, 5));
     // Redelivered instances are duplicates: no new revision.
     let bytes = std::fs::read(&early[0].1).unwrap();
-    let again = asm.add(&early[0].0, instance::parse(&bytes).unwrap(), store.put(&bytes).unwrap(), 3_000);
+    let taken = intake(&bytes, &early[0].0, &profile()).unwrap();
+    let again = asm.add(&early[0].0, taken.instance, store.put(&taken.bytes).unwrap(), 3_000);
     assert_eq!(again, Added::Duplicate);
     assert!(asm.ready(10_000, &config(), &store).is_empty());
     feed(&mut asm, &store, &late, 10_000);

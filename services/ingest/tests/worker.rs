@@ -1,6 +1,7 @@
 //! The ingest worker over drop folders on the in-process bus: every lesion once in
-//! `renal.cases` and in the `cases` table, junk dead-lettered with a reason, files moved only
-//! after their case is out, and a second run over the same folders finds nothing new.
+//! `renal.cases` and in the `cases` table, junk dead-lettered with a reason, files taken out
+//! only after their case is out (the raw instance kept only in the quarantine store, the
+//! original UIDs only in the UID map), and a second run over the same folders finds nothing new.
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use renal_bus::InProcessBus;
@@ -36,8 +37,11 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
         scan_interval_ms: 10,
         file_settle_ms: 0,
         move_processed: true,
+        quarantine_store: Some(dir.path().join("quarantine").display().to_string()),
+        uid_map_root: Some(dir.path().join("uid-map")),
         ..IngestConfig::new(sites, dir.path().join("blobs").display().to_string(), dir.path().join("store"))
     };
+    let raw_study_uid = renal_ingest::instance::parse(&some).unwrap().study_uid;
     let bus = InProcessBus::new(3);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stats = rt
@@ -83,7 +87,22 @@ fn drop_folders_to_cases_with_dead_letters_and_moves() {
         assert!(left.is_empty(), "{site}: {left:?}");
     }
     assert!(cohort.join("MAY/.rejected/notes.txt").exists());
-    assert!(cohort.join("MAY/.done/P00001/ST1/SE003/0001.dcm").exists());
+    assert!(!cohort.join("MAY/P00001/ST1/SE003/0001.dcm").exists(), "deleted once its case was sent");
+    // The file as received is in the quarantine store only; the blob store has its
+    // de-identified copy; the UID map leads back to the hospital's study.
+    let quarantined = renal_store::LocalBlobStore::new(&dir.path().join("quarantine")).unwrap();
+    let raw_ref = renal_store::blob_ref(&some);
+    assert_eq!(renal_store::BlobStore::get(&quarantined, &raw_ref).unwrap(), some);
+    let blobs = renal_store::LocalBlobStore::new(&dir.path().join("blobs")).unwrap();
+    assert!(renal_store::BlobStore::get(&blobs, &raw_ref).is_err(), "no raw instance in the blob store");
+    let case = cases.iter().find(|c| c.site == "MAY").unwrap();
+    assert_ne!(case.study_uid, raw_study_uid);
+    let map_root = dir.path().join("uid-map");
+    let restored: BTreeSet<String> =
+        cases.iter().filter_map(|c| renal_ingest::run::original_uid(&map_root, &c.study_uid)).collect();
+    assert_eq!(restored.len(), 5, "every study's original UID is in the map");
+    assert!(restored.contains(&raw_study_uid));
+    assert_eq!(renal_ingest::run::original_uid(&map_root, "../../etc/passwd"), None);
 
     // A second run finds nothing to do.
     let again = rt

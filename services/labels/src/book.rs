@@ -75,14 +75,14 @@ mod tests {
 
     #[test]
     fn a_later_label_replaces_an_earlier_one_and_the_book_survives_a_round_trip() {
-        let first = crate::parse(b"case_id,label\nMAY-1,benign\nMAY-2,malignant\n").unwrap();
+        let first = crate::parse(b"case_id,label\nMAY-1,benign\nMAY-2,malignant\n", None).unwrap();
         let mut book = Book::new();
         assert_eq!(
             merge(&mut book, first.into_iter().map(Result::unwrap)),
             Merged { new: 2, revised: 0, unchanged: 0 }
         );
         let later =
-            crate::parse(b"case_id,label,subtype\nMAY-1,malignant,papillary\nMAY-2,malignant,\nMAY-3,benign,\n")
+            crate::parse(b"case_id,label,subtype\nMAY-1,malignant,papillary\nMAY-2,malignant,\nMAY-3,benign,\n", None)
                 .unwrap();
         assert_eq!(
             merge(&mut book, later.into_iter().map(Result::unwrap)),

@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn good_rows_go_to_labels_and_bad_rows_to_their_dead_letters() {
-        let rows = crate::parse(b"case_id,label\nMAY-1,benign\nMAY-2,unsure\nMAY-3,malignant\n").unwrap();
+        let rows = crate::parse(b"case_id,label\nMAY-1,benign\nMAY-2,unsure\nMAY-3,malignant\n", None).unwrap();
         let bus = InProcessBus::new(2);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let stats = rt.block_on(import(&bus, "labels.csv", rows)).unwrap();

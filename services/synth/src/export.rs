@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 /// Reader codes: the primary segmenter first.
 pub const READERS: [&str; 3] = ["R1", "R2", "R3"];
 
-/// One row of `labels.csv`.
+/// One row of `labels.csv`, as a pathology export would have it: keyed by the study's
+/// accession number and site (label intake turns them into the lesion id ingest derives).
 #[derive(Debug, Clone, Serialize)]
 pub struct LabelRow {
-    /// Lesion id.
-    pub case_id: String,
+    /// The study's AccessionNumber (the cohort's case id).
+    pub accession: String,
     /// The site's medical record number.
     pub patient_id: String,
     /// Site code.
@@ -348,7 +349,7 @@ pub fn write_lesion(spec: &LesionSpec, out: &Path) -> Result<LesionOutput, Expor
     let label = if spec.malignant { "malignant" } else { "benign" };
     Ok(LesionOutput {
         label: LabelRow {
-            case_id: spec.case_id.clone(),
+            accession: spec.case_id.clone(),
             patient_id: spec.patient_id.clone(),
             site: site.code.into(),
             label: label.into(),

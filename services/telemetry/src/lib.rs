@@ -20,8 +20,8 @@
 //!
 //! Logs are `tracing` events, written to stderr by [`init_logs`]: human-readable or one JSON
 //! object per line, the level from `RUST_LOG` (default `info`). Events name the stage, topic,
-//! partition and offset of a message, never its key or content (the case id is still the
-//! accession number until de-identification lands).
+//! partition and offset of a message, never its key or content (the key is a lesion id, a keyed
+//! pseudonym since de-identification, but a log has no need of it).
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,

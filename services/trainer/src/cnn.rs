@@ -203,11 +203,13 @@ pub fn read_lesions_file(path: &Path) -> Result<Vec<LesionV1>, TrainerError> {
 }
 
 /// `renal train cnn`: the networks of one split of a `renal run` output (`run`: its folder,
-/// with `lesions.jsonl` and `blobs/`), saved to `registry`; returns the lines to print.
+/// with `lesions.jsonl` and `blobs/`), saved to `registry`; returns the lines to print. `keys`:
+/// the run's de-identification keys, for a labels file keyed by accession number.
 #[allow(clippy::too_many_arguments)]
 pub fn train_cnn(
     run: &Path,
     labels: &Path,
+    keys: Option<&renal_base::keys::Keys>,
     registry: &Path,
     checkpoint: Option<&Path>,
     parts: [f64; 3],
@@ -215,7 +217,7 @@ pub fn train_cnn(
     device: Device,
 ) -> Result<Vec<String>, TrainerError> {
     let messages = read_lesions_file(&run.join("lesions.jsonl"))?;
-    let (lesions, protocol, split) = crate::protocol::labelled_split(&messages, labels, parts)?;
+    let (lesions, protocol, split) = crate::protocol::labelled_split(&messages, labels, keys, parts)?;
     let (fit_idx, select_idx) = crate::protocol::selection_split(&protocol, &split.train)?
         .unwrap_or_else(|| (split.train.clone(), split.validation.clone()));
     let store = renal_store::open(&run.join("blobs").display().to_string())

@@ -128,11 +128,17 @@ pub struct TrainerConfig {
     /// Where the label book (`labels.jsonl`, so a restart does not count old labels as new)
     /// and the stages' temporary state live; keep it on a persistent volume.
     pub state_dir: PathBuf,
-    /// A folder of labels CSV files (`case_id,label[,subtype][,diagnosis_source]`): each file
-    /// is sent to `renal.labels` row by row (bad rows to `renal.dead.labels`) and moved to
-    /// `done/` beside it. None: labels come only from `renal labels import --config`.
+    /// A folder of labels CSV files (`case_id,label[,subtype][,diagnosis_source]`, or keyed by
+    /// `accession` and `site` instead of `case_id`): each file is sent to `renal.labels` row by
+    /// row (bad rows to `renal.dead.labels`) and moved to `done/` beside it. None: labels come
+    /// only from `renal labels import --config`.
     #[serde(default)]
     pub labels_dir: Option<PathBuf>,
+    /// Environment variable holding the de-identification secret ingest uses, which turns the
+    /// accession numbers of a labels file into lesion ids (default `RENAL_PSEUDONYM_SECRET`);
+    /// when it is not set, files keyed by accession are dead-lettered.
+    #[serde(default = "default_secret_env")]
+    pub pseudonym_secret_env: String,
     /// Where Alertmanager posts its webhook (`POST /alerts`), for example `0.0.0.0:9471`; none:
     /// alerts do not trigger retrains.
     #[serde(default)]
@@ -190,6 +196,10 @@ impl From<OnLabels> for crate::retrain::Choice {
     }
 }
 
+fn default_secret_env() -> String {
+    "RENAL_PSEUDONYM_SECRET".into()
+}
+
 impl TrainerConfig {
     /// Settings with every default.
     pub fn new(registry: PathBuf, store: PathBuf, blob_store: &str, state_dir: PathBuf) -> TrainerConfig {
@@ -200,6 +210,7 @@ impl TrainerConfig {
             deployment: default_deployment(),
             state_dir,
             labels_dir: None,
+            pseudonym_secret_env: default_secret_env(),
             alerts_addr: None,
             tick_s: default_tick_s(),
             device: default_device(),

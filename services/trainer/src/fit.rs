@@ -477,7 +477,7 @@ mod tests {
             .map(|l| &l.case_id)
             .collect();
 
-        let truth = read_truth(&labels).unwrap();
+        let truth = read_truth(&labels, None).unwrap();
         let registry = dir.path().join("models");
         let run = |protocol: &Protocol| {
             let fitted = fit(&lesions, &truth, protocol, None, None, &registry).unwrap();

@@ -140,14 +140,15 @@ impl std::str::FromStr for Protocol {
 /// What the labels say of each lesion: `case_id -> (malignant, histopathology)`.
 pub type Truth = BTreeMap<String, (bool, bool)>;
 
-/// Read a labels file through label intake's step (`case_id,label[,diagnosis_source]`; without
-/// `diagnosis_source` every label counts as histopathology). Any bad row stops the read: a model
-/// is not trained on a file with labels it could not read.
-pub fn read_truth(path: &Path) -> Result<Truth, TrainerError> {
+/// Read a labels file through label intake's step (`case_id,label[,diagnosis_source]`, or keyed
+/// by `accession` and `site`, which needs the deployment's `keys`; without `diagnosis_source`
+/// every label counts as histopathology). Any bad row stops the read: a model is not trained on
+/// a file with labels it could not read.
+pub fn read_truth(path: &Path, keys: Option<&renal_base::keys::Keys>) -> Result<Truth, TrainerError> {
     let bytes = std::fs::read(path).map_err(crate::error::io(path))?;
     let labels = |source| TrainerError::Labels { path: path.to_path_buf(), source };
     let mut out = BTreeMap::new();
-    for row in renal_labels::parse(&bytes).map_err(labels)? {
+    for row in renal_labels::parse(&bytes, keys).map_err(labels)? {
         let l = row.map_err(labels)?;
         out.insert(l.case_id, (l.label == "malignant", l.diagnosis_source == "histopathology"));
     }
@@ -211,9 +212,10 @@ pub fn splits(lesions: &[Lesion], protocol: &Protocol) -> Result<Vec<Split>, Tra
 pub fn labelled_split<'a>(
     lesion_messages: &'a [LesionV1],
     labels: &Path,
+    keys: Option<&renal_base::keys::Keys>,
     parts: [f64; 3],
 ) -> Result<(Vec<&'a LesionV1>, Vec<Lesion>, Split), TrainerError> {
-    let truth = read_truth(labels)?;
+    let truth = read_truth(labels, keys)?;
     let (lesions, protocol) = labelled(lesion_messages, &truth);
     if lesions.len() < MIN_LABELLED {
         return Err(TrainerError::TooFewLabelled { labelled: lesions.len(), needed: MIN_LABELLED });

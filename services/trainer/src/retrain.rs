@@ -99,8 +99,8 @@ pub enum RetrainError {
     #[error("refitting the ensemble of {champion} on {lesions} lesions: {reason}")]
     Restack { champion: String, lesions: usize, reason: String },
     /// The training run produced no served bundles.
-    #[error("the challenger's networks and ensemble were not fitted (no CNN settings?)")]
-    NotServed,
+    #[error("the challenger's networks and ensemble were not fitted: {why}")]
+    NotServed { why: String },
     /// The retrain panicked (a bug; the worker goes on).
     #[error("the retrain panicked (see the log above)")]
     Panicked,
@@ -286,7 +286,13 @@ impl Run {
         let s = &self.start;
         let fitted =
             crate::fit(&s.lesions, &s.truth, &protocol, Some(&setup), s.table_root.as_deref(), s.registry.root())?;
-        let bundles = fitted.rounds[0].served.clone().ok_or(RetrainError::NotServed)?;
+        let bundles = fitted.rounds[0].served.clone().ok_or_else(|| RetrainError::NotServed {
+            why: fitted
+                .lines
+                .iter()
+                .find(|l| l.contains("not fitted"))
+                .map_or_else(|| "no CNN settings".to_string(), |l| l.trim().to_string()),
+        })?;
         let test: Vec<LesionV1> = fitted.rounds[0].split.test.iter().map(|&i| fitted.lesions[i].clone()).collect();
         let old = self.predict(&test, &served_of(&champion))?;
         let new = self.predict(&test, &bundles)?;

@@ -72,6 +72,9 @@ pub struct Trainer {
     pub store: Arc<dyn BlobStore>,
     /// The label book as `state_dir` kept it ([`book_path`]; read at start-up).
     pub book: Book,
+    /// The de-identification keys, for labels files keyed by accession number (none: such
+    /// files are dead-lettered).
+    pub keys: Option<renal_base::keys::Keys>,
 }
 
 fn now_ms() -> u64 {
@@ -155,7 +158,7 @@ pub async fn run<B: Bus>(
             }
             _ = tick.tick(), if !stopping => {
                 if let Some(dir) = &config.labels_dir {
-                    send_label_files(&bus, dir).await?;
+                    send_label_files(&bus, dir, trainer.keys.as_ref()).await?;
                 }
                 due = triggers.observe(&Signal::Tick, now_ms()).map(|d| (config.on_labels.into(), d.reason));
             }
@@ -283,7 +286,7 @@ async fn send_letter<B: Bus>(bus: &B, letter: &renal_messages::DeadLetterV1) -> 
 /// Send each settled `.csv` file of the labels drop folder to `renal.labels` (the labels
 /// stage's import), then move it to `done/` beside it. A file written in the last two seconds
 /// waits for the next tick.
-async fn send_label_files<B: Bus>(bus: &B, dir: &Path) -> Result<(), BusError> {
+async fn send_label_files<B: Bus>(bus: &B, dir: &Path, keys: Option<&renal_base::keys::Keys>) -> Result<(), BusError> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -306,7 +309,7 @@ async fn send_label_files<B: Bus>(bus: &B, dir: &Path) -> Result<(), BusError> {
                 continue;
             }
         };
-        let sent = match renal_labels::parse(&bytes) {
+        let sent = match renal_labels::parse(&bytes, keys) {
             Ok(rows) => renal_labels::run::import(bus, &name, rows).await?,
             Err(e) => {
                 let letter = renal_labels::run::dead_letter_of(&name, &e);
@@ -353,7 +356,7 @@ mod tests {
 
     fn label(case: &str, value: &str) -> LabelV1 {
         let csv = format!("case_id,label\n{case},{value}\n");
-        renal_labels::parse(csv.as_bytes()).unwrap().remove(0).unwrap()
+        renal_labels::parse(csv.as_bytes(), None).unwrap().remove(0).unwrap()
     }
 
     /// One run of the loop over what is on `bus`, stopped after `ms`.
@@ -365,6 +368,7 @@ mod tests {
             device: tch::Device::Cpu,
             store: renal_store::open(config.blob_store.as_str()).unwrap(),
             book: renal_labels::book::read(&book_path(config)).unwrap(),
+            keys: None,
         };
         let (_tx, alerts) = tokio::sync::mpsc::unbounded_channel();
         rt.block_on(async { run(trainer, bus.clone(), alerts, tokio::time::sleep(Duration::from_millis(ms))).await })
@@ -429,7 +433,7 @@ mod tests {
         }
         let bus = InProcessBus::new(1);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(send_label_files(&bus, &drop)).unwrap();
+        rt.block_on(send_label_files(&bus, &drop, None)).unwrap();
         assert_eq!(bus.records(topics::LABELS).len(), 1);
         let codes: Vec<String> = bus
             .records(topics::DEAD_LABELS)
@@ -441,7 +445,7 @@ mod tests {
         assert!(drop.join("notes.txt").exists(), "only .csv files are taken");
         // A file still being written waits.
         std::fs::write(drop.join("c.csv"), "case_id,label\nMAY-3,benign\n").unwrap();
-        rt.block_on(send_label_files(&bus, &drop)).unwrap();
+        rt.block_on(send_label_files(&bus, &drop, None)).unwrap();
         assert!(drop.join("c.csv").exists());
     }
 }

@@ -70,7 +70,11 @@ pub async fn serve(
     });
     let wanted = [topics::LESIONS, topics::LABELS, topics::MODELS, topics::DEAD_TRAINER, topics::DEAD_LABELS];
     let bus = renal_bus::connect(&kafka, "renal-trainer", &wanted).await?;
-    let trainer = Trainer { config, train, device, store, book };
+    let keys = std::env::var(&config.pseudonym_secret_env)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| renal_base::keys::Keys::new(s.as_bytes()));
+    let trainer = Trainer { config, train, device, store, book, keys };
     Ok(crate::run(trainer, bus, alerts, shutdown).await?)
 }
 
