@@ -138,7 +138,9 @@ pub fn cstore(
     let mut rows = Vec::new();
     for durability in [Durability::Fsync, Durability::PageCache] {
         let drop_folder = scratch.join(format!("{durability:?}"));
-        let scp = Scp::start("127.0.0.1:0", "RENAL", "BENCH", &drop_folder, durability)?;
+        let config =
+            renal_ingest::ScpConfig { durability, ..renal_ingest::ScpConfig::new("BENCH", "RENAL", "127.0.0.1:0") };
+        let scp = Scp::start(&config, &drop_folder)?;
         let addr = scp.addr.to_string();
         for &k in &widths {
             let _ = std::fs::remove_dir_all(&drop_folder);

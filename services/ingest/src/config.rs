@@ -56,6 +56,33 @@ pub struct ScpConfig {
     /// the machine, for disks whose synced-write bandwidth is below the sites' send rate.
     #[serde(default)]
     pub durability: crate::scp::Durability,
+    /// Calling AE titles (the site's scanners and PACS) allowed to store; an association from
+    /// any other is rejected. Empty (the default): any calling AE title, which the worker warns
+    /// about at start-up. The called AE title must always be `ae_title`.
+    #[serde(default)]
+    pub calling_ae_titles: Vec<String>,
+    /// Associations served at once; one more is rejected as transient ("local limit exceeded")
+    /// and the sender retries later.
+    #[serde(default = "default_max_associations")]
+    pub max_associations: usize,
+}
+
+fn default_max_associations() -> usize {
+    16
+}
+
+impl ScpConfig {
+    /// A receiver for `site` as `ae_title` on `bind`, with every other setting at its default.
+    pub fn new(site: &str, ae_title: &str, bind: &str) -> ScpConfig {
+        ScpConfig {
+            site: site.into(),
+            ae_title: ae_title.into(),
+            bind: bind.into(),
+            durability: Default::default(),
+            calling_ae_titles: Vec::new(),
+            max_associations: default_max_associations(),
+        }
+    }
 }
 
 /// Ingest worker settings.
@@ -180,8 +207,13 @@ impl IngestConfig {
             if !codes.contains(&scp.site) {
                 return Err(ConfigError(format!("scp for unknown site {}", scp.site)));
             }
-            if scp.ae_title.is_empty() || scp.ae_title.len() > 16 {
-                return Err(ConfigError(format!("AE title {:?} must be 1-16 characters", scp.ae_title)));
+            for ae in std::iter::once(&scp.ae_title).chain(&scp.calling_ae_titles) {
+                if ae.trim().is_empty() || ae.len() > 16 {
+                    return Err(ConfigError(format!("AE title {ae:?} must be 1-16 characters")));
+                }
+            }
+            if scp.max_associations == 0 {
+                return Err(ConfigError(format!("scp {}: max_associations must be at least 1", scp.ae_title)));
             }
         }
         if self.quiet_period_ms > self.incomplete_timeout_ms {

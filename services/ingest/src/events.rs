@@ -37,7 +37,7 @@ pub struct ReceiverListening<'a> {
 
 impl InternalEvent for ReceiverListening<'_> {
     fn emit(self) {
-        for outcome in ["ok", "failed"] {
+        for outcome in ["ok", "failed", "refused", "busy"] {
             ingest_metrics().associations.with_label_values(&[self.site, outcome]);
         }
         tracing::info!(stage = "ingest", site = self.site, "C-STORE receiver {} on {}", self.ae_title, self.addr);
@@ -107,17 +107,21 @@ impl InternalEvent for CaseEmitted<'_> {
 pub struct AssociationEnded<'a> {
     /// The site its receiver serves.
     pub site: &'a str,
-    /// Why it failed (aborted, malformed PDU, a store that failed), if it did.
+    /// `ok`; `failed` (aborted, malformed PDU, a store that failed); `refused` (an AE title not
+    /// allowed); `busy` (over `max_associations`).
+    pub outcome: &'static str,
+    /// What went wrong, if anything.
     pub error: Option<String>,
 }
 
 impl InternalEvent for AssociationEnded<'_> {
     fn emit(self) {
-        let outcome = if self.error.is_some() { "failed" } else { "ok" };
-        ingest_metrics().associations.with_label_values(&[self.site, outcome]).inc();
+        ingest_metrics().associations.with_label_values(&[self.site, self.outcome]).inc();
         match self.error {
-            // The error names PDUs and I/O, not instances.
-            Some(e) => tracing::warn!(stage = "ingest", site = self.site, "c-store association ended: {e}"),
+            // The error names PDUs, AE titles and I/O, not instances.
+            Some(e) => {
+                tracing::warn!(stage = "ingest", site = self.site, "c-store association {}: {e}", self.outcome)
+            }
             None => tracing::debug!(stage = "ingest", site = self.site, "c-store association ended"),
         }
     }

@@ -6,22 +6,29 @@
 //! default) the file is fsynced before the rename, so a success response survives a power cut;
 //! with [`Durability::PageCache`] it survives a crash of this process but not of the machine,
 //! and the receiver is no longer bound by the disk's synced-write bandwidth (measured by
-//! `renal bench cstore`). C-ECHO is answered. One thread per association.
+//! `renal bench cstore`). C-ECHO is answered. One thread per association, at most
+//! `max_associations` at once: one more is rejected as transient ("local limit exceeded"), and
+//! the sender retries. An association is accepted only when its called AE title is the
+//! receiver's and, when the site has an allow list, its calling AE title is on it.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
-use dicom_ul::association::server::ServerAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, PDataValue, PDataValueType, Pdu, UserIdentity,
+};
 
+use crate::config::ScpConfig;
 use crate::events::AssociationEnded;
 use renal_dicom::read::text;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Storage SOP classes accepted.
@@ -30,6 +37,8 @@ pub const ACCEPTED: [&str; 3] = [
     crate::instance::ENHANCED_MR_IMAGE_STORAGE,
     crate::instance::SEGMENTATION_STORAGE,
 ];
+/// Seconds an association may stay silent before it is closed.
+pub const IDLE_TIMEOUT_S: u64 = 120;
 const VERIFICATION: &str = "1.2.840.10008.1.1";
 const TRANSFER_SYNTAXES: [&str; 2] = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"];
 
@@ -54,37 +63,98 @@ pub struct Scp {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Who may associate: the called AE title must be the receiver's, and the calling one on the
+/// site's allow list when it has one.
+#[derive(Debug, Clone)]
+struct Allowed {
+    calling: Vec<String>,
+}
+
+impl AccessControl for Allowed {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if called_ae_title.trim() != this_ae_title.trim() {
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        } else if !self.calling.is_empty() && !self.calling.iter().any(|a| a.trim() == calling_ae_title.trim()) {
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Counts an association as served until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Answer an association over the limit with A-ASSOCIATE-RJ (transient, local limit exceeded)
+/// without reading its request, and close it.
+fn refuse_busy(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let rj = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let _ = dicom_ul::write_pdu(&mut stream, &rj);
+    let _ = stream.flush();
+    // Let the request arrive and be discarded before closing, so the sender reads the reply
+    // rather than a reset.
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+    let _ = std::io::Read::read(&mut stream, &mut [0u8; 4096]);
+}
+
 impl Scp {
-    /// Listen on `bind` as `ae_title`, storing into `drop_folder`, the drop folder of `site`
-    /// (the label its associations are counted under).
-    pub fn start(
-        bind: &str,
-        ae_title: &str,
-        site: &str,
-        drop_folder: &Path,
-        durability: Durability,
-    ) -> std::io::Result<Scp> {
-        let listener = TcpListener::bind(bind)?;
+    /// Listen as `config` says, storing into `drop_folder`, the drop folder of its site (the
+    /// label its associations are counted under).
+    pub fn start(config: &ScpConfig, drop_folder: &Path) -> std::io::Result<Scp> {
+        let listener = TcpListener::bind(&config.bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stored = Arc::new(AtomicU64::new(0));
-        let (s, n, ae, folder) = (stop.clone(), stored.clone(), ae_title.to_string(), drop_folder.to_path_buf());
-        let site = site.to_string();
+        let active = Arc::new(AtomicUsize::new(0));
+        let (s, n, folder) = (stop.clone(), stored.clone(), drop_folder.to_path_buf());
+        let (ae, site, durability, max) =
+            (config.ae_title.clone(), config.site.clone(), config.durability, config.max_associations.max(1));
+        let allowed = Allowed { calling: config.calling_ae_titles.clone() };
         std::fs::create_dir_all(&folder)?;
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (ae, n) = (ae.clone(), n.clone());
-                        let target = Target { folder: folder.clone(), durability };
                         let site = site.clone();
+                        if active.fetch_add(1, Ordering::SeqCst) >= max {
+                            active.fetch_sub(1, Ordering::SeqCst);
+                            let error = Some(format!("more than {max} associations at once"));
+                            renal_telemetry::emit(AssociationEnded { site: &site, outcome: "busy", error });
+                            std::thread::spawn(move || refuse_busy(stream));
+                            continue;
+                        }
+                        let slot = Slot(active.clone());
+                        let (ae, n, allowed) = (ae.clone(), n.clone(), allowed.clone());
+                        let target = Target { folder: folder.clone(), durability };
                         std::thread::spawn(move || {
+                            let _slot = slot;
                             let _ = stream.set_nonblocking(false);
                             // Small responses must not wait for Nagle and delayed ACKs (~40 ms each).
                             let _ = stream.set_nodelay(true);
-                            let error = serve(stream, &ae, &target, &n).err();
-                            renal_telemetry::emit(AssociationEnded { site: &site, error });
+                            let (outcome, error) = match serve(stream, &ae, allowed, &target, &n) {
+                                Ok(()) => ("ok", None),
+                                Err((outcome, e)) => (outcome, Some(e)),
+                            };
+                            renal_telemetry::emit(AssociationEnded { site: &site, outcome, error });
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -162,21 +232,34 @@ fn store_file(to: &Target, class: &str, instance: &str, ts: &str, dataset: &[u8]
     Ok(path)
 }
 
-fn serve(stream: TcpStream, ae_title: &str, to: &Target, stored: &AtomicU64) -> Result<(), String> {
-    let mut options = ServerAssociationOptions::new().accept_any().ae_title(ae_title.to_string()).promiscuous(false);
+fn serve(
+    stream: TcpStream,
+    ae_title: &str,
+    allowed: Allowed,
+    to: &Target,
+    stored: &AtomicU64,
+) -> Result<(), (&'static str, String)> {
+    let failed = |e: String| ("failed", e);
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(allowed)
+        .ae_title(ae_title.to_string())
+        .promiscuous(false)
+        // A peer silent this long (a connection that never asks, a sender gone) frees its slot.
+        .read_timeout(std::time::Duration::from_secs(IDLE_TIMEOUT_S));
     for class in ACCEPTED.iter().chain(std::iter::once(&VERIFICATION)) {
         options = options.with_abstract_syntax(*class);
     }
     for ts in TRANSFER_SYNTAXES {
         options = options.with_transfer_syntax(ts);
     }
-    let mut association = options.establish(stream).map_err(|e| e.to_string())?;
+    // Refused AE titles and unusable proposals end here, answered with A-ASSOCIATE-RJ.
+    let mut association = options.establish(stream).map_err(|e| ("refused", e.to_string()))?;
     let contexts: Vec<(u8, String)> =
         association.presentation_contexts().iter().map(|pc| (pc.id, pc.transfer_syntax.clone())).collect();
     let (mut cmd_bytes, mut data_bytes) = (Vec::new(), Vec::new());
     let mut pending: Option<(InMemDicomObject, u8)> = None;
     loop {
-        match association.receive().map_err(|e| e.to_string())? {
+        match association.receive().map_err(|e| failed(e.to_string()))? {
             Pdu::PData { data } => {
                 for pdv in data {
                     match pdv.value_type {
@@ -189,7 +272,7 @@ fn serve(stream: TcpStream, ae_title: &str, to: &Target, stored: &AtomicU64) -> 
                                 &cmd_bytes[..],
                                 &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
                             )
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| failed(e.to_string()))?;
                             cmd_bytes.clear();
                             let field: u16 = text(&cmd, tags::COMMAND_FIELD).parse().unwrap_or(0);
                             let id: u16 = text(&cmd, tags::MESSAGE_ID).parse().unwrap_or(0);
@@ -204,7 +287,7 @@ fn serve(stream: TcpStream, ae_title: &str, to: &Target, stored: &AtomicU64) -> 
                                             data: rsp,
                                         }],
                                     })
-                                    .map_err(|e| e.to_string())?;
+                                    .map_err(|e| failed(e.to_string()))?;
                             } else {
                                 pending = Some((cmd, pdv.presentation_context_id));
                             }
@@ -215,7 +298,7 @@ fn serve(stream: TcpStream, ae_title: &str, to: &Target, stored: &AtomicU64) -> 
                                 continue;
                             }
                             let Some((cmd, pc)) = pending.take() else {
-                                return Err("data set without a command".into());
+                                return Err(failed("data set without a command".into()));
                             };
                             let class = text(&cmd, tags::AFFECTED_SOP_CLASS_UID);
                             let instance = text(&cmd, tags::AFFECTED_SOP_INSTANCE_UID);
@@ -240,13 +323,13 @@ fn serve(stream: TcpStream, ae_title: &str, to: &Target, stored: &AtomicU64) -> 
                                         data: rsp,
                                     }],
                                 })
-                                .map_err(|e| e.to_string())?;
+                                .map_err(|e| failed(e.to_string()))?;
                         }
                     }
                 }
             }
             Pdu::ReleaseRQ => {
-                association.send(&Pdu::ReleaseRP).map_err(|e| e.to_string())?;
+                association.send(&Pdu::ReleaseRP).map_err(|e| failed(e.to_string()))?;
                 return Ok(());
             }
             Pdu::AbortRQ { .. } => return Ok(()),

@@ -32,8 +32,15 @@ pub async fn serve(
     let mut receivers = Vec::new();
     for scp in &config.scp {
         let folder = &config.sites.iter().find(|s| s.code == scp.site).expect("validated").drop_folder;
-        let r = Scp::start(&scp.bind, &scp.ae_title, &scp.site, folder, scp.durability)
-            .map_err(|source| ServeError::Scp { bind: scp.bind.clone(), source })?;
+        if scp.calling_ae_titles.is_empty() {
+            tracing::warn!(
+                stage = "ingest",
+                site = scp.site.as_str(),
+                "C-STORE receiver {} accepts any calling AE title: list the site's senders in calling_ae_titles",
+                scp.ae_title
+            );
+        }
+        let r = Scp::start(scp, folder).map_err(|source| ServeError::Scp { bind: scp.bind.clone(), source })?;
         emit(ReceiverListening { ae_title: &scp.ae_title, addr: r.addr, site: &scp.site });
         receivers.push(r);
     }

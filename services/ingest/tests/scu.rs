@@ -6,6 +6,7 @@ use dicom_object::meta::FileMetaTable;
 use renal_ingest::drop_folder::list_files;
 use renal_ingest::scp::{Scp, ACCEPTED};
 use renal_ingest::scu::{ScuError, StoreScu};
+use renal_ingest::ScpConfig;
 use renal_synth::{generate, SynthConfig};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -104,7 +105,7 @@ fn bad_files_and_absent_receivers_are_clear_errors() {
     assert!(matches!(refused, Err(ScuError::Associate { .. })));
 
     let drop = dir.path().join("drop");
-    let scp = Scp::start("127.0.0.1:0", "RENAL", "HUP", &drop, Default::default()).unwrap();
+    let scp = Scp::start(&ScpConfig::new("HUP", "RENAL", "127.0.0.1:0"), &drop).unwrap();
     let mut scu = StoreScu::connect(&scp.addr.to_string(), "A", "RENAL", &ACCEPTED).unwrap();
     assert!(matches!(scu.store_bytes("junk", b"not dicom"), Err(ScuError::NotPart10 { .. })));
     let whole = std::fs::read(&files[0]).unwrap();

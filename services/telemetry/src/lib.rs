@@ -151,8 +151,9 @@ pub struct IngestMetrics {
     pub instances: IntCounterVec,
     /// `renal_ingest_cases_total{site}`: cases emitted on `renal.cases`.
     pub cases: IntCounterVec,
-    /// `renal_cstore_associations_total{site, outcome}`: C-STORE associations ended, `ok` or
-    /// `failed` (aborted, malformed PDUs, a store that failed).
+    /// `renal_cstore_associations_total{site, outcome}`: C-STORE associations ended, `ok`,
+    /// `failed` (aborted, malformed PDUs, a store that failed), `refused` (an AE title not
+    /// allowed) or `busy` (over the receiver's limit).
     pub associations: IntCounterVec,
 }
 
@@ -167,7 +168,7 @@ pub fn ingest_metrics() -> &'static IngestMetrics {
         cases: counter("ingest_cases_total", "Cases emitted on renal.cases, by site.", &["site"]),
         associations: counter(
             "cstore_associations_total",
-            "C-STORE associations ended, by site and outcome (ok, failed).",
+            "C-STORE associations ended, by site and outcome (ok, failed, refused, busy).",
             &["site", "outcome"],
         ),
     });
