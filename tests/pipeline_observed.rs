@@ -93,8 +93,9 @@ fn written_outputs(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+/// Which of `needles` occur in `haystack`, found in one pass (Aho-Corasick).
+fn found<'a>(finder: &aho_corasick::AhoCorasick, needles: &'a [String], haystack: &[u8]) -> BTreeSet<&'a str> {
+    finder.find_overlapping_iter(haystack).map(|m| needles[m.pattern().as_usize()].as_str()).collect()
 }
 
 #[test]
@@ -273,10 +274,17 @@ state_dir = "{root}/ensemble-state"
         bus.ensure_topics(topics::ALL).await.unwrap();
         let mut consumer = bus.consumer("e2e-phi-scan", topics::ALL).unwrap();
         let mut got = Vec::new();
-        // Every topic from its beginning, until nothing more comes for 5 s.
-        while let Ok(received) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
-            if let Ok(r) = received {
-                got.push((r.topic.to_string(), [r.key.as_bytes(), b"\n", &r.payload[..]].concat()));
+        // Every topic from its beginning, until nothing more comes for 5 s (a read error does
+        // not count as something coming; two minutes at most).
+        let (started, mut last) = (Instant::now(), Instant::now());
+        while last.elapsed() < Duration::from_secs(5) && started.elapsed() < Duration::from_secs(120) {
+            match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+                Ok(Ok(r)) => {
+                    got.push((r.topic.to_string(), [r.key.as_bytes(), b"\n", &r.payload[..]].concat()));
+                    last = Instant::now();
+                }
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => {}
             }
         }
         got
@@ -291,12 +299,14 @@ state_dir = "{root}/ensemble-state"
     let instances = files.iter().filter(|(_, b)| b.len() > 132 && &b[128..132] == b"DICM").count();
     assert!(instances >= 6 * 40, "{instances} de-identified instances in the blob store");
     assert!(files.iter().any(|(p, _)| p.extension().is_some_and(|x| x == "parquet")), "the tables were read");
+    let needles: Vec<String> = secrets.iter().cloned().collect();
+    let finder = aho_corasick::AhoCorasick::new(&needles).unwrap();
     let mut hits = Vec::new();
-    for secret in &secrets {
-        hits.extend(messages.iter().filter(|(_, m)| contains(m, secret)).map(|(t, _)| format!("{secret} on {t}")));
-        hits.extend(
-            files.iter().filter(|(_, b)| contains(b, secret)).map(|(p, _)| format!("{secret} in {}", p.display())),
-        );
+    for (topic, m) in &messages {
+        hits.extend(found(&finder, &needles, m).into_iter().map(|n| format!("{n} on {topic}")));
+    }
+    for (path, bytes) in &files {
+        hits.extend(found(&finder, &needles, bytes).into_iter().map(|n| format!("{n} in {}", path.display())));
     }
     assert!(hits.is_empty(), "{} hits: {:#?}", hits.len(), &hits[..hits.len().min(20)]);
     println!(

@@ -448,9 +448,11 @@ fn shift_date(date: &str, days: i64) -> String {
         .unwrap_or_default()
 }
 
-/// A description without the words that could identify someone: any word that contains one
-/// of `identifying` (names and identifiers of this instance, lower-case), and any word with
-/// four or more digits in a row (record numbers, dates, telephone numbers).
+/// A description without the words that could identify someone: any word holding one of
+/// `identifying` (names and identifiers of this instance, lower-case; one of four or more
+/// characters anywhere in the word, a shorter one as a whole part of it, so a patient called
+/// Co does not take "COR" away), and any word with four or more digits in a row (record
+/// numbers, dates, telephone numbers).
 pub fn clean(text: &str, identifying: &BTreeSet<String>) -> String {
     let keep = |word: &str| {
         let lower = word.to_lowercase();
@@ -459,7 +461,14 @@ pub fn clean(text: &str, identifying: &BTreeSet<String>) -> String {
             run = if c.is_ascii_digit() { run + 1 } else { 0 };
             run >= 4
         });
-        !long_number && !identifying.iter().any(|w| lower.contains(w.as_str()))
+        let names = |w: &String| {
+            if w.len() >= 4 {
+                lower.contains(w.as_str())
+            } else {
+                lower.split(|c: char| !c.is_alphanumeric()).any(|part| part == w)
+            }
+        };
+        !long_number && !identifying.iter().any(names)
     };
     text.split_whitespace().filter(|w| keep(w)).collect::<Vec<_>>().join(" ")
 }
@@ -503,6 +512,9 @@ mod tests {
         assert_eq!(clean("AX T1 VIBE POST 3D", &words), "AX T1 VIBE POST 3D");
         assert_eq!(clean("T2 DOE^JANE MRN12345 call 555-1234", &words), "T2 call");
         assert_eq!(clean("study 20190301", &words), "study");
+        let short: BTreeSet<String> = ["co", "li"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(clean("T2 HASTE COR clinical", &short), "T2 HASTE COR clinical", "short names only whole");
+        assert_eq!(clean("CO^LI T2", &short), "T2");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The ingest loop: drop folders in, `renal.cases` and the `cases` table out.
 //!
-//! Each site has a drop folder. Files are parsed (header only), stored in the blob store, and
-//! handed to the [`Assembler`]. When a case is ready its row is committed to the `cases` table,
+//! Each site has a drop folder. Files are checked and de-identified ([`intake`]); the
+//! de-identified instance is stored in the blob store (the file as received only in the
+//! quarantine store, when one is configured) and handed to the [`Assembler`]. When a case is ready its row is committed to the `cases` table,
 //! the message is sent and acknowledged, and only then are its files deleted (when
 //! `move_processed` is on): a crash at any point leaves the files in place, and a restart
 //! re-emits the same case under the same key. Files that can never be used are dead-lettered
