@@ -92,7 +92,12 @@ fn cases_become_lesions_and_bad_input_becomes_dead_letters() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["case_id"] == lesion.case_id.as_str() && s["role"] == "T1C")
+            .find(|s| {
+                // Ingest names the lesion by its accession pseudonym under the run's secret.
+                let id = renal_base::keys::Keys::new(b"k")
+                    .lesion_id(s["site"].as_str().unwrap(), s["case_id"].as_str().unwrap());
+                id == lesion.case_id && s["role"] == "T1C"
+            })
             .unwrap();
         let r1_ml = truth["segmentations"][0]["volume_ml"].as_f64().unwrap();
         assert!(
