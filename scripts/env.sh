@@ -2,6 +2,10 @@
 # the same machine) reuse compiled dependencies. Override CARGO_TARGET_DIR to build elsewhere.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/renal-mri/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# No incremental caches: each rebuild of a crate left a new session of them, and across many
+# sessions they grew to 17 GB in the shared build folder and filled the disk. Set
+# CARGO_INCREMENTAL=1 when iterating on one crate.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 # The test suite's Python tools (scripts/python-env.sh installs them).
