@@ -31,6 +31,11 @@ impl Keys {
         Keys { secret: secret.to_vec() }
     }
 
+    /// Keys for the secret in environment variable `var`; none when it is unset or empty.
+    pub fn from_env(var: &str) -> Option<Self> {
+        std::env::var(var).ok().filter(|s| !s.is_empty()).map(|s| Keys::new(s.as_bytes()))
+    }
+
     fn mac(&self, domain: &str, parts: &[&str]) -> [u8; 32] {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
         mac.update(domain.as_bytes());

@@ -117,10 +117,7 @@ pub fn send_labels(file: &Path, config: &Path) -> Result<()> {
     let mut table: toml::Table = toml::from_str(&text).with_context(|| config.display().to_string())?;
     let kafka = crate::worker::kafka_section(&mut table).with_context(|| config.display().to_string())?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let keys = std::env::var(renal_ingest::config::DEFAULT_SECRET_ENV)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(|s| renal_base::keys::Keys::new(s.as_bytes()));
+    let keys = renal_base::keys::Keys::from_env(renal_ingest::config::DEFAULT_SECRET_ENV);
     let rows = renal_labels::parse(&bytes, keys.as_ref()).with_context(|| file.display().to_string())?;
     let source = file.file_name().map_or("labels".into(), |n| n.to_string_lossy().to_string());
     let rt = tokio::runtime::Runtime::new()?;

@@ -32,6 +32,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 pub use renal_base::keys::{case_id, Keys};
+use renal_dicom::read::text;
 use std::collections::BTreeSet;
 
 /// Why an instance could not be de-identified.
@@ -190,10 +191,6 @@ struct Context<'a> {
     age: Option<String>,
     /// Words of the instance that identify someone, lower-cased: names and identifiers.
     words: BTreeSet<String>,
-}
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    renal_dicom::read::text(obj, tag)
 }
 
 /// De-identify the DICOM file in `bytes` (with or without its 128-byte preamble) for `site`.

@@ -70,10 +70,7 @@ pub async fn serve(
     });
     let wanted = [topics::LESIONS, topics::LABELS, topics::MODELS, topics::DEAD_TRAINER, topics::DEAD_LABELS];
     let bus = renal_bus::connect(&kafka, "renal-trainer", &wanted).await?;
-    let keys = std::env::var(&config.pseudonym_secret_env)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(|s| renal_base::keys::Keys::new(s.as_bytes()));
+    let keys = renal_base::keys::Keys::from_env(&config.pseudonym_secret_env);
     let trainer = Trainer { config, train, device, store, book, keys };
     Ok(crate::run(trainer, bus, alerts, shutdown).await?)
 }
