@@ -364,6 +364,13 @@ impl Running {
         Running(Some(worker))
     }
 
+    /// Kill it with SIGKILL (a crash: nothing flushed, nothing closed) and reap it.
+    pub fn kill(mut self) {
+        let mut c = self.0.take().expect("a running worker");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
     /// Stop it as [`interrupt`] does: SIGINT, and a clean exit asserted.
     pub fn interrupt(mut self) {
         interrupt(self.0.take().expect("a running worker"));

@@ -11,7 +11,7 @@ use crate::instance::{Instance, Kind, MrInfo, SegInfo};
 use renal_messages::{BlobRef, CaseV1, Clinical, Provenance, Role, SegRef, SeriesManifest, SeriesRef, Sex};
 use renal_store::{sha256_hex, BlobError, BlobStore};
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What became of an added instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,9 @@ struct Study {
     last_arrival_ms: u64,
     revision: u32,
     dirty: bool,
+    /// Instances in a case emitted before this assembly began (before a restart, or before
+    /// the study was forgotten): taken as duplicates, though their bytes are not held.
+    emitted_before: BTreeSet<String>,
 }
 
 /// Holds studies until they form complete cases, and for a while after, so late instances
@@ -95,9 +98,11 @@ struct Study {
 #[derive(Debug, Default)]
 pub struct Assembler {
     studies: BTreeMap<String, Study>,
-    /// Last revision emitted for studies dropped by [`Assembler::forget_idle`]: a study that
-    /// comes back continues its numbering instead of reusing revision 1.
-    forgotten: BTreeMap<String, u32>,
+    /// Last revision emitted for studies dropped by [`Assembler::forget_idle`] or named by
+    /// [`Assembler::restore`], with the instances of that revision when known: a study that
+    /// comes back continues its numbering instead of reusing revision 1, and instances it
+    /// already delivered are duplicates.
+    forgotten: BTreeMap<String, (u32, BTreeSet<String>)>,
 }
 
 impl Assembler {
@@ -116,11 +121,36 @@ impl Assembler {
         self.studies.len()
     }
 
+    /// Whether an assembly of `study_uid` is held (emitted or not).
+    pub fn holds(&self, study_uid: &str) -> bool {
+        self.studies.contains_key(study_uid)
+    }
+
+    /// Name a study emitted before this assembler existed (read back from the record of
+    /// emitted studies after a restart): its next case is revision `revision + 1`, and the
+    /// instances in `instances` are duplicates when they come again. Ignored for a study held.
+    pub fn restore(&mut self, study_uid: &str, revision: u32, instances: BTreeSet<String>) {
+        if !self.holds(study_uid) {
+            self.forgotten.insert(study_uid.to_string(), (revision, instances));
+        }
+    }
+
+    /// The SOP instance UIDs of a held study's last emission and its revision, for the record
+    /// of emitted studies; `None` for a study not held or never emitted.
+    pub fn emitted(&self, study_uid: &str) -> Option<(u32, BTreeSet<String>)> {
+        let s = self.studies.get(study_uid).filter(|s| s.revision > 0)?;
+        let mut all = s.emitted_before.clone();
+        all.extend(s.series.values().flat_map(|series| series.slices.keys().cloned()));
+        all.extend(s.segs.keys().cloned());
+        Some((s.revision, all))
+    }
+
     /// Drop studies already emitted and idle for `retention_ms` or longer, so a worker that runs
     /// for months holds a bounded set; returns how many were dropped. Instances of a dropped
-    /// study that arrive later start a new assembly of it, which stays incomplete (its earlier
-    /// instances are not re-read) and is dead-lettered at the timeout, with its revision number
-    /// continuing from the last one emitted.
+    /// study that arrive later start a new assembly of it with its revision number continuing
+    /// from the last one emitted. Instances the run loop's record shows were delivered (see
+    /// [`Assembler::restore`]) are duplicates; a new instance needing earlier ones (which are not
+    /// re-read) leaves the study incomplete, dead-lettered at the timeout.
     pub fn forget_idle(&mut self, now_ms: u64, retention_ms: u64) -> usize {
         let idle: Vec<String> = self
             .studies
@@ -130,25 +160,39 @@ impl Assembler {
             .collect();
         for uid in &idle {
             let study = self.studies.remove(uid).expect("listed above");
-            self.forgotten.insert(uid.clone(), study.revision);
+            // Only the revision is remembered, so memory stays bounded; the run loop's record
+            // of emitted studies tells which instances were delivered.
+            self.forgotten.insert(uid.clone(), (study.revision, BTreeSet::new()));
         }
         idle.len()
     }
 
     /// Add a parsed instance whose bytes are stored at `blob`.
     pub fn add(&mut self, site: &str, instance: Instance, blob: BlobRef, now_ms: u64) -> Added {
-        let revision = self.forgotten.get(&instance.study_uid).copied().unwrap_or(0);
-        let study = self.studies.entry(instance.study_uid.clone()).or_insert_with(|| Study {
-            site: site.to_string(),
-            first: instance.clone(),
-            first_instance_at: renal_base::now_rfc3339(),
-            series: BTreeMap::new(),
-            segs: BTreeMap::new(),
-            last_arrival_ms: now_ms,
-            revision,
-            dirty: false,
+        let forgotten = &mut self.forgotten;
+        let study = self.studies.entry(instance.study_uid.clone()).or_insert_with(|| {
+            // The revision stays remembered (a study given up later still continues its
+            // numbering); the instance set moves into the study.
+            let (revision, emitted_before) = match forgotten.get_mut(&instance.study_uid) {
+                Some((revision, instances)) => (*revision, std::mem::take(instances)),
+                None => (0, BTreeSet::new()),
+            };
+            Study {
+                site: site.to_string(),
+                first: instance.clone(),
+                first_instance_at: renal_base::now_rfc3339(),
+                series: BTreeMap::new(),
+                segs: BTreeMap::new(),
+                last_arrival_ms: now_ms,
+                revision,
+                dirty: false,
+                emitted_before,
+            }
         });
         let sop = instance.sop_instance_uid.clone();
+        if study.emitted_before.contains(&sop) {
+            return Added::Duplicate;
+        }
         let added = match &instance.kind {
             Kind::Mr(info) => {
                 let n = info.geometry.normal();

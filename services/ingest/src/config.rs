@@ -107,6 +107,13 @@ pub struct IngestConfig {
     /// be mounted for the results stage only. None (the default): the map is not kept.
     #[serde(default)]
     pub uid_map_root: Option<PathBuf>,
+    /// Where the record of emitted studies is kept (a folder, one small file per study: its
+    /// de-identified SOP instance UIDs and last revision), so that after a restart the files of
+    /// a study already delivered (a resend, or files left by a crash before they were deleted)
+    /// are taken as duplicates and deleted rather than assembled again. Default:
+    /// `<table_root>/_ingest_emitted`.
+    #[serde(default)]
+    pub emitted_root: Option<PathBuf>,
     /// Where instances are kept as received, identifiers and all (a folder or `s3://...`), for
     /// an operator who must keep them; None (the default): only de-identified instances are
     /// stored anywhere.
@@ -162,6 +169,7 @@ impl IngestConfig {
             table_root,
             pseudonym_secret_env: default_secret_env(),
             uid_map_root: None,
+            emitted_root: None,
             quarantine_store: None,
             private_creators: Vec::new(),
             quiet_period_ms: default_quiet_period_ms(),
@@ -172,6 +180,11 @@ impl IngestConfig {
             move_processed: false,
             scp: Vec::new(),
         }
+    }
+
+    /// The folder of the record of emitted studies.
+    pub fn emitted_root(&self) -> PathBuf {
+        self.emitted_root.clone().unwrap_or_else(|| self.table_root.join("_ingest_emitted"))
     }
 
     /// The pseudonym secret, from the environment variable the settings name.

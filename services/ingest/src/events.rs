@@ -103,6 +103,18 @@ impl InternalEvent for CaseEmitted<'_> {
     }
 }
 
+/// The record of an emitted study could not be written (a restart will send its case again).
+pub struct RecordFailed {
+    /// The I/O error (it names the record's file, a hash, never a UID).
+    pub error: String,
+}
+
+impl InternalEvent for RecordFailed {
+    fn emit(self) {
+        tracing::warn!(stage = "ingest", "record of an emitted study not written: {}", self.error);
+    }
+}
+
 /// A C-STORE association ended.
 pub struct AssociationEnded<'a> {
     /// The site its receiver serves.

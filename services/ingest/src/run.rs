@@ -16,14 +16,14 @@ use crate::assemble::{Added, Assembler, AssemblyConfig, CaseError};
 use crate::config::{ConfigError, IngestConfig};
 use crate::deid::{intake, Keys, Profile};
 use crate::drop_folder::{file_key, list_files, move_under, remove_handled};
-use crate::events::{CaseEmitted, FileRejected, IngestStarted, InstanceTaken, StudyRejected};
+use crate::events::{CaseEmitted, FileRejected, IngestStarted, InstanceTaken, RecordFailed, StudyRejected};
 use crate::table::{cases_batch, TABLE};
 use renal_bus::{dead_letter, send_with_retry, Backoff, Bus, BusError, Output};
 use renal_messages::topics::{self, Topic};
 use renal_messages::{CaseV1, DeadLetterSource, Message};
 use renal_store::{sha256_hex, TableWriter};
 use renal_telemetry::emit;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,39 @@ impl UidMap {
             self.written.insert(remapped.clone());
         }
         Ok(())
+    }
+}
+
+/// The record of emitted studies: per study (named by a hash of its de-identified UID), the
+/// last revision delivered and the SOP instance UIDs it contained, written after the case is on
+/// the bus (a crash in between re-sends the case at the next start: an identical repeat, never a
+/// loss).
+struct EmittedRecord {
+    root: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Emitted {
+    revision: u32,
+    instances: BTreeSet<String>,
+}
+
+impl EmittedRecord {
+    fn path(&self, study_uid: &str) -> PathBuf {
+        self.root.join(&sha256_hex(study_uid.as_bytes())[..32])
+    }
+
+    fn read(&self, study_uid: &str) -> Option<Emitted> {
+        let bytes = std::fs::read(self.path(study_uid)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write(&self, study_uid: &str, emitted: &Emitted) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        let path = self.path(study_uid);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(emitted).expect("record serialises"))?;
+        std::fs::rename(&tmp, &path)
     }
 }
 
@@ -146,6 +179,7 @@ pub async fn run<B: Bus>(
         None => None,
     };
     let mut uid_map = cfg.uid_map_root.as_deref().map(UidMap::new);
+    let record = EmittedRecord { root: cfg.emitted_root() };
     let profile =
         Profile { keys: Keys::new(&secret), private_creators: cfg.private_creators.iter().cloned().collect() };
     let assembly = AssemblyConfig {
@@ -163,7 +197,8 @@ pub async fn run<B: Bus>(
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut files_of_study: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
     // Cases assembled but not yet committed to the table (the store was unwritable).
-    let mut outbox: Vec<CaseV1> = Vec::new();
+    // With the instances each contains, for the record of emitted studies.
+    let mut outbox: Vec<(CaseV1, BTreeSet<String>)> = Vec::new();
     let mut stats = IngestStats::default();
     // Site codes come from the configuration (a bounded set); each series starts at 0.
     let sites: Vec<&str> = cfg.sites.iter().map(|s| s.code.as_str()).collect();
@@ -212,18 +247,28 @@ pub async fn run<B: Bus>(
                         seen.insert(path.clone());
                         let study = inst.study_uid.clone();
                         let now = started.elapsed().as_millis() as u64;
+                        if !asm.holds(&study) {
+                            if let Some(e) = record.read(&study) {
+                                asm.restore(&study, e.revision, e.instances);
+                            }
+                        }
                         match asm.add(&site.code, inst, blob, now) {
                             Added::New => {
                                 stats.instances += 1;
                                 emit(InstanceTaken { site: &site.code, outcome: "new" });
+                                if cfg.move_processed {
+                                    files_of_study.entry(study).or_default().push(Pending { site: site_index, path });
+                                }
                             }
                             Added::Duplicate => {
                                 stats.duplicates += 1;
                                 emit(InstanceTaken { site: &site.code, outcome: "duplicate" });
+                                // The instance is held already (its first copy's file goes when
+                                // the case is sent) or was delivered: this copy adds nothing.
+                                if cfg.move_processed {
+                                    remove_handled(&path, &mut seen);
+                                }
                             }
-                        }
-                        if cfg.move_processed {
-                            files_of_study.entry(study).or_default().push(Pending { site: site_index, path });
                         }
                     }
                     Err(e) => {
@@ -254,7 +299,10 @@ pub async fn run<B: Bus>(
         };
         for result in asm.ready(now, &assembly, &*store) {
             match result {
-                Ok(case) => outbox.push(case),
+                Ok(case) => {
+                    let (_, instances) = asm.emitted(&case.study_uid).expect("a study just emitted is held");
+                    outbox.push((case, instances));
+                }
                 // Writing the series manifests failed: the study stays ready for the next scan.
                 Err(CaseError::Blob(e)) if mode == Mode::Batch => return Err(IngestError::Store(e.to_string())),
                 Err(CaseError::Blob(_)) => stats.retries += 1,
@@ -280,7 +328,7 @@ pub async fn run<B: Bus>(
             }
         }
         let mut waiting = Vec::new();
-        for case in outbox.drain(..) {
+        for (case, instances) in outbox.drain(..) {
             let date = &case.provenance.produced_at[..10];
             let key = format!("{}-r{}", case.case_id, case.revision);
             if let Err(e) = tables.write(TABLE, &case.site, date, &key, &cases_batch(&case, &settings_sha256)) {
@@ -288,11 +336,15 @@ pub async fn run<B: Bus>(
                     return Err(IngestError::Store(e.to_string()));
                 }
                 stats.retries += 1;
-                waiting.push(case);
+                waiting.push((case, instances));
                 continue;
             }
             deliver(&bus, topics::CASES, &case.case_id, case.encode(), &mut stats).await?;
             stats.cases += 1;
+            // Not fatal: without the record, a restart sends this case again (a repeat).
+            if let Err(e) = record.write(&case.study_uid, &Emitted { revision: case.revision, instances }) {
+                emit(RecordFailed { error: e.to_string() });
+            }
             emit(CaseEmitted { site: &case.site, revision: case.revision });
             if cfg.move_processed {
                 for f in files_of_study.remove(&case.study_uid).unwrap_or_default() {

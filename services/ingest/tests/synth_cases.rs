@@ -232,6 +232,38 @@ fn idle_emitted_studies_are_forgotten_and_keep_their_revision_numbers() {
     assert_eq!(again[0].case_id, first[0].case_id);
 }
 
+#[test]
+fn a_restored_study_takes_its_delivered_instances_as_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, manifest) = cohort(dir.path());
+    let store = LocalBlobStore::new(&dir.path().join("blobs")).unwrap();
+    let case_id = manifest["cases"][0]["case_id"].as_str().unwrap();
+    let study: Vec<_> = dicom_files(&root)
+        .into_iter()
+        .filter(|(_, p)| instance::parse(&std::fs::read(p).unwrap()).unwrap().accession == case_id)
+        .collect();
+    let mut first = Assembler::new();
+    feed(&mut first, &store, &study, 0);
+    let cases: Vec<CaseV1> = first.ready(2_000, &config(), &store).into_iter().map(|r| r.unwrap()).collect();
+    let (revision, delivered) = first.emitted(&cases[0].study_uid).expect("emitted");
+    assert_eq!((revision, delivered.len()), (1, study.len()), "every instance of the case is recorded");
+
+    // A new assembler (the worker restarted) told what was delivered: the whole study sent
+    // again is all duplicates, and nothing becomes ready or is given up.
+    let mut after = Assembler::new();
+    after.restore(&cases[0].study_uid, revision, delivered.clone());
+    for (site, path) in &study {
+        let taken = intake(&std::fs::read(path).unwrap(), site, &profile()).unwrap();
+        let blob = store.put(&taken.bytes).unwrap();
+        assert_eq!(after.add(site, taken.instance, blob, 10_000), Added::Duplicate);
+    }
+    assert!(after.ready(u64::MAX / 2, &config(), &store).is_empty(), "no case, no incomplete study");
+    // Without the record, the same resend assembles a case again (what a restart did before).
+    let mut blind = Assembler::new();
+    feed(&mut blind, &store, &study, 0);
+    assert_eq!(blind.ready(2_000, &config(), &store).len(), 1);
+}
+
 fn rewrite(path: &Path, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) -> Vec<u8> {
     let mut obj = dicom_object::open_file(path).unwrap();
     edit(&mut obj);
