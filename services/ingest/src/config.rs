@@ -65,6 +65,26 @@ pub struct ScpConfig {
     /// and the sender retries later.
     #[serde(default = "default_max_associations")]
     pub max_associations: usize,
+    /// DICOM over TLS (PS3.15 Annex B): with this section the receiver speaks TLS only (1.2
+    /// or 1.3); a plain connection fails its handshake. None (the default): plain TCP.
+    #[serde(default)]
+    pub tls: Option<ScpTls>,
+}
+
+/// The receiver's TLS identity and, optionally, the CA its senders' certificates must chain to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScpTls {
+    /// The receiver's certificate chain, PEM (its own certificate first).
+    pub certificate: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1), unencrypted: protect it with file
+    /// permissions or a secret mount.
+    pub private_key: PathBuf,
+    /// CA certificates (PEM) that senders' certificates must chain to: every sender then has to
+    /// present one (mutual TLS, as DCMTK's `storescu +tls` does). None: any client, no
+    /// certificate asked for (the AE title checks still apply).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 fn default_max_associations() -> usize {
@@ -81,6 +101,7 @@ impl ScpConfig {
             durability: Default::default(),
             calling_ae_titles: Vec::new(),
             max_associations: default_max_associations(),
+            tls: None,
         }
     }
 }

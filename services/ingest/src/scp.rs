@@ -9,7 +9,9 @@
 //! `renal bench cstore`). C-ECHO is answered. One thread per association, at most
 //! `max_associations` at once: one more is rejected as transient ("local limit exceeded"), and
 //! the sender retries. An association is accepted only when its called AE title is the
-//! receiver's and, when the site has an allow list, its calling AE title is on it.
+//! receiver's and, when the site has an allow list, its calling AE title is on it. With a
+//! `tls` section the receiver speaks DICOM over TLS only, and with a client CA it requires
+//! each sender to present a certificate that chains to it.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -22,7 +24,7 @@ use dicom_ul::pdu::{
     AssociationRJSource, PDataValue, PDataValueType, Pdu, UserIdentity,
 };
 
-use crate::config::ScpConfig;
+use crate::config::{ScpConfig, ScpTls};
 use crate::events::AssociationEnded;
 use renal_dicom::read::text;
 use std::io::Write;
@@ -115,10 +117,52 @@ fn refuse_busy(mut stream: TcpStream) {
     let _ = std::io::Read::read(&mut stream, &mut [0u8; 4096]);
 }
 
+/// The rustls server settings of a `tls` section: its certificate and key, and the client
+/// verifier when it names a CA. Errors name the file and what is wrong with it.
+pub fn tls_server_config(tls: &ScpTls) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &Path, what: String| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{}: {what}", path.display()))
+    };
+    let certs = |path: &Path| -> std::io::Result<Vec<CertificateDer<'static>>> {
+        let all: Result<Vec<_>, _> =
+            CertificateDer::pem_file_iter(path).map_err(|e| bad(path, e.to_string()))?.collect();
+        let all = all.map_err(|e| bad(path, e.to_string()))?;
+        if all.is_empty() {
+            return Err(bad(path, "no PEM certificate in it".into()));
+        }
+        Ok(all)
+    };
+    let chain = certs(&tls.certificate)?;
+    let key = PrivateKeyDer::from_pem_file(&tls.private_key).map_err(|e| bad(&tls.private_key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&tls.certificate, e.to_string()))?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(ca)? {
+                roots.add(c).map_err(|e| bad(ca, e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| bad(ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain, key).map_err(|e| bad(&tls.certificate, e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
 impl Scp {
     /// Listen as `config` says, storing into `drop_folder`, the drop folder of its site (the
-    /// label its associations are counted under).
+    /// label its associations are counted under). A `tls` section that cannot be loaded is an
+    /// error here, at start-up.
     pub fn start(config: &ScpConfig, drop_folder: &Path) -> std::io::Result<Scp> {
+        let tls = config.tls.as_ref().map(tls_server_config).transpose()?;
         let listener = TcpListener::bind(&config.bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -143,14 +187,14 @@ impl Scp {
                             continue;
                         }
                         let slot = Slot(active.clone());
-                        let (ae, n, allowed) = (ae.clone(), n.clone(), allowed.clone());
+                        let (ae, n, allowed, tls) = (ae.clone(), n.clone(), allowed.clone(), tls.clone());
                         let target = Target { folder: folder.clone(), durability };
                         std::thread::spawn(move || {
                             let _slot = slot;
                             let _ = stream.set_nonblocking(false);
                             // Small responses must not wait for Nagle and delayed ACKs (~40 ms each).
                             let _ = stream.set_nodelay(true);
-                            let (outcome, error) = match serve(stream, &ae, allowed, &target, &n) {
+                            let (outcome, error) = match serve(stream, &ae, allowed, tls, &target, &n) {
                                 Ok(()) => ("ok", None),
                                 Err((outcome, e)) => (outcome, Some(e)),
                             };
@@ -232,14 +276,53 @@ fn store_file(to: &Target, class: &str, instance: &str, ts: &str, dataset: &[u8]
     Ok(path)
 }
 
+/// How long a sender may take to send its whole TLS ClientHello.
+const HELLO_TIMEOUT_MS: u64 = 10_000;
+
+/// Wait until the connection's first bytes can be taken by dicom-ul, or say why not.
+///
+/// dicom-ul 0.10.1 built with TLS support (the `sync-tls` feature) loops forever, burning a core,
+/// when a connection closes or goes silent before its first message is complete: its TLS
+/// acceptor reads an empty stream again and again (for a TLS receiver; and for a plain one, where
+/// it checks whether a failed first read was a TLS client). So nothing reaches it until there is
+/// something to read: for a plain receiver a first byte that does not start a TLS record, for a
+/// TLS receiver a whole first TLS record (the ClientHello).
+fn first_message_ready(stream: &TcpStream, tls: bool) -> Result<(), String> {
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(IDLE_TIMEOUT_S)));
+    let mut head = [0u8; 5];
+    let n = stream.peek(&mut head).map_err(|e| format!("nothing received: {e}"))?;
+    if n == 0 {
+        return Err("closed before sending anything".into());
+    }
+    let handshake = head[0] == 0x16; // a TLS handshake record
+    match (tls, handshake) {
+        (false, false) => return Ok(()),
+        (false, true) => return Err("a TLS client on a receiver without TLS".into()),
+        (true, false) => return Err("not a TLS handshake on a TLS receiver".into()),
+        (true, true) => {}
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(HELLO_TIMEOUT_MS);
+    let mut buf = vec![0u8; 5 + u16::MAX as usize];
+    loop {
+        let got = stream.peek(&mut buf).map_err(|e| format!("TLS handshake: {e}"))?;
+        if got >= 5 && got >= 5 + u16::from_be_bytes([buf[3], buf[4]]) as usize {
+            return Ok(());
+        }
+        if got == 0 || std::time::Instant::now() > deadline {
+            return Err("incomplete TLS ClientHello".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn serve(
     stream: TcpStream,
     ae_title: &str,
     allowed: Allowed,
+    tls: Option<Arc<rustls::ServerConfig>>,
     to: &Target,
     stored: &AtomicU64,
 ) -> Result<(), (&'static str, String)> {
-    let failed = |e: String| ("failed", e);
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(allowed)
         .ae_title(ae_title.to_string())
@@ -252,8 +335,26 @@ fn serve(
     for ts in TRANSFER_SYNTAXES {
         options = options.with_transfer_syntax(ts);
     }
-    // Refused AE titles and unusable proposals end here, answered with A-ASSOCIATE-RJ.
-    let mut association = options.establish(stream).map_err(|e| ("refused", e.to_string()))?;
+    first_message_ready(&stream, tls.is_some()).map_err(|e| ("refused", e))?;
+    // Refused AE titles and unusable proposals end here, answered with A-ASSOCIATE-RJ; over TLS,
+    // so do failed handshakes (no certificate, one from another CA, a plain connection).
+    match tls {
+        Some(config) => {
+            let association =
+                options.tls_config(config).establish_tls(stream).map_err(|e| ("refused", e.to_string()))?;
+            exchange(association, to, stored)
+        }
+        None => exchange(options.establish(stream).map_err(|e| ("refused", e.to_string()))?, to, stored),
+    }
+}
+
+/// Answer an established association's C-ECHO and C-STORE requests until it is released.
+fn exchange<S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket>(
+    mut association: dicom_ul::association::server::ServerAssociation<S>,
+    to: &Target,
+    stored: &AtomicU64,
+) -> Result<(), (&'static str, String)> {
+    let failed = |e: String| ("failed", e);
     let contexts: Vec<(u8, String)> =
         association.presentation_contexts().iter().map(|pc| (pc.id, pc.transfer_syntax.clone())).collect();
     let (mut cmd_bytes, mut data_bytes) = (Vec::new(), Vec::new());

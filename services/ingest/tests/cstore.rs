@@ -142,3 +142,157 @@ fn only_the_sites_ae_titles_may_store_and_associations_are_limited() {
     assert!(associations.with_label_values(&["MAY", "busy"]).get() >= 1);
     assert!(associations.with_label_values(&["MAY", "ok"]).get() >= 2);
 }
+
+/// Run `openssl` with these arguments in `dir`, asserting success.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out =
+        Command::new("openssl").current_dir(dir).args(args).output().expect("openssl: scripts/setup.sh installs it");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA named `ca` in `dir` (`ca.crt`, `ca.key`), and a certificate `name.crt`/`name.key`
+/// signed by it with the given extensions.
+fn ca(dir: &std::path::Path, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+        ],
+    );
+}
+
+fn signed(dir: &std::path::Path, ca: &str, name: &str, extensions: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+#[test]
+fn dicom_over_tls_takes_a_certified_sender_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    ca(&pki, "site-ca");
+    ca(&pki, "other-ca");
+    signed(&pki, "site-ca", "receiver", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+    signed(&pki, "site-ca", "scanner", "extendedKeyUsage=clientAuth\n");
+    signed(&pki, "other-ca", "stranger", "extendedKeyUsage=clientAuth\n");
+    let p = |f: &str| pki.join(f).display().to_string();
+
+    let cohort = dir.path().join("cohort");
+    generate(
+        &SynthConfig { lesions: 1, seed: 10, sites: vec!["PHH".into()], ..SynthConfig::default() },
+        &cohort,
+        &|_| {},
+    )
+    .unwrap();
+    let files: Vec<_> = list_files(&cohort.join("PHH"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .take(3)
+        .collect();
+    let drop = dir.path().join("drop/PHH");
+    let tls = renal_ingest::config::ScpTls {
+        certificate: pki.join("receiver.crt"),
+        private_key: pki.join("receiver.key"),
+        client_ca: Some(pki.join("site-ca.crt")),
+    };
+    // A key file that is not there stops the receiver at start-up, naming the file.
+    let missing = renal_ingest::config::ScpTls { private_key: pki.join("nope.key"), ..tls.clone() };
+    let err = Scp::start(&ScpConfig { tls: Some(missing), ..ScpConfig::new("PHH", "RENAL_PHH", "127.0.0.1:0") }, &drop)
+        .err()
+        .expect("a missing key is refused");
+    assert!(err.to_string().contains("nope.key"), "{err}");
+
+    let scp =
+        Scp::start(&ScpConfig { tls: Some(tls), ..ScpConfig::new("PHH", "RENAL_PHH", "127.0.0.1:0") }, &drop).unwrap();
+    let port = scp.addr.port();
+    let aec = ["-aec", "RENAL_PHH"];
+    let with = |extra: &[&str]| -> Vec<String> {
+        aec.iter().map(|s| s.to_string()).chain(extra.iter().map(|s| s.to_string())).collect()
+    };
+
+    // The scanner with its certificate from the site's CA, verifying the receiver's.
+    let args = with(&["+tls", &p("scanner.key"), &p("scanner.crt"), "+cf", &p("site-ca.crt")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, said) = dcmtk("storescu", &args, port, &files);
+    assert!(ok, "storescu +tls: {said}");
+    assert_eq!(list_files(&drop).len(), files.len(), "every instance over TLS landed");
+
+    // Refused: a plain connection, TLS without a certificate, a certificate from another CA.
+    let refused: [(&str, Vec<String>); 3] = [
+        ("plain TCP", with(&[])),
+        ("TLS without a certificate", with(&["+tla", "+cf", &p("site-ca.crt")])),
+        (
+            "a certificate from another CA",
+            with(&["+tls", &p("stranger.key"), &p("stranger.crt"), "+cf", &p("site-ca.crt")]),
+        ),
+    ];
+    let before = list_files(&drop).len();
+    for (what, args) in &refused {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, said) = dcmtk("storescu", &args, port, &files[..1]);
+        assert!(!ok, "{what} was accepted: {said}");
+    }
+    // A connection that closes at once, and one that sends the start of a ClientHello and
+    // closes: each refused, neither left spinning (dicom-ul alone loops forever on these).
+    std::mem::drop(std::net::TcpStream::connect(scp.addr).unwrap());
+    let mut cut = std::net::TcpStream::connect(scp.addr).unwrap();
+    std::io::Write::write_all(&mut cut, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]).unwrap();
+    std::mem::drop(cut);
+    let associations = renal_telemetry::ingest_metrics().associations.clone();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while associations.with_label_values(&["PHH", "refused"]).get() < 5 {
+        assert!(std::time::Instant::now() < until, "the cut connections were never let go");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    scp.stop();
+    assert_eq!(list_files(&drop).len(), before, "nothing stored by a refused sender");
+    assert_eq!(associations.with_label_values(&["PHH", "ok"]).get(), 1);
+    assert_eq!(associations.with_label_values(&["PHH", "refused"]).get(), 5);
+}
