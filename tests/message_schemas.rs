@@ -172,6 +172,37 @@ fn examples() -> Vec<Example> {
             source: DeadLetterSource { topic: None, partition: None, offset: None, key: "drop/HUP/0001.dcm".into() },
             input_sha256: "12".repeat(32),
             at: "2026-11-27T18:00:01Z".into(),
+            input_base64: None,
+        }),
+        entry(DeadLetterV1 {
+            version: 1,
+            stage: "ensemble".into(),
+            reason_code: "unknown_lesion".into(),
+            reason: "no lesion MAY-0001 revision 1 after 600 s".into(),
+            source: DeadLetterSource {
+                topic: Some("renal.scores".into()),
+                partition: Some(0),
+                offset: Some(17),
+                key: "MAY-0001".into(),
+            },
+            input_sha256: "34".repeat(32),
+            at: "2026-11-27T18:00:02Z".into(),
+            input_base64: Some("eyJ2ZXJzaW9uIjoxfQ==".into()),
+        }),
+        entry(ReplayV1 {
+            version: 1,
+            replay_id: "fix-2026-11-28".into(),
+            dead_letter: DeadLetterSource {
+                topic: Some("renal.dead.ensemble".into()),
+                partition: Some(0),
+                offset: Some(3),
+                key: "MAY-0001".into(),
+            },
+            stage: "ensemble".into(),
+            reason_code: "unknown_lesion".into(),
+            to_topic: "renal.scores".into(),
+            input_sha256: "34".repeat(32),
+            at: "2026-11-28T09:00:00Z".into(),
         }),
     ]
 }
@@ -198,7 +229,11 @@ fn every_topic_payload_has_exactly_one_schema_file() {
 #[test]
 fn examples_validate_round_trip_and_match_required_fields() {
     let all = examples();
-    assert_eq!(all.len(), 8);
+    // One of every payload type (two dead letters: with and without their input).
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|e| e.0).collect();
+    let payloads: std::collections::BTreeSet<&str> = topics::ALL.iter().map(|t| t.payload).collect();
+    assert_eq!(names, payloads);
+    assert_eq!(all.len(), payloads.len() + 1);
     for (name, value, round_trip) in all {
         let schema = schema_of(name);
         let errors = validate_schema(&schema, &value);

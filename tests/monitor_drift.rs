@@ -260,6 +260,7 @@ fn a_replaced_scanner_fires_its_sites_drift_alert_and_no_other() {
             source: DeadLetterSource { topic: None, partition: None, offset: None, key: "file-1.dcm".into() },
             input_sha256: "0".repeat(64),
             at: "2026-12-06T00:00:00Z".into(),
+            input_base64: None,
         };
         bus.send(topics::DEAD_INGEST, "file-1.dcm", dead.encode()).await.unwrap();
         for (id, malignant) in &labels {

@@ -5,7 +5,7 @@
 
 use crate::{Bus, BusError, Delivery, Outcome, Output, Record};
 use renal_messages::topics::Topic;
-use renal_messages::{DeadLetterSource, DeadLetterV1, Message};
+use renal_messages::{DeadLetterSource, DeadLetterV1, Message, DEAD_LETTER_INPUT_MAX_BYTES};
 use std::time::Duration;
 
 /// A typed processing error that knows what to do with its input.
@@ -73,7 +73,18 @@ pub fn dead_letter(
         source,
         input_sha256,
         at: renal_base::now_rfc3339(),
+        input_base64: None,
     }
+}
+
+/// `letter` carrying its input message, so `renal replay` can send it again after a fix (not
+/// when the input is over [`DEAD_LETTER_INPUT_MAX_BYTES`]: the letter still names it by hash).
+pub fn with_input(mut letter: DeadLetterV1, input: &[u8]) -> DeadLetterV1 {
+    use base64::Engine as _;
+    if input.len() <= DEAD_LETTER_INPUT_MAX_BYTES {
+        letter.input_base64 = Some(base64::engine::general_purpose::STANDARD.encode(input));
+    }
+    letter
 }
 
 /// Exponential back-off: `initial_ms`, doubling per attempt, at most `max_ms`.

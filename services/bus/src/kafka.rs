@@ -411,6 +411,72 @@ impl Bus for KafkaBus {
     }
 }
 
+impl KafkaBus {
+    /// Every record of `topics` from the oldest kept to the end as it stands now (each
+    /// partition's high watermark when called), outside any consumer group: nothing is
+    /// committed, and what arrives meanwhile is not waited for. Topics that do not exist are
+    /// empty. Blocking; gives up after `timeout`.
+    pub fn read_to_end(&self, topics: &[Topic], timeout: Duration) -> Result<Vec<Record>, BusError> {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = self
+            .config
+            .client_config()?
+            .set("group.id", "renal-read-to-end")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .map_err(classify)?;
+        let mut assignment = TopicPartitionList::new();
+        let mut ends: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
+        for topic in topics {
+            let metadata = consumer.fetch_metadata(Some(topic.name), timeout).map_err(classify)?;
+            for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
+                for p in t.partitions() {
+                    let (low, high) = consumer.fetch_watermarks(topic.name, p.id(), timeout).map_err(classify)?;
+                    if high > low {
+                        assignment.add_partition_offset(topic.name, p.id(), Offset::Offset(low)).map_err(classify)?;
+                        ends.insert((topic.name.to_string(), p.id()), high);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut open: std::collections::HashSet<(String, i32)> = ends.keys().cloned().collect();
+        if open.is_empty() {
+            return Ok(out);
+        }
+        consumer.assign(&assignment).map_err(classify)?;
+        let deadline = std::time::Instant::now() + timeout;
+        while !open.is_empty() {
+            if std::time::Instant::now() > deadline {
+                return Err(BusError::Transient(format!(
+                    "reading {} partitions to their end took longer than {timeout:?}",
+                    open.len()
+                )));
+            }
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+            let m = m.map_err(classify)?;
+            let at = (m.topic().to_string(), m.partition());
+            let end = ends.get(&at).copied().unwrap_or(0);
+            if m.offset() + 1 >= end {
+                open.remove(&at);
+            }
+            if m.offset() < end {
+                out.push(Record {
+                    topic: at.0,
+                    partition: at.1,
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A consumer-group member on Kafka.
 pub struct KafkaConsumer {
     consumer: StreamConsumer<GroupMember>,

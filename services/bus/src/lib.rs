@@ -31,9 +31,10 @@ mod delivery;
 pub mod events;
 mod in_process;
 mod kafka;
+pub mod replay;
 mod stage;
 
-pub use delivery::{dead_letter, send_with_retry, Backoff, Failure};
+pub use delivery::{dead_letter, send_with_retry, with_input, Backoff, Failure};
 pub use in_process::{InProcessBus, InProcessConsumer};
 pub use kafka::{connect, KafkaBus, KafkaConfig, KafkaConsumer};
 pub use stage::{run_batched_stage, run_stage, Batching, Outcome, Output, StageConfig, StageStats};

@@ -1,6 +1,6 @@
 //! The at-least-once loop shared by every stage.
 
-use crate::delivery::{dead_letter, send_with_retry, Backoff};
+use crate::delivery::{dead_letter, send_with_retry, with_input, Backoff};
 use crate::events::{BusFailed, MessageDone, MessageReceived, MessageRejected, MessageRetried, StageStarted};
 use crate::{Bus, BusError, Consumer, Record};
 use renal_messages::topics::{self, Topic};
@@ -255,7 +255,10 @@ where
                         }
                         Outcome::Reject { code, reason } => {
                             let input = renal_base::hex::encode(Sha256::digest(&record.payload));
-                            let letter = dead_letter(cfg.stage, record.source(), &code, reason, input);
+                            let letter = with_input(
+                                dead_letter(cfg.stage, record.source(), &code, reason, input),
+                                &record.payload,
+                            );
                             let out = Output { topic: dead_topic, key: record.key.clone(), payload: letter.encode() };
                             send_counted(&bus, &out, &cfg, &mut stats).await?;
                             stats.dead_letters += 1;

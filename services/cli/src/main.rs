@@ -19,6 +19,7 @@ mod eval;
 mod files;
 mod models;
 mod monitoring;
+mod replay;
 mod science;
 mod train;
 mod worker;
@@ -102,6 +103,20 @@ enum Command {
     Models {
         #[command(subcommand)]
         action: ModelsAction,
+    },
+    /// Dead letters on the broker: list them by stage and reason, and send selected ones back
+    /// to their input topic once their cause is fixed.
+    ///
+    /// A letter carries its input when the input was one message (not an ingest file, a label
+    /// row or a join of partial scores). `run` re-drives each selected letter at most once per
+    /// --id: what an id re-drove is kept on renal.replays and read back, so running the same id
+    /// again (after an interruption, or by mistake) sends nothing twice.
+    #[command(
+        after_help = "Examples:\n  renal replay list --config deploy/ensemble.toml\n  renal replay run --config deploy/ensemble.toml --id fix-2026-12-07 --stage ensemble --reason unknown_lesion"
+    )]
+    Replay {
+        #[command(subcommand)]
+        action: ReplayAction,
     },
     /// Run one worker on Kafka until interrupted.
     #[command(after_help = "Example:\n  RENAL_PSEUDONYM_SECRET=... renal worker ingest --config deploy/ingest.toml")]
@@ -344,6 +359,38 @@ struct RegistryArgs {
     /// A registry folder.
     #[arg(long, conflicts_with = "out")]
     registry: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ReplayAction {
+    /// Count dead letters by stage and reason (--verbose: one line per letter).
+    List {
+        /// A worker file (its [kafka] section is used).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: replay::FilterArgs,
+        /// One line per letter: where it is, its key, reason and whether it can be re-driven.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Send the selected letters' inputs back to their input topics.
+    Run {
+        /// A worker file (its [kafka] section is used).
+        #[arg(long)]
+        config: PathBuf,
+        /// This replay's name: each letter is re-driven at most once per id.
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        filter: replay::FilterArgs,
+        /// Select every letter (otherwise give --stage, --reason or --key).
+        #[arg(long)]
+        all: bool,
+        /// Say what would be re-driven, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -725,6 +772,12 @@ fn run(cli: Cli) -> Result<()> {
             (None, Some(config)) => models::send_labels(&file, &config),
             (None, None) => bail!("renal labels import: give --out OUT or --config FILE"),
         },
+        Command::Replay { action: ReplayAction::List { config, filter, verbose } } => {
+            replay::list(&config, &filter.into(), verbose)
+        }
+        Command::Replay { action: ReplayAction::Run { config, id, filter, all, dry_run } } => {
+            replay::run(&config, &id, &filter.into(), all, dry_run)
+        }
         Command::Models { action } => match action {
             ModelsAction::List { at } => {
                 models::list(&models::open_registry(at.out.as_deref(), at.registry.as_deref())?)

@@ -415,6 +415,38 @@ pub struct DeadLetterV1 {
     pub input_sha256: String,
     /// RFC 3339 UTC time.
     pub at: String,
+    /// The failed input message itself, base64 (standard alphabet, padded), so `renal replay`
+    /// can send it again after a fix; absent for inputs that are not messages (ingest's files,
+    /// label rows), for joins of several messages, and for inputs over
+    /// [`DEAD_LETTER_INPUT_MAX_BYTES`].
+    #[serde(default)]
+    pub input_base64: Option<String>,
+}
+
+/// The largest input a dead letter carries (base64 makes it a third larger; a Kafka message is
+/// at most 1 MiB by default).
+pub const DEAD_LETTER_INPUT_MAX_BYTES: usize = 512 * 1024;
+
+/// `renal.replays`: one dead letter re-driven under a replay id, written before the input is
+/// sent again, so a replay id re-drives each letter at most once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayV1 {
+    /// Always 1.
+    pub version: u32,
+    /// The operator's name for this replay (e.g. `fix-2026-12-07-lesion-wait`).
+    pub replay_id: String,
+    /// The dead letter: its topic, partition and offset.
+    pub dead_letter: DeadLetterSource,
+    /// Stage and reason code of the letter.
+    pub stage: String,
+    /// Its reason code.
+    pub reason_code: String,
+    /// Where the input is sent again.
+    pub to_topic: String,
+    /// SHA-256 of the input re-driven.
+    pub input_sha256: String,
+    /// RFC 3339 UTC time.
+    pub at: String,
 }
 
 /// Why bytes could not be decoded as a message.
@@ -481,6 +513,7 @@ message!(PredictionV1, "PredictionV1");
 message!(LabelV1, "LabelV1");
 message!(ModelEventV1, "ModelEventV1");
 message!(DeadLetterV1, "DeadLetterV1");
+message!(ReplayV1, "ReplayV1");
 
 #[cfg(test)]
 mod tests {

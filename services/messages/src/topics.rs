@@ -10,6 +10,7 @@
 //!                                                                          └─> ensemble (clinical values, joined by lesion id)
 //! labels import ─renal.labels─> trainer ─renal.models─> inference, ensemble
 //! every stage ─renal.dead.<stage>─> replay, monitor
+//! replay ─renal.replays─> replay (its ledger: what each replay id re-drove), and the input topics
 //! ```
 //! (*) the radiomics arm is the comparison model; the ensemble reads its features from the store.
 
@@ -71,6 +72,11 @@ pub const DEAD_LABELS: Topic = dead("renal.dead.labels", "labels");
 pub const DEAD_MONITOR: Topic =
     Topic { name: "renal.dead.monitor", producer: "monitor", consumers: &["replay"], payload: "DeadLetterV1" };
 
+/// What `renal replay` re-drove, per replay id: its own ledger, read back so that a replay id
+/// re-drives each dead letter at most once (the one topic its producer also reads).
+pub const REPLAYS: Topic =
+    Topic { name: "renal.replays", producer: "replay", consumers: &["replay"], payload: "ReplayV1" };
+
 const fn dead(name: &'static str, producer: &'static str) -> Topic {
     Topic { name, producer, consumers: &["replay", "monitor"], payload: "DeadLetterV1" }
 }
@@ -92,6 +98,7 @@ pub const ALL: &[Topic] = &[
     DEAD_TRAINER,
     DEAD_LABELS,
     DEAD_MONITOR,
+    REPLAYS,
 ];
 
 /// The dead-letter topic of a stage.
@@ -114,7 +121,8 @@ mod tests {
         for t in ALL {
             assert!(names.insert(t.name), "{} declared twice", t.name);
             assert!(!t.producer.is_empty() && !t.consumers.is_empty(), "{}", t.name);
-            assert!(!t.consumers.contains(&t.producer), "{} consumes its own output", t.name);
+            // A ledger read back by its writer is the one loop allowed.
+            assert!(!t.consumers.contains(&t.producer) || *t == REPLAYS, "{} consumes its own output", t.name);
         }
         // Exactly one producer per topic is structural (one field); also no two topics share a
         // name prefix that would make a regex subscription ambiguous.

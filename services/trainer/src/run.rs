@@ -146,7 +146,10 @@ pub async fn run<B: Bus>(
                             offset: Some(record.offset),
                             key: record.key.clone(),
                         };
-                        let letter = dead_letter("trainer", at, code, why, renal_store::sha256_hex(&record.payload));
+                        let letter = renal_bus::with_input(
+                            dead_letter("trainer", at, code, why, renal_store::sha256_hex(&record.payload)),
+                            &record.payload,
+                        );
                         send_letter(&bus, &letter).await?;
                         stats.dead_letters += 1;
                     }
