@@ -31,7 +31,7 @@ fn every_producer_in_the_topic_graph_is_a_crate_named_after_its_stage() {
 fn every_stage_on_the_bus_has_config_events_run_and_serve() {
     let consumers: std::collections::BTreeSet<&str> =
         topics::ALL.iter().flat_map(|t| t.consumers.iter().copied()).collect();
-    // Stages that consume a topic today; the replayer is a later issue's and has no crate yet.
+    // Stages that consume a topic with a run loop; the replayer is a tool an operator runs (no loop).
     let on_bus: Vec<&str> = consumers.into_iter().filter(|s| services().join(s).join("src/run.rs").exists()).collect();
     assert_eq!(
         on_bus,

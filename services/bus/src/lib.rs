@@ -31,7 +31,6 @@ mod delivery;
 pub mod events;
 mod in_process;
 mod kafka;
-pub mod replay;
 mod stage;
 
 pub use delivery::{dead_letter, send_with_retry, with_input, Backoff, Failure};

@@ -1,10 +1,10 @@
 //! `renal replay list|run`: dead letters on the broker, and re-driving them after a fix
-//! ([`renal_bus::replay`] does the work; this reads the worker file and prints).
+//! (the `renal-replay` crate does the work; this reads the worker file and prints).
 
 use anyhow::{bail, Context, Result};
-use renal_bus::replay::{self, Filter, Plan};
 use renal_bus::KafkaBus;
 use renal_messages::topics;
+use renal_replay::{self as replay, Filter, Plan};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

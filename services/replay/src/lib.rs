@@ -1,4 +1,5 @@
-//! Dead letters sent back to their input topic after their cause is fixed (`renal replay`).
+//! The replay stage: dead letters sent back to their input topic after their cause is fixed
+//! (`renal replay`). It is a tool an operator runs, not a worker: no run loop, no `serve`.
 //!
 //! A dead letter written by a message stage carries its input ([`crate::with_input`]). Replaying
 //! is three steps: read the dead-letter topics and the ledger (`renal.replays`) to their end,
@@ -7,8 +8,8 @@
 //! letter's input at most once, even when the replay is interrupted and run again. (A crash
 //! between the two leaves that letter recorded but not sent: run again under a new id.)
 
-use crate::{send_with_retry, Backoff, Bus, BusError, Output, Record};
 use base64::Engine as _;
+use renal_bus::{send_with_retry, Backoff, Bus, BusError, Output, Record};
 use renal_messages::topics::{self, Topic};
 use renal_messages::{DeadLetterSource, DeadLetterV1, Message, ReplayV1};
 use sha2::{Digest, Sha256};
@@ -181,7 +182,7 @@ pub fn dead_letter_topics() -> Vec<Topic> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{dead_letter, with_input, Consumer, InProcessBus};
+    use renal_bus::{dead_letter, with_input, Consumer, InProcessBus};
 
     fn letter(offset: i64, stage: &str, code: &str, key: &str, input: Option<&[u8]>) -> Letter {
         let source = DeadLetterSource {
