@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod guard;
 mod mr;
 pub mod read;
 pub mod seg;

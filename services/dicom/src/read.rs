@@ -61,6 +61,7 @@ pub struct Slice {
 }
 
 fn obj_of(bytes: &[u8], index: usize) -> Result<InMemDicomObject, ReadError> {
+    crate::guard::declared_lengths_fit(bytes).map_err(|reason| ReadError::Unreadable { index, reason })?;
     OpenFileOptions::new()
         .from_reader(bytes)
         .map(|o| o.into_inner())

@@ -195,6 +195,7 @@ struct Context<'a> {
 
 /// De-identify the DICOM file in `bytes` (with or without its 128-byte preamble) for `site`.
 pub fn deidentify(bytes: &[u8], site: &str, profile: &Profile) -> Result<Deidentified, DeidError> {
+    renal_dicom::guard::declared_lengths_fit(bytes).map_err(DeidError::Unreadable)?;
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { &bytes[128..] } else { bytes };
     let file = OpenFileOptions::new().from_reader(body).map_err(|e| DeidError::Unreadable(e.to_string()))?;
     let transfer_syntax = file.meta().transfer_syntax().trim_end_matches('\0').to_string();

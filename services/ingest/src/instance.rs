@@ -160,6 +160,7 @@ fn seq_items(obj: &InMemDicomObject, tag: Tag) -> Vec<&InMemDicomObject> {
 
 /// Parse the header of a DICOM file held in memory (pixel data is not decoded).
 pub fn parse(bytes: &[u8]) -> Result<Instance, InstanceError> {
+    renal_dicom::guard::declared_lengths_fit(bytes).map_err(InstanceError::Unreadable)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .from_reader(strip_preamble(bytes))
