@@ -131,8 +131,8 @@ pub struct IngestConfig {
     /// Where the record of emitted studies is kept (a folder, one small file per study: its
     /// de-identified SOP instance UIDs and last revision), so that after a restart the files of
     /// a study already delivered (a resend, or files left by a crash before they were deleted)
-    /// are taken as duplicates and deleted rather than assembled again. Default:
-    /// `<table_root>/_ingest_emitted`.
+    /// are taken as duplicates and deleted rather than assembled again. Continuous mode (the
+    /// worker) only. Default: `<table_root>/_ingest_emitted`.
     #[serde(default)]
     pub emitted_root: Option<PathBuf>,
     /// Where instances are kept as received, identifiers and all (a folder or `s3://...`), for

@@ -179,7 +179,9 @@ pub async fn run<B: Bus>(
         None => None,
     };
     let mut uid_map = cfg.uid_map_root.as_deref().map(UidMap::new);
-    let record = EmittedRecord { root: cfg.emitted_root() };
+    // Continuous mode only: a batch run (the embedded run) takes what is there now, and run
+    // again on the same output folder it emits again.
+    let record = (mode == Mode::Continuous).then(|| EmittedRecord { root: cfg.emitted_root() });
     let profile =
         Profile { keys: Keys::new(&secret), private_creators: cfg.private_creators.iter().cloned().collect() };
     let assembly = AssemblyConfig {
@@ -248,7 +250,7 @@ pub async fn run<B: Bus>(
                         let study = inst.study_uid.clone();
                         let now = started.elapsed().as_millis() as u64;
                         if !asm.holds(&study) {
-                            if let Some(e) = record.read(&study) {
+                            if let Some(e) = record.as_ref().and_then(|r| r.read(&study)) {
                                 asm.restore(&study, e.revision, e.instances);
                             }
                         }
@@ -342,7 +344,9 @@ pub async fn run<B: Bus>(
             deliver(&bus, topics::CASES, &case.case_id, case.encode(), &mut stats).await?;
             stats.cases += 1;
             // Not fatal: without the record, a restart sends this case again (a repeat).
-            if let Err(e) = record.write(&case.study_uid, &Emitted { revision: case.revision, instances }) {
+            if let Some(Err(e)) =
+                record.as_ref().map(|r| r.write(&case.study_uid, &Emitted { revision: case.revision, instances }))
+            {
                 emit(RecordFailed { error: e.to_string() });
             }
             emit(CaseEmitted { site: &case.site, revision: case.revision });

@@ -68,6 +68,12 @@ fn storescu_to_scp_to_cases() {
         .block_on(run(&config, b"s".to_vec(), InProcessBus::new(1), Mode::Batch, std::future::pending(), &|_| {}))
         .unwrap();
     assert_eq!((stats.cases, stats.dead_letters), (3, 0));
+    // A batch run again on the same folders (renal run into the same output) emits again: the
+    // record of emitted studies is the worker's, not the batch run's.
+    let again = rt
+        .block_on(run(&config, b"s".to_vec(), InProcessBus::new(1), Mode::Batch, std::future::pending(), &|_| {}))
+        .unwrap();
+    assert_eq!((again.cases, again.duplicates), (3, 0));
 }
 
 /// `storescu` or `echoscu` with these arguments against the receiver on `port`: (success, what
