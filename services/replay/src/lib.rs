@@ -27,10 +27,15 @@ pub struct Letter {
 /// Where a letter is: (dead-letter topic, partition, offset).
 pub type Position = (String, i32, i64);
 
+/// The position a [`DeadLetterSource`] names (a letter's, or a ledger entry's letter).
+fn position_of(at: &DeadLetterSource) -> Position {
+    (at.topic.clone().unwrap_or_default(), at.partition.unwrap_or(-1), at.offset.unwrap_or(-1))
+}
+
 impl Letter {
     /// Its position, the ledger's key for it.
     pub fn position(&self) -> Position {
-        (self.at.topic.clone().unwrap_or_default(), self.at.partition.unwrap_or(-1), self.at.offset.unwrap_or(-1))
+        position_of(&self.at)
     }
 }
 
@@ -110,10 +115,7 @@ pub fn done(ledger: &[Record], replay_id: &str) -> BTreeSet<Position> {
         .iter()
         .filter_map(|r| ReplayV1::decode(&r.payload).ok())
         .filter(|e| e.replay_id == replay_id)
-        .map(|e| {
-            let d = e.dead_letter;
-            (d.topic.unwrap_or_default(), d.partition.unwrap_or(-1), d.offset.unwrap_or(-1))
-        })
+        .map(|e| position_of(&e.dead_letter))
         .collect()
 }
 
