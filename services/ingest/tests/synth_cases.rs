@@ -204,19 +204,21 @@ fn a_late_segmentation_makes_a_new_revision_and_duplicates_change_nothing() {
     assert_eq!(second[0].case_id, first[0].case_id);
 }
 
+/// The (site, file) pairs of one study of the cohort, by its accession number.
+fn study_files(root: &Path, accession: &str) -> Vec<(String, PathBuf)> {
+    dicom_files(root)
+        .into_iter()
+        .filter(|(_, p)| instance::parse(&std::fs::read(p).unwrap()).unwrap().accession == accession)
+        .collect()
+}
+
 #[test]
 fn idle_emitted_studies_are_forgotten_and_keep_their_revision_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let (root, manifest) = cohort(dir.path());
     let store = LocalBlobStore::new(&dir.path().join("blobs")).unwrap();
     let case_id = manifest["cases"][0]["case_id"].as_str().unwrap();
-    let study: Vec<_> = dicom_files(&root)
-        .into_iter()
-        .filter(|(_, p)| {
-            let bytes = std::fs::read(p).unwrap();
-            instance::parse(&bytes).unwrap().accession == case_id
-        })
-        .collect();
+    let study = study_files(&root, case_id);
     let mut asm = Assembler::new();
     feed(&mut asm, &store, &study, 0);
     assert_eq!(asm.forget_idle(1_000_000, 1), 0, "never forget a study before its case is out");
@@ -238,10 +240,7 @@ fn a_restored_study_takes_its_delivered_instances_as_duplicates() {
     let (root, manifest) = cohort(dir.path());
     let store = LocalBlobStore::new(&dir.path().join("blobs")).unwrap();
     let case_id = manifest["cases"][0]["case_id"].as_str().unwrap();
-    let study: Vec<_> = dicom_files(&root)
-        .into_iter()
-        .filter(|(_, p)| instance::parse(&std::fs::read(p).unwrap()).unwrap().accession == case_id)
-        .collect();
+    let study = study_files(&root, case_id);
     let mut first = Assembler::new();
     feed(&mut first, &store, &study, 0);
     let cases: Vec<CaseV1> = first.ready(2_000, &config(), &store).into_iter().map(|r| r.unwrap()).collect();
