@@ -173,6 +173,27 @@ impl InternalEvent for ConsumerLag<'_> {
     }
 }
 
+/// A member that held no partition found some of its group's backlog stalled (records past
+/// the committed offset that no one consumed between two checks) and rejoined the group.
+pub struct GroupRejoined<'a> {
+    /// Consumer group.
+    pub group: &'a str,
+    /// The stalled (topic, partition)s.
+    pub stalled: &'a [(String, i32)],
+}
+
+impl InternalEvent for GroupRejoined<'_> {
+    fn emit(self) {
+        let stalled: Vec<String> = self.stalled.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+        tracing::warn!(
+            group = self.group,
+            stalled = ?stalled,
+            "holding no partition while {} partition(s) of the group stalled; rejoining the group",
+            stalled.len()
+        );
+    }
+}
+
 /// A stage's loop ended (on the shutdown signal): what it did.
 pub struct StageStopped<'a> {
     /// Stage name.

@@ -60,6 +60,25 @@ pub struct KafkaConfig {
     /// lower it there.
     #[serde(default = "default_fetch_wait_max_ms")]
     pub fetch_wait_max_ms: u64,
+    /// How often a consumer that holds no partition checks its group's backlog, ms (default
+    /// 30,000; 0: never). When a partition of its topics has records past the group's committed
+    /// offset at two checks in a row and that offset has not moved between them, no member is
+    /// consuming it: the idle consumer leaves and rejoins the group, so the group's leader
+    /// assigns the partitions again. A coordinator should never leave a partition unassigned,
+    /// but tansu 0.6.0 does after a SIGKILLed leader: a member that rejoins before the dead
+    /// leader's session expires is formed into a group with no assignment at all, and stays
+    /// so while it heartbeats. Under Kafka an idle surplus member (more members than
+    /// partitions) checks and finds the backlog moving, so it does not rejoin.
+    #[serde(default = "default_stalled_check_ms")]
+    pub stalled_check_ms: u64,
+    /// Idempotent producers (default true): the broker drops a retried send it already has,
+    /// so a send retried after a lost acknowledgement is not written twice. Turn off only for
+    /// a broker whose idempotent producers break: tansu 0.6.0, SIGKILLed and restarted, panics
+    /// in its storage on such a producer's next send (`more or less than one row` in
+    /// tansu-storage's SQLite engine) and answers every request with an error from then on.
+    /// Off, a retried send may be written twice; the stages downstream already take repeats.
+    #[serde(default = "default_idempotence")]
+    pub idempotence: bool,
     /// How the brokers are reached: `plaintext` (default), `ssl` (TLS), `sasl_plaintext` or
     /// `sasl_ssl` (SASL over TLS: what a hospital's shared cluster should ask for).
     #[serde(default = "default_security_protocol")]
@@ -113,6 +132,12 @@ fn default_stats_interval_ms() -> u64 {
 fn default_fetch_wait_max_ms() -> u64 {
     500
 }
+fn default_stalled_check_ms() -> u64 {
+    30_000
+}
+fn default_idempotence() -> bool {
+    true
+}
 
 impl KafkaConfig {
     /// Defaults for a local broker at `bootstrap_servers`.
@@ -127,6 +152,8 @@ impl KafkaConfig {
             debug: None,
             stats_interval_ms: default_stats_interval_ms(),
             fetch_wait_max_ms: default_fetch_wait_max_ms(),
+            stalled_check_ms: default_stalled_check_ms(),
+            idempotence: default_idempotence(),
             security_protocol: default_security_protocol(),
             ssl_ca_location: None,
             ssl_certificate_location: None,
@@ -317,6 +344,11 @@ fn classify(e: KafkaError) -> BusError {
                 | C::IllegalGeneration
                 | C::UnknownMemberId
                 | C::RebalanceInProgress
+                // UNKNOWN_SERVER_ERROR: the broker failed on its side (tansu answers every
+                // request so when its storage fails). Kafka's table calls it not retriable, but
+                // nothing about the record caused it, and a worker that exits on it loses
+                // nothing yet stops until someone restarts it: retry with back-off instead.
+                | C::Unknown
         )
     );
     if transient {
@@ -331,7 +363,7 @@ impl KafkaBus {
     pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
         let producer: FutureProducer<StderrLog> = config
             .client_config()?
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", config.idempotence.to_string())
             .set("acks", "all")
             .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
             .create_with_context(StderrLog)
@@ -407,7 +439,14 @@ impl Bus for KafkaBus {
             .map_err(classify)?;
         let names: Vec<&str> = topics.iter().map(|t| t.name).collect();
         consumer.subscribe(&names).map_err(classify)?;
-        Ok(KafkaConsumer { consumer, stored_any: false })
+        Ok(KafkaConsumer {
+            consumer,
+            stored_any: false,
+            group: group.into(),
+            topics: names.iter().map(|n| n.to_string()).collect(),
+            stalled_check: Duration::from_millis(self.config.stalled_check_ms),
+            backlog: None,
+        })
     }
 }
 
@@ -481,11 +520,96 @@ impl KafkaBus {
 pub struct KafkaConsumer {
     consumer: StreamConsumer<GroupMember>,
     stored_any: bool,
+    group: String,
+    topics: Vec<String>,
+    /// How often to look at the group's backlog while holding no partition (zero: never).
+    stalled_check: Duration,
+    /// The group's backlog at the last such look.
+    backlog: Option<Backlog>,
+}
+
+/// Per (topic, partition): the group's committed offset (-1 when none) and how many records
+/// lie past it.
+pub type Backlog = std::collections::BTreeMap<(String, i32), (i64, i64)>;
+
+/// The partitions no member consumed between two looks at the group's backlog: records past
+/// the committed offset both times, and that offset unchanged.
+pub fn stalled_partitions(before: &Backlog, now: &Backlog) -> Vec<(String, i32)> {
+    now.iter()
+        .filter(|(tp, &(committed, behind))| {
+            behind > 0 && before.get(*tp).is_some_and(|&(was, was_behind)| was == committed && was_behind > 0)
+        })
+        .map(|(tp, _)| tp.clone())
+        .collect()
+}
+
+impl KafkaConsumer {
+    /// The group's committed offset and backlog on every partition of this member's topics.
+    fn group_backlog(&self) -> Result<Backlog, KafkaError> {
+        use rdkafka::{Offset, TopicPartitionList};
+        let timeout = Duration::from_secs(2);
+        let mut all = TopicPartitionList::new();
+        for topic in &self.topics {
+            let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    all.add_partition(topic, p.id());
+                }
+            }
+        }
+        let committed = self.consumer.committed_offsets(all, timeout)?;
+        let mut backlog = Backlog::new();
+        for e in committed.elements() {
+            let (low, high) = self.consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            backlog.insert((e.topic().to_string(), e.partition()), (at, high - at.max(low)));
+        }
+        Ok(backlog)
+    }
+
+    /// Called while no record arrives: a member holding no partition looks at the group's
+    /// backlog and rejoins when some of it has stalled (see `KafkaConfig::stalled_check_ms`).
+    fn watch_stalled(&mut self) {
+        if !self.consumer.assignment().is_ok_and(|a| a.count() == 0) {
+            self.backlog = None;
+            return;
+        }
+        let now = match self.group_backlog() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(group = %self.group, "backlog check failed: {e}");
+                return;
+            }
+        };
+        let stalled = self.backlog.as_ref().map(|before| stalled_partitions(before, &now)).unwrap_or_default();
+        if stalled.is_empty() {
+            self.backlog = Some(now);
+            return;
+        }
+        renal_telemetry::emit(crate::events::GroupRejoined { group: &self.group, stalled: &stalled });
+        self.backlog = None;
+        let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.unsubscribe();
+        if let Err(e) = self.consumer.subscribe(&names) {
+            tracing::warn!(group = %self.group, "rejoining failed: {e}");
+        }
+    }
 }
 
 impl Consumer for KafkaConsumer {
     async fn recv(&mut self) -> Result<Record, BusError> {
-        let m = self.consumer.recv().await.map_err(classify)?;
+        let m = loop {
+            if self.stalled_check.is_zero() {
+                break self.consumer.recv().await.map_err(classify)?;
+            }
+            tokio::select! {
+                m = self.consumer.recv() => break m.map_err(classify)?,
+                _ = tokio::time::sleep(self.stalled_check) => self.watch_stalled(),
+            }
+        };
         Ok(Record {
             topic: m.topic().to_string(),
             partition: m.partition(),
@@ -516,5 +640,25 @@ impl Consumer for KafkaConsumer {
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
             Err(e) => Err(classify(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stalled_partitions, Backlog};
+
+    fn backlog(rows: &[(i32, i64, i64)]) -> Backlog {
+        rows.iter().map(|&(p, at, behind)| (("renal.lesions".to_string(), p), (at, behind))).collect()
+    }
+
+    #[test]
+    fn a_partition_is_stalled_only_when_behind_twice_and_its_offset_did_not_move() {
+        let before = backlog(&[(0, 4, 2), (1, 7, 0), (2, -1, 3), (3, 5, 1)]);
+        let now = backlog(&[(0, 4, 3), (1, 7, 1), (2, -1, 3), (3, 6, 1)]);
+        let stalled = stalled_partitions(&before, &now);
+        // 0: behind and unmoved; 1: newly behind; 2: never committed and unmoved; 3: moved.
+        assert_eq!(stalled, vec![("renal.lesions".to_string(), 0), ("renal.lesions".to_string(), 2)]);
+        assert!(stalled_partitions(&Backlog::new(), &now).is_empty(), "a first look decides nothing");
+        assert!(stalled_partitions(&now, &backlog(&[(0, 4, 0), (2, -1, 0)])).is_empty(), "caught up");
     }
 }
