@@ -230,7 +230,39 @@ impl Drop for Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failed test shows what a private broker said last (its folder goes with it).
+        if let (true, Some(dir)) = (std::thread::panicking(), &self.dir) {
+            let log = dir.path().join("tansu.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let plain = strip_ansi(&text);
+            let lines: Vec<&str> = plain
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("panicked"))
+                .collect();
+            let start = lines.len().saturating_sub(20).max(10);
+            eprintln!("--- tansu: the first 10 and last 20 of its {} warning and error lines ---", lines.len());
+            eprintln!("{}", lines[..lines.len().min(10)].join("\n"));
+            eprintln!("{}", lines.get(start..).unwrap_or_default().join("\n"));
+        }
     }
+}
+
+/// `text` without its terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A loopback port nothing listens on right now.
